@@ -1,0 +1,533 @@
+//! The exactly-once partition consumer.
+//!
+//! Effects live in Postgres, and so do offsets: each consumed batch is one Postgres transaction
+//! holding the handler's effects, the dead letters of the records it refused, and the
+//! compare-and-set of the partition's stored offset under the current lease epoch. Partitions
+//! are `assign`ed at the stored offset, never `subscribe`d, so the broker's group coordinator
+//! plays no part. A crash before commit loses the whole batch and it is consumed again; a crash
+//! after commit is not replayed; a stale owner's commit is refused by the compare-and-set.
+//! Handlers dedupe re-delivered messages by their own idempotency keys
+//! ([`claim_event`] or a unique constraint of their own).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio_postgres::Transaction;
+use tracing::Instrument;
+
+use crate::db::{DbError, DbTarget, error_chain};
+use crate::kafka::base_config;
+use crate::lease::{Lease, LeaseKey};
+use crate::outbox;
+
+/// One consumed message, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub timestamp_ms: Option<i64>,
+}
+
+/// What the handler did with one record of the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Its effects are written in the batch transaction.
+    Applied,
+    /// Seen before (same idempotency key): nothing written.
+    Duplicate,
+    /// Cannot be decoded or validated: sent to the DLQ with the reason, partition moves on.
+    DeadLetter { error_kind: String, reason: String },
+}
+
+impl Disposition {
+    pub fn dead(error_kind: &str, reason: impl Into<String>) -> Self {
+        Self::DeadLetter {
+            error_kind: error_kind.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying the whole batch (database busy, connection lost).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Retrying will not help; the consumer stops and says why.
+    #[error("fatal: {0}")]
+    Fatal(String),
+}
+
+impl From<tokio_postgres::Error> for HandlerError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        HandlerError::Transient(error_chain(&e))
+    }
+}
+
+/// Applies a batch of records inside the consumer's transaction.
+pub trait BatchHandler: Send + Sync {
+    /// Returns one disposition per record, in order. Must write only through `tx`.
+    fn handle(
+        &self,
+        tx: &Transaction<'_>,
+        batch: &[Record],
+    ) -> impl Future<Output = Result<Vec<Disposition>, HandlerError>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub brokers: String,
+    pub consumer_group: String,
+    pub topic: String,
+    pub partition: i32,
+    /// Where refused records go.
+    pub dlq_topic: String,
+    /// Who this is, in leases and logs (host, pid, instance).
+    pub owner: String,
+    pub batch_size_max: usize,
+    /// How long to keep filling a batch once the first record arrived.
+    pub linger_ms: u64,
+    /// How long to wait for a first record before checking lease and shutdown again.
+    pub poll_ms: u64,
+    /// How often a standby retries the lease.
+    pub lease_retry_ms: u64,
+    /// Backoff after a failed batch, doubled up to `retry_backoff_max_ms`.
+    pub retry_backoff_ms: u64,
+    pub retry_backoff_max_ms: u64,
+}
+
+impl ConsumerConfig {
+    pub fn new(
+        brokers: &str,
+        consumer_group: &str,
+        topic: &str,
+        partition: i32,
+        dlq_topic: &str,
+    ) -> Self {
+        Self {
+            brokers: brokers.to_owned(),
+            consumer_group: consumer_group.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+            dlq_topic: dlq_topic.to_owned(),
+            owner: default_owner(),
+            batch_size_max: 500,
+            linger_ms: 5,
+            poll_ms: 200,
+            lease_retry_ms: 500,
+            retry_backoff_ms: 100,
+            retry_backoff_max_ms: 5_000,
+        }
+    }
+
+    fn lease_key(&self) -> LeaseKey {
+        LeaseKey {
+            consumer_group: self.consumer_group.clone(),
+            topic: self.topic.clone(),
+            partition: self.partition,
+        }
+    }
+}
+
+pub fn default_owner() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("{lease}: lease lost (epoch {epoch} superseded); this instance stops committing")]
+    LeaseLost { lease: LeaseKey, epoch: i64 },
+    #[error("{lease}: {source}")]
+    Db {
+        lease: LeaseKey,
+        #[source]
+        source: DbError,
+    },
+    #[error("{lease}: kafka: {reason}")]
+    Kafka { lease: LeaseKey, reason: String },
+    #[error("{lease}: handler gave {got} dispositions for {expected} records")]
+    DispositionCount {
+        lease: LeaseKey,
+        got: usize,
+        expected: usize,
+    },
+    #[error("{lease} at offset {offset}: handler failed: {reason}")]
+    Handler {
+        lease: LeaseKey,
+        offset: i64,
+        reason: String,
+    },
+}
+
+/// Counters a benchmark or health endpoint can read while the consumer runs.
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    pub batches: AtomicU64,
+    pub records: AtomicU64,
+    pub applied: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub retries: AtomicU64,
+    pub leases_taken: AtomicU64,
+    pub leases_lost: AtomicU64,
+}
+
+impl ConsumerStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Consumes one partition with exactly-once effects. Several instances may run for the same
+/// partition: one holds the lease and works, the others wait as standbys.
+pub struct PartitionConsumer {
+    config: ConsumerConfig,
+    db: DbTarget,
+    pool: Pool,
+    stats: Arc<ConsumerStats>,
+}
+
+enum Stop {
+    Shutdown,
+    LeaseLost,
+}
+
+impl PartitionConsumer {
+    pub fn new(config: ConsumerConfig, db: DbTarget, pool: Pool) -> Self {
+        Self {
+            config,
+            db,
+            pool,
+            stats: Arc::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<ConsumerStats> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` turns true. A lost lease sends the instance back to standby;
+    /// an unrecoverable error ends the run with the reason.
+    pub async fn run<H: BatchHandler>(
+        &self,
+        handler: &H,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), ConsumerError> {
+        let key = self.config.lease_key();
+        loop {
+            let lease = Lease::acquire(
+                &self.db,
+                key.clone(),
+                &self.config.owner,
+                Duration::from_millis(self.config.lease_retry_ms),
+                &mut shutdown,
+            )
+            .await
+            .map_err(|source| ConsumerError::Db {
+                lease: key.clone(),
+                source,
+            })?;
+            let Some(lease) = lease else {
+                return Ok(());
+            };
+            self.stats.leases_taken.fetch_add(1, Ordering::Relaxed);
+            match self.consume(&lease, handler, &mut shutdown).await? {
+                Stop::Shutdown => return Ok(()),
+                Stop::LeaseLost => {
+                    self.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(lease = %key, epoch = lease.epoch, "lease lost; back to standby");
+                }
+            }
+        }
+    }
+
+    fn kafka_consumer(&self, next_offset: i64) -> Result<StreamConsumer, ConsumerError> {
+        let key = self.config.lease_key();
+        let kafka_err = |e: rdkafka::error::KafkaError| ConsumerError::Kafka {
+            lease: key.clone(),
+            reason: e.to_string(),
+        };
+        let consumer: StreamConsumer = base_config(&self.config.brokers)
+            .set("group.id", &self.config.consumer_group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "50")
+            .create()
+            .map_err(kafka_err)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(
+            &self.config.topic,
+            self.config.partition,
+            Offset::Offset(next_offset),
+        )
+        .map_err(kafka_err)?;
+        consumer.assign(&tpl).map_err(kafka_err)?;
+        Ok(consumer)
+    }
+
+    async fn consume<H: BatchHandler>(
+        &self,
+        lease: &Lease,
+        handler: &H,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Stop, ConsumerError> {
+        let mut next_offset = lease.next_offset;
+        let mut consumer = self.kafka_consumer(next_offset)?;
+        let mut backoff_ms = self.config.retry_backoff_ms;
+        loop {
+            if *shutdown.borrow() {
+                return Ok(Stop::Shutdown);
+            }
+            if !lease.is_alive() {
+                return Ok(Stop::LeaseLost);
+            }
+            let batch = match self.fetch(&consumer, next_offset).await {
+                Ok(batch) => batch,
+                Err(reason) => {
+                    tracing::warn!(lease = %lease.key, offset = next_offset, %reason, "fetch failed; retrying");
+                    self.pause(&mut backoff_ms, shutdown).await;
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let span = tracing::info_span!(
+                "batch",
+                lease = %lease.key,
+                first_offset = batch[0].offset,
+                records = batch.len()
+            );
+            let result = self
+                .commit_batch(lease, handler, &batch, next_offset)
+                .instrument(span)
+                .await;
+            match result {
+                Ok(committed) => {
+                    next_offset = committed;
+                    backoff_ms = self.config.retry_backoff_ms;
+                }
+                Err(BatchError::LeaseLost) => return Ok(Stop::LeaseLost),
+                Err(BatchError::Fatal(e)) => return Err(e),
+                Err(BatchError::Transient(reason)) => {
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(lease = %lease.key, offset = next_offset, %reason, "batch failed; retrying it");
+                    self.pause(&mut backoff_ms, shutdown).await;
+                    // The commit may have landed before the error: ask Postgres where we are.
+                    next_offset = match self.stored_offset(lease).await {
+                        Ok(Some(offset)) => offset,
+                        Ok(None) => return Ok(Stop::LeaseLost),
+                        Err(reason) => {
+                            tracing::warn!(lease = %lease.key, %reason, "cannot read stored offset");
+                            next_offset
+                        }
+                    };
+                    consumer = self.kafka_consumer(next_offset)?;
+                }
+            }
+        }
+    }
+
+    async fn pause(&self, backoff_ms: &mut u64, shutdown: &mut watch::Receiver<bool>) {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(*backoff_ms)) => {}
+            _ = shutdown.changed() => {}
+        }
+        *backoff_ms = (*backoff_ms * 2).min(self.config.retry_backoff_max_ms);
+    }
+
+    /// Up to `batch_size_max` records at or after `next_offset`; empty after `poll_ms` of quiet.
+    async fn fetch(
+        &self,
+        consumer: &StreamConsumer,
+        next_offset: i64,
+    ) -> Result<Vec<Record>, String> {
+        let mut batch = Vec::new();
+        let first =
+            tokio::time::timeout(Duration::from_millis(self.config.poll_ms), consumer.recv()).await;
+        match first {
+            Err(_) => return Ok(batch),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Ok(m)) => push_owned(&mut batch, &m, next_offset),
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.linger_ms);
+        while batch.len() < self.config.batch_size_max {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Err(_) => break,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Ok(Ok(m)) => push_owned(&mut batch, &m, next_offset),
+            }
+        }
+        Ok(batch)
+    }
+
+    async fn commit_batch<H: BatchHandler>(
+        &self,
+        lease: &Lease,
+        handler: &H,
+        batch: &[Record],
+        next_offset: i64,
+    ) -> Result<i64, BatchError> {
+        let key = &lease.key;
+        let first = batch[0].offset;
+        let last = batch[batch.len() - 1].offset;
+        assert!(
+            first >= next_offset,
+            "{key}: record {first} is before stored offset {next_offset}"
+        );
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| BatchError::Transient(e.to_string()))?;
+        let tx = client.transaction().await.map_err(transient)?;
+        let dispositions = handler.handle(&tx, batch).await.map_err(|e| match e {
+            HandlerError::Transient(reason) => BatchError::Transient(reason),
+            HandlerError::Fatal(reason) => BatchError::Fatal(ConsumerError::Handler {
+                lease: key.clone(),
+                offset: first,
+                reason,
+            }),
+        })?;
+        if dispositions.len() != batch.len() {
+            return Err(BatchError::Fatal(ConsumerError::DispositionCount {
+                lease: key.clone(),
+                got: dispositions.len(),
+                expected: batch.len(),
+            }));
+        }
+        let (mut applied, mut duplicates, mut dead) = (0, 0, 0);
+        for (record, disposition) in batch.iter().zip(&dispositions) {
+            match disposition {
+                Disposition::Applied => applied += 1,
+                Disposition::Duplicate => duplicates += 1,
+                Disposition::DeadLetter { error_kind, reason } => {
+                    dead += 1;
+                    tracing::warn!(lease = %key, offset = record.offset, error_kind, reason, "record sent to DLQ");
+                    outbox::enqueue_dead_letter(
+                        &tx,
+                        &self.config.dlq_topic,
+                        &self.config.consumer_group,
+                        record,
+                        error_kind,
+                        reason,
+                    )
+                    .await
+                    .map_err(transient)?;
+                }
+            }
+        }
+        let committed = last + 1;
+        let updated = tx
+            .execute(
+                "UPDATE platform.consumer_offsets
+                    SET next_offset = $5, committed_at = now()
+                  WHERE consumer_group = $1 AND topic = $2 AND partition = $3
+                    AND next_offset = $4 AND lease_epoch = $6",
+                &[
+                    &key.consumer_group,
+                    &key.topic,
+                    &key.partition,
+                    &next_offset,
+                    &committed,
+                    &lease.epoch,
+                ],
+            )
+            .await
+            .map_err(transient)?;
+        if updated != 1 {
+            // Another owner took over: our effects are rolled back with the transaction.
+            drop(tx);
+            tracing::warn!(lease = %key, epoch = lease.epoch, "offset compare-and-set refused; batch rolled back");
+            return Err(BatchError::LeaseLost);
+        }
+        tx.commit().await.map_err(transient)?;
+        let s = &self.stats;
+        s.batches.fetch_add(1, Ordering::Relaxed);
+        s.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        s.applied.fetch_add(applied, Ordering::Relaxed);
+        s.duplicates.fetch_add(duplicates, Ordering::Relaxed);
+        s.dead_letters.fetch_add(dead, Ordering::Relaxed);
+        tracing::debug!(lease = %key, committed, applied, duplicates, dead, "batch committed");
+        Ok(committed)
+    }
+
+    /// The stored offset if our epoch still owns it.
+    async fn stored_offset(&self, lease: &Lease) -> Result<Option<i64>, String> {
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let row = client
+            .query_opt(
+                "SELECT next_offset FROM platform.consumer_offsets
+                  WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND lease_epoch = $4",
+                &[
+                    &lease.key.consumer_group,
+                    &lease.key.topic,
+                    &lease.key.partition,
+                    &lease.epoch,
+                ],
+            )
+            .await
+            .map_err(|e| error_chain(&e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+}
+
+enum BatchError {
+    Transient(String),
+    LeaseLost,
+    Fatal(ConsumerError),
+}
+
+fn transient(e: tokio_postgres::Error) -> BatchError {
+    BatchError::Transient(error_chain(&e))
+}
+
+fn push_owned<M: Message>(batch: &mut Vec<Record>, m: &M, next_offset: i64) {
+    // After a re-assign the broker may hand back records we already committed.
+    if m.offset() < next_offset {
+        return;
+    }
+    batch.push(Record {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        timestamp_ms: m.timestamp().to_millis(),
+    });
+}
+
+/// Records that `event_id` was applied by `consumer_group`; false if it already was, in which
+/// case the caller writes nothing. Call it inside the batch transaction.
+pub async fn claim_event(
+    tx: &Transaction<'_>,
+    consumer_group: &str,
+    event_id: &str,
+    record: &Record,
+) -> Result<bool, tokio_postgres::Error> {
+    let inserted = tx
+        .execute(
+            "INSERT INTO platform.processed_events (consumer_group, event_id, topic, partition, \"offset\")
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[&consumer_group, &event_id, &record.topic, &record.partition, &record.offset],
+        )
+        .await?;
+    Ok(inserted == 1)
+}

@@ -1,0 +1,175 @@
+//! Kafka clients: the idempotent producer, topic administration and the health check.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::FutureProducer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error(
+        "cannot reach the Kafka broker at {brokers}: {reason}. Check KAFKA_BROKERS, or unset it to let the project start Tansu"
+    )]
+    Unreachable { brokers: String, reason: String },
+    #[error("cannot create Kafka client for {brokers}: {reason}")]
+    Client { brokers: String, reason: String },
+    #[error("cannot create topic {topic} on {brokers}: {reason}")]
+    CreateTopic {
+        topic: String,
+        brokers: String,
+        reason: String,
+    },
+    #[error("topic {topic} on {brokers} has {found} partitions, expected {expected}")]
+    PartitionCount {
+        topic: String,
+        brokers: String,
+        found: i32,
+        expected: i32,
+    },
+}
+
+/// Settings every client shares.
+pub fn base_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("socket.connection.setup.timeout.ms", "5000")
+        .set("log_level", "4");
+    config
+}
+
+/// Idempotent producer with acks from all in-sync replicas: a message the broker acknowledged
+/// is durable and a retried send is not duplicated. `message_timeout_ms` bounds how long a send
+/// may wait before the caller answers 503.
+pub fn producer(brokers: &str, message_timeout_ms: u64) -> Result<FutureProducer, KafkaError> {
+    base_config(brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "none")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", message_timeout_ms.to_string())
+        .create()
+        .map_err(|e| KafkaError::Client {
+            brokers: brokers.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+/// What the broker reports about itself and the topics asked for.
+#[derive(Debug, Clone)]
+pub struct BrokerHealth {
+    pub brokers: String,
+    pub broker_count: usize,
+    /// (topic, partitions); 0 partitions when the topic does not exist.
+    pub topics: Vec<(String, i32)>,
+}
+
+/// Asks the broker for metadata; fails with a clear message within `timeout`.
+pub async fn health(
+    brokers: &str,
+    topics: &[&str],
+    timeout: Duration,
+) -> Result<BrokerHealth, KafkaError> {
+    let brokers = brokers.to_owned();
+    let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer =
+            base_config(&brokers)
+                .create()
+                .map_err(|e| KafkaError::Client {
+                    brokers: brokers.clone(),
+                    reason: e.to_string(),
+                })?;
+        let metadata =
+            consumer
+                .fetch_metadata(None, timeout)
+                .map_err(|e| KafkaError::Unreachable {
+                    brokers: brokers.clone(),
+                    reason: e.to_string(),
+                })?;
+        let found = topics
+            .iter()
+            .map(|name| {
+                let partitions = metadata
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == name)
+                    .map(|t| t.partitions().len() as i32)
+                    .unwrap_or(0);
+                (name.clone(), partitions)
+            })
+            .collect();
+        Ok(BrokerHealth {
+            brokers: brokers.clone(),
+            broker_count: metadata.brokers().len(),
+            topics: found,
+        })
+    })
+    .await
+    .map_err(|e| KafkaError::Client {
+        brokers: "?".into(),
+        reason: e.to_string(),
+    })?
+}
+
+/// Creates the topics that do not exist yet and checks every one has its partition count.
+pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> =
+        base_config(brokers)
+            .create()
+            .map_err(|e| KafkaError::Client {
+                brokers: brokers.to_owned(),
+                reason: e.to_string(),
+            })?;
+    let new_topics: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(new_topics.iter(), &options)
+        .await
+        .map_err(|e| KafkaError::Unreachable {
+            brokers: brokers.to_owned(),
+            reason: e.to_string(),
+        })?;
+    for result in results {
+        if let Err((topic, code)) = result
+            && code != RDKafkaErrorCode::TopicAlreadyExists
+        {
+            return Err(KafkaError::CreateTopic {
+                topic,
+                brokers: brokers.to_owned(),
+                reason: code.to_string(),
+            });
+        }
+    }
+    // Metadata can lag creation by a moment.
+    let names: Vec<&str> = topics.iter().map(|(n, _)| *n).collect();
+    let mut last = None;
+    for _ in 0..50 {
+        let h = health(brokers, &names, Duration::from_secs(5)).await?;
+        let mismatch = h
+            .topics
+            .iter()
+            .zip(topics)
+            .find(|((_, found), (_, expected))| found != expected)
+            .map(|((name, found), (_, expected))| (name.clone(), *found, *expected));
+        match mismatch {
+            None => return Ok(()),
+            Some(m) => last = Some(m),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (topic, found, expected) = last.unwrap_or_default();
+    Err(KafkaError::PartitionCount {
+        topic,
+        brokers: brokers.to_owned(),
+        found,
+        expected,
+    })
+}

@@ -1,0 +1,38 @@
+//! Shared plumbing of the raffle platform: everything a pipeline stage needs to talk to
+//! Postgres and Kafka correctly, and nothing about raffles themselves.
+//!
+//! Owns: configuration from the environment ([`config`]), the Postgres pool and the versioned
+//! migrations of every schema ([`db`], `platform/migrations/`), the Kafka producer and admin
+//! helpers ([`kafka`]), the exactly-once partition consumer with its Postgres lease and offset
+//! compare-and-set ([`consumer`], [`lease`]), the transactional outbox and its relay
+//! ([`outbox`]), the local development stack that starts Tansu ([`devstack`]), telemetry
+//! ([`telemetry`]), the executable's own hash ([`version`]) and, behind the `testkit`
+//! feature, the test harness.
+//!
+//! Writes: `platform.partition_leases`, `platform.consumer_offsets`, `platform.processed_events`,
+//! `platform.outbox`. Must not touch: any other schema's tables; business rules live in the
+//! stage crates.
+
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod devstack;
+pub mod kafka;
+pub mod lease;
+pub mod outbox;
+pub mod telemetry;
+pub mod version;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use config::{StackConfig, TopicNames};
+pub use consumer::{
+    BatchHandler, ConsumerConfig, ConsumerError, ConsumerStats, Disposition, HandlerError,
+    PartitionConsumer, Record,
+};
+
+/// Microseconds since the Unix epoch, UTC: the one timestamp unit on the wire.
+pub fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}

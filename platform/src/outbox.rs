@@ -1,0 +1,198 @@
+//! The transactional outbox: messages written in the same Postgres transaction as the effects
+//! that caused them, and relayed to Kafka after commit by one relay at a time (a lease).
+//! The relay may publish a message twice if it dies between the broker's ack and marking the
+//! row; consumers dedupe by event id, so that is harmless.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::watch;
+use tokio_postgres::Transaction;
+
+use crate::consumer::Record;
+use crate::db::{DbError, DbTarget, error_chain};
+use crate::lease::{Lease, LeaseKey};
+
+/// Writes one message to the outbox inside `tx`.
+pub async fn enqueue(
+    tx: &Transaction<'_>,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: &BTreeMap<String, String>,
+) -> Result<(), tokio_postgres::Error> {
+    let headers = serde_json::to_value(headers).unwrap_or_default();
+    tx.execute(
+        "INSERT INTO platform.outbox (topic, message_key, payload, headers) VALUES ($1, $2, $3, $4)",
+        &[&topic, &key, &payload, &headers],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sends a refused record to the DLQ through the outbox: the Avro envelope keeps the original
+/// bytes whole, and the headers repeat where it came from and why, for operators' tools.
+pub async fn enqueue_dead_letter(
+    tx: &Transaction<'_>,
+    dlq_topic: &str,
+    consumer_group: &str,
+    record: &Record,
+    error_kind: &str,
+    reason: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let letter = schemas::DeadLetter {
+        dead_letter_id: uuid::Uuid::now_v7(),
+        consumer_group: consumer_group.to_owned(),
+        topic: record.topic.clone(),
+        partition: record.partition,
+        offset: record.offset,
+        key: record.key.clone(),
+        value: record.payload.clone(),
+        error_kind: error_kind.to_owned(),
+        reason: reason.to_owned(),
+        failed_at_us: crate::now_us(),
+    };
+    // The envelope's schema is compiled in and every field is set above; encoding cannot fail
+    // for any input bytes, which travel as opaque `bytes`.
+    let payload = schemas::encode(&letter).unwrap_or_default();
+    let headers = BTreeMap::from([
+        ("dlq.consumer_group".to_owned(), consumer_group.to_owned()),
+        ("dlq.topic".to_owned(), record.topic.clone()),
+        ("dlq.partition".to_owned(), record.partition.to_string()),
+        ("dlq.offset".to_owned(), record.offset.to_string()),
+        ("dlq.error_kind".to_owned(), error_kind.to_owned()),
+        ("dlq.reason".to_owned(), reason.to_owned()),
+    ]);
+    enqueue(tx, dlq_topic, record.key.as_deref(), &payload, &headers).await
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("outbox relay: {0}")]
+    Db(#[from] DbError),
+}
+
+/// Publishes outbox rows in id order and marks them published.
+pub struct OutboxRelay {
+    pub db: DbTarget,
+    pub pool: Pool,
+    pub producer: FutureProducer,
+    pub owner: String,
+    pub batch_size_max: i64,
+    pub idle_ms: u64,
+}
+
+impl OutboxRelay {
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), RelayError> {
+        let key = LeaseKey {
+            consumer_group: "outbox-relay".into(),
+            topic: "platform.outbox".into(),
+            partition: 0,
+        };
+        loop {
+            let Some(lease) = Lease::acquire(
+                &self.db,
+                key.clone(),
+                &self.owner,
+                Duration::from_millis(500),
+                &mut shutdown,
+            )
+            .await?
+            else {
+                return Ok(());
+            };
+            while lease.is_alive() && !*shutdown.borrow() {
+                match self.relay_once().await {
+                    Ok(0) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(self.idle_ms)) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(reason) => {
+                        tracing::warn!(%reason, "outbox relay batch failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Publishes one batch; returns how many rows were published.
+    pub async fn relay_once(&self) -> Result<usize, String> {
+        let client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let rows = client
+            .query(
+                "SELECT id, topic, message_key, payload, headers FROM platform.outbox
+                  WHERE published_at IS NULL ORDER BY id LIMIT $1",
+                &[&self.batch_size_max],
+            )
+            .await
+            .map_err(|e| error_chain(&e))?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut sends = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let topic: String = row.get(1);
+            let key: Option<Vec<u8>> = row.get(2);
+            let payload: Vec<u8> = row.get(3);
+            let headers: serde_json::Value = row.get(4);
+            let mut owned = OwnedHeaders::new();
+            if let Some(map) = headers.as_object() {
+                for (k, v) in map {
+                    owned = owned.insert(Header {
+                        key: k,
+                        value: v.as_str(),
+                    });
+                }
+            }
+            let producer = self.producer.clone();
+            // Sent in id order; the idempotent producer keeps that order per partition.
+            sends.push(async move {
+                let mut record = FutureRecord::to(&topic).payload(&payload).headers(owned);
+                if let Some(k) = key.as_deref() {
+                    record = record.key(k);
+                }
+                producer
+                    .send(record, Duration::from_secs(10))
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| format!("publishing to {topic}: {e}"))
+            });
+        }
+        let results = futures::future::join_all(sends).await;
+        // Mark the prefix that was acknowledged; the rest is retried in order next time.
+        let mut published = Vec::new();
+        let mut failure = None;
+        for (row, result) in rows.iter().zip(results) {
+            match result {
+                Ok(()) => published.push(row.get::<_, i64>(0)),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if !published.is_empty() {
+            client
+                .execute(
+                    "UPDATE platform.outbox SET published_at = now() WHERE id = ANY($1)",
+                    &[&published],
+                )
+                .await
+                .map_err(|e| error_chain(&e))?;
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(published.len()),
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! Domain value types: parsed once at the edge, trusted everywhere inside.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Why a value could not be parsed. The message names the field's rule and the bad input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("currency must be three upper-case ISO 4217 letters, got {0:?}")]
+    Currency(String),
+    #[error("amount must be a non-negative integer of minor units, got {0}")]
+    NegativeAmount(i64),
+    #[error("cannot combine {left} with {right}: currencies differ")]
+    CurrencyMismatch { left: Currency, right: Currency },
+    #[error("amount overflows: {0}")]
+    Overflow(&'static str),
+    #[error("draw number must be at least 1, got {0}")]
+    DrawNumber(i64),
+    #[error("validation number must be 1-40 characters of A-Z, 0-9 and '-', got {0:?}")]
+    ValidationNumber(String),
+    #[error("percentage must be between 0 and 100, got {0}")]
+    Percentage(Decimal),
+    #[error(
+        "range partition must look like '{{raffle uuid}}/range:{{uuid}}' or '{{raffle uuid}}/alloc:{{uuid}}', got {0:?}"
+    )]
+    RangePartition(String),
+}
+
+/// ISO 4217 currency code: three upper-case ASCII letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    pub fn parse(code: &str) -> Result<Self, ValueError> {
+        let bytes = code.as_bytes();
+        if bytes.len() == 3 && bytes.iter().all(u8::is_ascii_uppercase) {
+            Ok(Self([bytes[0], bytes[1], bytes[2]]))
+        } else {
+            Err(ValueError::Currency(code.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII upper-case letters are ever stored (see `parse`).
+        std::str::from_utf8(&self.0).unwrap_or("???")
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Currency {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl Serialize for Currency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Currency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let code = String::deserialize(d)?;
+        Self::parse(&code).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Money: a non-negative integer of minor units (cents for USD) and its currency. No floats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Money {
+    amount_minor: i64,
+    currency: Currency,
+}
+
+impl Money {
+    pub fn new(amount_minor: i64, currency: Currency) -> Result<Self, ValueError> {
+        if amount_minor < 0 {
+            return Err(ValueError::NegativeAmount(amount_minor));
+        }
+        Ok(Self {
+            amount_minor,
+            currency,
+        })
+    }
+
+    pub fn zero(currency: Currency) -> Self {
+        Self {
+            amount_minor: 0,
+            currency,
+        }
+    }
+
+    pub fn amount_minor(&self) -> i64 {
+        self.amount_minor
+    }
+
+    pub fn currency(&self) -> Currency {
+        self.currency
+    }
+
+    pub fn checked_add(self, other: Money) -> Result<Money, ValueError> {
+        self.same_currency(other)?;
+        let amount_minor = self
+            .amount_minor
+            .checked_add(other.amount_minor)
+            .ok_or(ValueError::Overflow("money addition"))?;
+        Ok(Money {
+            amount_minor,
+            currency: self.currency,
+        })
+    }
+
+    /// `self - other`, refused when it would go below zero.
+    pub fn checked_sub(self, other: Money) -> Result<Money, ValueError> {
+        self.same_currency(other)?;
+        let amount_minor = self.amount_minor - other.amount_minor;
+        Money::new(amount_minor, self.currency)
+    }
+
+    pub fn checked_mul(self, factor: i64) -> Result<Money, ValueError> {
+        let amount_minor = self
+            .amount_minor
+            .checked_mul(factor)
+            .ok_or(ValueError::Overflow("money multiplication"))?;
+        Money::new(amount_minor, self.currency)
+    }
+
+    fn same_currency(self, other: Money) -> Result<(), ValueError> {
+        if self.currency == other.currency {
+            Ok(())
+        } else {
+            Err(ValueError::CurrencyMismatch {
+                left: self.currency,
+                right: other.currency,
+            })
+        }
+    }
+}
+
+impl fmt::Display for Money {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.amount_minor, self.currency)
+    }
+}
+
+/// A draw number: a positive integer, unique within its raffle and inside its range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct DrawNumber(i64);
+
+impl DrawNumber {
+    pub fn new(value: i64) -> Result<Self, ValueError> {
+        if value >= 1 {
+            Ok(Self(value))
+        } else {
+            Err(ValueError::DrawNumber(value))
+        }
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for DrawNumber {
+    type Error = ValueError;
+    fn try_from(value: i64) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<DrawNumber> for i64 {
+    fn from(n: DrawNumber) -> i64 {
+        n.0
+    }
+}
+
+impl fmt::Display for DrawNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// A validation number printed on a receipt, e.g. `RSU001-2025-0001` or `VAL-9F8E7D6C5B4A`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ValidationNumber(String);
+
+impl ValidationNumber {
+    pub const LEN_MAX: usize = 40;
+
+    pub fn parse(value: &str) -> Result<Self, ValueError> {
+        let ok = !value.is_empty()
+            && value.len() <= Self::LEN_MAX
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err(ValueError::ValidationNumber(value.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ValidationNumber {
+    type Error = ValueError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<ValidationNumber> for String {
+    fn from(v: ValidationNumber) -> String {
+        v.0
+    }
+}
+
+impl fmt::Display for ValidationNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A percentage between 0 and 100 inclusive, exact (decimal, never float).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "Decimal", into = "Decimal")]
+pub struct Percentage(Decimal);
+
+impl Percentage {
+    pub fn new(value: Decimal) -> Result<Self, ValueError> {
+        if value >= Decimal::ZERO && value <= Decimal::ONE_HUNDRED {
+            Ok(Self(value))
+        } else {
+            Err(ValueError::Percentage(value))
+        }
+    }
+
+    pub fn get(self) -> Decimal {
+        self.0
+    }
+}
+
+impl TryFrom<Decimal> for Percentage {
+    type Error = ValueError;
+    fn try_from(value: Decimal) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<Percentage> for Decimal {
+    fn from(p: Percentage) -> Decimal {
+        p.0
+    }
+}
+
+/// Which number sequence inside a raffle: a range (or sub-range) row, or an RSU allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RangeRef {
+    Range(Uuid),
+    Allocation(Uuid),
+}
+
+/// The Kafka key of a sale: one consumer owns each sequence, so numbers are handed out
+/// without locks or gaps. Text form: `{raffle}/range:{uuid}` or `{raffle}/alloc:{uuid}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RangePartition {
+    pub raffle_id: Uuid,
+    pub range: RangeRef,
+}
+
+impl RangePartition {
+    pub fn parse(text: &str) -> Result<Self, ValueError> {
+        let bad = || ValueError::RangePartition(text.to_owned());
+        let (raffle, range) = text.split_once('/').ok_or_else(bad)?;
+        let raffle_id = Uuid::parse_str(raffle).map_err(|_| bad())?;
+        let (kind, id) = range.split_once(':').ok_or_else(bad)?;
+        let id = Uuid::parse_str(id).map_err(|_| bad())?;
+        let range = match kind {
+            "range" => RangeRef::Range(id),
+            "alloc" => RangeRef::Allocation(id),
+            _ => return Err(bad()),
+        };
+        Ok(Self { raffle_id, range })
+    }
+}
+
+impl fmt::Display for RangePartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.range {
+            RangeRef::Range(id) => write!(f, "{}/range:{}", self.raffle_id, id),
+            RangeRef::Allocation(id) => write!(f, "{}/alloc:{}", self.raffle_id, id),
+        }
+    }
+}
+
+impl TryFrom<String> for RangePartition {
+    type Error = ValueError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<RangePartition> for String {
+    fn from(rp: RangePartition) -> String {
+        rp.to_string()
+    }
+}
+
+impl FromStr for RangePartition {
+    type Err = ValueError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn currency_accepts_iso_codes_only() {
+        assert_eq!(
+            Currency::parse("USD").map(|c| c.to_string()),
+            Ok("USD".into())
+        );
+        for bad in ["usd", "US", "USDD", "", "U$D"] {
+            assert!(Currency::parse(bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn money_refuses_negative_and_mixed_currencies() {
+        let usd = Currency::parse("USD").unwrap();
+        let cad = Currency::parse("CAD").unwrap();
+        assert_eq!(Money::new(-1, usd), Err(ValueError::NegativeAmount(-1)));
+        let a = Money::new(500, usd).unwrap();
+        let b = Money::new(300, cad).unwrap();
+        assert!(matches!(
+            a.checked_add(b),
+            Err(ValueError::CurrencyMismatch { .. })
+        ));
+        assert_eq!(
+            Money::new(300, usd).unwrap().checked_sub(a),
+            Err(ValueError::NegativeAmount(-200))
+        );
+    }
+
+    #[test]
+    fn draw_number_starts_at_one() {
+        assert!(DrawNumber::new(0).is_err());
+        assert_eq!(DrawNumber::new(1).map(DrawNumber::get), Ok(1));
+    }
+
+    #[test]
+    fn validation_number_rules() {
+        assert!(ValidationNumber::parse("RSU001-2025-0001").is_ok());
+        assert!(ValidationNumber::parse("VAL-9F8E7D6C5B4A").is_ok());
+        assert!(ValidationNumber::parse("val-1").is_err());
+        assert!(ValidationNumber::parse(&"A".repeat(41)).is_err());
+    }
+
+    #[test]
+    fn percentage_bounds() {
+        assert!(Percentage::new(Decimal::new(455, 1)).is_ok());
+        assert!(Percentage::new(Decimal::new(-1, 0)).is_err());
+        assert!(Percentage::new(Decimal::new(1001, 1)).is_err());
+    }
+
+    #[test]
+    fn range_partition_refuses_garbage() {
+        for bad in [
+            "",
+            "x/y",
+            "not-a-uuid/range:also-not",
+            "00000000-0000-0000-0000-000000000000/zone:00000000-0000-0000-0000-000000000000",
+        ] {
+            assert!(
+                RangePartition::parse(bad).is_err(),
+                "{bad:?} must be refused"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn range_partition_round_trips(a in any::<u128>(), b in any::<u128>(), alloc in any::<bool>()) {
+            let id = Uuid::from_u128(b);
+            let rp = RangePartition {
+                raffle_id: Uuid::from_u128(a),
+                range: if alloc { RangeRef::Allocation(id) } else { RangeRef::Range(id) },
+            };
+            prop_assert_eq!(RangePartition::parse(&rp.to_string()), Ok(rp));
+        }
+
+        #[test]
+        fn money_addition_is_exact(a in 0i64..i64::MAX / 2, b in 0i64..i64::MAX / 2) {
+            let usd = Currency::parse("USD").unwrap();
+            let sum = Money::new(a, usd).unwrap().checked_add(Money::new(b, usd).unwrap()).unwrap();
+            prop_assert_eq!(sum.amount_minor(), a + b);
+            prop_assert_eq!(sum.checked_sub(Money::new(b, usd).unwrap()).unwrap().amount_minor(), a);
+        }
+    }
+}

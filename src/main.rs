@@ -1,0 +1,72 @@
+//! `raffle`: the one binary. Each subcommand dispatches to the crate that owns the work; this
+//! file parses arguments, prints results and turns errors into exit codes, nothing else.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod stack;
+
+#[derive(Parser)]
+#[command(
+    name = "raffle",
+    about = "Electronic raffle platform: sales, draw numbers, ledger and draw, one binary",
+    disable_version_flag = true
+)]
+struct Cli {
+    /// Print the name, the version and the SHA-256 of this executable, then exit.
+    #[arg(long, short = 'V')]
+    version: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The local stack: Postgres, the broker (Tansu unless KAFKA_BROKERS is set), topics.
+    Stack {
+        #[command(subcommand)]
+        action: stack::StackAction,
+    },
+    /// Apply the database migrations to DATABASE_URL and report what was applied.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.version {
+        println!(
+            "{}",
+            platform::version::version_line("raffle", env!("CARGO_PKG_VERSION"))
+        );
+        return ExitCode::SUCCESS;
+    }
+    let Some(command) = cli.command else {
+        eprintln!("raffle: no command given; try `raffle --help`");
+        return ExitCode::from(2);
+    };
+    platform::telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raffle: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Stack { action } => stack::run(action).await,
+            Command::Migrate => stack::migrate().await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raffle: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

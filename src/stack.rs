@@ -1,0 +1,104 @@
+//! `raffle stack …` and `raffle migrate`: presentation of `platform::devstack`.
+
+use anyhow::Context;
+use clap::Subcommand;
+use platform::StackConfig;
+use platform::db::DbTarget;
+use platform::devstack;
+
+#[derive(Subcommand)]
+pub enum StackAction {
+    /// Start what is not running, apply migrations, create topics, print each part's health.
+    Up {
+        /// Print the health as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the Tansu this state directory started.
+    Down,
+    /// Print `KAFKA_BROKERS=…` for the running stack, for `eval` in scripts.
+    Env,
+}
+
+pub async fn run(action: StackAction) -> anyhow::Result<()> {
+    let config = StackConfig::from_env()?;
+    match action {
+        StackAction::Up { json } => {
+            let health = devstack::up(&config).await?;
+            if json {
+                let topics: Vec<_> = health
+                    .kafka
+                    .topics
+                    .iter()
+                    .map(|(name, partitions)| serde_json::json!({"name": name, "partitions": partitions}))
+                    .collect();
+                let out = serde_json::json!({
+                    "postgres": {"target": health.postgres, "version": health.postgres_version,
+                                 "migrations_applied_now": health.migrations.applied_now,
+                                 "migrations_total": health.migrations.total, "healthy": true},
+                    "broker": {"brokers": health.broker.brokers, "pid": health.broker.pid,
+                               "started_by_stack": health.broker.started_here,
+                               "broker_count": health.kafka.broker_count, "healthy": true},
+                    "topics": topics,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!(
+                    "postgres  healthy  {} (server {})",
+                    health.postgres, health.postgres_version
+                );
+                println!(
+                    "          migrations: {} applied in all, {} just now",
+                    health.migrations.total, health.migrations.applied_now
+                );
+                let origin = match (health.broker.started_here, health.broker.pid) {
+                    (true, Some(pid)) => {
+                        format!("Tansu pid {pid}, data in {}", config.state_dir.display())
+                    }
+                    _ => "from KAFKA_BROKERS".to_owned(),
+                };
+                println!(
+                    "broker    healthy  {} ({origin}), {} broker(s)",
+                    health.broker.brokers, health.kafka.broker_count
+                );
+                for (name, partitions) in &health.kafka.topics {
+                    println!("topic     ready    {name} ({partitions} partitions)");
+                }
+                println!(
+                    "stack is up. Use it from a shell with: export KAFKA_BROKERS={}",
+                    health.broker.brokers
+                );
+            }
+            Ok(())
+        }
+        StackAction::Down => {
+            match devstack::stop_tansu(&config.state_dir) {
+                Some(pid) => println!("stopped Tansu (pid {pid})"),
+                None => println!("no Tansu of {} is running", config.state_dir.display()),
+            }
+            Ok(())
+        }
+        StackAction::Env => {
+            let brokers = match &config.kafka_brokers {
+                Some(b) => b.clone(),
+                None => devstack::running_tansu(&config.state_dir)
+                    .map(|p| p.brokers)
+                    .context("the stack is not up: run `raffle stack up` first")?,
+            };
+            println!("KAFKA_BROKERS={brokers}");
+            Ok(())
+        }
+    }
+}
+
+pub async fn migrate() -> anyhow::Result<()> {
+    let config = StackConfig::from_env()?;
+    let db = DbTarget::parse(&config.database_url)?;
+    db.ensure_database().await?;
+    let report = db.migrate().await?;
+    println!(
+        "{}: {} migrations in all, {} applied now",
+        db.description, report.total, report.applied_now
+    );
+    Ok(())
+}
