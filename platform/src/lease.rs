@@ -49,7 +49,7 @@ impl Lease {
         retry: Duration,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Option<Lease>, DbError> {
-        let application_name = format!("raffle-lease {key} {owner}");
+        let application_name = format!("raffle-lease {owner} {key}");
         let mut client = db.connect(&truncate(&application_name, 63)).await?;
         let lock_name = format!("{}\u{1f}{}", key.consumer_group, key.topic);
         loop {

@@ -26,7 +26,9 @@ pub struct PaymentRef {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RsuSale {
+    #[serde(with = "uuid_text")]
     pub rsu_id: Uuid,
+    #[serde(with = "uuid_text")]
     pub allocation_id: Uuid,
     pub local_id: String,
     pub validation_number: String,
@@ -45,12 +47,16 @@ pub struct Customer {
 /// `raffle.sales.v1`: one confirmed fact about a sale. See `schemas/avro/raffle.sales.v1`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaleEvent {
+    #[serde(with = "uuid_text")]
     pub event_id: Uuid,
     pub idempotency_key: String,
     pub kind: SaleEventKind,
+    #[serde(with = "uuid_text")]
     pub raffle_id: Uuid,
     pub range_partition: RangePartition,
+    #[serde(with = "uuid_text::option")]
     pub order_id: Option<Uuid>,
+    #[serde(with = "uuid_text::option")]
     pub package_id: Option<Uuid>,
     pub ticket_count: i32,
     pub amount_minor: i64,
@@ -85,15 +91,22 @@ pub enum SaleSource {
 /// `raffle.tickets.v1`: what the allocator decided about a sale.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketEvent {
+    #[serde(with = "uuid_text")]
     pub event_id: Uuid,
     pub kind: TicketEventKind,
+    #[serde(with = "uuid_text")]
     pub raffle_id: Uuid,
+    #[serde(with = "uuid_text::option")]
     pub order_id: Option<Uuid>,
+    #[serde(with = "uuid_text")]
     pub sale_event_id: Uuid,
     pub range_partition: RangePartition,
     pub source: SaleSource,
+    #[serde(with = "uuid_text::option")]
     pub rsu_id: Option<Uuid>,
+    #[serde(with = "uuid_text::option")]
     pub allocation_id: Option<Uuid>,
+    #[serde(with = "uuid_text::option")]
     pub package_id: Option<Uuid>,
     pub seller_id: Option<String>,
     pub amount_minor: i64,
@@ -111,6 +124,7 @@ impl Contract for TicketEvent {
 /// `raffle.dlq.v1`: a message a consumer could not decode or validate, kept whole.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetter {
+    #[serde(with = "uuid_text")]
     pub dead_letter_id: Uuid,
     pub consumer_group: String,
     pub topic: String,
@@ -184,6 +198,44 @@ mod optional_bytes {
                 }
             }
             d.deserialize_bytes(Visitor)
+        }
+    }
+}
+
+/// Ids travel as their hyphenated text: the Avro serializer is not "human readable", so the
+/// uuid crate would otherwise write 16 raw bytes into a `string` field.
+mod uuid_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use uuid::Uuid;
+
+    pub fn serialize<S: Serializer>(id: &Uuid, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&id.hyphenated())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
+        let text = String::deserialize(d)?;
+        Uuid::parse_str(&text)
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a UUID: {e}")))
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(id: &Option<Uuid>, s: S) -> Result<S::Ok, S::Error> {
+            match id {
+                Some(id) => s.serialize_some(&id.hyphenated().to_string()),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Uuid>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| {
+                    Uuid::parse_str(&text).map_err(|e| {
+                        serde::de::Error::custom(format!("{text:?} is not a UUID: {e}"))
+                    })
+                })
+                .transpose()
         }
     }
 }
