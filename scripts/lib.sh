@@ -1,0 +1,69 @@
+# Shared by the README's two commands: install what is missing, start what is not running.
+# Sourced, not run. Every step says what it does; every failure says what to do.
+
+export PATH="$HOME/.cargo/bin:$PATH"
+TANSU_VERSION=0.6.0
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+apt_install() {
+    command -v apt-get >/dev/null || die "cannot install $* here: no apt-get. Install it by hand."
+    say "installing Debian packages: $*"
+    if [ -z "${RAFFLE_APT_UPDATED:-}" ]; then
+        apt-get update -qq >&2 || die "apt-get update failed"
+        export RAFFLE_APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2 || die "apt-get install $* failed"
+}
+
+ensure_toolchain() {
+    command -v cargo >/dev/null || die "cargo not found: install Rust with rustup (https://rustup.rs), then run this again"
+    # librdkafka and SQLite are built from source by their -sys crates.
+    local missing=()
+    command -v cc >/dev/null || missing+=(gcc)
+    command -v c++ >/dev/null || missing+=(g++)
+    command -v make >/dev/null || missing+=(make)
+    command -v pkg-config >/dev/null || missing+=(pkg-config)
+    command -v perl >/dev/null || missing+=(perl)
+    [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+    if ! cargo nextest --version >/dev/null 2>&1; then
+        say "installing cargo-nextest"
+        cargo install cargo-nextest --locked >&2 || die "cargo install cargo-nextest failed"
+    fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+# Postgres: DATABASE_URL if set (its reachability is checked by `raffle stack up`, which says
+# what failed). Otherwise the local server on 127.0.0.1:5432, started or installed if needed.
+ensure_postgres() {
+    if [ -n "${DATABASE_URL:-}" ]; then return 0; fi
+    if port_open 127.0.0.1 5432; then return 0; fi
+    if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+        apt_install postgresql postgresql-contrib
+    fi
+    local version
+    version=$(ls /etc/postgresql | sort -V | tail -n 1)
+    say "starting PostgreSQL $version"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2 2>/dev/null \
+        || pg_ctlcluster "$version" main start >&2 \
+        || die "could not start PostgreSQL $version: start it, or set DATABASE_URL"
+    for _ in $(seq 50); do port_open 127.0.0.1 5432 && break; sleep 0.2; done
+    port_open 127.0.0.1 5432 || die "PostgreSQL did not listen on 127.0.0.1:5432; set DATABASE_URL to a running server"
+    # The project's default role: trust auth for local development, as on the project machines.
+    if ! psql -h 127.0.0.1 -U postgres -Atc 'select 1' >/dev/null 2>&1; then
+        die "PostgreSQL runs but user postgres cannot log in over TCP without a password; set DATABASE_URL with credentials"
+    fi
+}
+
+# The broker: KAFKA_BROKERS if set; otherwise Tansu $TANSU_VERSION, built once with cargo.
+ensure_tansu() {
+    if [ -n "${KAFKA_BROKERS:-}" ]; then return 0; fi
+    local bin
+    bin=$(command -v tansu || true)
+    if [ -n "$bin" ] && "$bin" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then return 0; fi
+    say "installing Tansu $TANSU_VERSION with cargo (about 10-15 minutes, once)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features libsql >&2 \
+        || die "cargo install tansu failed; or set KAFKA_BROKERS to a running Kafka-compatible broker"
+}
