@@ -17,6 +17,13 @@ if [ -z "${RAFFLE_SKIP_LINT:-}" ]; then
     cargo clippy --workspace --all-targets --quiet -- -D warnings
 fi
 
+# No Docker engine here: the compose file is checked for syntax and for using the variables
+# the services read.
+if python3 -c 'import yaml' 2>/dev/null; then
+    say "checking compose/docker-compose.yml"
+    python3 scripts/check_compose.py compose/docker-compose.yml
+fi
+
 say "building"
 cargo build --workspace --quiet
 cargo nextest run --workspace --no-run --cargo-quiet

@@ -31,6 +31,8 @@ pub struct TopicNames {
     /// `RAFFLE_TICKETS_PARTITIONS`.
     pub tickets_partitions: i32,
     pub dlq_partitions: i32,
+    /// `RAFFLE_TOPIC_REPLICATION`: 1 on a single dev broker, 3 on the compose cluster.
+    pub replication: i32,
 }
 
 impl TopicNames {
@@ -42,6 +44,7 @@ impl TopicNames {
             sales_partitions: 8,
             tickets_partitions: 4,
             dlq_partitions: 1,
+            replication: 1,
         }
     }
 
@@ -84,10 +87,11 @@ fn parse_var<T: std::str::FromStr>(
 impl StackConfig {
     pub fn from_env() -> Result<Self, ConfigError> {
         let mut topics = TopicNames::with_prefix(&var("RAFFLE_TOPIC_PREFIX").unwrap_or_default());
-        let partitions = "expected a whole number of partitions between 1 and 1000";
+        let partitions = "expected a whole number between 1 and 1000";
         for (name, slot) in [
             ("RAFFLE_SALES_PARTITIONS", &mut topics.sales_partitions),
             ("RAFFLE_TICKETS_PARTITIONS", &mut topics.tickets_partitions),
+            ("RAFFLE_TOPIC_REPLICATION", &mut topics.replication),
         ] {
             if let Some(n) = parse_var::<i32>(name, partitions)? {
                 if !(1..=1000).contains(&n) {

@@ -117,7 +117,11 @@ pub async fn health(
 }
 
 /// Creates the topics that do not exist yet and checks every one has its partition count.
-pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), KafkaError> {
+pub async fn ensure_topics(
+    brokers: &str,
+    topics: &[(&str, i32)],
+    replication: i32,
+) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> =
         base_config(brokers)
             .create()
@@ -127,7 +131,7 @@ pub async fn ensure_topics(brokers: &str, topics: &[(&str, i32)]) -> Result<(), 
             })?;
     let new_topics: Vec<NewTopic> = topics
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(replication)))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin

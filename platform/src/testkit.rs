@@ -129,7 +129,7 @@ impl TestEnv {
         let pool = db.pool(16).unwrap_or_else(|e| fail("building the pool", e));
 
         let topics = TopicNames::with_prefix(&format!("{unique}."));
-        kafka::ensure_topics(&brokers, &topics.all())
+        kafka::ensure_topics(&brokers, &topics.all(), 1)
             .await
             .unwrap_or_else(|e| fail("creating the test topics", e));
         TestEnv {

@@ -72,3 +72,81 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// The smallest catalog a sale needs, written with plain SQL so the tests exercise the
+/// database's own constraints.
+pub struct Fixture {
+    pub organization_id: uuid::Uuid,
+    pub raffle_id: uuid::Uuid,
+    pub online_range_id: uuid::Uuid,
+    pub rsu_range_id: uuid::Uuid,
+    pub package_id: uuid::Uuid,
+    pub rsu_id: uuid::Uuid,
+}
+
+pub async fn seed_catalog(client: &tokio_postgres::Client) -> Fixture {
+    let row = client
+        .query_one(
+            "WITH j AS (
+                 INSERT INTO catalog.jurisdictions (name, code, jurisdiction_type, created_by, updated_by)
+                 VALUES ('Ontario', 'ON-CA-' || gen_random_uuid(), 'province', 'test', 'test') RETURNING id),
+             o AS (
+                 INSERT INTO catalog.organizations (name, primary_currency, operating_fee_percent, created_by, updated_by)
+                 VALUES ('Community Center Inc', 'USD', 4.5, 'test', 'test') RETURNING id),
+             v AS (
+                 INSERT INTO catalog.venues (organization_id, name, jurisdiction_id, accepted_currencies, timezone, created_by, updated_by)
+                 SELECT o.id, 'Main Hall', j.id, '{USD}', 'America/Toronto', 'test', 'test' FROM o, j RETURNING id, organization_id),
+             r AS (
+                 INSERT INTO catalog.raffle_events (organization_id, venue_id, name, event_identifier, sales_start_time,
+                     sales_end_time, draw_time, currency, max_tickets, created_by, updated_by)
+                 SELECT v.organization_id, v.id, 'Summer 50/50', 'RAFFLE-' || gen_random_uuid(), now() - interval '1 day',
+                     now() + interval '1 day', now() + interval '2 days', 'USD', 200000, 'test', 'test' FROM v RETURNING id, organization_id),
+             online AS (
+                 INSERT INTO catalog.raffle_ranges (raffle_id, range_type, start_number, end_number, next_number)
+                 SELECT id, 'online', 50001, 180000, 50001 FROM r RETURNING id),
+             rsu AS (
+                 INSERT INTO catalog.raffle_ranges (raffle_id, range_type, start_number, end_number, next_number, default_allocation_size)
+                 SELECT id, 'rsu', 1, 50000, 1, 100 FROM r RETURNING id),
+             p AS (
+                 INSERT INTO catalog.ticket_packages (raffle_id, name, ticket_count, price_minor, currency, created_by, updated_by)
+                 SELECT id, 'Value Pack', 5, 2000, 'USD', 'test', 'test' FROM r RETURNING id),
+             d AS (
+                 INSERT INTO catalog.rsus (organization_id, name, device_identifier, max_offline_tickets, sync_interval_minutes, created_by, updated_by)
+                 SELECT id, 'RSU-001', 'MAC:' || gen_random_uuid(), 100, 5, 'test', 'test' FROM o RETURNING id)
+             SELECT r.organization_id, r.id, online.id, rsu.id, p.id, d.id FROM r, online, rsu, p, d",
+            &[],
+        )
+        .await
+        .expect("seed catalog");
+    Fixture {
+        organization_id: row.get(0),
+        raffle_id: row.get(1),
+        online_range_id: row.get(2),
+        rsu_range_id: row.get(3),
+        package_id: row.get(4),
+        rsu_id: row.get(5),
+    }
+}
+
+/// Inserts a completed online order of the fixture's package; returns its id.
+pub async fn insert_order(client: &tokio_postgres::Client, f: &Fixture, key: &str) -> uuid::Uuid {
+    client
+        .query_one(
+            "INSERT INTO sales.orders (raffle_id, package_id, validation_number, ticket_count, total_amount_minor,
+                                       currency, payment_status, idempotency_key, source)
+             VALUES ($1, $2, 'VAL-' || upper(substr(md5($3), 1, 12)), 5, 2000, 'USD', 'completed', $3, 'online')
+             RETURNING id",
+            &[&f.raffle_id, &f.package_id, &key],
+        )
+        .await
+        .expect("insert order")
+        .get(0)
+}
+
+/// The SQLSTATE of a failed statement, for asserting which constraint refused it.
+pub fn sqlstate(result: Result<u64, tokio_postgres::Error>) -> String {
+    match result {
+        Ok(n) => format!("ok({n})"),
+        Err(e) => e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| e.to_string()),
+    }
+}

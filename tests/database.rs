@@ -1,0 +1,307 @@
+//! The invariants the database holds by itself, whatever code writes to it: unique draw
+//! numbers inside their ranges, tickets that belong to orders, unique idempotency keys,
+//! non-negative money with a currency, non-overlapping ranges and allocations, perk inventory
+//! that never goes negative, and critical events numbered without gaps and never changed.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{Fixture, insert_order, seed_catalog, sqlstate};
+use platform::testkit::TestEnv;
+use proptest::prelude::*;
+use tokio_postgres::Client;
+
+const UNIQUE: &str = "23505";
+const CHECK: &str = "23514";
+const FOREIGN_KEY: &str = "23503";
+const EXCLUSION: &str = "23P01";
+const NOT_NULL: &str = "23502";
+const APPEND_ONLY: &str = "42501";
+
+async fn insert_ticket(client: &Client, f: &Fixture, order: uuid::Uuid, number: i64) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO sales.tickets (raffle_id, order_id, range_id, draw_number, sold_at)
+             VALUES ($1, $2, $3, $4, now())",
+            &[&f.raffle_id, &order, &f.online_range_id, &number],
+        )
+        .await
+}
+
+#[tokio::test]
+async fn migrations_are_applied_once_and_rerun_as_a_no_op() {
+    let env = TestEnv::new().await;
+    let report = env.db.migrate().await.expect("migrate again");
+    assert_eq!(report.applied_now, 0);
+    assert!(report.total >= 2);
+}
+
+#[tokio::test]
+async fn draw_numbers_are_unique_per_raffle_and_inside_their_range() {
+    let env = TestEnv::new().await;
+    let client = env.client().await;
+    let f = seed_catalog(&client).await;
+    let order = insert_order(&client, &f, "evt_1").await;
+    assert_eq!(sqlstate(insert_ticket(&client, &f, order, 50_001).await), "ok(1)");
+    assert_eq!(sqlstate(insert_ticket(&client, &f, order, 50_001).await), UNIQUE, "same number twice");
+    assert_eq!(sqlstate(insert_ticket(&client, &f, order, 50_000).await), CHECK, "below the range");
+    assert_eq!(sqlstate(insert_ticket(&client, &f, order, 180_001).await), CHECK, "above the range");
+    assert_eq!(sqlstate(insert_ticket(&client, &f, order, 0).await), CHECK, "draw numbers start at 1");
+
+    // Another raffle may use the same number.
+    let g = seed_catalog(&client).await;
+    let other = insert_order(&client, &g, "evt_2").await;
+    assert_eq!(sqlstate(insert_ticket(&client, &g, other, 50_001).await), "ok(1)");
+}
+
+#[tokio::test]
+async fn every_ticket_belongs_to_an_order_of_its_raffle() {
+    let env = TestEnv::new().await;
+    let client = env.client().await;
+    let f = seed_catalog(&client).await;
+    let g = seed_catalog(&client).await;
+    let foreign_order = insert_order(&client, &g, "evt_other").await;
+    let missing = uuid::Uuid::now_v7();
+    assert_eq!(sqlstate(insert_ticket(&client, &f, missing, 50_010).await), FOREIGN_KEY, "no such order");
+    assert_eq!(
+        sqlstate(insert_ticket(&client, &f, foreign_order, 50_010).await),
+        FOREIGN_KEY,
+        "order of another raffle"
+    );
+    let no_order = client
+        .execute(
+            "INSERT INTO sales.tickets (raffle_id, range_id, draw_number, sold_at) VALUES ($1, $2, 50010, now())",
+            &[&f.raffle_id, &f.online_range_id],
+        )
+        .await;
+    assert_eq!(sqlstate(no_order), NOT_NULL);
+}
+
+#[tokio::test]
+async fn idempotency_keys_and_payment_references_are_unique() {
+    let env = TestEnv::new().await;
+    let client = env.client().await;
+    let f = seed_catalog(&client).await;
+    insert_order(&client, &f, "evt_dup").await;
+    let again = client
+        .execute(
+            "INSERT INTO sales.orders (raffle_id, package_id, validation_number, ticket_count, total_amount_minor,
+                                       currency, idempotency_key, source)
+             VALUES ($1, $2, 'VAL-OTHER', 5, 2000, 'USD', 'evt_dup', 'online')",
+            &[&f.raffle_id, &f.package_id],
+        )
+        .await;
+    assert_eq!(sqlstate(again), UNIQUE);
+    let pay = "INSERT INTO sales.orders (raffle_id, package_id, validation_number, ticket_count, total_amount_minor,
+                                         currency, source, payment_provider, payment_reference)
+               VALUES ($1, $2, $3, 5, 2000, 'USD', 'online', 'stripe', 'pi_1')";
+    assert_eq!(sqlstate(client.execute(pay, &[&f.raffle_id, &f.package_id, &"VAL-A"]).await), "ok(1)");
+    assert_eq!(sqlstate(client.execute(pay, &[&f.raffle_id, &f.package_id, &"VAL-B"]).await), UNIQUE);
+}
+
+#[tokio::test]
+async fn money_is_a_non_negative_integer_with_an_iso_currency() {
+    let env = TestEnv::new().await;
+    let client = env.client().await;
+    let f = seed_catalog(&client).await;
+    let order = |amount: i64, currency: &'static str, key: &'static str| {
+        let client = &client;
+        let f = &f;
+        async move {
+            client
+                .execute(
+                    "INSERT INTO sales.orders (raffle_id, package_id, validation_number, ticket_count, total_amount_minor,
+                                               currency, idempotency_key, source)
+                     VALUES ($1, $2, $3, 5, $4, $5, $3, 'online')",
+                    &[&f.raffle_id, &f.package_id, &key, &amount, &currency],
+                )
+                .await
+        }
+    };
+    assert_eq!(sqlstate(order(-1, "USD", "K1").await), CHECK, "negative amount");
+    assert_eq!(sqlstate(order(2000, "usd", "K2").await), CHECK, "lower-case currency");
+    assert_eq!(sqlstate(order(2000, "US", "K3").await), CHECK, "two-letter currency");
+    assert_eq!(sqlstate(order(0, "USD", "K4").await), "ok(1)", "a free package is allowed");
+    let price = client
+        .execute("UPDATE catalog.ticket_packages SET price_minor = -5 WHERE id = $1", &[&f.package_id])
+        .await;
+    assert_eq!(sqlstate(price), CHECK);
+}
+
+#[tokio::test]
+async fn ranges_and_allocations_never_overlap_and_allocations_stay_inside_their_range() {
+    let env = TestEnv::new().await;
+    let client = env.client().await;
+    let f = seed_catalog(&client).await;
+    let overlapping = client
+        .execute(
+            "INSERT INTO catalog.raffle_ranges (raffle_id, range_type, start_number, end_number, next_number)
+             VALUES ($1, 'reserve', 179000, 200000, 179000)",
+            &[&f.raffle_id],
+        )
+        .await;
+    assert_eq!(sqlstate(overlapping), EXCLUSION);
+    let allocate = |start: i64, end: i64| {
+        let client = &client;
+        let f = &f;
+        async move {
+            client
+                .execute(
+                    "INSERT INTO catalog.rsu_allocations (raffle_id, range_id, range_type, entity_id, start_number,
+                                                          end_number, next_draw_number, allocated_by)
+                     VALUES ($1, $2, 'rsu', $3, $4, $5, $4, 'test')",
+                    &[&f.raffle_id, &f.rsu_range_id, &f.rsu_id, &start, &end],
+                )
+                .await
+        }
+    };
+    assert_eq!(sqlstate(allocate(1001, 1100).await), "ok(1)");
+    assert_eq!(sqlstate(allocate(1050, 1150).await), EXCLUSION, "overlaps the first block");
+    assert_eq!(sqlstate(allocate(49_950, 50_050).await), CHECK, "runs past the rsu range");
+    // Counters cannot claim more than the block holds.
+    let oversold = client
+        .execute(
+            "UPDATE catalog.rsu_allocations SET next_draw_number = 1101, tickets_sold = 99, tickets_voided = 2
+              WHERE raffle_id = $1",
+            &[&f.raffle_id],
+        )
+        .await;
+    assert_eq!(sqlstate(oversold), CHECK);
+    let available: i64 = client
+        .query_one(
+            "UPDATE catalog.rsu_allocations SET next_draw_number = 1030, tickets_sold = 27, tickets_voided = 2
+              WHERE raffle_id = $1 RETURNING tickets_available",
+            &[&f.raffle_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(available, 71, "sold + voided + available = total");
+}
+
+#[tokio::test]
+async fn perk_inventory_never_goes_negative_under_concurrent_claims() {
+    let env = TestEnv::new().await;
+    let client = env.client().await;
+    let f = seed_catalog(&client).await;
+    let perk: uuid::Uuid = client
+        .query_one(
+            "INSERT INTO catalog.perks (organization_id, name, perk_type, requires_inventory, inventory_total)
+             VALUES ($1, 'VIP Parking', 'benefit', true, 3) RETURNING id",
+            &[&f.organization_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // Ten buyers race for three spaces, each on its own connection.
+    let mut racers = Vec::new();
+    for _ in 0..10 {
+        let client = env.client().await;
+        racers.push(tokio::spawn(async move {
+            client
+                .execute(
+                    "UPDATE catalog.perks SET inventory_claimed = inventory_claimed + 1 WHERE id = $1",
+                    &[&perk],
+                )
+                .await
+                .is_ok()
+        }));
+    }
+    let mut won = 0;
+    for r in racers {
+        if r.await.unwrap() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 3);
+    let row = client
+        .query_one("SELECT inventory_claimed, inventory_available FROM catalog.perks WHERE id = $1", &[&perk])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, i32>(1)), (3, 0));
+}
+
+#[tokio::test]
+async fn critical_events_are_numbered_per_organisation_without_gaps_and_never_change() {
+    let env = TestEnv::new().await;
+    let mut client = env.client().await;
+    let f = seed_catalog(&client).await;
+    let g = seed_catalog(&client).await;
+    let insert = "INSERT INTO audit.critical_events (organization_id, event_type, severity, description, retain_until)
+                  VALUES ($1, 'RAFFLE_ACTIVATED', 'INFO', 'test', now() + interval '1095 days') RETURNING sequence_number";
+    let mut seen = Vec::new();
+    for org in [f.organization_id, f.organization_id, g.organization_id] {
+        seen.push(client.query_one(insert, &[&org]).await.unwrap().get::<_, i64>(0));
+    }
+    // A refused action's event that rolls back takes its number with it.
+    let tx = client.transaction().await.unwrap();
+    tx.query_one(insert, &[&f.organization_id]).await.unwrap();
+    tx.rollback().await.unwrap();
+    seen.push(client.query_one(insert, &[&f.organization_id]).await.unwrap().get(0));
+    assert_eq!(seen, vec![1, 2, 1, 3]);
+
+    let update = client.execute("UPDATE audit.critical_events SET description = 'edited'", &[]).await;
+    assert_eq!(sqlstate(update), APPEND_ONLY);
+    let delete = client.execute("DELETE FROM audit.critical_events", &[]).await;
+    assert_eq!(sqlstate(delete), APPEND_ONLY);
+    let truncate = client.batch_execute("TRUNCATE audit.critical_events").await;
+    assert_eq!(sqlstate(truncate.map(|_| 0)), APPEND_ONLY);
+}
+
+#[tokio::test]
+async fn system_configuration_periods_never_overlap() {
+    let env = TestEnv::new().await;
+    let client = env.client().await;
+    let current: serde_json::Value = client
+        .query_one(
+            "SELECT settings FROM catalog.system_configurations
+              WHERE effective_from <= now() AND (effective_to IS NULL OR effective_to > now())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(current["rsu"]["apiKeyRotationDays"], 90);
+    let overlapping = client
+        .execute(
+            "INSERT INTO catalog.system_configurations (version, effective_from, settings, created_by)
+             VALUES ('1.1.0', now(), '{}', 'test')",
+            &[],
+        )
+        .await;
+    assert_eq!(sqlstate(overlapping), EXCLUSION, "1.0.0 is open-ended");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Whatever numbers a buggy writer tries, the table ends up with exactly the distinct
+    /// in-range ones: unique and inside the range, held by the database alone.
+    #[test]
+    fn the_database_keeps_only_unique_in_range_numbers(
+        numbers in proptest::collection::vec(49_990i64..50_030, 1..40)
+    ) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let env = TestEnv::new().await;
+            let client = env.client().await;
+            let f = seed_catalog(&client).await;
+            let order = insert_order(&client, &f, "evt_prop").await;
+            let mut expected = BTreeSet::new();
+            for n in &numbers {
+                let accepted = insert_ticket(&client, &f, order, *n).await.is_ok();
+                let should = (50_001..=180_000).contains(n) && expected.insert(*n);
+                assert_eq!(accepted, should, "number {n}");
+            }
+            let stored: BTreeSet<i64> = client
+                .query("SELECT draw_number FROM sales.tickets WHERE raffle_id = $1", &[&f.raffle_id])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(stored, expected);
+        });
+    }
+}
