@@ -19,7 +19,12 @@ const EXCLUSION: &str = "23P01";
 const NOT_NULL: &str = "23502";
 const APPEND_ONLY: &str = "42501";
 
-async fn insert_ticket(client: &Client, f: &Fixture, order: uuid::Uuid, number: i64) -> Result<u64, tokio_postgres::Error> {
+async fn insert_ticket(
+    client: &Client,
+    f: &Fixture,
+    order: uuid::Uuid,
+    number: i64,
+) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
             "INSERT INTO sales.tickets (raffle_id, order_id, range_id, draw_number, sold_at)
@@ -43,16 +48,38 @@ async fn draw_numbers_are_unique_per_raffle_and_inside_their_range() {
     let client = env.client().await;
     let f = seed_catalog(&client).await;
     let order = insert_order(&client, &f, "evt_1").await;
-    assert_eq!(sqlstate(insert_ticket(&client, &f, order, 50_001).await), "ok(1)");
-    assert_eq!(sqlstate(insert_ticket(&client, &f, order, 50_001).await), UNIQUE, "same number twice");
-    assert_eq!(sqlstate(insert_ticket(&client, &f, order, 50_000).await), CHECK, "below the range");
-    assert_eq!(sqlstate(insert_ticket(&client, &f, order, 180_001).await), CHECK, "above the range");
-    assert_eq!(sqlstate(insert_ticket(&client, &f, order, 0).await), CHECK, "draw numbers start at 1");
+    assert_eq!(
+        sqlstate(insert_ticket(&client, &f, order, 50_001).await),
+        "ok(1)"
+    );
+    assert_eq!(
+        sqlstate(insert_ticket(&client, &f, order, 50_001).await),
+        UNIQUE,
+        "same number twice"
+    );
+    assert_eq!(
+        sqlstate(insert_ticket(&client, &f, order, 50_000).await),
+        CHECK,
+        "below the range"
+    );
+    assert_eq!(
+        sqlstate(insert_ticket(&client, &f, order, 180_001).await),
+        CHECK,
+        "above the range"
+    );
+    assert_eq!(
+        sqlstate(insert_ticket(&client, &f, order, 0).await),
+        CHECK,
+        "draw numbers start at 1"
+    );
 
     // Another raffle may use the same number.
     let g = seed_catalog(&client).await;
     let other = insert_order(&client, &g, "evt_2").await;
-    assert_eq!(sqlstate(insert_ticket(&client, &g, other, 50_001).await), "ok(1)");
+    assert_eq!(
+        sqlstate(insert_ticket(&client, &g, other, 50_001).await),
+        "ok(1)"
+    );
 }
 
 #[tokio::test]
@@ -63,7 +90,11 @@ async fn every_ticket_belongs_to_an_order_of_its_raffle() {
     let g = seed_catalog(&client).await;
     let foreign_order = insert_order(&client, &g, "evt_other").await;
     let missing = uuid::Uuid::now_v7();
-    assert_eq!(sqlstate(insert_ticket(&client, &f, missing, 50_010).await), FOREIGN_KEY, "no such order");
+    assert_eq!(
+        sqlstate(insert_ticket(&client, &f, missing, 50_010).await),
+        FOREIGN_KEY,
+        "no such order"
+    );
     assert_eq!(
         sqlstate(insert_ticket(&client, &f, foreign_order, 50_010).await),
         FOREIGN_KEY,
@@ -96,8 +127,22 @@ async fn idempotency_keys_and_payment_references_are_unique() {
     let pay = "INSERT INTO sales.orders (raffle_id, package_id, validation_number, ticket_count, total_amount_minor,
                                          currency, source, payment_provider, payment_reference)
                VALUES ($1, $2, $3, 5, 2000, 'USD', 'online', 'stripe', 'pi_1')";
-    assert_eq!(sqlstate(client.execute(pay, &[&f.raffle_id, &f.package_id, &"VAL-A"]).await), "ok(1)");
-    assert_eq!(sqlstate(client.execute(pay, &[&f.raffle_id, &f.package_id, &"VAL-B"]).await), UNIQUE);
+    assert_eq!(
+        sqlstate(
+            client
+                .execute(pay, &[&f.raffle_id, &f.package_id, &"VAL-A"])
+                .await
+        ),
+        "ok(1)"
+    );
+    assert_eq!(
+        sqlstate(
+            client
+                .execute(pay, &[&f.raffle_id, &f.package_id, &"VAL-B"])
+                .await
+        ),
+        UNIQUE
+    );
 }
 
 #[tokio::test]
@@ -119,12 +164,31 @@ async fn money_is_a_non_negative_integer_with_an_iso_currency() {
                 .await
         }
     };
-    assert_eq!(sqlstate(order(-1, "USD", "K1").await), CHECK, "negative amount");
-    assert_eq!(sqlstate(order(2000, "usd", "K2").await), CHECK, "lower-case currency");
-    assert_eq!(sqlstate(order(2000, "US", "K3").await), CHECK, "two-letter currency");
-    assert_eq!(sqlstate(order(0, "USD", "K4").await), "ok(1)", "a free package is allowed");
+    assert_eq!(
+        sqlstate(order(-1, "USD", "K1").await),
+        CHECK,
+        "negative amount"
+    );
+    assert_eq!(
+        sqlstate(order(2000, "usd", "K2").await),
+        CHECK,
+        "lower-case currency"
+    );
+    assert_eq!(
+        sqlstate(order(2000, "US", "K3").await),
+        CHECK,
+        "two-letter currency"
+    );
+    assert_eq!(
+        sqlstate(order(0, "USD", "K4").await),
+        "ok(1)",
+        "a free package is allowed"
+    );
     let price = client
-        .execute("UPDATE catalog.ticket_packages SET price_minor = -5 WHERE id = $1", &[&f.package_id])
+        .execute(
+            "UPDATE catalog.ticket_packages SET price_minor = -5 WHERE id = $1",
+            &[&f.package_id],
+        )
         .await;
     assert_eq!(sqlstate(price), CHECK);
 }
@@ -157,8 +221,16 @@ async fn ranges_and_allocations_never_overlap_and_allocations_stay_inside_their_
         }
     };
     assert_eq!(sqlstate(allocate(1001, 1100).await), "ok(1)");
-    assert_eq!(sqlstate(allocate(1050, 1150).await), EXCLUSION, "overlaps the first block");
-    assert_eq!(sqlstate(allocate(49_950, 50_050).await), CHECK, "runs past the rsu range");
+    assert_eq!(
+        sqlstate(allocate(1050, 1150).await),
+        EXCLUSION,
+        "overlaps the first block"
+    );
+    assert_eq!(
+        sqlstate(allocate(49_950, 50_050).await),
+        CHECK,
+        "runs past the rsu range"
+    );
     // Counters cannot claim more than the block holds.
     let oversold = client
         .execute(
@@ -216,7 +288,10 @@ async fn perk_inventory_never_goes_negative_under_concurrent_claims() {
     }
     assert_eq!(won, 3);
     let row = client
-        .query_one("SELECT inventory_claimed, inventory_available FROM catalog.perks WHERE id = $1", &[&perk])
+        .query_one(
+            "SELECT inventory_claimed, inventory_available FROM catalog.perks WHERE id = $1",
+            &[&perk],
+        )
         .await
         .unwrap();
     assert_eq!((row.get::<_, i32>(0), row.get::<_, i32>(1)), (3, 0));
@@ -232,18 +307,37 @@ async fn critical_events_are_numbered_per_organisation_without_gaps_and_never_ch
                   VALUES ($1, 'RAFFLE_ACTIVATED', 'INFO', 'test', now() + interval '1095 days') RETURNING sequence_number";
     let mut seen = Vec::new();
     for org in [f.organization_id, f.organization_id, g.organization_id] {
-        seen.push(client.query_one(insert, &[&org]).await.unwrap().get::<_, i64>(0));
+        seen.push(
+            client
+                .query_one(insert, &[&org])
+                .await
+                .unwrap()
+                .get::<_, i64>(0),
+        );
     }
     // A refused action's event that rolls back takes its number with it.
     let tx = client.transaction().await.unwrap();
     tx.query_one(insert, &[&f.organization_id]).await.unwrap();
     tx.rollback().await.unwrap();
-    seen.push(client.query_one(insert, &[&f.organization_id]).await.unwrap().get(0));
+    seen.push(
+        client
+            .query_one(insert, &[&f.organization_id])
+            .await
+            .unwrap()
+            .get(0),
+    );
     assert_eq!(seen, vec![1, 2, 1, 3]);
 
-    let update = client.execute("UPDATE audit.critical_events SET description = 'edited'", &[]).await;
+    let update = client
+        .execute(
+            "UPDATE audit.critical_events SET description = 'edited'",
+            &[],
+        )
+        .await;
     assert_eq!(sqlstate(update), APPEND_ONLY);
-    let delete = client.execute("DELETE FROM audit.critical_events", &[]).await;
+    let delete = client
+        .execute("DELETE FROM audit.critical_events", &[])
+        .await;
     assert_eq!(sqlstate(delete), APPEND_ONLY);
     let truncate = client.batch_execute("TRUNCATE audit.critical_events").await;
     assert_eq!(sqlstate(truncate.map(|_| 0)), APPEND_ONLY);

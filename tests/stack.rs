@@ -13,7 +13,10 @@ const RAFFLE: &str = env!("CARGO_BIN_EXE_raffle");
 
 fn raffle(args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
     let mut command = Command::new(RAFFLE);
-    command.args(args).env_remove("KAFKA_BROKERS").env("RUST_LOG", "warn");
+    command
+        .args(args)
+        .env_remove("KAFKA_BROKERS")
+        .env("RUST_LOG", "warn");
     for (k, v) in env {
         command.env(k, v);
     }
@@ -49,14 +52,20 @@ fn version_prints_name_version_and_the_executables_sha256() {
     let line = String::from_utf8(o.stdout).unwrap();
     let bytes = std::fs::read(RAFFLE).unwrap();
     let expected = hex::encode(Sha256::digest(&bytes));
-    assert_eq!(line.trim(), format!("raffle {} sha256:{expected}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        line.trim(),
+        format!("raffle {} sha256:{expected}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
 fn stack_up_brings_everything_up_and_reports_it_healthy() {
     let dir = state_dir("up");
     let dir_s = dir.to_str().unwrap();
-    let env = [("RAFFLE_STATE_DIR", dir_s), ("RAFFLE_TOPIC_PREFIX", "stacktest.")];
+    let env = [
+        ("RAFFLE_STATE_DIR", dir_s),
+        ("RAFFLE_TOPIC_PREFIX", "stacktest."),
+    ];
     let (o, _) = raffle(&["stack", "up", "--json"], &env);
     assert!(o.status.success(), "{}", stderr(&o));
     let health: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -66,7 +75,12 @@ fn stack_up_brings_everything_up_and_reports_it_healthy() {
     let topics = health["topics"].as_array().unwrap();
     let partitions: Vec<(String, i64)> = topics
         .iter()
-        .map(|t| (t["name"].as_str().unwrap().to_owned(), t["partitions"].as_i64().unwrap()))
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_owned(),
+                t["partitions"].as_i64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         partitions,
@@ -87,8 +101,15 @@ fn stack_up_brings_everything_up_and_reports_it_healthy() {
 
 #[test]
 fn an_unreachable_postgres_is_named_with_the_fix() {
-    let (o, took) = raffle(&["stack", "up"], &[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/raffle")]);
-    assert_clear_failure(&o, took, &["cannot connect to Postgres at 127.0.0.1:1", "DATABASE_URL"]);
+    let (o, took) = raffle(
+        &["stack", "up"],
+        &[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/raffle")],
+    );
+    assert_clear_failure(
+        &o,
+        took,
+        &["cannot connect to Postgres at 127.0.0.1:1", "DATABASE_URL"],
+    );
 }
 
 #[test]
@@ -99,14 +120,27 @@ fn a_malformed_database_url_is_named() {
 
 #[test]
 fn a_database_user_that_does_not_exist_is_named() {
-    let (o, took) = raffle(&["migrate"], &[("DATABASE_URL", "postgres://nobody_here@127.0.0.1:5432/raffle")]);
+    let (o, took) = raffle(
+        &["migrate"],
+        &[(
+            "DATABASE_URL",
+            "postgres://nobody_here@127.0.0.1:5432/raffle",
+        )],
+    );
     assert_clear_failure(&o, took, &["Postgres at 127.0.0.1:5432", "nobody_here"]);
 }
 
 #[test]
 fn an_unreachable_broker_is_named_with_the_fix() {
     let (o, took) = raffle(&["stack", "up"], &[("KAFKA_BROKERS", "127.0.0.1:1")]);
-    assert_clear_failure(&o, took, &["cannot reach the Kafka broker at 127.0.0.1:1", "KAFKA_BROKERS"]);
+    assert_clear_failure(
+        &o,
+        took,
+        &[
+            "cannot reach the Kafka broker at 127.0.0.1:1",
+            "KAFKA_BROKERS",
+        ],
+    );
 }
 
 #[test]
@@ -116,9 +150,19 @@ fn a_tansu_port_in_use_is_named_with_the_fix() {
     let dir = state_dir("port");
     let (o, took) = raffle(
         &["stack", "up"],
-        &[("RAFFLE_STATE_DIR", dir.to_str().unwrap()), ("RAFFLE_TANSU_PORT", &port)],
+        &[
+            ("RAFFLE_STATE_DIR", dir.to_str().unwrap()),
+            ("RAFFLE_TANSU_PORT", &port),
+        ],
     );
-    assert_clear_failure(&o, took, &[&format!("port {port} for Tansu is already in use"), "RAFFLE_TANSU_PORT"]);
+    assert_clear_failure(
+        &o,
+        took,
+        &[
+            &format!("port {port} for Tansu is already in use"),
+            "RAFFLE_TANSU_PORT",
+        ],
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -134,7 +178,15 @@ fn a_missing_tansu_says_how_to_install_it() {
             ("TANSU_BIN", ""),
         ],
     );
-    assert_clear_failure(&o, took, &["Tansu 0.6.0 is not installed", "cargo install tansu", "KAFKA_BROKERS"]);
+    assert_clear_failure(
+        &o,
+        took,
+        &[
+            "Tansu 0.6.0 is not installed",
+            "cargo install tansu",
+            "KAFKA_BROKERS",
+        ],
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

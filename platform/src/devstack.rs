@@ -224,7 +224,12 @@ pub async fn up(config: &StackConfig) -> Result<StackHealth, StackError> {
             log: String::new(),
         })??;
     kafka::health(&broker.brokers, &[], Duration::from_secs(5)).await?;
-    kafka::ensure_topics(&broker.brokers, &config.topics.all(), config.topics.replication).await?;
+    kafka::ensure_topics(
+        &broker.brokers,
+        &config.topics.all(),
+        config.topics.replication,
+    )
+    .await?;
     let names: Vec<&str> = config.topics.all().iter().map(|(n, _)| *n).collect();
     let kafka = kafka::health(&broker.brokers, &names, Duration::from_secs(10)).await?;
     Ok(StackHealth {

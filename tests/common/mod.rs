@@ -147,6 +147,9 @@ pub async fn insert_order(client: &tokio_postgres::Client, f: &Fixture, key: &st
 pub fn sqlstate(result: Result<u64, tokio_postgres::Error>) -> String {
     match result {
         Ok(n) => format!("ok({n})"),
-        Err(e) => e.code().map(|c| c.code().to_owned()).unwrap_or_else(|| e.to_string()),
+        Err(e) => e
+            .code()
+            .map(|c| c.code().to_owned())
+            .unwrap_or_else(|| e.to_string()),
     }
 }
