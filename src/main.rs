@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod stack;
 
 #[derive(Parser)]
@@ -30,6 +31,11 @@ enum Command {
     },
     /// Apply the database migrations to DATABASE_URL and report what was applied.
     Migrate,
+    /// The admin API: organisations, rules, raffles, packages, prizes, perks, RSUs, users.
+    Admin {
+        #[command(subcommand)]
+        action: admin::AdminAction,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
         match command {
             Command::Stack { action } => stack::run(action).await,
             Command::Migrate => stack::migrate().await,
+            Command::Admin { action } => admin::run(action).await,
         }
     });
     match result {

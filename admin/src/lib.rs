@@ -1,0 +1,264 @@
+//! admin: the API where a charity's staff set everything up and auditors read it.
+//!
+//! Owns: the `/v1` JSON API (warp; errors as `application/problem+json`) and the `raffle admin`
+//! commands, over the `catalog` schema (organisations, venues, addresses, contacts,
+//! jurisdictions and regulations, users and memberships, templates, raffles with their ranges
+//! and lifecycle, packages, prizes, perks, RSUs, API keys, allocations, validation number
+//! blocks, system configuration), perk claims in `sales.perk_claims`, and the critical events
+//! of every change and refusal in `audit.critical_events`.
+//!
+//! Must not touch: orders, tickets and counters written by the allocator (it reads orders to
+//! check perk claims), the ledger, the draw. Sealing and drawing are the ledger's and the draw
+//! engine's transitions.
+//!
+//! Every request runs in one Postgres transaction: rights, validation, writes and the critical
+//! event commit together or not at all. A refused request is rolled back and its refusal is
+//! recorded on its own.
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod problem;
+pub mod rules;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Buf;
+use deadpool_postgres::Pool;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use tracing::Instrument;
+use warp::Filter;
+use warp::http::{Method, StatusCode};
+
+use crate::auth::{Actor, Verifier};
+use crate::problem::Problem;
+
+/// Request bodies larger than this are refused with 413.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+pub struct AppState {
+    pub pool: Pool,
+    pub verifier: Verifier,
+}
+
+/// Runs one API call for an authenticated actor: the same path for HTTP and the CLI.
+pub async fn call(
+    state: &AppState,
+    actor: &Actor,
+    method: &Method,
+    path: &str,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<(StatusCode, Value), Problem> {
+    let mut client = state
+        .pool
+        .get()
+        .await
+        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let result = {
+        let tx = client.transaction().await?;
+        let ctx = api::Ctx { tx: &tx, actor, query, body };
+        match api::dispatch(&ctx, method, &segments).await {
+            Ok(reply) => tx.commit().await.map(|()| reply).map_err(|e| problem::from_db("commit", &e)),
+            Err(p) => Err(p),
+        }
+    };
+    if let Err(problem) = &result {
+        record_refusal(&client, Some(actor), method, path, &segments, problem).await;
+    }
+    result
+}
+
+/// Records a refused request as a critical event, on its own: the request's transaction is
+/// gone. Reads that found nothing are not refusals worth an event.
+async fn record_refusal(
+    client: &tokio_postgres::Client,
+    actor: Option<&Actor>,
+    method: &Method,
+    path: &str,
+    segments: &[&str],
+    problem: &Problem,
+) {
+    let security = problem.status == 401 || problem.status == 403;
+    let refused_change = method != Method::GET && (400..500).contains(&problem.status);
+    if !security && !refused_change {
+        return;
+    }
+    // Only an organisation that exists can own the event.
+    let mut org: Option<Uuid> = None;
+    if let ["organizations", id, ..] = segments
+        && let Ok(id) = Uuid::parse_str(id)
+        && let Ok(Some(_)) = client.query_opt("SELECT 1 FROM catalog.organizations WHERE id = $1", &[&id]).await
+    {
+        org = Some(id);
+    }
+    let event_type = match problem.status {
+        401 => "AUTHENTICATION_FAILED",
+        403 => "ACCESS_FORBIDDEN",
+        _ => "REQUEST_REFUSED",
+    };
+    let severity = if security { audit::Severity::Warning } else { audit::Severity::Info };
+    let mut event = audit::Event::info(org, event_type, format!("{method} /v1/{} refused: {}", path.trim_matches('/'), problem.detail))
+        .severity(severity)
+        .change(None, Some(json!({"problem": problem})));
+    if let ["organizations", _, "raffles", r, ..] = segments
+        && let Ok(r) = Uuid::parse_str(r)
+        && org.is_some()
+        && let Ok(Some(_)) = client.query_opt("SELECT 1 FROM catalog.raffle_events WHERE id = $1", &[&r]).await
+    {
+        event = event.raffle(r);
+    }
+    if let Err(e) = audit::record(client, actor, event).await {
+        tracing::error!(error = %e, "could not record a refused request");
+    }
+}
+
+fn respond(result: Result<(StatusCode, Value), Problem>) -> warp::reply::Response {
+    use warp::Reply;
+    match result {
+        Ok((status, body)) => warp::reply::with_status(warp::reply::json(&body), status).into_response(),
+        Err(problem) => problem_response(&problem),
+    }
+}
+
+pub fn problem_response(problem: &Problem) -> warp::reply::Response {
+    use warp::Reply;
+    let mut response = warp::reply::with_status(warp::reply::json(problem), problem.status_code()).into_response();
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+/// Reads the body up to the limit, whatever the framing (Content-Length or chunked).
+async fn read_body(
+    mut stream: impl futures::Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+) -> Result<Vec<u8>, Problem> {
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk.map_err(|e| Problem::malformed(format!("could not read the body: {e}")))?;
+        if body.len() + chunk.remaining() > BODY_LIMIT_BYTES {
+            return Err(Problem::too_large(BODY_LIMIT_BYTES));
+        }
+        while chunk.has_remaining() {
+            let bytes = chunk.chunk();
+            body.extend_from_slice(bytes);
+            let n = bytes.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(body)
+}
+
+async fn handle_http(
+    state: Arc<AppState>,
+    method: Method,
+    tail: warp::path::Tail,
+    query: HashMap<String, String>,
+    authorization: Option<String>,
+    body: impl futures::Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+) -> Result<warp::reply::Response, Infallible> {
+    let path = tail.as_str().to_owned();
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(p) => return Ok(problem_response(&p)),
+    };
+    let claims = state.verifier.verify(authorization.as_deref());
+    let actor = match claims {
+        Ok((sub, name)) => {
+            let client = match state.pool.get().await {
+                Ok(c) => c,
+                Err(e) => return Ok(problem_response(&Problem::unavailable(format!("the database is unreachable: {e}")))),
+            };
+            auth::resolve_actor(&**client, &sub, name.as_deref(), "http").await
+        }
+        Err(p) => Err(p),
+    };
+    let actor = match actor {
+        Ok(a) => a,
+        Err(problem) => {
+            if let Ok(client) = state.pool.get().await {
+                let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+                record_refusal(&client, None, &method, &path, &segments, &problem).await;
+            }
+            return Ok(problem_response(&problem));
+        }
+    };
+    let span = tracing::info_span!("admin", %method, path, sub = %actor.sub);
+    let result = call(&state, &actor, &method, &path, &query, &body).instrument(span).await;
+    match &result {
+        Ok((status, _)) => tracing::info!(status = status.as_u16(), "request served"),
+        Err(p) => tracing::info!(status = p.status, kind = p.kind, detail = p.detail, "request refused"),
+    }
+    Ok(respond(result))
+}
+
+/// Turns warp's own rejections (bad query string, unknown path) into problems.
+async fn recover(rejection: warp::Rejection) -> Result<warp::reply::Response, Infallible> {
+    let problem = if rejection.is_not_found() {
+        Problem::not_found("no such endpoint; the API lives under /v1")
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        Problem::invalid("query", e.to_string())
+    } else {
+        Problem::malformed(format!("{rejection:?}"))
+    };
+    Ok(problem_response(&problem))
+}
+
+/// The warp filter of the whole API.
+pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let with_state = warp::any().map(move || state.clone());
+    let api = warp::path("v1")
+        .and(with_state)
+        .and(warp::method())
+        .and(warp::path::tail())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::body::stream())
+        .and_then(|state, method, tail, query, authorization, body| async move {
+            handle_http(state, method, tail, query, authorization, Box::pin(body)).await
+        });
+    let health = warp::path!("health").map(|| {
+        use warp::Reply;
+        warp::reply::json(&json!({"status": "ok"})).into_response()
+    });
+    health.or(api).unify().recover(recover).unify()
+}
+
+/// Serves the API on `listener` until `shutdown` resolves; closes due raffles every second.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let sweeper_pool = state.pool.clone();
+    let sweeper = tokio::spawn(async move {
+        loop {
+            if let Ok(mut client) = sweeper_pool.get().await {
+                match api::close_due_raffles(&mut client).await {
+                    Ok(closed) if !closed.is_empty() => tracing::info!(?closed, "sales closed at their end time"),
+                    Ok(_) => {}
+                    Err(p) => tracing::warn!(problem = %p, "closing due raffles failed"),
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    warp::serve(routes(state)).incoming(listener).graceful(shutdown).run().await;
+    sweeper.abort();
+}
+
+/// Binds the admin API address, naming the address if it is taken.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} for the admin API: {e}. Set RAFFLE_ADMIN_ADDR to a free address"))
+}
