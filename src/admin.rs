@@ -51,28 +51,48 @@ pub async fn run(action: AdminAction) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "127.0.0.1:8081".into())
                 .parse()
                 .context("RAFFLE_ADMIN_ADDR must be an address like 127.0.0.1:8081")?;
-            let state = Arc::new(admin::AppState { pool: pool(&config).await?, verifier });
+            let state = Arc::new(admin::AppState {
+                pool: pool(&config).await?,
+                verifier,
+            });
             let listener = admin::bind(addr).await.map_err(anyhow::Error::msg)?;
-            println!("admin API listening on http://{}/v1", listener.local_addr()?);
+            println!(
+                "admin API listening on http://{}/v1",
+                listener.local_addr()?
+            );
             admin::serve(state, listener, async {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await;
             Ok(())
         }
-        AdminAction::Call { sub, method, path, body, query } => {
+        AdminAction::Call {
+            sub,
+            method,
+            path,
+            body,
+            query,
+        } => {
             let pool = pool(&config).await?;
             let client = pool.get().await?;
-            let actor = admin::auth::resolve_actor(&**client, &sub, None, "cli").await.map_err(|p| anyhow::anyhow!("{p}"))?;
+            let actor = admin::auth::resolve_actor(&**client, &sub, None, "cli")
+                .await
+                .map_err(|p| anyhow::anyhow!("{p}"))?;
             drop(client);
-            let method: warp::http::Method = method.to_uppercase().parse().context("METHOD must be GET, POST, PATCH, PUT or DELETE")?;
+            let method: warp::http::Method = method
+                .to_uppercase()
+                .parse()
+                .context("METHOD must be GET, POST, PATCH, PUT or DELETE")?;
             let mut params = HashMap::new();
             for q in query {
                 let (k, v) = q.split_once('=').context("--query takes name=value")?;
                 params.insert(k.to_owned(), v.to_owned());
             }
             // The CLI has no key source; it acts with database access, which is the trust.
-            let state = admin::AppState { pool, verifier: admin::auth::Verifier::hs256(b"cli-has-no-bearer-tokens") };
+            let state = admin::AppState {
+                pool,
+                verifier: admin::auth::Verifier::hs256(b"cli-has-no-bearer-tokens"),
+            };
             match admin::call(&state, &actor, &method, &path, &params, body.as_bytes()).await {
                 Ok((_, value)) => {
                     println!("{}", serde_json::to_string_pretty(&value)?);
@@ -87,15 +107,24 @@ pub async fn run(action: AdminAction) -> anyhow::Result<()> {
         AdminAction::GrantPlatformAdmin { sub } => {
             let pool = pool(&config).await?;
             let client = pool.get().await?;
-            let actor = admin::auth::resolve_actor(&**client, &sub, None, "cli").await.map_err(|p| anyhow::anyhow!("{p}"))?;
+            let actor = admin::auth::resolve_actor(&**client, &sub, None, "cli")
+                .await
+                .map_err(|p| anyhow::anyhow!("{p}"))?;
             client
-                .execute("UPDATE catalog.users SET is_platform_admin = true WHERE id = $1", &[&actor.user_id])
+                .execute(
+                    "UPDATE catalog.users SET is_platform_admin = true WHERE id = $1",
+                    &[&actor.user_id],
+                )
                 .await?;
             admin::audit::record(
                 &**client,
                 Some(&actor),
-                admin::audit::Event::info(None, "PLATFORM_ADMIN_GRANTED", format!("{sub} made a platform administrator"))
-                    .severity(admin::audit::Severity::Warning),
+                admin::audit::Event::info(
+                    None,
+                    "PLATFORM_ADMIN_GRANTED",
+                    format!("{sub} made a platform administrator"),
+                )
+                .severity(admin::audit::Severity::Warning),
             )
             .await?;
             println!("{sub} is a platform administrator");

@@ -38,7 +38,11 @@ pub struct Event<'a> {
 }
 
 impl<'a> Event<'a> {
-    pub fn info(organization_id: Option<Uuid>, event_type: &'a str, description: impl Into<String>) -> Self {
+    pub fn info(
+        organization_id: Option<Uuid>,
+        event_type: &'a str,
+        description: impl Into<String>,
+    ) -> Self {
         Self {
             organization_id,
             event_type,

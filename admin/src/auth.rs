@@ -94,7 +94,8 @@ impl Verifier {
     }
 
     pub fn jwks(json: &str) -> Result<Self, String> {
-        let set: JwkSet = serde_json::from_str(json).map_err(|e| format!("JWKS is not a valid key set: {e}"))?;
+        let set: JwkSet =
+            serde_json::from_str(json).map_err(|e| format!("JWKS is not a valid key set: {e}"))?;
         if set.keys.is_empty() {
             return Err("JWKS holds no keys".into());
         }
@@ -121,26 +122,35 @@ impl Verifier {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let verifier = match (var("ADMIN_JWKS_FILE"), var("ADMIN_JWT_HS256_SECRET")) {
             (Some(path), _) => {
-                let json = std::fs::read_to_string(&path).map_err(|e| format!("cannot read ADMIN_JWKS_FILE {path:?}: {e}"))?;
+                let json = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read ADMIN_JWKS_FILE {path:?}: {e}"))?;
                 Self::jwks(&json).map_err(|e| format!("ADMIN_JWKS_FILE {path:?}: {e}"))?
             }
             (None, Some(secret)) if secret.len() >= 32 => Self::hs256(secret.as_bytes()),
-            (None, Some(_)) => return Err("ADMIN_JWT_HS256_SECRET must be at least 32 bytes".into()),
+            (None, Some(_)) => {
+                return Err("ADMIN_JWT_HS256_SECRET must be at least 32 bytes".into());
+            }
             (None, None) => {
                 return Err("set ADMIN_JWKS_FILE (RS256, production) or ADMIN_JWT_HS256_SECRET (HS256, development)".into());
             }
         };
-        Ok(verifier.with_issuer(var("ADMIN_JWT_ISSUER")).with_audience(var("ADMIN_JWT_AUDIENCE")))
+        Ok(verifier
+            .with_issuer(var("ADMIN_JWT_ISSUER"))
+            .with_audience(var("ADMIN_JWT_AUDIENCE")))
     }
 
     /// Checks the `Authorization: Bearer …` header; returns the token's subject and name.
     pub fn verify(&self, authorization: Option<&str>) -> Result<(String, Option<String>), Problem> {
-        let header = authorization.ok_or_else(|| Problem::unauthenticated("missing Authorization: Bearer token"))?;
+        let header = authorization
+            .ok_or_else(|| Problem::unauthenticated("missing Authorization: Bearer token"))?;
         let token = header
             .strip_prefix("Bearer ")
-            .ok_or_else(|| Problem::unauthenticated("Authorization header must be 'Bearer <token>'"))?
+            .ok_or_else(|| {
+                Problem::unauthenticated("Authorization header must be 'Bearer <token>'")
+            })?
             .trim();
-        let jwt_header = decode_header(token).map_err(|e| Problem::unauthenticated(format!("token is malformed: {e}")))?;
+        let jwt_header = decode_header(token)
+            .map_err(|e| Problem::unauthenticated(format!("token is malformed: {e}")))?;
         let (key, algorithm) = match &self.keys {
             Keys::Hs256(key) => (key.clone(), Algorithm::HS256),
             Keys::Jwks(set) => {
@@ -149,8 +159,11 @@ impl Verifier {
                     None if set.keys.len() == 1 => set.keys.first(),
                     None => None,
                 }
-                .ok_or_else(|| Problem::unauthenticated("token's key id is not in the configured key set"))?;
-                let key = DecodingKey::from_jwk(jwk).map_err(|e| Problem::unauthenticated(format!("unusable key: {e}")))?;
+                .ok_or_else(|| {
+                    Problem::unauthenticated("token's key id is not in the configured key set")
+                })?;
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| Problem::unauthenticated(format!("unusable key: {e}")))?;
                 (key, Algorithm::RS256)
             }
         };
@@ -184,7 +197,9 @@ impl Verifier {
             Problem::unauthenticated(why)
         })?;
         if data.claims.sub.is_empty() || data.claims.sub.len() > 255 {
-            return Err(Problem::unauthenticated("token subject must be 1-255 characters"));
+            return Err(Problem::unauthenticated(
+                "token subject must be 1-255 characters",
+            ));
         }
         Ok((data.claims.sub, data.claims.name))
     }
@@ -246,7 +261,11 @@ pub async fn require(
         Err(Problem::forbidden(format!(
             "role {} in organization {organization_id} may not do this (needs one of: {})",
             role.as_str(),
-            allowed.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")
+            allowed
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )))
     }
 }

@@ -31,8 +31,8 @@ use bytes::Buf;
 use deadpool_postgres::Pool;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use uuid::Uuid;
 use tracing::Instrument;
+use uuid::Uuid;
 use warp::Filter;
 use warp::http::{Method, StatusCode};
 
@@ -61,12 +61,25 @@ pub async fn call(
         .get()
         .await
         .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let result = {
         let tx = client.transaction().await?;
-        let ctx = api::Ctx { tx: &tx, actor, query, body };
+        let ctx = api::Ctx {
+            tx: &tx,
+            actor,
+            query,
+            body,
+        };
         match api::dispatch(&ctx, method, &segments).await {
-            Ok(reply) => tx.commit().await.map(|()| reply).map_err(|e| problem::from_db("commit", &e)),
+            Ok(reply) => tx
+                .commit()
+                .await
+                .map(|()| reply)
+                .map_err(|e| problem::from_db("commit", &e)),
             Err(p) => Err(p),
         }
     };
@@ -95,7 +108,9 @@ async fn record_refusal(
     let mut org: Option<Uuid> = None;
     if let ["organizations", id, ..] = segments
         && let Ok(id) = Uuid::parse_str(id)
-        && let Ok(Some(_)) = client.query_opt("SELECT 1 FROM catalog.organizations WHERE id = $1", &[&id]).await
+        && let Ok(Some(_)) = client
+            .query_opt("SELECT 1 FROM catalog.organizations WHERE id = $1", &[&id])
+            .await
     {
         org = Some(id);
     }
@@ -104,14 +119,28 @@ async fn record_refusal(
         403 => "ACCESS_FORBIDDEN",
         _ => "REQUEST_REFUSED",
     };
-    let severity = if security { audit::Severity::Warning } else { audit::Severity::Info };
-    let mut event = audit::Event::info(org, event_type, format!("{method} /v1/{} refused: {}", path.trim_matches('/'), problem.detail))
-        .severity(severity)
-        .change(None, Some(json!({"problem": problem})));
+    let severity = if security {
+        audit::Severity::Warning
+    } else {
+        audit::Severity::Info
+    };
+    let mut event = audit::Event::info(
+        org,
+        event_type,
+        format!(
+            "{method} /v1/{} refused: {}",
+            path.trim_matches('/'),
+            problem.detail
+        ),
+    )
+    .severity(severity)
+    .change(None, Some(json!({"problem": problem})));
     if let ["organizations", _, "raffles", r, ..] = segments
         && let Ok(r) = Uuid::parse_str(r)
         && org.is_some()
-        && let Ok(Some(_)) = client.query_opt("SELECT 1 FROM catalog.raffle_events WHERE id = $1", &[&r]).await
+        && let Ok(Some(_)) = client
+            .query_opt("SELECT 1 FROM catalog.raffle_events WHERE id = $1", &[&r])
+            .await
     {
         event = event.raffle(r);
     }
@@ -123,14 +152,17 @@ async fn record_refusal(
 fn respond(result: Result<(StatusCode, Value), Problem>) -> warp::reply::Response {
     use warp::Reply;
     match result {
-        Ok((status, body)) => warp::reply::with_status(warp::reply::json(&body), status).into_response(),
+        Ok((status, body)) => {
+            warp::reply::with_status(warp::reply::json(&body), status).into_response()
+        }
         Err(problem) => problem_response(&problem),
     }
 }
 
 pub fn problem_response(problem: &Problem) -> warp::reply::Response {
     use warp::Reply;
-    let mut response = warp::reply::with_status(warp::reply::json(problem), problem.status_code()).into_response();
+    let mut response =
+        warp::reply::with_status(warp::reply::json(problem), problem.status_code()).into_response();
     response.headers_mut().insert(
         warp::http::header::CONTENT_TYPE,
         warp::http::HeaderValue::from_static("application/problem+json"),
@@ -144,7 +176,8 @@ async fn read_body(
 ) -> Result<Vec<u8>, Problem> {
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
-        let mut chunk = chunk.map_err(|e| Problem::malformed(format!("could not read the body: {e}")))?;
+        let mut chunk =
+            chunk.map_err(|e| Problem::malformed(format!("could not read the body: {e}")))?;
         if body.len() + chunk.remaining() > BODY_LIMIT_BYTES {
             return Err(Problem::too_large(BODY_LIMIT_BYTES));
         }
@@ -176,7 +209,11 @@ async fn handle_http(
         Ok((sub, name)) => {
             let client = match state.pool.get().await {
                 Ok(c) => c,
-                Err(e) => return Ok(problem_response(&Problem::unavailable(format!("the database is unreachable: {e}")))),
+                Err(e) => {
+                    return Ok(problem_response(&Problem::unavailable(format!(
+                        "the database is unreachable: {e}"
+                    ))));
+                }
             };
             auth::resolve_actor(&**client, &sub, name.as_deref(), "http").await
         }
@@ -193,10 +230,17 @@ async fn handle_http(
         }
     };
     let span = tracing::info_span!("admin", %method, path, sub = %actor.sub);
-    let result = call(&state, &actor, &method, &path, &query, &body).instrument(span).await;
+    let result = call(&state, &actor, &method, &path, &query, &body)
+        .instrument(span)
+        .await;
     match &result {
         Ok((status, _)) => tracing::info!(status = status.as_u16(), "request served"),
-        Err(p) => tracing::info!(status = p.status, kind = p.kind, detail = p.detail, "request refused"),
+        Err(p) => tracing::info!(
+            status = p.status,
+            kind = p.kind,
+            detail = p.detail,
+            "request refused"
+        ),
     }
     Ok(respond(result))
 }
@@ -214,7 +258,9 @@ async fn recover(rejection: warp::Rejection) -> Result<warp::reply::Response, In
 }
 
 /// The warp filter of the whole API.
-pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     let with_state = warp::any().map(move || state.clone());
     let api = warp::path("v1")
         .and(with_state)
@@ -223,9 +269,11 @@ pub fn routes(state: Arc<AppState>) -> impl Filter<Extract = (warp::reply::Respo
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::body::stream())
-        .and_then(|state, method, tail, query, authorization, body| async move {
-            handle_http(state, method, tail, query, authorization, Box::pin(body)).await
-        });
+        .and_then(
+            |state, method, tail, query, authorization, body| async move {
+                handle_http(state, method, tail, query, authorization, Box::pin(body)).await
+            },
+        );
     let health = warp::path!("health").map(|| {
         use warp::Reply;
         warp::reply::json(&json!({"status": "ok"})).into_response()
@@ -244,7 +292,9 @@ pub async fn serve(
         loop {
             if let Ok(mut client) = sweeper_pool.get().await {
                 match api::close_due_raffles(&mut client).await {
-                    Ok(closed) if !closed.is_empty() => tracing::info!(?closed, "sales closed at their end time"),
+                    Ok(closed) if !closed.is_empty() => {
+                        tracing::info!(?closed, "sales closed at their end time")
+                    }
                     Ok(_) => {}
                     Err(p) => tracing::warn!(problem = %p, "closing due raffles failed"),
                 }
@@ -252,7 +302,11 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    warp::serve(routes(state)).incoming(listener).graceful(shutdown).run().await;
+    warp::serve(routes(state))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
     sweeper.abort();
 }
 

@@ -41,7 +41,12 @@ impl Problem {
     }
 
     pub fn malformed(detail: impl Into<String>) -> Self {
-        Self::new("malformed-body", "The request body is not valid JSON for this endpoint", StatusCode::BAD_REQUEST, detail)
+        Self::new(
+            "malformed-body",
+            "The request body is not valid JSON for this endpoint",
+            StatusCode::BAD_REQUEST,
+            detail,
+        )
     }
 
     pub fn too_large(limit_bytes: usize) -> Self {
@@ -54,7 +59,12 @@ impl Problem {
     }
 
     pub fn unauthenticated(detail: impl Into<String>) -> Self {
-        Self::new("unauthenticated", "Authentication failed", StatusCode::UNAUTHORIZED, detail)
+        Self::new(
+            "unauthenticated",
+            "Authentication failed",
+            StatusCode::UNAUTHORIZED,
+            detail,
+        )
     }
 
     pub fn forbidden(detail: impl Into<String>) -> Self {
@@ -66,17 +76,32 @@ impl Problem {
     }
 
     pub fn no_route(method: &str, path: &str) -> Self {
-        Self::new("no-such-endpoint", "No such endpoint", StatusCode::NOT_FOUND, format!("{method} /v1/{path}"))
+        Self::new(
+            "no-such-endpoint",
+            "No such endpoint",
+            StatusCode::NOT_FOUND,
+            format!("{method} /v1/{path}"),
+        )
     }
 
     /// The request is well-formed but the current state forbids it (a lifecycle rule, a
     /// regulation, a frozen configuration).
     pub fn conflict(kind: &str, detail: impl Into<String>) -> Self {
-        Self::new(kind, "Refused by a rule of the current state", StatusCode::CONFLICT, detail)
+        Self::new(
+            kind,
+            "Refused by a rule of the current state",
+            StatusCode::CONFLICT,
+            detail,
+        )
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new("unavailable", "Temporarily unavailable", StatusCode::SERVICE_UNAVAILABLE, detail)
+        Self::new(
+            "unavailable",
+            "Temporarily unavailable",
+            StatusCode::SERVICE_UNAVAILABLE,
+            detail,
+        )
     }
 
     /// Something broke on our side; the detail carries an incident id found in the logs.
@@ -112,7 +137,9 @@ impl std::fmt::Display for Problem {
 pub fn from_db(context: &str, e: &tokio_postgres::Error) -> Problem {
     let Some(db) = e.as_db_error() else {
         if e.is_closed() {
-            return Problem::unavailable(format!("{context}: the database connection was lost, try again"));
+            return Problem::unavailable(format!(
+                "{context}: the database connection was lost, try again"
+            ));
         }
         return Problem::internal(context, &platform::db::error_chain(e));
     };
@@ -121,9 +148,14 @@ pub fn from_db(context: &str, e: &tokio_postgres::Error) -> Problem {
     match *db.code() {
         SqlState::UNIQUE_VIOLATION => Problem::conflict("duplicate", detail),
         SqlState::EXCLUSION_VIOLATION => Problem::conflict("overlap", detail),
-        SqlState::FOREIGN_KEY_VIOLATION => Problem::invalid(&rule, format!("refers to something that does not exist: {}", db.message())),
+        SqlState::FOREIGN_KEY_VIOLATION => Problem::invalid(
+            &rule,
+            format!("refers to something that does not exist: {}", db.message()),
+        ),
         SqlState::CHECK_VIOLATION => Problem::invalid(&rule, db.message().to_owned()),
-        SqlState::NOT_NULL_VIOLATION => Problem::invalid(db.column().unwrap_or("field"), "is required"),
+        SqlState::NOT_NULL_VIOLATION => {
+            Problem::invalid(db.column().unwrap_or("field"), "is required")
+        }
         SqlState::T_R_SERIALIZATION_FAILURE | SqlState::T_R_DEADLOCK_DETECTED => {
             Problem::unavailable(format!("{context}: concurrent change, try again"))
         }

@@ -23,11 +23,26 @@ use crate::problem::Problem;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum RuleValue {
-    Amount { amount: i64, currency: String },
-    Duration { max_days: i64 },
-    SalesMethod { online: bool, rsu: bool, offline_rsu: bool, rng_draw: bool },
-    Reporting { reconciliation_within_days: i64 },
-    Retention { ticket_data_days: i64, critical_events_days: i64 },
+    Amount {
+        amount: i64,
+        currency: String,
+    },
+    Duration {
+        max_days: i64,
+    },
+    SalesMethod {
+        online: bool,
+        rsu: bool,
+        offline_rsu: bool,
+        rng_draw: bool,
+    },
+    Reporting {
+        reconciliation_within_days: i64,
+    },
+    Retention {
+        ticket_data_days: i64,
+        critical_events_days: i64,
+    },
 }
 
 pub const TYPES: &[&str] = &[
@@ -41,36 +56,78 @@ pub const TYPES: &[&str] = &[
 
 /// Parses a regulation's value for its type; the error names the rule broken.
 pub fn parse(regulation_type: &str, value: &Value) -> Result<RuleValue, Problem> {
-    let bad = |rule: &str| Problem::invalid("value", format!("a {regulation_type} value must be {rule}"));
+    let bad =
+        |rule: &str| Problem::invalid("value", format!("a {regulation_type} value must be {rule}"));
     let obj = value.as_object().ok_or_else(|| bad("a JSON object"))?;
     let int = |k: &str| obj.get(k).and_then(Value::as_i64);
     let flag = |k: &str| obj.get(k).and_then(Value::as_bool);
     let rule = match regulation_type {
         "prize_limit" | "ticket_price_limit" => {
             let amount = int("amount").filter(|a| *a >= 0);
-            let currency = obj.get("currency").and_then(Value::as_str).filter(|c| schemas::Currency::parse(c).is_ok());
+            let currency = obj
+                .get("currency")
+                .and_then(Value::as_str)
+                .filter(|c| schemas::Currency::parse(c).is_ok());
             match (amount, currency, obj.len()) {
-                (Some(amount), Some(c), 2) => RuleValue::Amount { amount, currency: c.to_owned() },
-                _ => return Err(bad(r#"{"amount": non-negative minor units, "currency": ISO code}"#)),
+                (Some(amount), Some(c), 2) => RuleValue::Amount {
+                    amount,
+                    currency: c.to_owned(),
+                },
+                _ => {
+                    return Err(bad(
+                        r#"{"amount": non-negative minor units, "currency": ISO code}"#,
+                    ));
+                }
             }
         }
         "event_duration" => match (int("max_days").filter(|d| *d >= 1), obj.len()) {
             (Some(max_days), 1) => RuleValue::Duration { max_days },
             _ => return Err(bad(r#"{"max_days": at least 1}"#)),
         },
-        "sales_method" => match (flag("online"), flag("rsu"), flag("offline_rsu"), flag("rng_draw"), obj.len()) {
+        "sales_method" => match (
+            flag("online"),
+            flag("rsu"),
+            flag("offline_rsu"),
+            flag("rng_draw"),
+            obj.len(),
+        ) {
             (Some(online), Some(rsu), Some(offline_rsu), Some(rng_draw), 4) => {
-                RuleValue::SalesMethod { online, rsu, offline_rsu, rng_draw }
+                RuleValue::SalesMethod {
+                    online,
+                    rsu,
+                    offline_rsu,
+                    rng_draw,
+                }
             }
-            _ => return Err(bad(r#"{"online", "rsu", "offline_rsu", "rng_draw"}, each true or false"#)),
+            _ => {
+                return Err(bad(
+                    r#"{"online", "rsu", "offline_rsu", "rng_draw"}, each true or false"#,
+                ));
+            }
         },
-        "reporting_requirement" => match (int("reconciliation_within_days").filter(|d| *d >= 1), obj.len()) {
-            (Some(days), 1) => RuleValue::Reporting { reconciliation_within_days: days },
+        "reporting_requirement" => match (
+            int("reconciliation_within_days").filter(|d| *d >= 1),
+            obj.len(),
+        ) {
+            (Some(days), 1) => RuleValue::Reporting {
+                reconciliation_within_days: days,
+            },
             _ => return Err(bad(r#"{"reconciliation_within_days": at least 1}"#)),
         },
-        "data_retention" => match (int("ticket_data_days").filter(|d| *d >= 1), int("critical_events_days").filter(|d| *d >= 1), obj.len()) {
-            (Some(t), Some(c), 2) => RuleValue::Retention { ticket_data_days: t, critical_events_days: c },
-            _ => return Err(bad(r#"{"ticket_data_days", "critical_events_days"}, each at least 1"#)),
+        "data_retention" => match (
+            int("ticket_data_days").filter(|d| *d >= 1),
+            int("critical_events_days").filter(|d| *d >= 1),
+            obj.len(),
+        ) {
+            (Some(t), Some(c), 2) => RuleValue::Retention {
+                ticket_data_days: t,
+                critical_events_days: c,
+            },
+            _ => {
+                return Err(bad(
+                    r#"{"ticket_data_days", "critical_events_days"}, each at least 1"#,
+                ));
+            }
         },
         other => {
             return Err(Problem::invalid(
@@ -86,23 +143,69 @@ pub fn parse(regulation_type: &str, value: &Value) -> Result<RuleValue, Problem>
 pub fn strictest(a: &RuleValue, b: &RuleValue) -> Result<RuleValue, String> {
     use RuleValue::*;
     Ok(match (a, b) {
-        (Amount { amount: x, currency: c1 }, Amount { amount: y, currency: c2 }) => {
+        (
+            Amount {
+                amount: x,
+                currency: c1,
+            },
+            Amount {
+                amount: y,
+                currency: c2,
+            },
+        ) => {
             if c1 != c2 {
                 return Err(format!("limits in {c1} and {c2} cannot be compared"));
             }
-            Amount { amount: (*x).min(*y), currency: c1.clone() }
+            Amount {
+                amount: (*x).min(*y),
+                currency: c1.clone(),
+            }
         }
-        (Duration { max_days: x }, Duration { max_days: y }) => Duration { max_days: (*x).min(*y) },
+        (Duration { max_days: x }, Duration { max_days: y }) => Duration {
+            max_days: (*x).min(*y),
+        },
         (
-            SalesMethod { online: a1, rsu: a2, offline_rsu: a3, rng_draw: a4 },
-            SalesMethod { online: b1, rsu: b2, offline_rsu: b3, rng_draw: b4 },
-        ) => SalesMethod { online: *a1 && *b1, rsu: *a2 && *b2, offline_rsu: *a3 && *b3, rng_draw: *a4 && *b4 },
-        (Reporting { reconciliation_within_days: x }, Reporting { reconciliation_within_days: y }) => {
-            Reporting { reconciliation_within_days: (*x).min(*y) }
-        }
-        (Retention { ticket_data_days: t1, critical_events_days: c1 }, Retention { ticket_data_days: t2, critical_events_days: c2 }) => {
-            Retention { ticket_data_days: (*t1).max(*t2), critical_events_days: (*c1).max(*c2) }
-        }
+            SalesMethod {
+                online: a1,
+                rsu: a2,
+                offline_rsu: a3,
+                rng_draw: a4,
+            },
+            SalesMethod {
+                online: b1,
+                rsu: b2,
+                offline_rsu: b3,
+                rng_draw: b4,
+            },
+        ) => SalesMethod {
+            online: *a1 && *b1,
+            rsu: *a2 && *b2,
+            offline_rsu: *a3 && *b3,
+            rng_draw: *a4 && *b4,
+        },
+        (
+            Reporting {
+                reconciliation_within_days: x,
+            },
+            Reporting {
+                reconciliation_within_days: y,
+            },
+        ) => Reporting {
+            reconciliation_within_days: (*x).min(*y),
+        },
+        (
+            Retention {
+                ticket_data_days: t1,
+                critical_events_days: c1,
+            },
+            Retention {
+                ticket_data_days: t2,
+                critical_events_days: c2,
+            },
+        ) => Retention {
+            ticket_data_days: (*t1).max(*t2),
+            critical_events_days: (*c1).max(*c2),
+        },
         _ => return Err("values of different regulation types".into()),
     })
 }
@@ -149,12 +252,19 @@ pub async fn effective(
         let value = parse(&kind, &value)?;
         match rules.get_mut(&kind) {
             None => {
-                rules.insert(kind, InForce { value, sources: vec![id] });
+                rules.insert(
+                    kind,
+                    InForce {
+                        value,
+                        sources: vec![id],
+                    },
+                );
             }
             // A farther rule binds only if it is not overridable (or is a same-level duplicate).
             Some(current) if !overridable || depth == 0 => {
-                current.value = strictest(&current.value, &value)
-                    .map_err(|e| Problem::conflict("regulation-conflict", format!("{kind}: {e}")))?;
+                current.value = strictest(&current.value, &value).map_err(|e| {
+                    Problem::conflict("regulation-conflict", format!("{kind}: {e}"))
+                })?;
                 current.sources.push(id);
             }
             Some(_) => {}
@@ -187,7 +297,14 @@ pub fn check_amount(
     amount_minor: i64,
     currency: &str,
 ) -> Result<(), Problem> {
-    if let Some(InForce { value: RuleValue::Amount { amount, currency: c }, sources }) = rules.get(kind) {
+    if let Some(InForce {
+        value: RuleValue::Amount {
+            amount,
+            currency: c,
+        },
+        sources,
+    }) = rules.get(kind)
+    {
         if c != currency {
             return Err(Problem::conflict(
                 "regulation",
@@ -213,7 +330,13 @@ mod tests {
 
     #[test]
     fn values_parse_by_type_and_refuse_wrong_shapes() {
-        assert!(parse("prize_limit", &json!({"amount": 5_000_000, "currency": "USD"})).is_ok());
+        assert!(
+            parse(
+                "prize_limit",
+                &json!({"amount": 5_000_000, "currency": "USD"})
+            )
+            .is_ok()
+        );
         assert!(parse("prize_limit", &json!({"amount": -1, "currency": "USD"})).is_err());
         assert!(parse("prize_limit", &json!({"amount": 1, "currency": "usd"})).is_err());
         assert!(parse("event_duration", &json!({"max_days": 0})).is_err());
@@ -223,14 +346,37 @@ mod tests {
 
     #[test]
     fn strictness_per_type() {
-        let limit = |a| RuleValue::Amount { amount: a, currency: "USD".into() };
+        let limit = |a| RuleValue::Amount {
+            amount: a,
+            currency: "USD".into(),
+        };
         assert_eq!(strictest(&limit(5), &limit(3)), Ok(limit(3)));
         assert!(loosens(&limit(5), &limit(3)).unwrap());
         assert!(!loosens(&limit(2), &limit(3)).unwrap());
-        let keep = |t, c| RuleValue::Retention { ticket_data_days: t, critical_events_days: c };
-        assert!(loosens(&keep(100, 2000), &keep(365, 1095)).unwrap(), "keeping tickets shorter loosens");
-        let methods = |offline| RuleValue::SalesMethod { online: true, rsu: true, offline_rsu: offline, rng_draw: true };
+        let keep = |t, c| RuleValue::Retention {
+            ticket_data_days: t,
+            critical_events_days: c,
+        };
+        assert!(
+            loosens(&keep(100, 2000), &keep(365, 1095)).unwrap(),
+            "keeping tickets shorter loosens"
+        );
+        let methods = |offline| RuleValue::SalesMethod {
+            online: true,
+            rsu: true,
+            offline_rsu: offline,
+            rng_draw: true,
+        };
         assert!(loosens(&methods(true), &methods(false)).unwrap());
-        assert!(strictest(&limit(1), &RuleValue::Amount { amount: 1, currency: "CAD".into() }).is_err());
+        assert!(
+            strictest(
+                &limit(1),
+                &RuleValue::Amount {
+                    amount: 1,
+                    currency: "CAD".into()
+                }
+            )
+            .is_err()
+        );
     }
 }

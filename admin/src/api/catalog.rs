@@ -8,7 +8,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::raffles::{ensure_money_editable, raffle_json};
-use super::{Ctx, Reply, created, currency, money, ok, opt_text, parse, percent, positive, rows_json, text};
+use super::{
+    Ctx, Reply, created, currency, money, ok, opt_text, parse, percent, positive, rows_json, text,
+};
 use crate::audit::{self, Event};
 use crate::auth::{require, rights};
 use crate::problem::Problem;
@@ -61,8 +63,17 @@ pub async fn create_package_template(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Rep
         )
         .await?;
     let after: Value = row.get(0);
-    audit::record(ctx.tx, Some(ctx.actor), Event::info(Some(org), "PACKAGE_TEMPLATE_CREATED", format!("package template '{}' created", t.name)).change(None, Some(after.clone())))
-        .await?;
+    audit::record(
+        ctx.tx,
+        Some(ctx.actor),
+        Event::info(
+            Some(org),
+            "PACKAGE_TEMPLATE_CREATED",
+            format!("package template '{}' created", t.name),
+        )
+        .change(None, Some(after.clone())),
+    )
+    .await?;
     created(after)
 }
 
@@ -79,7 +90,11 @@ struct PrizeTemplateInput {
 }
 
 /// (value, percentage) of a prize, validated for its type.
-fn prize_value(kind: &str, value_minor: Option<i64>, pct: &Option<Value>) -> Result<(Option<i64>, Option<rust_decimal::Decimal>), Problem> {
+fn prize_value(
+    kind: &str,
+    value_minor: Option<i64>,
+    pct: &Option<Value>,
+) -> Result<(Option<i64>, Option<rust_decimal::Decimal>), Problem> {
     match (kind, value_minor, pct) {
         ("fixed", Some(v), None) => Ok((Some(money("value_minor", v)?), None)),
         ("percentage", None, Some(p)) => {
@@ -89,9 +104,18 @@ fn prize_value(kind: &str, value_minor: Option<i64>, pct: &Option<Value>) -> Res
             }
             Ok((None, Some(p)))
         }
-        ("fixed", _, _) => Err(Problem::invalid("value_minor", "a fixed prize has value_minor and no percentage")),
-        ("percentage", _, _) => Err(Problem::invalid("percentage", "a percentage prize has percentage and no value_minor")),
-        (other, _, _) => Err(Problem::invalid("type", format!("{other:?} is not one of: fixed, percentage"))),
+        ("fixed", _, _) => Err(Problem::invalid(
+            "value_minor",
+            "a fixed prize has value_minor and no percentage",
+        )),
+        ("percentage", _, _) => Err(Problem::invalid(
+            "percentage",
+            "a percentage prize has percentage and no value_minor",
+        )),
+        (other, _, _) => Err(Problem::invalid(
+            "type",
+            format!("{other:?} is not one of: fixed, percentage"),
+        )),
     }
 }
 
@@ -109,8 +133,17 @@ pub async fn create_prize_template(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply
         )
         .await?;
     let after: Value = row.get(0);
-    audit::record(ctx.tx, Some(ctx.actor), Event::info(Some(org), "PRIZE_TEMPLATE_CREATED", format!("prize template '{}' created", t.name)).change(None, Some(after.clone())))
-        .await?;
+    audit::record(
+        ctx.tx,
+        Some(ctx.actor),
+        Event::info(
+            Some(org),
+            "PRIZE_TEMPLATE_CREATED",
+            format!("prize template '{}' created", t.name),
+        )
+        .change(None, Some(after.clone())),
+    )
+    .await?;
     created(after)
 }
 
@@ -150,19 +183,39 @@ pub async fn create_package(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Resul
         ),
         None => None,
     };
-    let name = p.name.clone().or_else(|| template.as_ref().map(|t| t.get(0))).ok_or_else(|| Problem::invalid("name", "is required"))?;
-    let description = p.description.clone().or_else(|| template.as_ref().and_then(|t| t.get(1)));
+    let name = p
+        .name
+        .clone()
+        .or_else(|| template.as_ref().map(|t| t.get(0)))
+        .ok_or_else(|| Problem::invalid("name", "is required"))?;
+    let description = p
+        .description
+        .clone()
+        .or_else(|| template.as_ref().and_then(|t| t.get(1)));
     let count = p
         .ticket_count
         .or_else(|| template.as_ref().map(|t| i64::from(t.get::<_, i32>(2))))
         .ok_or_else(|| Problem::invalid("ticket_count", "is required"))?;
-    let price = p.price_minor.or_else(|| template.as_ref().map(|t| t.get(3))).ok_or_else(|| Problem::invalid("price_minor", "is required"))?;
-    let cur = p.currency.clone().or_else(|| template.as_ref().map(|t| t.get(4))).ok_or_else(|| Problem::invalid("currency", "is required"))?;
+    let price = p
+        .price_minor
+        .or_else(|| template.as_ref().map(|t| t.get(3)))
+        .ok_or_else(|| Problem::invalid("price_minor", "is required"))?;
+    let cur = p
+        .currency
+        .clone()
+        .or_else(|| template.as_ref().map(|t| t.get(4)))
+        .ok_or_else(|| Problem::invalid("currency", "is required"))?;
     let count = positive("ticket_count", count, 10_000)? as i32;
     let price = money("price_minor", price)?;
     let cur = currency("currency", &cur)?;
     if r["currency"].as_str() != Some(cur.as_str()) {
-        return Err(Problem::invalid("currency", format!("the raffle sells in {}", r["currency"].as_str().unwrap_or("?"))));
+        return Err(Problem::invalid(
+            "currency",
+            format!(
+                "the raffle sells in {}",
+                r["currency"].as_str().unwrap_or("?")
+            ),
+        ));
     }
     if let (Some(from), Some(to)) = (p.active_from, p.active_to)
         && from >= to
@@ -191,12 +244,25 @@ pub async fn create_package(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Resul
             )
             .await?;
         if n != 1 {
-            return Err(Problem::invalid(&format!("perk_ids[{i}]"), format!("perk {perk} is not this organization's")));
+            return Err(Problem::invalid(
+                &format!("perk_ids[{i}]"),
+                format!("perk {perk} is not this organization's"),
+            ));
         }
     }
     let after = package_json(ctx, id).await?;
-    audit::record(ctx.tx, Some(ctx.actor), Event::info(Some(org), "PACKAGE_CREATED", format!("package '{name}' ({count} tickets for {price} {cur}) added")).raffle(raffle).change(None, Some(after.clone())))
-        .await?;
+    audit::record(
+        ctx.tx,
+        Some(ctx.actor),
+        Event::info(
+            Some(org),
+            "PACKAGE_CREATED",
+            format!("package '{name}' ({count} tickets for {price} {cur}) added"),
+        )
+        .raffle(raffle)
+        .change(None, Some(after.clone())),
+    )
+    .await?;
     created(after)
 }
 
@@ -234,23 +300,55 @@ struct PackagePatch {
 
 /// Display fields change any time; price, ticket count and price window only before the
 /// first sale (prices do not change after the first sale in several jurisdictions).
-pub async fn update_package(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid, package: Uuid) -> Result<Reply, Problem> {
+pub async fn update_package(
+    ctx: &Ctx<'_, '_>,
+    org: Uuid,
+    raffle: Uuid,
+    package: Uuid,
+) -> Result<Reply, Problem> {
     require(ctx.tx, ctx.actor, org, rights::CHANGE_SETUP).await?;
     let p: PackagePatch = parse(ctx.body)?;
     raffle_json(ctx.tx, org, raffle).await?;
     let before = ctx
         .tx
-        .query_opt("SELECT to_jsonb(p) FROM catalog.ticket_packages p WHERE id = $1 AND raffle_id = $2", &[&package, &raffle])
+        .query_opt(
+            "SELECT to_jsonb(p) FROM catalog.ticket_packages p WHERE id = $1 AND raffle_id = $2",
+            &[&package, &raffle],
+        )
         .await?
         .map(|r| r.get::<_, Value>(0))
         .ok_or_else(|| Problem::not_found(format!("package {package} of raffle {raffle}")))?;
-    let money_change = p.price_minor.is_some() || p.ticket_count.is_some() || p.active_from.is_some() || p.active_to.is_some();
+    let money_change = p.price_minor.is_some()
+        || p.ticket_count.is_some()
+        || p.active_from.is_some()
+        || p.active_to.is_some();
     if money_change {
-        ensure_money_editable(ctx, org, raffle, "a package's price, ticket count or price window").await?;
-        let price = money("price_minor", p.price_minor.unwrap_or(before["price_minor"].as_i64().unwrap_or(0)))?;
-        let count = positive("ticket_count", p.ticket_count.unwrap_or(before["ticket_count"].as_i64().unwrap_or(1)), 10_000)? as i32;
+        ensure_money_editable(
+            ctx,
+            org,
+            raffle,
+            "a package's price, ticket count or price window",
+        )
+        .await?;
+        let price = money(
+            "price_minor",
+            p.price_minor
+                .unwrap_or(before["price_minor"].as_i64().unwrap_or(0)),
+        )?;
+        let count = positive(
+            "ticket_count",
+            p.ticket_count
+                .unwrap_or(before["ticket_count"].as_i64().unwrap_or(1)),
+            10_000,
+        )? as i32;
         let rules = rules::for_raffle(ctx.tx, raffle, Utc::now()).await?;
-        check_package_price(&rules, "price_minor", price, count, before["currency"].as_str().unwrap_or_default())?;
+        check_package_price(
+            &rules,
+            "price_minor",
+            price,
+            count,
+            before["currency"].as_str().unwrap_or_default(),
+        )?;
     }
     ctx.tx
         .execute(
@@ -276,8 +374,14 @@ pub async fn update_package(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid, package:
         .await
         .map_err(|e| crate::problem::from_db("updating the package", &e))?;
     let after = package_json(ctx, package).await?;
-    audit::record(ctx.tx, Some(ctx.actor), Event::info(Some(org), "PACKAGE_UPDATED", "package changed").raffle(raffle).change(Some(before), Some(after.clone())))
-        .await?;
+    audit::record(
+        ctx.tx,
+        Some(ctx.actor),
+        Event::info(Some(org), "PACKAGE_UPDATED", "package changed")
+            .raffle(raffle)
+            .change(Some(before), Some(after.clone())),
+    )
+    .await?;
     ok(after)
 }
 
@@ -319,20 +423,36 @@ pub async fn create_prize(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<
         ),
         None => None,
     };
-    let name = p.name.clone().or_else(|| template.as_ref().map(|t| t.get(0))).ok_or_else(|| Problem::invalid("name", "is required"))?;
-    let description = p.description.clone().or_else(|| template.as_ref().and_then(|t| t.get(1)));
-    let kind = p.kind.clone().or_else(|| template.as_ref().map(|t| t.get(2))).ok_or_else(|| Problem::invalid("type", "is required"))?;
+    let name = p
+        .name
+        .clone()
+        .or_else(|| template.as_ref().map(|t| t.get(0)))
+        .ok_or_else(|| Problem::invalid("name", "is required"))?;
+    let description = p
+        .description
+        .clone()
+        .or_else(|| template.as_ref().and_then(|t| t.get(1)));
+    let kind = p
+        .kind
+        .clone()
+        .or_else(|| template.as_ref().map(|t| t.get(2)))
+        .ok_or_else(|| Problem::invalid("type", "is required"))?;
     let (value, pct) = if p.kind.is_some() || template.is_none() {
         prize_value(&kind, p.value_minor, &p.percentage)?
     } else {
-        let t = template.as_ref().ok_or_else(|| Problem::invalid("template_id", "is required"))?;
+        let t = template
+            .as_ref()
+            .ok_or_else(|| Problem::invalid("template_id", "is required"))?;
         let pct: Option<String> = t.get(4);
         prize_value(&kind, t.get(3), &pct.map(Value::String))?
     };
     if let Some(t) = &template
         && t.get::<_, String>(5) != cur
     {
-        return Err(Problem::invalid("template_id", format!("the template's currency differs from the raffle's {cur}")));
+        return Err(Problem::invalid(
+            "template_id",
+            format!("the template's currency differs from the raffle's {cur}"),
+        ));
     }
     let position = positive("position", p.position, 1000)? as i32;
     let winners = positive("winner_count", p.winner_count, 10_000)? as i32;
@@ -351,13 +471,28 @@ pub async fn create_prize(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<
         .await
         .map_err(|e| crate::problem::from_db("adding the prize", &e))?;
     let after: Value = row.get(0);
-    audit::record(ctx.tx, Some(ctx.actor), Event::info(Some(org), "PRIZE_CREATED", format!("prize '{name}' at position {position} added")).raffle(raffle).change(None, Some(after.clone())))
-        .await?;
+    audit::record(
+        ctx.tx,
+        Some(ctx.actor),
+        Event::info(
+            Some(org),
+            "PRIZE_CREATED",
+            format!("prize '{name}' at position {position} added"),
+        )
+        .raffle(raffle)
+        .change(None, Some(after.clone())),
+    )
+    .await?;
     created(after)
 }
 
 pub async fn list_prizes(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Reply, Problem> {
     require(ctx.tx, ctx.actor, org, rights::READ_SETUP).await?;
     raffle_json(ctx.tx, org, raffle).await?;
-    ok(rows_json(ctx.tx, "SELECT to_jsonb(p) FROM catalog.prizes p WHERE raffle_id = $1 ORDER BY position", &[&raffle]).await?)
+    ok(rows_json(
+        ctx.tx,
+        "SELECT to_jsonb(p) FROM catalog.prizes p WHERE raffle_id = $1 ORDER BY position",
+        &[&raffle],
+    )
+    .await?)
 }

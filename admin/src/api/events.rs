@@ -38,7 +38,11 @@ pub async fn export(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
     let count = events.as_array().map_or(0, Vec::len);
     let gapless = events
         .as_array()
-        .map(|a| a.iter().enumerate().all(|(i, e)| e["sequence_number"].as_i64() == Some(i as i64 + 1)))
+        .map(|a| {
+            a.iter()
+                .enumerate()
+                .all(|(i, e)| e["sequence_number"].as_i64() == Some(i as i64 + 1))
+        })
         .unwrap_or(true);
     ok(json!({
         "organization_id": org,

@@ -26,11 +26,23 @@ pub async fn create(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
     require_platform_admin(ctx.actor)?;
     let j: JurisdictionInput = parse(ctx.body)?;
     if !["country", "state", "province", "local"].contains(&j.kind.as_str()) {
-        return Err(Problem::invalid("type", format!("{:?} is not one of: country, state, province, local", j.kind)));
+        return Err(Problem::invalid(
+            "type",
+            format!(
+                "{:?} is not one of: country, state, province, local",
+                j.kind
+            ),
+        ));
     }
     let code = text("code", &j.code, 40)?;
-    if !code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(Problem::invalid("code", "must be A-Z, 0-9 and '-', e.g. SF-CA-US"));
+    if !code
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(Problem::invalid(
+            "code",
+            "must be A-Z, 0-9 and '-', e.g. SF-CA-US",
+        ));
     }
     let row = ctx
         .tx
@@ -45,14 +57,24 @@ pub async fn create(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
     audit::record(
         ctx.tx,
         Some(ctx.actor),
-        Event::info(None, "JURISDICTION_CREATED", format!("jurisdiction {code} created")).change(None, Some(after.clone())),
+        Event::info(
+            None,
+            "JURISDICTION_CREATED",
+            format!("jurisdiction {code} created"),
+        )
+        .change(None, Some(after.clone())),
     )
     .await?;
     created(after)
 }
 
 pub async fn list(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
-    ok(rows_json(ctx.tx, "SELECT to_jsonb(j) FROM catalog.jurisdictions j ORDER BY code", &[]).await?)
+    ok(rows_json(
+        ctx.tx,
+        "SELECT to_jsonb(j) FROM catalog.jurisdictions j ORDER BY code",
+        &[],
+    )
+    .await?)
 }
 
 pub async fn get(ctx: &Ctx<'_, '_>, id: Uuid) -> Result<Reply, Problem> {
@@ -77,13 +99,25 @@ pub async fn create_regulation(ctx: &Ctx<'_, '_>, jurisdiction: Uuid) -> Result<
     let r: RegulationInput = parse(ctx.body)?;
     let value = rules::parse(&r.kind, &r.value)?;
     if r.expiration_date.is_some_and(|e| e <= r.effective_date) {
-        return Err(Problem::invalid("expiration_date", "must be after effective_date"));
+        return Err(Problem::invalid(
+            "expiration_date",
+            "must be after effective_date",
+        ));
     }
-    row_json(ctx.tx, "catalog.jurisdictions", jurisdiction, "jurisdiction").await?;
+    row_json(
+        ctx.tx,
+        "catalog.jurisdictions",
+        jurisdiction,
+        "jurisdiction",
+    )
+    .await?;
     // The parent's rules in force when this one starts, and now.
     let parent: Option<Uuid> = ctx
         .tx
-        .query_one("SELECT parent_jurisdiction_id FROM catalog.jurisdictions WHERE id = $1", &[&jurisdiction])
+        .query_one(
+            "SELECT parent_jurisdiction_id FROM catalog.jurisdictions WHERE id = $1",
+            &[&jurisdiction],
+        )
         .await?
         .get(0);
     if let Some(parent) = parent {
@@ -105,7 +139,8 @@ pub async fn create_regulation(ctx: &Ctx<'_, '_>, jurisdiction: Uuid) -> Result<
         for row in binding {
             let (id, parent_value): (Uuid, Value) = (row.get(0), row.get(1));
             let parent_value = rules::parse(&r.kind, &parent_value)?;
-            let looser = rules::loosens(&value, &parent_value).map_err(|e| Problem::invalid("value", e))?;
+            let looser =
+                rules::loosens(&value, &parent_value).map_err(|e| Problem::invalid("value", e))?;
             if looser {
                 return Err(Problem::conflict(
                     "regulation-loosens-parent",
@@ -128,8 +163,12 @@ pub async fn create_regulation(ctx: &Ctx<'_, '_>, jurisdiction: Uuid) -> Result<
     audit::record(
         ctx.tx,
         Some(ctx.actor),
-        Event::info(None, "REGULATION_CREATED", format!("{} regulation added to jurisdiction {jurisdiction}", r.kind))
-            .change(None, Some(after.clone())),
+        Event::info(
+            None,
+            "REGULATION_CREATED",
+            format!("{} regulation added to jurisdiction {jurisdiction}", r.kind),
+        )
+        .change(None, Some(after.clone())),
     )
     .await?;
     created(after)
@@ -146,7 +185,13 @@ pub async fn list_regulations(ctx: &Ctx<'_, '_>, jurisdiction: Uuid) -> Result<R
 
 /// The rules in force at `?at=` (default now), inherited and clamped.
 pub async fn effective(ctx: &Ctx<'_, '_>, jurisdiction: Uuid) -> Result<Reply, Problem> {
-    row_json(ctx.tx, "catalog.jurisdictions", jurisdiction, "jurisdiction").await?;
+    row_json(
+        ctx.tx,
+        "catalog.jurisdictions",
+        jurisdiction,
+        "jurisdiction",
+    )
+    .await?;
     let at: DateTime<Utc> = query(ctx, "at", Utc::now())?;
     let rules = rules::effective(ctx.tx, jurisdiction, at).await?;
     ok(json!({"jurisdiction_id": jurisdiction, "at": at, "rules": rules}))
@@ -191,15 +236,32 @@ fn check_settings(s: &Value) -> Result<(), Problem> {
         let field = format!("settings{}", pointer.replace('/', "."));
         match s.pointer(pointer).and_then(Value::as_i64) {
             Some(v) if (1..=1_000_000).contains(&v) => {}
-            _ => return Err(Problem::invalid(&field, "must be a whole number between 1 and 1000000")),
+            _ => {
+                return Err(Problem::invalid(
+                    &field,
+                    "must be a whole number between 1 and 1000000",
+                ));
+            }
         }
     }
-    if s.pointer("/verification/requiredBeforeDraw").and_then(Value::as_bool).is_none() {
-        return Err(Problem::invalid("settings.verification.requiredBeforeDraw", "must be true or false"));
+    if s.pointer("/verification/requiredBeforeDraw")
+        .and_then(Value::as_bool)
+        .is_none()
+    {
+        return Err(Problem::invalid(
+            "settings.verification.requiredBeforeDraw",
+            "must be true or false",
+        ));
     }
-    match s.pointer("/ticketGeneration/strategy").and_then(Value::as_str) {
+    match s
+        .pointer("/ticketGeneration/strategy")
+        .and_then(Value::as_str)
+    {
         Some("just_in_time" | "pre_generated") => Ok(()),
-        _ => Err(Problem::invalid("settings.ticketGeneration.strategy", "must be one of: just_in_time, pre_generated")),
+        _ => Err(Problem::invalid(
+            "settings.ticketGeneration.strategy",
+            "must be one of: just_in_time, pre_generated",
+        )),
     }
 }
 
@@ -230,8 +292,15 @@ pub async fn create_configuration(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
     audit::record(
         ctx.tx,
         Some(ctx.actor),
-        Event::info(None, "SYSTEM_CONFIGURATION_CHANGED", format!("system configuration {} effective {}", c.version, c.effective_from))
-            .change(before, Some(after.clone())),
+        Event::info(
+            None,
+            "SYSTEM_CONFIGURATION_CHANGED",
+            format!(
+                "system configuration {} effective {}",
+                c.version, c.effective_from
+            ),
+        )
+        .change(before, Some(after.clone())),
     )
     .await?;
     created(after)

@@ -52,69 +52,164 @@ pub async fn dispatch(ctx: &Ctx<'_, '_>, method: &Method, path: &[&str]) -> Resu
         ("POST", ["organizations"]) => orgs::create(ctx).await,
         ("GET", ["organizations", o]) => orgs::get(ctx, id(o, "organization_id")?).await,
         ("PATCH", ["organizations", o]) => orgs::update(ctx, id(o, "organization_id")?).await,
-        ("POST", ["organizations", o, "addresses"]) => orgs::create_address(ctx, id(o, "organization_id")?).await,
-        ("GET", ["organizations", o, "addresses"]) => orgs::list(ctx, id(o, "organization_id")?, orgs::Listing::Addresses).await,
-        ("POST", ["organizations", o, "contacts"]) => orgs::create_contact(ctx, id(o, "organization_id")?).await,
-        ("GET", ["organizations", o, "contacts"]) => orgs::list(ctx, id(o, "organization_id")?, orgs::Listing::Contacts).await,
-        ("POST", ["organizations", o, "venues"]) => orgs::create_venue(ctx, id(o, "organization_id")?).await,
-        ("GET", ["organizations", o, "venues"]) => orgs::list(ctx, id(o, "organization_id")?, orgs::Listing::Venues).await,
-        ("GET", ["organizations", o, "members"]) => orgs::list(ctx, id(o, "organization_id")?, orgs::Listing::Members).await,
-        ("PUT", ["organizations", o, "members", sub]) => orgs::put_member(ctx, id(o, "organization_id")?, sub).await,
-        ("DELETE", ["organizations", o, "members", sub]) => orgs::remove_member(ctx, id(o, "organization_id")?, sub).await,
+        ("POST", ["organizations", o, "addresses"]) => {
+            orgs::create_address(ctx, id(o, "organization_id")?).await
+        }
+        ("GET", ["organizations", o, "addresses"]) => {
+            orgs::list(ctx, id(o, "organization_id")?, orgs::Listing::Addresses).await
+        }
+        ("POST", ["organizations", o, "contacts"]) => {
+            orgs::create_contact(ctx, id(o, "organization_id")?).await
+        }
+        ("GET", ["organizations", o, "contacts"]) => {
+            orgs::list(ctx, id(o, "organization_id")?, orgs::Listing::Contacts).await
+        }
+        ("POST", ["organizations", o, "venues"]) => {
+            orgs::create_venue(ctx, id(o, "organization_id")?).await
+        }
+        ("GET", ["organizations", o, "venues"]) => {
+            orgs::list(ctx, id(o, "organization_id")?, orgs::Listing::Venues).await
+        }
+        ("GET", ["organizations", o, "members"]) => {
+            orgs::list(ctx, id(o, "organization_id")?, orgs::Listing::Members).await
+        }
+        ("PUT", ["organizations", o, "members", sub]) => {
+            orgs::put_member(ctx, id(o, "organization_id")?, sub).await
+        }
+        ("DELETE", ["organizations", o, "members", sub]) => {
+            orgs::remove_member(ctx, id(o, "organization_id")?, sub).await
+        }
 
         ("POST", ["jurisdictions"]) => jurisdictions::create(ctx).await,
         ("GET", ["jurisdictions"]) => jurisdictions::list(ctx).await,
         ("GET", ["jurisdictions", j]) => jurisdictions::get(ctx, id(j, "jurisdiction_id")?).await,
-        ("POST", ["jurisdictions", j, "regulations"]) => jurisdictions::create_regulation(ctx, id(j, "jurisdiction_id")?).await,
-        ("GET", ["jurisdictions", j, "regulations"]) => jurisdictions::list_regulations(ctx, id(j, "jurisdiction_id")?).await,
-        ("GET", ["jurisdictions", j, "effective-rules"]) => jurisdictions::effective(ctx, id(j, "jurisdiction_id")?).await,
+        ("POST", ["jurisdictions", j, "regulations"]) => {
+            jurisdictions::create_regulation(ctx, id(j, "jurisdiction_id")?).await
+        }
+        ("GET", ["jurisdictions", j, "regulations"]) => {
+            jurisdictions::list_regulations(ctx, id(j, "jurisdiction_id")?).await
+        }
+        ("GET", ["jurisdictions", j, "effective-rules"]) => {
+            jurisdictions::effective(ctx, id(j, "jurisdiction_id")?).await
+        }
         ("GET", ["system-configuration"]) => jurisdictions::current_configuration(ctx).await,
         ("POST", ["system-configuration"]) => jurisdictions::create_configuration(ctx).await,
 
-        ("POST", ["organizations", o, "package-templates"]) => catalog::create_package_template(ctx, id(o, "organization_id")?).await,
-        ("GET", ["organizations", o, "package-templates"]) => orgs::list(ctx, id(o, "organization_id")?, orgs::Listing::PackageTemplates).await,
-        ("POST", ["organizations", o, "prize-templates"]) => catalog::create_prize_template(ctx, id(o, "organization_id")?).await,
-        ("GET", ["organizations", o, "prize-templates"]) => orgs::list(ctx, id(o, "organization_id")?, orgs::Listing::PrizeTemplates).await,
+        ("POST", ["organizations", o, "package-templates"]) => {
+            catalog::create_package_template(ctx, id(o, "organization_id")?).await
+        }
+        ("GET", ["organizations", o, "package-templates"]) => {
+            orgs::list(
+                ctx,
+                id(o, "organization_id")?,
+                orgs::Listing::PackageTemplates,
+            )
+            .await
+        }
+        ("POST", ["organizations", o, "prize-templates"]) => {
+            catalog::create_prize_template(ctx, id(o, "organization_id")?).await
+        }
+        ("GET", ["organizations", o, "prize-templates"]) => {
+            orgs::list(
+                ctx,
+                id(o, "organization_id")?,
+                orgs::Listing::PrizeTemplates,
+            )
+            .await
+        }
 
-        ("POST", ["organizations", o, "raffles"]) => raffles::create(ctx, id(o, "organization_id")?).await,
-        ("GET", ["organizations", o, "raffles"]) => raffles::list(ctx, id(o, "organization_id")?).await,
-        ("GET", ["organizations", o, "raffles", r]) => raffles::get(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await,
-        ("PATCH", ["organizations", o, "raffles", r]) => raffles::update(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await,
+        ("POST", ["organizations", o, "raffles"]) => {
+            raffles::create(ctx, id(o, "organization_id")?).await
+        }
+        ("GET", ["organizations", o, "raffles"]) => {
+            raffles::list(ctx, id(o, "organization_id")?).await
+        }
+        ("GET", ["organizations", o, "raffles", r]) => {
+            raffles::get(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
+        }
+        ("PATCH", ["organizations", o, "raffles", r]) => {
+            raffles::update(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
+        }
         ("POST", ["organizations", o, "raffles", r, "transitions"]) => {
             raffles::transition(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
         }
-        ("POST", ["organizations", o, "raffles", r, "packages"]) => catalog::create_package(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await,
-        ("GET", ["organizations", o, "raffles", r, "packages"]) => catalog::list_packages(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await,
+        ("POST", ["organizations", o, "raffles", r, "packages"]) => {
+            catalog::create_package(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
+        }
+        ("GET", ["organizations", o, "raffles", r, "packages"]) => {
+            catalog::list_packages(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
+        }
         ("PATCH", ["organizations", o, "raffles", r, "packages", p]) => {
-            catalog::update_package(ctx, id(o, "organization_id")?, id(r, "raffle_id")?, id(p, "package_id")?).await
+            catalog::update_package(
+                ctx,
+                id(o, "organization_id")?,
+                id(r, "raffle_id")?,
+                id(p, "package_id")?,
+            )
+            .await
         }
-        ("POST", ["organizations", o, "raffles", r, "prizes"]) => catalog::create_prize(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await,
-        ("GET", ["organizations", o, "raffles", r, "prizes"]) => catalog::list_prizes(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await,
-        ("POST", ["organizations", o, "raffles", r, "allocations"]) => rsus::allocate(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await,
-        ("GET", ["organizations", o, "raffles", r, "allocations"]) => rsus::list_allocations(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await,
-        ("POST", ["organizations", o, "allocations", a, "return"]) => rsus::return_allocation(ctx, id(o, "organization_id")?, id(a, "allocation_id")?).await,
+        ("POST", ["organizations", o, "raffles", r, "prizes"]) => {
+            catalog::create_prize(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
+        }
+        ("GET", ["organizations", o, "raffles", r, "prizes"]) => {
+            catalog::list_prizes(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
+        }
+        ("POST", ["organizations", o, "raffles", r, "allocations"]) => {
+            rsus::allocate(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
+        }
+        ("GET", ["organizations", o, "raffles", r, "allocations"]) => {
+            rsus::list_allocations(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
+        }
+        ("POST", ["organizations", o, "allocations", a, "return"]) => {
+            rsus::return_allocation(ctx, id(o, "organization_id")?, id(a, "allocation_id")?).await
+        }
 
-        ("POST", ["organizations", o, "perks"]) => perks::create(ctx, id(o, "organization_id")?).await,
-        ("GET", ["organizations", o, "perks"]) => orgs::list(ctx, id(o, "organization_id")?, orgs::Listing::Perks).await,
-        ("POST", ["organizations", o, "perks", p, "claims"]) => perks::claim(ctx, id(o, "organization_id")?, id(p, "perk_id")?).await,
+        ("POST", ["organizations", o, "perks"]) => {
+            perks::create(ctx, id(o, "organization_id")?).await
+        }
+        ("GET", ["organizations", o, "perks"]) => {
+            orgs::list(ctx, id(o, "organization_id")?, orgs::Listing::Perks).await
+        }
+        ("POST", ["organizations", o, "perks", p, "claims"]) => {
+            perks::claim(ctx, id(o, "organization_id")?, id(p, "perk_id")?).await
+        }
 
-        ("POST", ["organizations", o, "rsus"]) => rsus::create(ctx, id(o, "organization_id")?).await,
-        ("GET", ["organizations", o, "rsus"]) => orgs::list(ctx, id(o, "organization_id")?, orgs::Listing::Rsus).await,
-        ("POST", ["organizations", o, "rsus", d, "api-keys"]) => rsus::issue_key(ctx, id(o, "organization_id")?, id(d, "rsu_id")?).await,
-        ("GET", ["organizations", o, "rsus", d, "api-keys"]) => rsus::list_keys(ctx, id(o, "organization_id")?, id(d, "rsu_id")?).await,
+        ("POST", ["organizations", o, "rsus"]) => {
+            rsus::create(ctx, id(o, "organization_id")?).await
+        }
+        ("GET", ["organizations", o, "rsus"]) => {
+            orgs::list(ctx, id(o, "organization_id")?, orgs::Listing::Rsus).await
+        }
+        ("POST", ["organizations", o, "rsus", d, "api-keys"]) => {
+            rsus::issue_key(ctx, id(o, "organization_id")?, id(d, "rsu_id")?).await
+        }
+        ("GET", ["organizations", o, "rsus", d, "api-keys"]) => {
+            rsus::list_keys(ctx, id(o, "organization_id")?, id(d, "rsu_id")?).await
+        }
         ("DELETE", ["organizations", o, "rsus", d, "api-keys", k]) => {
-            rsus::revoke_key(ctx, id(o, "organization_id")?, id(d, "rsu_id")?, id(k, "key_id")?).await
+            rsus::revoke_key(
+                ctx,
+                id(o, "organization_id")?,
+                id(d, "rsu_id")?,
+                id(k, "key_id")?,
+            )
+            .await
         }
 
-        ("GET", ["organizations", o, "critical-events"]) => events::list(ctx, id(o, "organization_id")?).await,
-        ("GET", ["organizations", o, "critical-events", "export"]) => events::export(ctx, id(o, "organization_id")?).await,
+        ("GET", ["organizations", o, "critical-events"]) => {
+            events::list(ctx, id(o, "organization_id")?).await
+        }
+        ("GET", ["organizations", o, "critical-events", "export"]) => {
+            events::export(ctx, id(o, "organization_id")?).await
+        }
         _ => Err(Problem::no_route(m, &path.join("/"))),
     }
 }
 
 /// A path segment that must be a UUID.
 pub fn id(segment: &str, name: &str) -> Result<Uuid, Problem> {
-    Uuid::parse_str(segment).map_err(|_| Problem::invalid(name, format!("{segment:?} is not a UUID")))
+    Uuid::parse_str(segment)
+        .map_err(|_| Problem::invalid(name, format!("{segment:?} is not a UUID")))
 }
 
 /// The request body as `T`; a bad field is named by its path (`ranges[1].end_number`).
@@ -153,12 +248,19 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<String, Problem> {
         return Err(Problem::invalid(field, "must not be empty"));
     }
     if v.chars().count() > max {
-        return Err(Problem::invalid(field, format!("must be at most {max} characters")));
+        return Err(Problem::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     Ok(v.to_owned())
 }
 
-pub fn opt_text(field: &str, value: &Option<String>, max: usize) -> Result<Option<String>, Problem> {
+pub fn opt_text(
+    field: &str,
+    value: &Option<String>,
+    max: usize,
+) -> Result<Option<String>, Problem> {
     value.as_deref().map(|v| text(field, v, max)).transpose()
 }
 
@@ -170,7 +272,10 @@ pub fn currency(field: &str, value: &str) -> Result<String, Problem> {
 
 pub fn money(field: &str, amount_minor: i64) -> Result<i64, Problem> {
     if amount_minor < 0 {
-        return Err(Problem::invalid(field, "must be a non-negative integer of minor units (cents)"));
+        return Err(Problem::invalid(
+            field,
+            "must be a non-negative integer of minor units (cents)",
+        ));
     }
     Ok(amount_minor)
 }
@@ -180,7 +285,12 @@ pub fn percent(field: &str, value: &Value) -> Result<Decimal, Problem> {
     let text = match value {
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.clone(),
-        _ => return Err(Problem::invalid(field, "must be a number between 0 and 100")),
+        _ => {
+            return Err(Problem::invalid(
+                field,
+                "must be a number between 0 and 100",
+            ));
+        }
     };
     let d = Decimal::from_str_exact(text.trim())
         .or_else(|_| Decimal::from_scientific(text.trim()))
@@ -192,17 +302,28 @@ pub fn percent(field: &str, value: &Value) -> Result<Decimal, Problem> {
 
 pub fn positive(field: &str, value: i64, max: i64) -> Result<i64, Problem> {
     if value < 1 || value > max {
-        return Err(Problem::invalid(field, format!("must be between 1 and {max}")));
+        return Err(Problem::invalid(
+            field,
+            format!("must be between 1 and {max}"),
+        ));
     }
     Ok(value)
 }
 
 /// The row of `table` with `id` as JSON (`to_jsonb`), or 404 naming it.
-pub async fn row_json(tx: &Transaction<'_>, table: &str, id: Uuid, what: &str) -> Result<Value, Problem> {
-    tx.query_opt(&format!("SELECT to_jsonb(t) FROM {table} t WHERE id = $1"), &[&id])
-        .await?
-        .map(|r| r.get(0))
-        .ok_or_else(|| Problem::not_found(format!("{what} {id}")))
+pub async fn row_json(
+    tx: &Transaction<'_>,
+    table: &str,
+    id: Uuid,
+    what: &str,
+) -> Result<Value, Problem> {
+    tx.query_opt(
+        &format!("SELECT to_jsonb(t) FROM {table} t WHERE id = $1"),
+        &[&id],
+    )
+    .await?
+    .map(|r| r.get(0))
+    .ok_or_else(|| Problem::not_found(format!("{what} {id}")))
 }
 
 /// Rows of a query returning one jsonb column, as a JSON array.
@@ -212,5 +333,7 @@ pub async fn rows_json(
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Value, Problem> {
     let rows = tx.query(sql, params).await?;
-    Ok(Value::Array(rows.iter().map(|r| r.get::<_, Value>(0)).collect()))
+    Ok(Value::Array(
+        rows.iter().map(|r| r.get::<_, Value>(0)).collect(),
+    ))
 }

@@ -4,7 +4,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{Ctx, Reply, created, currency, ok, opt_text, parse, percent, positive, row_json, rows_json, text};
+use super::{
+    Ctx, Reply, created, currency, ok, opt_text, parse, percent, positive, row_json, rows_json,
+    text,
+};
 use crate::audit::{self, Event};
 use crate::auth::{Role, require, rights};
 use crate::problem::Problem;
@@ -36,7 +39,10 @@ async fn insert_address(ctx: &Ctx<'_, '_>, a: &AddressInput, field: &str) -> Res
     let street = text(&format!("{field}.street"), &a.street, 200)?;
     let city = text(&format!("{field}.city"), &a.city, 100)?;
     if a.country.len() != 2 || !a.country.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(Problem::invalid(&format!("{field}.country"), "must be an ISO 3166 two-letter code, e.g. US"));
+        return Err(Problem::invalid(
+            &format!("{field}.country"),
+            "must be an ISO 3166 two-letter code, e.g. US",
+        ));
     }
     let state = opt_text(&format!("{field}.state"), &a.state, 100)?;
     let zip = opt_text(&format!("{field}.zip_code"), &a.zip_code, 20)?;
@@ -60,15 +66,28 @@ struct OperatingFee {
 }
 
 /// (type, percent, amount) of an operating fee, validated.
-fn operating_fee(fee: &OperatingFee) -> Result<(String, Option<rust_decimal::Decimal>, Option<i64>), Problem> {
+fn operating_fee(
+    fee: &OperatingFee,
+) -> Result<(String, Option<rust_decimal::Decimal>, Option<i64>), Problem> {
     match (fee.kind.as_str(), &fee.percent, fee.amount_minor) {
-        ("percentage", Some(p), None) => Ok(("percentage".into(), Some(percent("operating_fee.percent", p)?), None)),
-        ("fixed", None, Some(a)) => Ok(("fixed".into(), None, Some(super::money("operating_fee.amount_minor", a)?))),
+        ("percentage", Some(p), None) => Ok((
+            "percentage".into(),
+            Some(percent("operating_fee.percent", p)?),
+            None,
+        )),
+        ("fixed", None, Some(a)) => Ok((
+            "fixed".into(),
+            None,
+            Some(super::money("operating_fee.amount_minor", a)?),
+        )),
         ("percentage" | "fixed", _, _) => Err(Problem::invalid(
             "operating_fee",
             "a percentage fee has only `percent`, a fixed fee only `amount_minor`",
         )),
-        (other, _, _) => Err(Problem::invalid("operating_fee.type", format!("{other:?} is not one of: percentage, fixed"))),
+        (other, _, _) => Err(Problem::invalid(
+            "operating_fee.type",
+            format!("{other:?} is not one of: percentage, fixed"),
+        )),
     }
 }
 
@@ -95,14 +114,25 @@ fn revenue_method(field: &str, v: &Option<String>) -> Result<Option<String>, Pro
     match v.as_deref() {
         None => Ok(None),
         Some(m @ ("gross_revenue" | "net_revenue")) => Ok(Some(m.to_owned())),
-        Some(other) => Err(Problem::invalid(field, format!("{other:?} is not one of: gross_revenue, net_revenue"))),
+        Some(other) => Err(Problem::invalid(
+            field,
+            format!("{other:?} is not one of: gross_revenue, net_revenue"),
+        )),
     }
 }
 
 fn validation_prefix(v: &Option<String>) -> Result<Option<String>, Problem> {
     match v {
-        Some(p) if !(1..=12).contains(&p.len()) || !p.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) => {
-            Err(Problem::invalid("rsu_validation_number_prefix", "must be 1-12 characters of A-Z and 0-9"))
+        Some(p)
+            if !(1..=12).contains(&p.len())
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) =>
+        {
+            Err(Problem::invalid(
+                "rsu_validation_number_prefix",
+                "must be 1-12 characters of A-Z and 0-9",
+            ))
         }
         other => Ok(other.clone()),
     }
@@ -114,7 +144,11 @@ pub async fn create(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
     let name = text("name", &input.name, 200)?;
     let currency = currency("primary_currency", &input.primary_currency)?;
     let (fee_type, fee_percent, fee_minor) = operating_fee(&input.operating_fee)?;
-    let tax = input.tax_rate_percent.as_ref().map(|v| percent("tax_rate_percent", v)).transpose()?;
+    let tax = input
+        .tax_rate_percent
+        .as_ref()
+        .map(|v| percent("tax_rate_percent", v))
+        .transpose()?;
     let block = input
         .rsu_validation_block_size_default
         .map(|v| positive("rsu_validation_block_size_default", v, 100_000).map(|v| v as i32))
@@ -123,7 +157,10 @@ pub async fn create(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
         .rsu_offline_sync_timeout_minutes
         .map(|v| positive("rsu_offline_sync_timeout_minutes", v, 10_080).map(|v| v as i32))
         .transpose()?;
-    let method = revenue_method("default_revenue_calculation_method", &input.default_revenue_calculation_method)?;
+    let method = revenue_method(
+        "default_revenue_calculation_method",
+        &input.default_revenue_calculation_method,
+    )?;
     let prefix = validation_prefix(&input.rsu_validation_number_prefix)?;
     let address_id = match &input.address {
         Some(a) => Some(insert_address(ctx, a, "address").await?),
@@ -173,8 +210,12 @@ pub async fn create(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
     audit::record(
         ctx.tx,
         Some(ctx.actor),
-        Event::info(Some(id), "ORGANIZATION_CREATED", format!("organization '{name}' created; {by} is its admin"))
-            .change(None, Some(after.clone())),
+        Event::info(
+            Some(id),
+            "ORGANIZATION_CREATED",
+            format!("organization '{name}' created; {by} is its admin"),
+        )
+        .change(None, Some(after.clone())),
     )
     .await?;
     created(after)
@@ -213,7 +254,11 @@ pub async fn update(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
         Some((t, pc, m)) => (Some(t.clone()), *pc, *m),
         None => (None, None, None),
     };
-    let tax = p.tax_rate_percent.as_ref().map(|v| percent("tax_rate_percent", v)).transpose()?;
+    let tax = p
+        .tax_rate_percent
+        .as_ref()
+        .map(|v| percent("tax_rate_percent", v))
+        .transpose()?;
     let block = p
         .rsu_validation_block_size_default
         .map(|v| positive("rsu_validation_block_size_default", v, 100_000).map(|v| v as i32))
@@ -222,7 +267,11 @@ pub async fn update(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
         .rsu_offline_sync_timeout_minutes
         .map(|v| positive("rsu_offline_sync_timeout_minutes", v, 10_080).map(|v| v as i32))
         .transpose()?;
-    let name = p.name.as_deref().map(|n| text("name", n, 200)).transpose()?;
+    let name = p
+        .name
+        .as_deref()
+        .map(|n| text("name", n, 200))
+        .transpose()?;
     ctx.tx
         .execute(
             "UPDATE catalog.organizations SET
@@ -267,7 +316,12 @@ pub async fn update(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
     audit::record(
         ctx.tx,
         Some(ctx.actor),
-        Event::info(Some(org), "ORGANIZATION_UPDATED", "organization settings changed").change(Some(before), Some(after.clone())),
+        Event::info(
+            Some(org),
+            "ORGANIZATION_UPDATED",
+            "organization settings changed",
+        )
+        .change(Some(before), Some(after.clone())),
     )
     .await?;
     ok(after)
@@ -279,8 +333,13 @@ pub async fn create_address(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Probl
     let id = insert_address(ctx, &input, "address").await?;
     // Addresses are shared rows; the organisation's contact refers to them. Record who made it.
     let after = row_json(ctx.tx, "catalog.addresses", id, "address").await?;
-    audit::record(ctx.tx, Some(ctx.actor), Event::info(Some(org), "ADDRESS_CREATED", "address added").change(None, Some(after.clone())))
-        .await?;
+    audit::record(
+        ctx.tx,
+        Some(ctx.actor),
+        Event::info(Some(org), "ADDRESS_CREATED", "address added")
+            .change(None, Some(after.clone())),
+    )
+    .await?;
     created(after)
 }
 
@@ -306,8 +365,13 @@ pub async fn create_contact(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Probl
         .await
         .map_err(|e| crate::problem::from_db("adding the contact", &e))?;
     let after: Value = row.get(0);
-    audit::record(ctx.tx, Some(ctx.actor), Event::info(Some(org), "CONTACT_CREATED", "contact added").change(None, Some(after.clone())))
-        .await?;
+    audit::record(
+        ctx.tx,
+        Some(ctx.actor),
+        Event::info(Some(org), "CONTACT_CREATED", "contact added")
+            .change(None, Some(after.clone())),
+    )
+    .await?;
     created(after)
 }
 
@@ -329,7 +393,10 @@ pub async fn create_venue(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem
     require(ctx.tx, ctx.actor, org, rights::CHANGE_SETUP).await?;
     let v: VenueInput = parse(ctx.body)?;
     if v.accepted_currencies.is_empty() {
-        return Err(Problem::invalid("accepted_currencies", "must list at least one currency"));
+        return Err(Problem::invalid(
+            "accepted_currencies",
+            "must list at least one currency",
+        ));
     }
     let currencies = v
         .accepted_currencies
@@ -345,7 +412,10 @@ pub async fn create_venue(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem
         .await?
         .is_some();
     if !known {
-        return Err(Problem::invalid("timezone", format!("{tz:?} is not an IANA time zone, e.g. America/Toronto")));
+        return Err(Problem::invalid(
+            "timezone",
+            format!("{tz:?} is not an IANA time zone, e.g. America/Toronto"),
+        ));
     }
     if v.capacity.is_some_and(|c| c < 0) {
         return Err(Problem::invalid("capacity", "must not be negative"));
@@ -376,8 +446,17 @@ pub async fn create_venue(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem
         .await
         .map_err(|e| crate::problem::from_db("adding the venue", &e))?;
     let after: Value = row.get(0);
-    audit::record(ctx.tx, Some(ctx.actor), Event::info(Some(org), "VENUE_CREATED", format!("venue '{}' added", v.name)).change(None, Some(after.clone())))
-        .await?;
+    audit::record(
+        ctx.tx,
+        Some(ctx.actor),
+        Event::info(
+            Some(org),
+            "VENUE_CREATED",
+            format!("venue '{}' added", v.name),
+        )
+        .change(None, Some(after.clone())),
+    )
+    .await?;
     created(after)
 }
 
@@ -430,10 +509,23 @@ struct MemberInput {
 pub async fn put_member(ctx: &Ctx<'_, '_>, org: Uuid, sub: &str) -> Result<Reply, Problem> {
     require(ctx.tx, ctx.actor, org, rights::CHANGE_SETUP).await?;
     let input: MemberInput = parse(ctx.body)?;
-    let role = Role::parse(&input.role)
-        .ok_or_else(|| Problem::invalid("role", format!("{:?} is not one of: admin, operator, finance, auditor", input.role)))?;
+    let role = Role::parse(&input.role).ok_or_else(|| {
+        Problem::invalid(
+            "role",
+            format!(
+                "{:?} is not one of: admin, operator, finance, auditor",
+                input.role
+            ),
+        )
+    })?;
     let sub = text("sub", sub, 255)?;
-    let user = crate::auth::resolve_actor(ctx.tx, &sub, input.display_name.as_deref(), ctx.actor.channel).await?;
+    let user = crate::auth::resolve_actor(
+        ctx.tx,
+        &sub,
+        input.display_name.as_deref(),
+        ctx.actor.channel,
+    )
+    .await?;
     let before: Option<String> = ctx
         .tx
         .query_opt(
@@ -456,8 +548,15 @@ pub async fn put_member(ctx: &Ctx<'_, '_>, org: Uuid, sub: &str) -> Result<Reply
     audit::record(
         ctx.tx,
         Some(ctx.actor),
-        Event::info(Some(org), "MEMBER_ROLE_SET", format!("{sub} is now {} of the organization", role.as_str()))
-            .change(before.map(|r| json!({"sub": sub, "role": r})), Some(after.clone())),
+        Event::info(
+            Some(org),
+            "MEMBER_ROLE_SET",
+            format!("{sub} is now {} of the organization", role.as_str()),
+        )
+        .change(
+            before.map(|r| json!({"sub": sub, "role": r})),
+            Some(after.clone()),
+        ),
     )
     .await?;
     ok(after)
@@ -473,7 +572,10 @@ async fn ensure_another_admin(ctx: &Ctx<'_, '_>, org: Uuid, leaving: Uuid) -> Re
         .await?
         .get(0);
     if others == 0 {
-        return Err(Problem::conflict("last-admin", "an organization keeps at least one admin"));
+        return Err(Problem::conflict(
+            "last-admin",
+            "an organization keeps at least one admin",
+        ));
     }
     Ok(())
 }
@@ -499,8 +601,12 @@ pub async fn remove_member(ctx: &Ctx<'_, '_>, org: Uuid, sub: &str) -> Result<Re
     audit::record(
         ctx.tx,
         Some(ctx.actor),
-        Event::info(Some(org), "MEMBER_REMOVED", format!("{sub} ({role}) removed from the organization"))
-            .change(Some(json!({"sub": sub, "role": role})), None),
+        Event::info(
+            Some(org),
+            "MEMBER_REMOVED",
+            format!("{sub} ({role}) removed from the organization"),
+        )
+        .change(Some(json!({"sub": sub, "role": role})), None),
     )
     .await?;
     ok(json!({"removed": sub}))

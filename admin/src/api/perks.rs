@@ -31,13 +31,22 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
     require(ctx.tx, ctx.actor, org, rights::CHANGE_SETUP).await?;
     let p: PerkInput = parse(ctx.body)?;
     if !["benefit", "physical_item", "digital_item", "experience"].contains(&p.kind.as_str()) {
-        return Err(Problem::invalid("type", "must be one of: benefit, physical_item, digital_item, experience"));
+        return Err(Problem::invalid(
+            "type",
+            "must be one of: benefit, physical_item, digital_item, experience",
+        ));
     }
     if p.inventory_total < 0 || p.inventory_total > 10_000_000 {
-        return Err(Problem::invalid("inventory_total", "must be between 0 and 10000000"));
+        return Err(Problem::invalid(
+            "inventory_total",
+            "must be between 0 and 10000000",
+        ));
     }
     if p.requires_inventory && p.inventory_total == 0 {
-        return Err(Problem::invalid("inventory_total", "a perk that requires inventory needs some"));
+        return Err(Problem::invalid(
+            "inventory_total",
+            "a perk that requires inventory needs some",
+        ));
     }
     let metadata = p.metadata.clone().unwrap_or_else(|| json!({}));
     if !metadata.is_object() {
@@ -53,8 +62,17 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
         )
         .await?;
     let after: Value = row.get(0);
-    audit::record(ctx.tx, Some(ctx.actor), Event::info(Some(org), "PERK_CREATED", format!("perk '{}' created", p.name)).change(None, Some(after.clone())))
-        .await?;
+    audit::record(
+        ctx.tx,
+        Some(ctx.actor),
+        Event::info(
+            Some(org),
+            "PERK_CREATED",
+            format!("perk '{}' created", p.name),
+        )
+        .change(None, Some(after.clone())),
+    )
+    .await?;
     created(after)
 }
 
@@ -69,7 +87,9 @@ struct ClaimInput {
 fn claim_code() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let mut rng = rand::rng();
-    let code: String = (0..10).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    let code: String = (0..10)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
     format!("PERK-{code}")
 }
 
@@ -88,7 +108,13 @@ pub async fn claim(ctx: &Ctx<'_, '_>, org: Uuid, perk: Uuid) -> Result<Reply, Pr
         .ok_or_else(|| Problem::invalid("order_id", format!("order {} is not one of this organization's", c.order_id)))?;
     let status: String = order.get(0);
     if status != "completed" {
-        return Err(Problem::conflict("order-not-paid", format!("order {} is {status}; only completed orders claim perks", c.order_id)));
+        return Err(Problem::conflict(
+            "order-not-paid",
+            format!(
+                "order {} is {status}; only completed orders claim perks",
+                c.order_id
+            ),
+        ));
     }
     let updated = ctx
         .tx
@@ -120,7 +146,15 @@ pub async fn claim(ctx: &Ctx<'_, '_>, org: Uuid, perk: Uuid) -> Result<Reply, Pr
     audit::record(
         ctx.tx,
         Some(ctx.actor),
-        Event::info(Some(org), "PERK_CLAIMED", format!("perk {perk} claimed for order {}; {available} left", c.order_id)).change(None, Some(after.clone())),
+        Event::info(
+            Some(org),
+            "PERK_CLAIMED",
+            format!(
+                "perk {perk} claimed for order {}; {available} left",
+                c.order_id
+            ),
+        )
+        .change(None, Some(after.clone())),
     )
     .await?;
     created(after)

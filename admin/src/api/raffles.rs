@@ -45,7 +45,11 @@ struct RaffleInput {
 }
 
 /// The raffle with its ranges and counters, as one JSON object. 404 unless it belongs to `org`.
-pub async fn raffle_json(client: &impl GenericClient, org: Uuid, raffle: Uuid) -> Result<Value, Problem> {
+pub async fn raffle_json(
+    client: &impl GenericClient,
+    org: Uuid,
+    raffle: Uuid,
+) -> Result<Value, Problem> {
     let row = client
         .query_opt(
             "SELECT to_jsonb(r) || jsonb_build_object('ranges', coalesce((
@@ -60,12 +64,22 @@ pub async fn raffle_json(client: &impl GenericClient, org: Uuid, raffle: Uuid) -
     Ok(row.get(0))
 }
 
-fn check_times(start: DateTime<Utc>, end: DateTime<Utc>, draw: DateTime<Utc>) -> Result<(), Problem> {
+fn check_times(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    draw: DateTime<Utc>,
+) -> Result<(), Problem> {
     if end <= start {
-        return Err(Problem::invalid("sales_end_time", "must be after sales_start_time"));
+        return Err(Problem::invalid(
+            "sales_end_time",
+            "must be after sales_start_time",
+        ));
     }
     if draw < end {
-        return Err(Problem::invalid("draw_time", "must not be before sales_end_time"));
+        return Err(Problem::invalid(
+            "draw_time",
+            "must not be before sales_end_time",
+        ));
     }
     Ok(())
 }
@@ -79,8 +93,15 @@ struct Config<'a> {
     range_types: Vec<String>,
 }
 
-fn check_config_rules(rules: &std::collections::BTreeMap<String, InForce>, c: &Config<'_>) -> Result<(), Problem> {
-    if let Some(InForce { value: RuleValue::Duration { max_days }, sources }) = rules.get("event_duration") {
+fn check_config_rules(
+    rules: &std::collections::BTreeMap<String, InForce>,
+    c: &Config<'_>,
+) -> Result<(), Problem> {
+    if let Some(InForce {
+        value: RuleValue::Duration { max_days },
+        sources,
+    }) = rules.get("event_duration")
+    {
         let days = (c.end - c.start).num_seconds() as f64 / 86_400.0;
         if days > *max_days as f64 {
             return Err(Problem::conflict(
@@ -90,8 +111,18 @@ fn check_config_rules(rules: &std::collections::BTreeMap<String, InForce>, c: &C
             .with_field("sales_end_time"));
         }
     }
-    rules::check_amount(rules, "prize_limit", "jackpot_seed_minor", c.jackpot_minor, c.currency)?;
-    if let Some(InForce { value: RuleValue::SalesMethod { online, rsu, .. }, sources }) = rules.get("sales_method") {
+    rules::check_amount(
+        rules,
+        "prize_limit",
+        "jackpot_seed_minor",
+        c.jackpot_minor,
+        c.currency,
+    )?;
+    if let Some(InForce {
+        value: RuleValue::SalesMethod { online, rsu, .. },
+        sources,
+    }) = rules.get("sales_method")
+    {
         for kind in &c.range_types {
             let allowed = match kind.as_str() {
                 "online" => *online,
@@ -101,7 +132,10 @@ fn check_config_rules(rules: &std::collections::BTreeMap<String, InForce>, c: &C
             if !allowed {
                 return Err(Problem::conflict(
                     "regulation",
-                    format!("{kind} sales are not allowed in this jurisdiction (regulation {})", sources[0]),
+                    format!(
+                        "{kind} sales are not allowed in this jurisdiction (regulation {})",
+                        sources[0]
+                    ),
                 )
                 .with_field("ranges"));
             }
@@ -119,23 +153,38 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
     check_times(r.sales_start_time, r.sales_end_time, r.draw_time)?;
     super::money("jackpot_seed_minor", r.jackpot_seed_minor)?;
     super::money("jackpot_starting_minor", r.jackpot_starting_minor)?;
-    let method = r.revenue_calculation_method.clone().unwrap_or_else(|| "gross_revenue".into());
+    let method = r
+        .revenue_calculation_method
+        .clone()
+        .unwrap_or_else(|| "gross_revenue".into());
     if !["gross_revenue", "net_revenue"].contains(&method.as_str()) {
-        return Err(Problem::invalid("revenue_calculation_method", "must be one of: gross_revenue, net_revenue"));
+        return Err(Problem::invalid(
+            "revenue_calculation_method",
+            "must be one of: gross_revenue, net_revenue",
+        ));
     }
     positive("max_tickets", r.max_tickets, 100_000_000)?;
     if r.ranges.is_empty() {
-        return Err(Problem::invalid("ranges", "a raffle needs at least one number range"));
+        return Err(Problem::invalid(
+            "ranges",
+            "a raffle needs at least one number range",
+        ));
     }
     let mut numbers: i64 = 0;
     for (i, g) in r.ranges.iter().enumerate() {
         let f = |k: &str| format!("ranges[{i}].{k}");
         if !["rsu", "online", "reserve"].contains(&g.kind.as_str()) {
-            return Err(Problem::invalid(&f("type"), format!("{:?} is not one of: rsu, online, reserve", g.kind)));
+            return Err(Problem::invalid(
+                &f("type"),
+                format!("{:?} is not one of: rsu, online, reserve", g.kind),
+            ));
         }
         positive(&f("start"), g.start, 1_000_000_000)?;
         if g.end < g.start || g.end > 1_000_000_000 {
-            return Err(Problem::invalid(&f("end"), "must be at least start and at most 1000000000"));
+            return Err(Problem::invalid(
+                &f("end"),
+                "must be at least start and at most 1000000000",
+            ));
         }
         if let Some(size) = g.default_allocation_size {
             positive(&f("default_allocation_size"), size, g.end - g.start + 1)?;
@@ -145,7 +194,10 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
     if r.max_tickets > numbers {
         return Err(Problem::invalid(
             "max_tickets",
-            format!("is {} but the ranges hold only {numbers} numbers", r.max_tickets),
+            format!(
+                "is {} but the ranges hold only {numbers} numbers",
+                r.max_tickets
+            ),
         ));
     }
     // The venue must be this organisation's and accept the currency.
@@ -159,7 +211,10 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
         .ok_or_else(|| Problem::invalid("venue_id", format!("venue {} is not one of this organization's", r.venue_id)))?;
     let accepted: Vec<String> = venue.get(0);
     if !accepted.contains(&currency) {
-        return Err(Problem::invalid("currency", format!("the venue accepts {} only", accepted.join(", "))));
+        return Err(Problem::invalid(
+            "currency",
+            format!("the venue accepts {} only", accepted.join(", ")),
+        ));
     }
     let rules = rules::effective(ctx.tx, venue.get(1), Utc::now()).await?;
     check_config_rules(
@@ -200,7 +255,9 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
         .map_err(|e| crate::problem::from_db("creating the raffle", &e))?;
     let id: Uuid = row.get(0);
     for g in &r.ranges {
-        let size = g.default_allocation_size.unwrap_or(if g.kind == "online" { 1 } else { 100 }) as i32;
+        let size = g
+            .default_allocation_size
+            .unwrap_or(if g.kind == "online" { 1 } else { 100 }) as i32;
         ctx.tx
             .execute(
                 "INSERT INTO catalog.raffle_ranges (raffle_id, range_type, start_number, end_number, next_number, default_allocation_size)
@@ -214,9 +271,13 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
     audit::record(
         ctx.tx,
         Some(ctx.actor),
-        Event::info(Some(org), "RAFFLE_CREATED", format!("raffle '{name}' ({identifier}) created in draft"))
-            .raffle(id)
-            .change(None, Some(after.clone())),
+        Event::info(
+            Some(org),
+            "RAFFLE_CREATED",
+            format!("raffle '{name}' ({identifier}) created in draft"),
+        )
+        .raffle(id)
+        .change(None, Some(after.clone())),
     )
     .await?;
     created(after)
@@ -252,7 +313,11 @@ struct RafflePatch {
 }
 
 /// Locks the raffle row for the rest of the transaction; returns (state, first sale, venue jurisdiction).
-async fn lock(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<(String, Option<DateTime<Utc>>), Problem> {
+async fn lock(
+    ctx: &Ctx<'_, '_>,
+    org: Uuid,
+    raffle: Uuid,
+) -> Result<(String, Option<DateTime<Utc>>), Problem> {
     let row = ctx
         .tx
         .query_opt(
@@ -265,7 +330,12 @@ async fn lock(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<(String, Opt
 }
 
 /// Refuses a change to money or numbers once the raffle has sold, or once it left draft/active.
-pub async fn ensure_money_editable(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid, what: &str) -> Result<(), Problem> {
+pub async fn ensure_money_editable(
+    ctx: &Ctx<'_, '_>,
+    org: Uuid,
+    raffle: Uuid,
+    what: &str,
+) -> Result<(), Problem> {
     let (state, first_sale) = lock(ctx, org, raffle).await?;
     if let Some(at) = first_sale {
         return Err(Problem::conflict(
@@ -274,7 +344,10 @@ pub async fn ensure_money_editable(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid, w
         ));
     }
     if state != "draft" && state != "active" {
-        return Err(Problem::conflict("frozen", format!("{what} cannot change in state {state}")));
+        return Err(Problem::conflict(
+            "frozen",
+            format!("{what} cannot change in state {state}"),
+        ));
     }
     Ok(())
 }
@@ -291,21 +364,46 @@ pub async fn update(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Reply,
         || p.revenue_calculation_method.is_some()
         || p.max_tickets.is_some();
     if touches_money {
-        ensure_money_editable(ctx, org, raffle, "the sales window, jackpot, revenue method or ticket limit").await?;
+        ensure_money_editable(
+            ctx,
+            org,
+            raffle,
+            "the sales window, jackpot, revenue method or ticket limit",
+        )
+        .await?;
     } else {
         lock(ctx, org, raffle).await?;
     }
-    let get_time = |k: &str| before[k].as_str().and_then(|s| s.parse::<DateTime<Utc>>().ok());
-    let start = p.sales_start_time.or_else(|| get_time("sales_start_time")).unwrap_or_default();
-    let end = p.sales_end_time.or_else(|| get_time("sales_end_time")).unwrap_or_default();
-    let draw = p.draw_time.or_else(|| get_time("draw_time")).unwrap_or_default();
+    let get_time = |k: &str| {
+        before[k]
+            .as_str()
+            .and_then(|s| s.parse::<DateTime<Utc>>().ok())
+    };
+    let start = p
+        .sales_start_time
+        .or_else(|| get_time("sales_start_time"))
+        .unwrap_or_default();
+    let end = p
+        .sales_end_time
+        .or_else(|| get_time("sales_end_time"))
+        .unwrap_or_default();
+    let draw = p
+        .draw_time
+        .or_else(|| get_time("draw_time"))
+        .unwrap_or_default();
     check_times(start, end, draw)?;
     if let Some(m) = &p.revenue_calculation_method
         && !["gross_revenue", "net_revenue"].contains(&m.as_str())
     {
-        return Err(Problem::invalid("revenue_calculation_method", "must be one of: gross_revenue, net_revenue"));
+        return Err(Problem::invalid(
+            "revenue_calculation_method",
+            "must be one of: gross_revenue, net_revenue",
+        ));
     }
-    for (field, v) in [("jackpot_seed_minor", p.jackpot_seed_minor), ("jackpot_starting_minor", p.jackpot_starting_minor)] {
+    for (field, v) in [
+        ("jackpot_seed_minor", p.jackpot_seed_minor),
+        ("jackpot_starting_minor", p.jackpot_starting_minor),
+    ] {
         if let Some(v) = v {
             super::money(field, v)?;
         }
@@ -317,13 +415,29 @@ pub async fn update(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Reply,
     let jackpot = p
         .jackpot_seed_minor
         .unwrap_or(before["jackpot_seed_minor"].as_i64().unwrap_or(0))
-        .max(p.jackpot_starting_minor.unwrap_or(before["jackpot_starting_minor"].as_i64().unwrap_or(0)));
+        .max(
+            p.jackpot_starting_minor
+                .unwrap_or(before["jackpot_starting_minor"].as_i64().unwrap_or(0)),
+        );
     let rules = rules::for_raffle(ctx.tx, raffle, Utc::now()).await?;
     let range_types = before["ranges"]
         .as_array()
-        .map(|a| a.iter().filter_map(|g| g["range_type"].as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|g| g["range_type"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
-    check_config_rules(&rules, &Config { start, end, currency: &currency, jackpot_minor: jackpot, range_types })?;
+    check_config_rules(
+        &rules,
+        &Config {
+            start,
+            end,
+            currency: &currency,
+            jackpot_minor: jackpot,
+            range_types,
+        },
+    )?;
     ctx.tx
         .execute(
             "UPDATE catalog.raffle_events SET name = coalesce($3, name), description = coalesce($4, description),
@@ -381,14 +495,27 @@ async fn check_activation(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<
         .await?;
     let (packages, prizes): (i64, i64) = (counts.get(0), counts.get(1));
     if packages == 0 {
-        return Err(Problem::conflict("activation-incomplete", "a raffle needs at least one active package before activation"));
+        return Err(Problem::conflict(
+            "activation-incomplete",
+            "a raffle needs at least one active package before activation",
+        ));
     }
     if prizes == 0 {
-        return Err(Problem::conflict("activation-incomplete", "a raffle needs at least one prize before activation"));
+        return Err(Problem::conflict(
+            "activation-incomplete",
+            "a raffle needs at least one prize before activation",
+        ));
     }
-    let time = |k: &str| r[k].as_str().and_then(|s| s.parse::<DateTime<Utc>>().ok()).unwrap_or_default();
+    let time = |k: &str| {
+        r[k].as_str()
+            .and_then(|s| s.parse::<DateTime<Utc>>().ok())
+            .unwrap_or_default()
+    };
     if time("sales_end_time") <= Utc::now() {
-        return Err(Problem::conflict("activation-too-late", "the sales end time has passed"));
+        return Err(Problem::conflict(
+            "activation-too-late",
+            "the sales end time has passed",
+        ));
     }
     let rules = rules::for_raffle(ctx.tx, raffle, Utc::now()).await?;
     let currency = r["currency"].as_str().unwrap_or_default();
@@ -398,10 +525,17 @@ async fn check_activation(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<
             start: time("sales_start_time"),
             end: time("sales_end_time"),
             currency,
-            jackpot_minor: r["jackpot_seed_minor"].as_i64().unwrap_or(0).max(r["jackpot_starting_minor"].as_i64().unwrap_or(0)),
+            jackpot_minor: r["jackpot_seed_minor"]
+                .as_i64()
+                .unwrap_or(0)
+                .max(r["jackpot_starting_minor"].as_i64().unwrap_or(0)),
             range_types: r["ranges"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|g| g["range_type"].as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|g| g["range_type"].as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default(),
         },
     )?;
@@ -440,7 +574,9 @@ pub async fn transition(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Re
         if role == Role::Admin {
             Ok(())
         } else {
-            Err(Problem::forbidden(format!("only an admin may move a raffle to {to}")))
+            Err(Problem::forbidden(format!(
+                "only an admin may move a raffle to {to}"
+            )))
         }
     };
     let (event_type, severity) = match (from.as_str(), to) {
@@ -461,16 +597,42 @@ pub async fn transition(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Re
         ("sales_closed", "sealed") | ("sealed", "drawn") => {
             return Err(Problem::conflict(
                 "transition-not-here",
-                format!("{from} → {to} is done by the {} (`raffle {}`), which checks the ledger first",
-                    if to == "sealed" { "ledger" } else { "draw engine" },
-                    if to == "sealed" { "ledger seal" } else { "draw run" }),
+                format!(
+                    "{from} → {to} is done by the {} (`raffle {}`), which checks the ledger first",
+                    if to == "sealed" {
+                        "ledger"
+                    } else {
+                        "draw engine"
+                    },
+                    if to == "sealed" {
+                        "ledger seal"
+                    } else {
+                        "draw run"
+                    }
+                ),
             ));
         }
-        _ if !["draft", "active", "sales_closed", "sealed", "drawn", "completed", "cancelled"].contains(&to) => {
-            return Err(Problem::invalid("to", format!("{to:?} is not a raffle state")));
+        _ if ![
+            "draft",
+            "active",
+            "sales_closed",
+            "sealed",
+            "drawn",
+            "completed",
+            "cancelled",
+        ]
+        .contains(&to) =>
+        {
+            return Err(Problem::invalid(
+                "to",
+                format!("{to:?} is not a raffle state"),
+            ));
         }
         _ => {
-            return Err(Problem::conflict("invalid-transition", format!("a raffle cannot go from {from} to {to}")));
+            return Err(Problem::conflict(
+                "invalid-transition",
+                format!("a raffle cannot go from {from} to {to}"),
+            ));
         }
     };
     let before = raffle_json(ctx.tx, org, raffle).await?;
@@ -479,10 +641,17 @@ pub async fn transition(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Re
     audit::record(
         ctx.tx,
         Some(ctx.actor),
-        Event::info(Some(org), event_type, format!("raffle transitioned from {from} to {to}: {reason}"))
-            .raffle(raffle)
-            .severity(severity)
-            .change(Some(json!({"state": before["state"]})), Some(json!({"state": after["state"]}))),
+        Event::info(
+            Some(org),
+            event_type,
+            format!("raffle transitioned from {from} to {to}: {reason}"),
+        )
+        .raffle(raffle)
+        .severity(severity)
+        .change(
+            Some(json!({"state": before["state"]})),
+            Some(json!({"state": after["state"]})),
+        ),
     )
     .await?;
     ok(after)
@@ -505,7 +674,10 @@ async fn apply_transition(
         )
         .await?;
     if n != 1 {
-        return Err(Problem::conflict("concurrent-change", format!("raffle {raffle} is no longer {from}")));
+        return Err(Problem::conflict(
+            "concurrent-change",
+            format!("raffle {raffle} is no longer {from}"),
+        ));
     }
     client
         .execute(
@@ -531,13 +703,29 @@ pub async fn close_due_raffles(client: &mut tokio_postgres::Client) -> Result<Ve
     for row in due {
         let (raffle, org, end): (Uuid, Uuid, DateTime<Utc>) = (row.get(0), row.get(1), row.get(2));
         let reason = format!("sales end time {end} reached");
-        apply_transition(&tx, org, raffle, "active", "sales_closed", &reason, "system").await?;
+        apply_transition(
+            &tx,
+            org,
+            raffle,
+            "active",
+            "sales_closed",
+            &reason,
+            "system",
+        )
+        .await?;
         audit::record(
             &tx,
             None,
-            Event::info(Some(org), "RAFFLE_SALES_CLOSED", format!("raffle transitioned from active to sales_closed: {reason}"))
-                .raffle(raffle)
-                .change(Some(json!({"state": "active"})), Some(json!({"state": "sales_closed"}))),
+            Event::info(
+                Some(org),
+                "RAFFLE_SALES_CLOSED",
+                format!("raffle transitioned from active to sales_closed: {reason}"),
+            )
+            .raffle(raffle)
+            .change(
+                Some(json!({"state": "active"})),
+                Some(json!({"state": "sales_closed"})),
+            ),
         )
         .await?;
         closed.push(raffle);

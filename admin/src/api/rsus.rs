@@ -21,12 +21,20 @@ pub async fn setting_i64(ctx: &Ctx<'_, '_>, pointer: &str) -> Result<i64, Proble
         .query_opt(
             "SELECT settings #>> $1 FROM catalog.system_configurations
               WHERE effective_from <= now() AND (effective_to IS NULL OR effective_to > now())",
-            &[&pointer.trim_start_matches('/').split('/').collect::<Vec<_>>()],
+            &[&pointer
+                .trim_start_matches('/')
+                .split('/')
+                .collect::<Vec<_>>()],
         )
         .await?;
     row.and_then(|r| r.get::<_, Option<String>>(0))
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Problem::internal("system configuration", &format!("setting {pointer} is missing")))
+        .ok_or_else(|| {
+            Problem::internal(
+                "system configuration",
+                &format!("setting {pointer} is missing"),
+            )
+        })
 }
 
 #[derive(Deserialize)]
@@ -45,7 +53,12 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
     require(ctx.tx, ctx.actor, org, rights::CHANGE_SETUP).await?;
     let r: RsuInput = parse(ctx.body)?;
     let max_offline = match r.max_offline_tickets {
-        Some(v) if !(0..=100_000).contains(&v) => return Err(Problem::invalid("max_offline_tickets", "must be between 0 and 100000")),
+        Some(v) if !(0..=100_000).contains(&v) => {
+            return Err(Problem::invalid(
+                "max_offline_tickets",
+                "must be between 0 and 100000",
+            ));
+        }
         Some(v) => v,
         None => setting_i64(ctx, "/rsu/defaultMaxOfflineTickets").await?,
     };
@@ -55,9 +68,17 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
     };
     if let Some(v) = r.venue_id {
         ctx.tx
-            .query_opt("SELECT 1 FROM catalog.venues WHERE id = $1 AND organization_id = $2", &[&v, &org])
+            .query_opt(
+                "SELECT 1 FROM catalog.venues WHERE id = $1 AND organization_id = $2",
+                &[&v, &org],
+            )
             .await?
-            .ok_or_else(|| Problem::invalid("venue_id", format!("venue {v} is not one of this organization's")))?;
+            .ok_or_else(|| {
+                Problem::invalid(
+                    "venue_id",
+                    format!("venue {v} is not one of this organization's"),
+                )
+            })?;
     }
     let row = ctx
         .tx
@@ -82,15 +103,31 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
         .await
         .map_err(|e| crate::problem::from_db("registering the RSU", &e))?;
     let after: Value = row.get(0);
-    let id = after["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_default();
-    audit::record(ctx.tx, Some(ctx.actor), Event::info(Some(org), "RSU_REGISTERED", format!("RSU '{}' ({}) registered", r.name, r.device_identifier)).rsu(id).change(None, Some(after.clone())))
-        .await?;
+    let id = after["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
+    audit::record(
+        ctx.tx,
+        Some(ctx.actor),
+        Event::info(
+            Some(org),
+            "RSU_REGISTERED",
+            format!("RSU '{}' ({}) registered", r.name, r.device_identifier),
+        )
+        .rsu(id)
+        .change(None, Some(after.clone())),
+    )
+    .await?;
     created(after)
 }
 
 async fn own_rsu(ctx: &Ctx<'_, '_>, org: Uuid, rsu: Uuid) -> Result<Value, Problem> {
     ctx.tx
-        .query_opt("SELECT to_jsonb(r) FROM catalog.rsus r WHERE id = $1 AND organization_id = $2", &[&rsu, &org])
+        .query_opt(
+            "SELECT to_jsonb(r) FROM catalog.rsus r WHERE id = $1 AND organization_id = $2",
+            &[&rsu, &org],
+        )
         .await?
         .map(|r| r.get(0))
         .ok_or_else(|| Problem::not_found(format!("RSU {rsu} of organization {org}")))
@@ -107,7 +144,10 @@ pub async fn issue_key(ctx: &Ctx<'_, '_>, org: Uuid, rsu: Uuid) -> Result<Reply,
     require(ctx.tx, ctx.actor, org, rights::CHANGE_SETUP).await?;
     let device = own_rsu(ctx, org, rsu).await?;
     if device["state"] != "active" {
-        return Err(Problem::conflict("rsu-not-active", format!("RSU {rsu} is {}", device["state"])));
+        return Err(Problem::conflict(
+            "rsu-not-active",
+            format!("RSU {rsu} is {}", device["state"]),
+        ));
     }
     let days = setting_i64(ctx, "/rsu/apiKeyRotationDays").await?;
     let mut secret = [0u8; 32];
@@ -138,7 +178,9 @@ pub async fn issue_key(ctx: &Ctx<'_, '_>, org: Uuid, rsu: Uuid) -> Result<Reply,
             .change(None, Some(json!({"key_id": key_id, "key_prefix": prefix, "expires_at": expires_at, "revoked": revoked}))),
     )
     .await?;
-    created(json!({"key_id": key_id, "api_key": key, "key_prefix": prefix, "expires_at": expires_at, "revoked_key_ids": revoked}))
+    created(
+        json!({"key_id": key_id, "api_key": key, "key_prefix": prefix, "expires_at": expires_at, "revoked_key_ids": revoked}),
+    )
 }
 
 pub async fn list_keys(ctx: &Ctx<'_, '_>, org: Uuid, rsu: Uuid) -> Result<Reply, Problem> {
@@ -155,7 +197,12 @@ pub async fn list_keys(ctx: &Ctx<'_, '_>, org: Uuid, rsu: Uuid) -> Result<Reply,
     .await?)
 }
 
-pub async fn revoke_key(ctx: &Ctx<'_, '_>, org: Uuid, rsu: Uuid, key: Uuid) -> Result<Reply, Problem> {
+pub async fn revoke_key(
+    ctx: &Ctx<'_, '_>,
+    org: Uuid,
+    rsu: Uuid,
+    key: Uuid,
+) -> Result<Reply, Problem> {
     require(ctx.tx, ctx.actor, org, rights::CHANGE_SETUP).await?;
     own_rsu(ctx, org, rsu).await?;
     let row = ctx
@@ -171,14 +218,23 @@ pub async fn revoke_key(ctx: &Ctx<'_, '_>, org: Uuid, rsu: Uuid, key: Uuid) -> R
     audit::record(
         ctx.tx,
         Some(ctx.actor),
-        Event::info(Some(org), "RSU_API_KEY_REVOKED", format!("API key {prefix}… of RSU {rsu} revoked")).rsu(rsu).severity(Severity::Warning),
+        Event::info(
+            Some(org),
+            "RSU_API_KEY_REVOKED",
+            format!("API key {prefix}… of RSU {rsu} revoked"),
+        )
+        .rsu(rsu)
+        .severity(Severity::Warning),
     )
     .await?;
     ok(json!({"key_id": key, "revoked_at": at}))
 }
 
 /// Verifies an RSU's API key: the RSU it belongs to, if the key is known, unrevoked and unexpired.
-pub async fn authenticate_rsu(client: &impl tokio_postgres::GenericClient, key: &str) -> Result<Uuid, Problem> {
+pub async fn authenticate_rsu(
+    client: &impl tokio_postgres::GenericClient,
+    key: &str,
+) -> Result<Uuid, Problem> {
     let row = client
         .query_opt(
             "SELECT k.rsu_id, k.revoked_at IS NOT NULL, k.expires_at <= now(), r.state
@@ -187,12 +243,15 @@ pub async fn authenticate_rsu(client: &impl tokio_postgres::GenericClient, key: 
         )
         .await?
         .ok_or_else(|| Problem::unauthenticated("unknown RSU API key"))?;
-    let (rsu, revoked, expired, state): (Uuid, bool, bool, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (rsu, revoked, expired, state): (Uuid, bool, bool, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     if revoked {
         return Err(Problem::unauthenticated("this RSU API key was revoked"));
     }
     if expired {
-        return Err(Problem::unauthenticated("this RSU API key has expired; rotate it"));
+        return Err(Problem::unauthenticated(
+            "this RSU API key has expired; rotate it",
+        ));
     }
     if state != "active" {
         return Err(Problem::forbidden(format!("RSU {rsu} is {state}")));
@@ -219,7 +278,10 @@ pub async fn allocate(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Repl
     require(ctx.tx, ctx.actor, org, rights::OPERATE).await?;
     let a: AllocationInput = parse(ctx.body)?;
     if !["rsu", "reserve"].contains(&a.range_type.as_str()) {
-        return Err(Problem::invalid("range_type", "must be one of: rsu, reserve"));
+        return Err(Problem::invalid(
+            "range_type",
+            "must be one of: rsu, reserve",
+        ));
     }
     let r = ctx
         .tx
@@ -230,13 +292,22 @@ pub async fn allocate(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Repl
         )
         .await?
         .ok_or_else(|| Problem::not_found(format!("raffle {raffle} of organization {org}")))?;
-    let (state, sales_end, org_prefix): (String, DateTime<Utc>, String) = (r.get(0), r.get(1), r.get(2));
+    let (state, sales_end, org_prefix): (String, DateTime<Utc>, String) =
+        (r.get(0), r.get(1), r.get(2));
     if state != "draft" && state != "active" {
-        return Err(Problem::conflict("raffle-not-selling", format!("raffle {raffle} is {state}; blocks are allocated in draft or active")));
+        return Err(Problem::conflict(
+            "raffle-not-selling",
+            format!("raffle {raffle} is {state}; blocks are allocated in draft or active"),
+        ));
     }
-    let device = own_rsu(ctx, org, a.rsu_id).await.map_err(|p| p.with_field("rsu_id"))?;
+    let device = own_rsu(ctx, org, a.rsu_id)
+        .await
+        .map_err(|p| p.with_field("rsu_id"))?;
     if device["state"] != "active" {
-        return Err(Problem::conflict("rsu-not-active", format!("RSU {} is {}", a.rsu_id, device["state"])));
+        return Err(Problem::conflict(
+            "rsu-not-active",
+            format!("RSU {} is {}", a.rsu_id, device["state"]),
+        ));
     }
     let range = ctx
         .tx
@@ -248,7 +319,8 @@ pub async fn allocate(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Repl
         )
         .await?
         .ok_or_else(|| Problem::conflict("range-exhausted", format!("raffle {raffle} has no {} numbers left to allocate", a.range_type)))?;
-    let (range_id, next, end, default_size): (Uuid, i64, i64, i32) = (range.get(0), range.get(1), range.get(2), range.get(3));
+    let (range_id, next, end, default_size): (Uuid, i64, i64, i32) =
+        (range.get(0), range.get(1), range.get(2), range.get(3));
     let size = match a.size {
         Some(s) => positive("size", s, 100_000)?,
         None => i64::from(default_size),
@@ -256,7 +328,11 @@ pub async fn allocate(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Repl
     if next + size - 1 > end {
         return Err(Problem::conflict(
             "range-exhausted",
-            format!("only {} numbers are left in the {} range; asked for {size}", end - next + 1, a.range_type),
+            format!(
+                "only {} numbers are left in the {} range; asked for {size}",
+                end - next + 1,
+                a.range_type
+            ),
         )
         .with_field("size"));
     }
@@ -279,7 +355,11 @@ pub async fn allocate(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Repl
         .map_err(|e| crate::problem::from_db("allocating the block", &e))?
         .get(0);
     // Validation numbers continue the RSU's sequence for this raffle: RSU001-2025-0001, ...
-    let prefix = format!("{org_prefix}{:03}-{}-", device["rsu_number"].as_i64().unwrap_or(0), sales_end.year());
+    let prefix = format!(
+        "{org_prefix}{:03}-{}-",
+        device["rsu_number"].as_i64().unwrap_or(0),
+        sales_end.year()
+    );
     let first: i32 = ctx
         .tx
         .query_one(
@@ -302,10 +382,14 @@ pub async fn allocate(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Repl
     audit::record(
         ctx.tx,
         Some(ctx.actor),
-        Event::info(Some(org), "RSU_ALLOCATION_CREATED", format!("numbers {start}..{stop} allocated to RSU {}", a.rsu_id))
-            .raffle(raffle)
-            .rsu(a.rsu_id)
-            .change(None, Some(after.clone())),
+        Event::info(
+            Some(org),
+            "RSU_ALLOCATION_CREATED",
+            format!("numbers {start}..{stop} allocated to RSU {}", a.rsu_id),
+        )
+        .raffle(raffle)
+        .rsu(a.rsu_id)
+        .change(None, Some(after.clone())),
     )
     .await?;
     created(after)
@@ -324,7 +408,11 @@ async fn allocation_json(ctx: &Ctx<'_, '_>, allocation: Uuid) -> Result<Value, P
     Ok(row.get(0))
 }
 
-pub async fn list_allocations(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Reply, Problem> {
+pub async fn list_allocations(
+    ctx: &Ctx<'_, '_>,
+    org: Uuid,
+    raffle: Uuid,
+) -> Result<Reply, Problem> {
     require(ctx.tx, ctx.actor, org, rights::READ_SETUP).await?;
     super::raffles::raffle_json(ctx.tx, org, raffle).await?;
     ok(rows_json(
@@ -338,7 +426,11 @@ pub async fn list_allocations(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Res
 }
 
 /// A device hands its block back: the numbers it never sold count as unsold.
-pub async fn return_allocation(ctx: &Ctx<'_, '_>, org: Uuid, allocation: Uuid) -> Result<Reply, Problem> {
+pub async fn return_allocation(
+    ctx: &Ctx<'_, '_>,
+    org: Uuid,
+    allocation: Uuid,
+) -> Result<Reply, Problem> {
     require(ctx.tx, ctx.actor, org, rights::OPERATE).await?;
     let before = ctx
         .tx
@@ -351,7 +443,10 @@ pub async fn return_allocation(ctx: &Ctx<'_, '_>, org: Uuid, allocation: Uuid) -
         .map(|r| r.get::<_, Value>(0))
         .ok_or_else(|| Problem::not_found(format!("allocation {allocation} of organization {org}")))?;
     if before["state"] != "active" && before["state"] != "exhausted" {
-        return Err(Problem::conflict("allocation-closed", format!("allocation {allocation} is already {}", before["state"])));
+        return Err(Problem::conflict(
+            "allocation-closed",
+            format!("allocation {allocation} is already {}", before["state"]),
+        ));
     }
     ctx.tx
         .execute("UPDATE catalog.rsu_allocations SET state = 'returned', returned_at = now() WHERE id = $1", &[&allocation])
@@ -360,13 +455,23 @@ pub async fn return_allocation(ctx: &Ctx<'_, '_>, org: Uuid, allocation: Uuid) -
         .execute("UPDATE catalog.validation_number_blocks SET is_active = false WHERE rsu_allocation_id = $1", &[&allocation])
         .await?;
     let after = allocation_json(ctx, allocation).await?;
-    let raffle = before["raffle_id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_default();
+    let raffle = before["raffle_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_default();
     audit::record(
         ctx.tx,
         Some(ctx.actor),
-        Event::info(Some(org), "RSU_ALLOCATION_RETURNED", format!("allocation {allocation} returned; {} numbers unsold", after["tickets_available"]))
-            .raffle(raffle)
-            .change(Some(before), Some(after.clone())),
+        Event::info(
+            Some(org),
+            "RSU_ALLOCATION_RETURNED",
+            format!(
+                "allocation {allocation} returned; {} numbers unsold",
+                after["tickets_available"]
+            ),
+        )
+        .raffle(raffle)
+        .change(Some(before), Some(after.clone())),
     )
     .await?;
     ok(after)
