@@ -113,8 +113,8 @@ pub async fn seed_catalog(client: &tokio_postgres::Client) -> Fixture {
                  INSERT INTO catalog.ticket_packages (raffle_id, name, ticket_count, price_minor, currency, created_by, updated_by)
                  SELECT id, 'Value Pack', 5, 2000, 'USD', 'test', 'test' FROM r RETURNING id),
              d AS (
-                 INSERT INTO catalog.rsus (organization_id, name, device_identifier, max_offline_tickets, sync_interval_minutes, created_by, updated_by)
-                 SELECT id, 'RSU-001', 'MAC:' || gen_random_uuid(), 100, 5, 'test', 'test' FROM o RETURNING id)
+                 INSERT INTO catalog.rsus (organization_id, name, device_identifier, max_offline_tickets, sync_interval_minutes, rsu_number, created_by, updated_by)
+                 SELECT id, 'RSU-001', 'MAC:' || gen_random_uuid(), 100, 5, 1, 'test', 'test' FROM o RETURNING id)
              SELECT r.organization_id, r.id, online.id, rsu.id, p.id, d.id FROM r, online, rsu, p, d",
             &[],
         )
