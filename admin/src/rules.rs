@@ -224,24 +224,29 @@ pub struct InForce {
     pub sources: Vec<Uuid>,
 }
 
+/// SQL naming `chain(id, parent, depth)`: the jurisdiction `$1` and its ancestors, nearest
+/// first (depth 0 is the jurisdiction itself), bounded against a cycle.
+pub const JURISDICTION_CHAIN: &str = "WITH RECURSIVE chain(id, parent, depth) AS (
+     SELECT id, parent_jurisdiction_id, 0 FROM catalog.jurisdictions WHERE id = $1
+     UNION ALL
+     SELECT j.id, j.parent_jurisdiction_id, c.depth + 1
+       FROM catalog.jurisdictions j JOIN chain c ON j.id = c.parent WHERE c.depth < 32)";
+
 /// The rules in force for `jurisdiction_id` at `at`, by type.
 pub async fn effective(
     client: &impl GenericClient,
     jurisdiction_id: Uuid,
     at: DateTime<Utc>,
 ) -> Result<BTreeMap<String, InForce>, Problem> {
-    // The jurisdiction and its ancestors, nearest first (depth 0 is the jurisdiction itself).
     let rows = client
         .query(
-            "WITH RECURSIVE chain(id, parent, depth) AS (
-                 SELECT id, parent_jurisdiction_id, 0 FROM catalog.jurisdictions WHERE id = $1
-                 UNION ALL
-                 SELECT j.id, j.parent_jurisdiction_id, c.depth + 1
-                   FROM catalog.jurisdictions j JOIN chain c ON j.id = c.parent WHERE c.depth < 32)
+            &format!(
+                "{JURISDICTION_CHAIN}
              SELECT r.id, r.regulation_type, r.value, r.overridable, c.depth
                FROM chain c JOIN catalog.jurisdiction_regulations r ON r.jurisdiction_id = c.id
               WHERE r.effective_date <= $2 AND (r.expiration_date IS NULL OR r.expiration_date > $2)
-              ORDER BY c.depth, r.effective_date DESC",
+              ORDER BY c.depth, r.effective_date DESC"
+            ),
             &[&jurisdiction_id, &at],
         )
         .await?;

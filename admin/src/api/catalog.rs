@@ -8,10 +8,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::raffles::{ensure_money_editable, raffle_json};
-use super::{
-    Ctx, Reply, created, currency, money, ok, opt_text, parse, percent, positive, rows_json, text,
-};
-use crate::audit::{self, Event};
+use super::{Ctx, Reply, currency, money, ok, opt_text, parse, percent, positive, rows_json, text};
+use crate::audit::Event;
 use crate::auth::{require, rights};
 use crate::problem::Problem;
 use crate::rules::{self, InForce};
@@ -63,18 +61,16 @@ pub async fn create_package_template(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Rep
         )
         .await?;
     let after: Value = row.get(0);
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
+    super::created_with(
+        ctx,
+        after,
         Event::info(
             Some(org),
             "PACKAGE_TEMPLATE_CREATED",
             format!("package template '{}' created", t.name),
-        )
-        .change(None, Some(after.clone())),
+        ),
     )
-    .await?;
-    created(after)
+    .await
 }
 
 #[derive(Deserialize)]
@@ -133,18 +129,16 @@ pub async fn create_prize_template(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply
         )
         .await?;
     let after: Value = row.get(0);
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
+    super::created_with(
+        ctx,
+        after,
         Event::info(
             Some(org),
             "PRIZE_TEMPLATE_CREATED",
             format!("prize template '{}' created", t.name),
-        )
-        .change(None, Some(after.clone())),
+        ),
     )
-    .await?;
-    created(after)
+    .await
 }
 
 #[derive(Deserialize)]
@@ -251,19 +245,17 @@ pub async fn create_package(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Resul
         }
     }
     let after = package_json(ctx, id).await?;
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
+    super::created_with(
+        ctx,
+        after,
         Event::info(
             Some(org),
             "PACKAGE_CREATED",
             format!("package '{name}' ({count} tickets for {price} {cur}) added"),
         )
-        .raffle(raffle)
-        .change(None, Some(after.clone())),
+        .raffle(raffle),
     )
-    .await?;
-    created(after)
+    .await
 }
 
 async fn package_json(ctx: &Ctx<'_, '_>, id: Uuid) -> Result<Value, Problem> {
@@ -374,15 +366,13 @@ pub async fn update_package(
         .await
         .map_err(|e| crate::problem::from_db("updating the package", &e))?;
     let after = package_json(ctx, package).await?;
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
-        Event::info(Some(org), "PACKAGE_UPDATED", "package changed")
-            .raffle(raffle)
-            .change(Some(before), Some(after.clone())),
+    super::changed_with(
+        ctx,
+        before,
+        after,
+        Event::info(Some(org), "PACKAGE_UPDATED", "package changed").raffle(raffle),
     )
-    .await?;
-    ok(after)
+    .await
 }
 
 #[derive(Deserialize)]
@@ -471,19 +461,17 @@ pub async fn create_prize(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<
         .await
         .map_err(|e| crate::problem::from_db("adding the prize", &e))?;
     let after: Value = row.get(0);
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
+    super::created_with(
+        ctx,
+        after,
         Event::info(
             Some(org),
             "PRIZE_CREATED",
             format!("prize '{name}' at position {position} added"),
         )
-        .raffle(raffle)
-        .change(None, Some(after.clone())),
+        .raffle(raffle),
     )
-    .await?;
-    created(after)
+    .await
 }
 
 pub async fn list_prizes(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Reply, Problem> {

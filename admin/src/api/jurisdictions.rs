@@ -54,18 +54,16 @@ pub async fn create(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
         .await
         .map_err(|e| crate::problem::from_db("creating the jurisdiction", &e))?;
     let after: Value = row.get(0);
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
+    super::created_with(
+        ctx,
+        after,
         Event::info(
             None,
             "JURISDICTION_CREATED",
             format!("jurisdiction {code} created"),
-        )
-        .change(None, Some(after.clone())),
+        ),
     )
-    .await?;
-    created(after)
+    .await
 }
 
 pub async fn list(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
@@ -124,15 +122,14 @@ pub async fn create_regulation(ctx: &Ctx<'_, '_>, jurisdiction: Uuid) -> Result<
         let binding = ctx
             .tx
             .query(
-                "WITH RECURSIVE chain(id, parent, depth) AS (
-                     SELECT id, parent_jurisdiction_id, 0 FROM catalog.jurisdictions WHERE id = $1
-                     UNION ALL
-                     SELECT j.id, j.parent_jurisdiction_id, c.depth + 1
-                       FROM catalog.jurisdictions j JOIN chain c ON j.id = c.parent WHERE c.depth < 32)
+                &format!(
+                    "{}
                  SELECT r.id, r.value FROM chain c JOIN catalog.jurisdiction_regulations r ON r.jurisdiction_id = c.id
                   WHERE r.regulation_type = $2 AND NOT r.overridable
                     AND (r.expiration_date IS NULL OR r.expiration_date > $3)
                     AND ($4::timestamptz IS NULL OR r.effective_date < $4)",
+                    rules::JURISDICTION_CHAIN
+                ),
                 &[&parent, &r.kind, &r.effective_date, &r.expiration_date],
             )
             .await?;
@@ -160,18 +157,16 @@ pub async fn create_regulation(ctx: &Ctx<'_, '_>, jurisdiction: Uuid) -> Result<
         )
         .await?;
     let after: Value = row.get(0);
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
+    super::created_with(
+        ctx,
+        after,
         Event::info(
             None,
             "REGULATION_CREATED",
             format!("{} regulation added to jurisdiction {jurisdiction}", r.kind),
-        )
-        .change(None, Some(after.clone())),
+        ),
     )
-    .await?;
-    created(after)
+    .await
 }
 
 pub async fn list_regulations(ctx: &Ctx<'_, '_>, jurisdiction: Uuid) -> Result<Reply, Problem> {

@@ -44,6 +44,37 @@ pub fn created(value: Value) -> Result<Reply, Problem> {
     Ok((StatusCode::CREATED, value))
 }
 
+/// Records the creation's critical event (with the after image) and answers 201.
+pub async fn created_with(
+    ctx: &Ctx<'_, '_>,
+    after: Value,
+    event: crate::audit::Event<'_>,
+) -> Result<Reply, Problem> {
+    crate::audit::record(
+        ctx.tx,
+        Some(ctx.actor),
+        event.change(None, Some(after.clone())),
+    )
+    .await?;
+    created(after)
+}
+
+/// Records the change's critical event (before and after images) and answers 200.
+pub async fn changed_with(
+    ctx: &Ctx<'_, '_>,
+    before: Value,
+    after: Value,
+    event: crate::audit::Event<'_>,
+) -> Result<Reply, Problem> {
+    crate::audit::record(
+        ctx.tx,
+        Some(ctx.actor),
+        event.change(Some(before), Some(after.clone())),
+    )
+    .await?;
+    ok(after)
+}
+
 pub async fn dispatch(ctx: &Ctx<'_, '_>, method: &Method, path: &[&str]) -> Result<Reply, Problem> {
     use organizations as orgs;
     let m = method.as_str();

@@ -5,8 +5,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{
-    Ctx, Reply, created, currency, ok, opt_text, parse, percent, positive, row_json, rows_json,
-    text,
+    Ctx, Reply, currency, ok, opt_text, parse, percent, positive, row_json, rows_json, text,
 };
 use crate::audit::{self, Event};
 use crate::auth::{Role, require, rights};
@@ -110,6 +109,29 @@ struct OrganizationInput {
     operating_fee: OperatingFee,
 }
 
+/// (tax rate percent, validation block size, offline sync timeout minutes); `None` keeps the
+/// default or the current value.
+type Settings = (Option<rust_decimal::Decimal>, Option<i32>, Option<i32>);
+
+/// The tax rate and RSU settings an organisation is created or updated with, validated.
+fn settings(
+    tax_rate_percent: &Option<Value>,
+    block_size: Option<i64>,
+    sync_timeout_minutes: Option<i64>,
+) -> Result<Settings, Problem> {
+    let tax = tax_rate_percent
+        .as_ref()
+        .map(|v| percent("tax_rate_percent", v))
+        .transpose()?;
+    let block = block_size
+        .map(|v| positive("rsu_validation_block_size_default", v, 100_000).map(|v| v as i32))
+        .transpose()?;
+    let timeout = sync_timeout_minutes
+        .map(|v| positive("rsu_offline_sync_timeout_minutes", v, 10_080).map(|v| v as i32))
+        .transpose()?;
+    Ok((tax, block, timeout))
+}
+
 fn revenue_method(field: &str, v: &Option<String>) -> Result<Option<String>, Problem> {
     match v.as_deref() {
         None => Ok(None),
@@ -144,19 +166,11 @@ pub async fn create(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
     let name = text("name", &input.name, 200)?;
     let currency = currency("primary_currency", &input.primary_currency)?;
     let (fee_type, fee_percent, fee_minor) = operating_fee(&input.operating_fee)?;
-    let tax = input
-        .tax_rate_percent
-        .as_ref()
-        .map(|v| percent("tax_rate_percent", v))
-        .transpose()?;
-    let block = input
-        .rsu_validation_block_size_default
-        .map(|v| positive("rsu_validation_block_size_default", v, 100_000).map(|v| v as i32))
-        .transpose()?;
-    let timeout = input
-        .rsu_offline_sync_timeout_minutes
-        .map(|v| positive("rsu_offline_sync_timeout_minutes", v, 10_080).map(|v| v as i32))
-        .transpose()?;
+    let (tax, block, timeout) = settings(
+        &input.tax_rate_percent,
+        input.rsu_validation_block_size_default,
+        input.rsu_offline_sync_timeout_minutes,
+    )?;
     let method = revenue_method(
         "default_revenue_calculation_method",
         &input.default_revenue_calculation_method,
@@ -207,18 +221,16 @@ pub async fn create(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
         )
         .await?;
     let after = row_json(ctx.tx, "catalog.organizations", id, "organization").await?;
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
+    super::created_with(
+        ctx,
+        after,
         Event::info(
             Some(id),
             "ORGANIZATION_CREATED",
             format!("organization '{name}' created; {by} is its admin"),
-        )
-        .change(None, Some(after.clone())),
+        ),
     )
-    .await?;
-    created(after)
+    .await
 }
 
 pub async fn get(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
@@ -254,19 +266,11 @@ pub async fn update(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
         Some((t, pc, m)) => (Some(t.clone()), *pc, *m),
         None => (None, None, None),
     };
-    let tax = p
-        .tax_rate_percent
-        .as_ref()
-        .map(|v| percent("tax_rate_percent", v))
-        .transpose()?;
-    let block = p
-        .rsu_validation_block_size_default
-        .map(|v| positive("rsu_validation_block_size_default", v, 100_000).map(|v| v as i32))
-        .transpose()?;
-    let timeout = p
-        .rsu_offline_sync_timeout_minutes
-        .map(|v| positive("rsu_offline_sync_timeout_minutes", v, 10_080).map(|v| v as i32))
-        .transpose()?;
+    let (tax, block, timeout) = settings(
+        &p.tax_rate_percent,
+        p.rsu_validation_block_size_default,
+        p.rsu_offline_sync_timeout_minutes,
+    )?;
     let name = p
         .name
         .as_deref()
@@ -313,18 +317,17 @@ pub async fn update(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
         .await
         .map_err(|e| crate::problem::from_db("updating the organization", &e))?;
     let after = row_json(ctx.tx, "catalog.organizations", org, "organization").await?;
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
+    super::changed_with(
+        ctx,
+        before,
+        after,
         Event::info(
             Some(org),
             "ORGANIZATION_UPDATED",
             "organization settings changed",
-        )
-        .change(Some(before), Some(after.clone())),
+        ),
     )
-    .await?;
-    ok(after)
+    .await
 }
 
 pub async fn create_address(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
@@ -333,14 +336,12 @@ pub async fn create_address(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Probl
     let id = insert_address(ctx, &input, "address").await?;
     // Addresses are shared rows; the organisation's contact refers to them. Record who made it.
     let after = row_json(ctx.tx, "catalog.addresses", id, "address").await?;
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
-        Event::info(Some(org), "ADDRESS_CREATED", "address added")
-            .change(None, Some(after.clone())),
+    super::created_with(
+        ctx,
+        after,
+        Event::info(Some(org), "ADDRESS_CREATED", "address added"),
     )
-    .await?;
-    created(after)
+    .await
 }
 
 #[derive(Deserialize)]
@@ -365,14 +366,12 @@ pub async fn create_contact(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Probl
         .await
         .map_err(|e| crate::problem::from_db("adding the contact", &e))?;
     let after: Value = row.get(0);
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
-        Event::info(Some(org), "CONTACT_CREATED", "contact added")
-            .change(None, Some(after.clone())),
+    super::created_with(
+        ctx,
+        after,
+        Event::info(Some(org), "CONTACT_CREATED", "contact added"),
     )
-    .await?;
-    created(after)
+    .await
 }
 
 #[derive(Deserialize)]
@@ -446,18 +445,16 @@ pub async fn create_venue(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem
         .await
         .map_err(|e| crate::problem::from_db("adding the venue", &e))?;
     let after: Value = row.get(0);
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
+    super::created_with(
+        ctx,
+        after,
         Event::info(
             Some(org),
             "VENUE_CREATED",
             format!("venue '{}' added", v.name),
-        )
-        .change(None, Some(after.clone())),
+        ),
     )
-    .await?;
-    created(after)
+    .await
 }
 
 pub enum Listing {

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{Ctx, Reply, created, opt_text, parse, text};
-use crate::audit::{self, Event};
+use super::{Ctx, Reply, opt_text, parse, text};
+use crate::audit::Event;
 use crate::auth::{require, rights};
 use crate::problem::Problem;
 
@@ -62,18 +62,16 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
         )
         .await?;
     let after: Value = row.get(0);
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
+    super::created_with(
+        ctx,
+        after,
         Event::info(
             Some(org),
             "PERK_CREATED",
             format!("perk '{}' created", p.name),
-        )
-        .change(None, Some(after.clone())),
+        ),
     )
-    .await?;
-    created(after)
+    .await
 }
 
 #[derive(Deserialize)]
@@ -143,9 +141,9 @@ pub async fn claim(ctx: &Ctx<'_, '_>, org: Uuid, perk: Uuid) -> Result<Reply, Pr
         .await
         .map_err(|e| crate::problem::from_db("recording the claim", &e))?;
     let after: Value = row.get(0);
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
+    super::created_with(
+        ctx,
+        after,
         Event::info(
             Some(org),
             "PERK_CLAIMED",
@@ -153,9 +151,7 @@ pub async fn claim(ctx: &Ctx<'_, '_>, org: Uuid, perk: Uuid) -> Result<Reply, Pr
                 "perk {perk} claimed for order {}; {available} left",
                 c.order_id
             ),
-        )
-        .change(None, Some(after.clone())),
+        ),
     )
-    .await?;
-    created(after)
+    .await
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::{Ctx, Reply, created, currency, ok, opt_text, parse, positive, rows_json, text};
+use super::{Ctx, Reply, currency, ok, opt_text, parse, positive, rows_json, text};
 use crate::audit::{self, Event, Severity};
 use crate::auth::{Role, require, rights};
 use crate::problem::Problem;
@@ -268,19 +268,17 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
             .map_err(|e| crate::problem::from_db("adding the number ranges", &e))?;
     }
     let after = raffle_json(ctx.tx, org, id).await?;
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
+    super::created_with(
+        ctx,
+        after,
         Event::info(
             Some(org),
             "RAFFLE_CREATED",
             format!("raffle '{name}' ({identifier}) created in draft"),
         )
-        .raffle(id)
-        .change(None, Some(after.clone())),
+        .raffle(id),
     )
-    .await?;
-    created(after)
+    .await
 }
 
 pub async fn list(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
@@ -464,15 +462,13 @@ pub async fn update(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Reply,
         .await
         .map_err(|e| crate::problem::from_db("updating the raffle", &e))?;
     let after = raffle_json(ctx.tx, org, raffle).await?;
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
-        Event::info(Some(org), "RAFFLE_UPDATED", "raffle configuration changed")
-            .raffle(raffle)
-            .change(Some(before), Some(after.clone())),
+    super::changed_with(
+        ctx,
+        before,
+        after,
+        Event::info(Some(org), "RAFFLE_UPDATED", "raffle configuration changed").raffle(raffle),
     )
-    .await?;
-    ok(after)
+    .await
 }
 
 #[derive(Deserialize)]

@@ -107,19 +107,17 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
         .as_str()
         .and_then(|s| s.parse().ok())
         .unwrap_or_default();
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
+    super::created_with(
+        ctx,
+        after,
         Event::info(
             Some(org),
             "RSU_REGISTERED",
             format!("RSU '{}' ({}) registered", r.name, r.device_identifier),
         )
-        .rsu(id)
-        .change(None, Some(after.clone())),
+        .rsu(id),
     )
-    .await?;
-    created(after)
+    .await
 }
 
 async fn own_rsu(ctx: &Ctx<'_, '_>, org: Uuid, rsu: Uuid) -> Result<Value, Problem> {
@@ -379,29 +377,29 @@ pub async fn allocate(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Repl
         .await
         .map_err(|e| crate::problem::from_db("allocating the validation numbers", &e))?;
     let after = allocation_json(ctx, allocation).await?;
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
+    super::created_with(
+        ctx,
+        after,
         Event::info(
             Some(org),
             "RSU_ALLOCATION_CREATED",
             format!("numbers {start}..{stop} allocated to RSU {}", a.rsu_id),
         )
         .raffle(raffle)
-        .rsu(a.rsu_id)
-        .change(None, Some(after.clone())),
+        .rsu(a.rsu_id),
     )
-    .await?;
-    created(after)
+    .await
 }
+
+/// An allocation with its validation number block, as one JSON object.
+const ALLOCATION_JSON: &str = "SELECT to_jsonb(a) || jsonb_build_object('validation_number_block', to_jsonb(v))
+       FROM catalog.rsu_allocations a JOIN catalog.validation_number_blocks v ON v.rsu_allocation_id = a.id";
 
 async fn allocation_json(ctx: &Ctx<'_, '_>, allocation: Uuid) -> Result<Value, Problem> {
     let row = ctx
         .tx
         .query_one(
-            "SELECT to_jsonb(a) || jsonb_build_object('validation_number_block', to_jsonb(v))
-               FROM catalog.rsu_allocations a JOIN catalog.validation_number_blocks v ON v.rsu_allocation_id = a.id
-              WHERE a.id = $1",
+            &format!("{ALLOCATION_JSON} WHERE a.id = $1"),
             &[&allocation],
         )
         .await?;
@@ -417,9 +415,7 @@ pub async fn list_allocations(
     super::raffles::raffle_json(ctx.tx, org, raffle).await?;
     ok(rows_json(
         ctx.tx,
-        "SELECT to_jsonb(a) || jsonb_build_object('validation_number_block', to_jsonb(v))
-           FROM catalog.rsu_allocations a JOIN catalog.validation_number_blocks v ON v.rsu_allocation_id = a.id
-          WHERE a.raffle_id = $1 ORDER BY a.start_number",
+        &format!("{ALLOCATION_JSON} WHERE a.raffle_id = $1 ORDER BY a.start_number"),
         &[&raffle],
     )
     .await?)
@@ -459,20 +455,17 @@ pub async fn return_allocation(
         .as_str()
         .and_then(|s| s.parse().ok())
         .unwrap_or_default();
-    audit::record(
-        ctx.tx,
-        Some(ctx.actor),
+    let unsold = after["tickets_available"].clone();
+    super::changed_with(
+        ctx,
+        before,
+        after,
         Event::info(
             Some(org),
             "RSU_ALLOCATION_RETURNED",
-            format!(
-                "allocation {allocation} returned; {} numbers unsold",
-                after["tickets_available"]
-            ),
+            format!("allocation {allocation} returned; {unsold} numbers unsold"),
         )
-        .raffle(raffle)
-        .change(Some(before), Some(after.clone())),
+        .raffle(raffle),
     )
-    .await?;
-    ok(after)
+    .await
 }
