@@ -45,7 +45,7 @@ export KAFKA_BROKERS
 admin_url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/raffle}"
 admin_url="${admin_url%/*}/postgres"
 if command -v psql >/dev/null; then
-    psql "$admin_url" -Atc "select datname from pg_database where datname like 'raffle\_test\_%'" 2>/dev/null |
+    psql "$admin_url" -Atc "select datname from pg_database where datname like 'raffle\_test\_%' or datname like 'raffle\_clitest\_%'" 2>/dev/null |
         while read -r db; do psql "$admin_url" -qc "drop database if exists \"$db\" with (force)" >/dev/null 2>&1 || true; done
 fi
 

@@ -195,3 +195,46 @@ fn a_bad_partition_count_is_named() {
     let (o, took) = raffle(&["stack", "up"], &[("RAFFLE_SALES_PARTITIONS", "zero")]);
     assert_clear_failure(&o, took, &["RAFFLE_SALES_PARTITIONS", "\"zero\""]);
 }
+
+#[test]
+fn the_admin_cli_calls_the_same_api_with_the_same_rules() {
+    // Its own database, so the test leaves nothing behind in the shared one.
+    let db = format!("raffle_clitest_{}", std::process::id());
+    let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+    let env = [("DATABASE_URL", url.as_str())];
+    let body = r#"{"name": "CLI Charity", "primary_currency": "USD", "operating_fee": {"type": "percentage", "percent": 5}}"#;
+    let (o, _) = raffle(
+        &[
+            "admin",
+            "call",
+            "--as",
+            "carol",
+            "POST",
+            "organizations",
+            "--body",
+            body,
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let org: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(org["created_by"], "carol");
+    let path = format!("organizations/{}", org["id"].as_str().unwrap());
+    // Another user is refused exactly as over HTTP, with the problem printed.
+    let (o, took) = raffle(&["admin", "call", "--as", "mallory", "GET", &path], &env);
+    assert_clear_failure(&o, took, &["403", "not a member"]);
+    let problem: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(problem["type"], "/problems/forbidden");
+    let _ = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-qc",
+            &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+        ])
+        .output();
+}
