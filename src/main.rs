@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod pipeline;
 mod stack;
 
 #[derive(Parser)]
@@ -36,6 +37,28 @@ enum Command {
         #[command(subcommand)]
         action: admin::AdminAction,
     },
+    /// The HTTP edge: checkout, payment webhooks, RSU batch uploads (`ingest serve`).
+    Ingest {
+        #[command(subcommand)]
+        action: IngestAction,
+    },
+    /// Sales into draw numbers, exactly once (`allocator run`).
+    Allocator {
+        #[command(subcommand)]
+        action: AllocatorAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum IngestAction {
+    /// Serve on RAFFLE_INGEST_ADDR (default 127.0.0.1:8080).
+    Serve,
+}
+
+#[derive(Subcommand)]
+enum AllocatorAction {
+    /// Consume raffle.sales.v1 until interrupted.
+    Run,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +90,8 @@ fn main() -> ExitCode {
             Command::Stack { action } => stack::run(action).await,
             Command::Migrate => stack::migrate().await,
             Command::Admin { action } => admin::run(action).await,
+            Command::Ingest { action: IngestAction::Serve } => pipeline::ingest().await,
+            Command::Allocator { action: AllocatorAction::Run } => pipeline::allocator().await,
         }
     });
     match result {

@@ -170,16 +170,17 @@ pub fn problem_response(problem: &Problem) -> warp::reply::Response {
     response
 }
 
-/// Reads the body up to the limit, whatever the framing (Content-Length or chunked).
-async fn read_body(
+/// Reads the body up to `limit_bytes`, whatever the framing (Content-Length or chunked).
+pub async fn read_body(
     mut stream: impl futures::Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+    limit_bytes: usize,
 ) -> Result<Vec<u8>, Problem> {
     let mut body = Vec::new();
     while let Some(chunk) = stream.next().await {
         let mut chunk =
             chunk.map_err(|e| Problem::malformed(format!("could not read the body: {e}")))?;
-        if body.len() + chunk.remaining() > BODY_LIMIT_BYTES {
-            return Err(Problem::too_large(BODY_LIMIT_BYTES));
+        if body.len() + chunk.remaining() > limit_bytes {
+            return Err(Problem::too_large(limit_bytes));
         }
         while chunk.has_remaining() {
             let bytes = chunk.chunk();
@@ -200,7 +201,7 @@ async fn handle_http(
     body: impl futures::Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
 ) -> Result<warp::reply::Response, Infallible> {
     let path = tail.as_str().to_owned();
-    let body = match read_body(body).await {
+    let body = match read_body(body, BODY_LIMIT_BYTES).await {
         Ok(b) => b,
         Err(p) => return Ok(problem_response(&p)),
     };

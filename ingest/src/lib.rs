@@ -1,11 +1,195 @@
 //! ingest: the HTTP edge where sales enter the system.
 //!
-//! Owns: checkout (pending orders), payment-provider webhooks (signature check, idempotency by
-//! provider event id) and RSU batch uploads (API-key authentication, idempotency by RSU and
-//! local id). Writes: `sales.orders` rows in state `pending` at checkout; the topic
-//! `raffle.sales.v1`, answering 2xx only after the broker acknowledged the event.
+//! Owns: checkout (pending orders, checked against the raffle's state, sales window, the
+//! package's active window, the jurisdiction's rules, a per-order ticket limit and the
+//! remaining capacity), payment-provider webhooks (signature, then the sale onto Kafka), and
+//! RSU batch uploads (API key, a result per record). Writes `sales.orders` rows in state
+//! `pending` at checkout, `sales.rejected_sales` for records it refuses, and the topic
+//! `raffle.sales.v1` — answering 2xx only after the broker acknowledged the event (acks=all,
+//! idempotent producer), 503 when it cannot, so the provider or the device retries.
 //!
 //! Must not touch: draw numbers, tickets or counters (the allocator's), the ledger, the draw.
-//!
-//! Status: the plumbing it stands on (producer, schemas, config) is in `platform` and
-//! `schemas`; the endpoints are the sales-pipeline issue.
+
+pub mod signature;
+mod webhooks;
+mod checkout;
+mod rsu;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use admin::problem::Problem;
+use admin::problem_response;
+use deadpool_postgres::Pool;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::{Value, json};
+use tracing::Instrument;
+use warp::Filter;
+use warp::http::{Method, StatusCode};
+
+/// What the ingest service needs (README "Configuration").
+pub struct IngestConfig {
+    /// `INGEST_WEBHOOK_SECRET`: the provider's signing secret.
+    pub webhook_secret: Vec<u8>,
+    /// Signatures older or newer than this are refused (replay protection).
+    pub webhook_tolerance_s: i64,
+    /// `INGEST_ORDER_TICKETS_MAX`: tickets one order may hold.
+    pub order_tickets_max: i32,
+    pub sales_topic: String,
+}
+
+impl IngestConfig {
+    pub fn from_env(sales_topic: &str) -> Result<Self, String> {
+        let secret = std::env::var("INGEST_WEBHOOK_SECRET")
+            .ok()
+            .filter(|s| s.len() >= 16)
+            .ok_or("INGEST_WEBHOOK_SECRET must be set to the payment provider's signing secret (16 bytes or more)")?;
+        let order_tickets_max = match std::env::var("INGEST_ORDER_TICKETS_MAX") {
+            Ok(v) => v
+                .parse()
+                .ok()
+                .filter(|n| (1..=100_000).contains(n))
+                .ok_or(format!("INGEST_ORDER_TICKETS_MAX={v:?} must be a whole number 1-100000"))?,
+            Err(_) => 500,
+        };
+        Ok(Self { webhook_secret: secret.into_bytes(), webhook_tolerance_s: 300, order_tickets_max, sales_topic: sales_topic.to_owned() })
+    }
+}
+
+pub struct IngestState {
+    pub pool: Pool,
+    pub producer: FutureProducer,
+    pub config: IngestConfig,
+}
+
+/// Body limits: a webhook or checkout is small; an RSU batch holds up to `rsu::BATCH_RECORDS_MAX`.
+const SMALL_BODY_BYTES: usize = 64 * 1024;
+const BATCH_BODY_BYTES: usize = 1024 * 1024;
+
+type Reply = (StatusCode, Value);
+
+impl IngestState {
+    /// Produces `event` to the sales topic keyed by its range partition; returns once the
+    /// broker acknowledged it, or 503 naming why not.
+    pub async fn publish(&self, event: &schemas::SaleEvent) -> Result<(), Problem> {
+        let payload = schemas::encode(event).map_err(|e| Problem::internal("encoding the sale", &e))?;
+        let key = event.range_partition.to_string();
+        self.producer
+            .send(FutureRecord::to(&self.config.sales_topic).key(&key).payload(&payload), Duration::from_secs(10))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| {
+                tracing::warn!(error = %e, raffle = %event.raffle_id, "broker did not acknowledge a sale");
+                Problem::unavailable(format!("the sale could not be recorded durably ({e}); retry"))
+            })
+    }
+}
+
+async fn route(
+    state: Arc<IngestState>,
+    method: Method,
+    path: warp::path::Tail,
+    query: HashMap<String, String>,
+    headers: warp::http::HeaderMap,
+    body: impl futures::Stream<Item = Result<impl bytes::Buf, warp::Error>> + Unpin,
+) -> Result<warp::reply::Response, Infallible> {
+    let path = path.as_str().to_owned();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let limit = if path == "rsu/sales" { BATCH_BODY_BYTES } else { SMALL_BODY_BYTES };
+    let span = tracing::info_span!("ingest", %method, path);
+    let result = async {
+        let body = admin::read_body(body, limit).await?;
+        match (method.as_str(), path.as_str()) {
+            ("POST", "checkout") => checkout::create(&state, &body).await,
+            ("POST", "webhooks/payments") => webhooks::receive(&state, header("stripe-signature").as_deref(), &body).await,
+            ("POST", "rsu/sales") => rsu::upload(&state, header("authorization").as_deref(), &body).await,
+            ("GET", "rsu/sales") => rsu::status(&state, header("authorization").as_deref(), &query).await,
+            _ => Err(Problem::no_route(method.as_str(), &path)),
+        }
+    }
+    .instrument(span)
+    .await;
+    Ok(match result {
+        Ok((status, body)) => {
+            use warp::Reply;
+            warp::reply::with_status(warp::reply::json(&body), status).into_response()
+        }
+        Err(problem) => {
+            tracing::info!(status = problem.status, kind = problem.kind, detail = problem.detail, "request refused");
+            problem_response(&problem)
+        }
+    })
+}
+
+/// The warp filter of the ingest API.
+pub fn routes(state: Arc<IngestState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let with_state = warp::any().map(move || state.clone());
+    let api = warp::path("v1")
+        .and(with_state)
+        .and(warp::method())
+        .and(warp::path::tail())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .and_then(|state, method, tail, query, headers, body| async move {
+            route(state, method, tail, query, headers, Box::pin(body)).await
+        });
+    let health = warp::path!("health").map(|| {
+        use warp::Reply;
+        warp::reply::json(&json!({"status": "ok"})).into_response()
+    });
+    health
+        .or(api)
+        .unify()
+        .recover(|r: warp::Rejection| async move {
+            let problem = if r.is_not_found() {
+                Problem::not_found("no such endpoint; the API lives under /v1")
+            } else {
+                Problem::malformed(format!("{r:?}"))
+            };
+            Ok::<_, Infallible>(problem_response(&problem))
+        })
+        .unify()
+}
+
+pub async fn serve(
+    state: Arc<IngestState>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    warp::serve(routes(state)).incoming(listener).graceful(shutdown).run().await;
+}
+
+/// Records a sale refused at the edge, so it is visible with its reason.
+pub(crate) async fn record_rejection(
+    client: &impl tokio_postgres::GenericClient,
+    raffle_id: Option<uuid::Uuid>,
+    order_id: Option<uuid::Uuid>,
+    rsu: Option<(uuid::Uuid, &str)>,
+    idempotency_key: Option<&str>,
+    code: &str,
+    reason: &str,
+) {
+    let result = client
+        .execute(
+            "INSERT INTO sales.rejected_sales (raffle_id, order_id, source, rsu_id, local_id, idempotency_key, reason_code,
+                 reason, rejected_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'ingest')",
+            &[
+                &raffle_id,
+                &order_id,
+                &if rsu.is_some() { "rsu" } else { "online" },
+                &rsu.map(|r| r.0),
+                &rsu.map(|r| r.1),
+                &idempotency_key,
+                &code,
+                &reason,
+            ],
+        )
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, code, reason, "could not record a rejected sale");
+    }
+}

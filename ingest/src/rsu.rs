@@ -1,0 +1,253 @@
+//! RSU batch uploads: records shaped like the seed's "RSU Offline Sale Record", authenticated
+//! by the device's API key, answered with a result per record (accepted, duplicate, rejected
+//! with the reason). Idempotent by RSU and local id: a record sent again is a duplicate.
+
+use std::collections::HashMap;
+
+use admin::problem::Problem;
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use warp::http::StatusCode;
+
+use crate::{IngestState, Reply, record_rejection};
+use schemas::{Currency, Customer, DrawNumber, RangePartition, RangeRef, RsuSale, SaleEvent, SaleEventKind, ValidationNumber};
+
+/// Records one upload may carry.
+pub const BATCH_RECORDS_MAX: usize = 500;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Record {
+    local_id: String,
+    event_id: Uuid,
+    allocation_id: Uuid,
+    validation_number: String,
+    draw_numbers: Vec<i64>,
+    package_id: Uuid,
+    ticket_count: i32,
+    total_amount: i64,
+    currency: String,
+    #[serde(default)]
+    customer_info: Option<CustomerInfo>,
+    #[serde(default)]
+    operator_id: Option<String>,
+    created_at: DateTime<Utc>,
+    #[serde(default = "yes")]
+    is_offline_sale: bool,
+    /// The sale was voided on the device (before or after an earlier sync).
+    #[serde(default)]
+    voided: bool,
+    #[serde(default)]
+    void_reason: Option<String>,
+    // Device-side bookkeeping the seed's record carries; the server does not act on it.
+    #[serde(default)]
+    #[allow(dead_code)]
+    sync_status: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    sync_attempts: Option<i64>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    last_sync_attempt: Option<Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CustomerInfo {
+    name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Upload {
+    records: Vec<Value>,
+}
+
+async fn device(state: &IngestState, authorization: Option<&str>) -> Result<(deadpool_postgres::Object, Uuid), Problem> {
+    let key = authorization
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| Problem::unauthenticated("missing Authorization: Bearer <RSU API key>"))?;
+    let client = state.pool.get().await.map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let rsu = admin::api::authenticate_rsu(&**client, key.trim()).await?;
+    Ok((client, rsu))
+}
+
+struct Allocation {
+    raffle_id: Uuid,
+    start: i64,
+    end: i64,
+}
+
+/// Checks one record; the event to publish, or why it is refused (code, reason).
+fn check(rsu: Uuid, record: &Record, allocations: &HashMap<Uuid, Allocation>, now: DateTime<Utc>) -> Result<SaleEvent, (&'static str, String)> {
+    if record.local_id.is_empty() || record.local_id.len() > 100 {
+        return Err(("invalid", "localId must be 1-100 characters".into()));
+    }
+    let a = allocations
+        .get(&record.allocation_id)
+        .ok_or(("unknown_allocation", format!("allocation {} is not this RSU's", record.allocation_id)))?;
+    if a.raffle_id != record.event_id {
+        return Err(("allocation_mismatch", format!("allocation {} is not for raffle {}", record.allocation_id, record.event_id)));
+    }
+    if record.draw_numbers.len() != record.ticket_count.max(0) as usize || record.ticket_count < 1 {
+        return Err(("invalid", format!("{} draw numbers for a ticketCount of {}", record.draw_numbers.len(), record.ticket_count)));
+    }
+    let mut numbers = Vec::with_capacity(record.draw_numbers.len());
+    for &n in &record.draw_numbers {
+        if n < a.start || n > a.end {
+            return Err(("number_outside_allocation", format!("draw number {n} is outside the allocation {}..{}", a.start, a.end)));
+        }
+        numbers.push(DrawNumber::new(n).map_err(|e| ("invalid", e.to_string()))?);
+    }
+    ValidationNumber::parse(&record.validation_number).map_err(|e| ("invalid", e.to_string()))?;
+    let currency = Currency::parse(&record.currency).map_err(|e| ("invalid", e.to_string()))?;
+    if record.total_amount < 0 {
+        return Err(("invalid", "totalAmount must not be negative".into()));
+    }
+    if record.created_at > now + Duration::minutes(5) {
+        return Err(("invalid", format!("createdAt {} is in the future; check the device clock", record.created_at)));
+    }
+    let customer = record.customer_info.as_ref().map(|c| Customer { name: c.name.clone(), email: c.email.clone(), phone: c.phone.clone() });
+    Ok(SaleEvent {
+        event_id: Uuid::now_v7(),
+        idempotency_key: format!("rsu:{rsu}:{}", record.local_id),
+        kind: if record.voided { SaleEventKind::RsuSaleVoided } else { SaleEventKind::RsuSaleRecorded },
+        raffle_id: record.event_id,
+        range_partition: RangePartition { raffle_id: record.event_id, range: RangeRef::Allocation(record.allocation_id) },
+        order_id: None,
+        package_id: Some(record.package_id),
+        ticket_count: record.ticket_count,
+        amount_minor: record.total_amount,
+        currency,
+        occurred_at_us: record.created_at.timestamp_micros(),
+        received_at_us: now.timestamp_micros(),
+        payment: None,
+        rsu_sale: Some(RsuSale {
+            rsu_id: rsu,
+            allocation_id: record.allocation_id,
+            local_id: record.local_id.clone(),
+            validation_number: record.validation_number.clone(),
+            draw_numbers: numbers,
+            operator_id: record.operator_id.clone(),
+            is_offline_sale: record.is_offline_sale,
+        }),
+        customer,
+        reason: record.void_reason.clone(),
+    })
+}
+
+pub async fn upload(state: &IngestState, authorization: Option<&str>, body: &[u8]) -> Result<Reply, Problem> {
+    let (client, rsu) = device(state, authorization).await?;
+    let upload: Upload = admin::api::parse(body)?;
+    if upload.records.len() > BATCH_RECORDS_MAX {
+        return Err(Problem::invalid("records", format!("a batch holds at most {BATCH_RECORDS_MAX} records")));
+    }
+    let now = Utc::now();
+    let allocations: HashMap<Uuid, Allocation> = client
+        .query("SELECT id, raffle_id, start_number, end_number FROM catalog.rsu_allocations WHERE entity_id = $1", &[&rsu])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), Allocation { raffle_id: r.get(1), start: r.get(2), end: r.get(3) }))
+        .collect();
+    let already: HashMap<String, String> = client
+        .query("SELECT rsu_local_id, payment_status FROM sales.orders WHERE rsu_id = $1 AND rsu_local_id IS NOT NULL", &[&rsu])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut results: Vec<Value> = Vec::with_capacity(upload.records.len());
+    let mut pending = Vec::new();
+    for (i, raw) in upload.records.iter().enumerate() {
+        let local_id = raw.get("localId").and_then(Value::as_str).unwrap_or("").to_owned();
+        let parsed: Result<Record, _> = serde_path_to_error::deserialize(raw);
+        let record = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = format!("records[{i}].{}: {}", e.path(), e.inner());
+                record_rejection(&**client, None, None, Some((rsu, &local_id)), None, "malformed", &reason).await;
+                results.push(json!({"local_id": local_id, "status": "rejected", "reason": reason}));
+                continue;
+            }
+        };
+        if let Some(status) = already.get(&record.local_id)
+            && !(record.voided && status == "completed")
+        {
+            results.push(json!({"local_id": record.local_id, "status": "duplicate", "server_status": status}));
+            continue;
+        }
+        match check(rsu, &record, &allocations, now) {
+            Ok(event) => {
+                results.push(json!({"local_id": record.local_id, "status": "accepted"}));
+                pending.push((results.len() - 1, event));
+            }
+            Err((code, reason)) => {
+                tracing::info!(rsu = %rsu, local_id = %record.local_id, code, %reason, "RSU record rejected");
+                record_rejection(&**client, Some(record.event_id), None, Some((rsu, &record.local_id)), None, code, &reason).await;
+                results.push(json!({"local_id": record.local_id, "status": "rejected", "reason": reason}));
+            }
+        }
+    }
+    drop(client);
+    // Every accepted record is on the broker before the device hears "accepted".
+    let sends = pending.iter().map(|(_, event)| state.publish(event));
+    let outcomes = futures::future::join_all(sends).await;
+    if let Some(failure) = outcomes.iter().find_map(|o| o.as_ref().err()) {
+        return Err(failure.clone());
+    }
+    let count = |s: &str| results.iter().filter(|r| r["status"] == s).count();
+    tracing::info!(rsu = %rsu, accepted = count("accepted"), duplicate = count("duplicate"), rejected = count("rejected"), "RSU batch");
+    Ok((
+        StatusCode::OK,
+        json!({"rsu_id": rsu, "accepted": count("accepted"), "duplicate": count("duplicate"), "rejected": count("rejected"), "results": results}),
+    ))
+}
+
+/// The server's final word on records the device uploaded: issued, voided, rejected with the
+/// reason, or still pending in the pipeline. `?local_ids=a,b,c`.
+pub async fn status(state: &IngestState, authorization: Option<&str>, query: &HashMap<String, String>) -> Result<Reply, Problem> {
+    let (client, rsu) = device(state, authorization).await?;
+    let ids: Vec<String> = query
+        .get("local_ids")
+        .map(|s| s.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
+    if ids.is_empty() || ids.len() > BATCH_RECORDS_MAX {
+        return Err(Problem::invalid("local_ids", format!("give 1-{BATCH_RECORDS_MAX} comma-separated local ids")));
+    }
+    let mut out: HashMap<String, Value> = ids.iter().map(|id| (id.clone(), json!({"local_id": id, "status": "pending"}))).collect();
+    for row in client
+        .query(
+            "SELECT o.rsu_local_id, o.payment_status, o.id, coalesce(array_agg(t.draw_number ORDER BY t.draw_number)
+                    FILTER (WHERE t.draw_number IS NOT NULL), '{}')
+               FROM sales.orders o LEFT JOIN sales.tickets t ON t.order_id = o.id
+              WHERE o.rsu_id = $1 AND o.rsu_local_id = ANY($2) GROUP BY o.id",
+            &[&rsu, &ids],
+        )
+        .await?
+    {
+        let (local, status, order, numbers): (String, String, Uuid, Vec<i64>) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        let status = if status == "completed" { "issued" } else { status.as_str() };
+        out.insert(local.clone(), json!({"local_id": local, "status": status, "order_id": order, "draw_numbers": numbers}));
+    }
+    for row in client
+        .query(
+            "SELECT DISTINCT ON (local_id) local_id, reason_code, reason FROM sales.rejected_sales
+              WHERE rsu_id = $1 AND local_id = ANY($2) ORDER BY local_id, rejected_at DESC",
+            &[&rsu, &ids],
+        )
+        .await?
+    {
+        let (local, code, reason): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        if out.get(&local).is_some_and(|v| v["status"] == "pending") {
+            out.insert(local.clone(), json!({"local_id": local, "status": "rejected", "reason_code": code, "reason": reason}));
+        }
+    }
+    Ok((StatusCode::OK, json!({"rsu_id": rsu, "records": ids.iter().map(|id| out[id].clone()).collect::<Vec<_>>()})))
+}
