@@ -22,6 +22,8 @@ const HARNESS_LOCK_KEY: i64 = 0x7261_6666_6c65_7473; // "rafflets"
 /// Everything one test owns.
 pub struct TestEnv {
     pub db: DbTarget,
+    /// This test's database as a URL, for child processes (`raffle allocator run`).
+    pub database_url: String,
     pub pool: Pool,
     pub brokers: String,
     pub topics: TopicNames,
@@ -126,6 +128,7 @@ impl TestEnv {
             }
         }
         let db = server.with_dbname(&db_name);
+        let database_url = with_database(&url, &db_name);
         let pool = db.pool(16).unwrap_or_else(|e| fail("building the pool", e));
 
         let topics = TopicNames::with_prefix(&format!("{unique}."));
@@ -134,6 +137,7 @@ impl TestEnv {
             .unwrap_or_else(|e| fail("creating the test topics", e));
         TestEnv {
             db,
+            database_url,
             pool,
             brokers,
             topics,
@@ -150,6 +154,22 @@ impl TestEnv {
             .await
             .unwrap_or_else(|e| fail("connecting to the test database", e))
     }
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let server = match base.find("://").map(|i| i + 3) {
+        Some(start) => match base[start..].find('/') {
+            Some(slash) => &base[..start + slash],
+            None => base,
+        },
+        None => base,
+    };
+    format!("{server}/{name}{query}")
 }
 
 impl Drop for TestEnv {

@@ -1,0 +1,476 @@
+//! The sales pipeline end to end: the real ingest server, the real broker, the allocator as
+//! its own process (killed and restarted mid-way), Postgres. 10,000 orders across online and
+//! three RSUs, with duplicate and out-of-order deliveries, bad signatures, failed payments,
+//! refunds, voids and refused records mixed in. Afterwards: every paid order holds exactly its
+//! package's tickets, numbers are unique and gap-free per range, no unpaid order holds a
+//! ticket, the counters match the tickets, and every refused sale is visible with its reason.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use admin::AppState;
+use admin::auth::{Actor, Verifier, resolve_actor};
+use chrono::{Duration as Span, Utc};
+use common::http::{Response, request};
+use futures::StreamExt;
+use ingest::{IngestConfig, IngestState};
+use platform::testkit::TestEnv;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use warp::http::Method;
+
+const WEBHOOK_SECRET: &[u8] = b"whsec_pipeline_test_secret";
+const RSU_COUNT: usize = 3;
+
+struct Setup {
+    org: String,
+    raffle: Uuid,
+    package: Uuid,
+    /// (rsu id, API key, allocation JSON)
+    rsus: Vec<(Uuid, String, Value)>,
+}
+
+async fn admin_call(state: &AppState, actor: &Actor, method: Method, path: &str, body: Value) -> Value {
+    let bytes = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).unwrap() };
+    match admin::call(state, actor, &method, path, &Default::default(), &bytes).await {
+        Ok((_, v)) => v,
+        Err(p) => panic!("{method} {path}: {p}"),
+    }
+}
+
+/// A raffle on sale with a 5-ticket package, and three RSUs holding 5,000-number blocks.
+async fn setup(env: &TestEnv) -> Setup {
+    let state = AppState { pool: env.pool.clone(), verifier: Verifier::hs256(b"unused-in-this-test-unused-in-this") };
+    let client = env.pool.get().await.unwrap();
+    client
+        .batch_execute("INSERT INTO catalog.users (cognito_sub, is_platform_admin) VALUES ('root', true)")
+        .await
+        .unwrap();
+    let root = resolve_actor(&**client, "root", None, "cli").await.unwrap();
+    let admin = resolve_actor(&**client, "admin", None, "cli").await.unwrap();
+    let j = admin_call(&state, &root, Method::POST, "jurisdictions", json!({"name": "Ontario", "code": "ON-CA", "type": "province"})).await;
+    let org = admin_call(
+        &state,
+        &admin,
+        Method::POST,
+        "organizations",
+        json!({"name": "Stadium Foundation", "primary_currency": "USD", "operating_fee": {"type": "percentage", "percent": 4.5}}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let venue = admin_call(
+        &state,
+        &admin,
+        Method::POST,
+        &format!("organizations/{org}/venues"),
+        json!({"name": "Stadium", "jurisdiction_id": j["id"], "accepted_currencies": ["USD"], "timezone": "America/Toronto"}),
+    )
+    .await;
+    let now = Utc::now();
+    let raffle = admin_call(
+        &state,
+        &admin,
+        Method::POST,
+        &format!("organizations/{org}/raffles"),
+        json!({"name": "Record 50/50", "venue_id": venue["id"], "event_identifier": "RAFFLE-E2E",
+               "sales_start_time": now - Span::hours(1), "sales_end_time": now + Span::hours(6),
+               "draw_time": now + Span::hours(7), "currency": "USD", "max_tickets": 180000,
+               "ranges": [{"type": "rsu", "start": 1, "end": 50000, "default_allocation_size": 5000},
+                          {"type": "online", "start": 50001, "end": 180000}]}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let base = format!("organizations/{org}/raffles/{raffle}");
+    let package = admin_call(
+        &state,
+        &admin,
+        Method::POST,
+        &format!("{base}/packages"),
+        json!({"name": "Value Pack", "ticket_count": 5, "price_minor": 2000, "currency": "USD"}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    admin_call(&state, &admin, Method::POST, &format!("{base}/prizes"), json!({"name": "50/50", "type": "percentage", "percentage": 50, "position": 1})).await;
+    admin_call(&state, &admin, Method::POST, &format!("{base}/transitions"), json!({"to": "active"})).await;
+    let mut rsus = Vec::new();
+    for i in 0..RSU_COUNT {
+        let rsu = admin_call(
+            &state,
+            &admin,
+            Method::POST,
+            &format!("organizations/{org}/rsus"),
+            json!({"name": format!("RSU-{i}"), "device_identifier": format!("MAC:{i}")}),
+        )
+        .await;
+        let id: Uuid = rsu["id"].as_str().unwrap().parse().unwrap();
+        let key = admin_call(&state, &admin, Method::POST, &format!("organizations/{org}/rsus/{id}/api-keys"), Value::Null).await;
+        let alloc = admin_call(&state, &admin, Method::POST, &format!("{base}/allocations"), json!({"rsu_id": id})).await;
+        rsus.push((id, key["api_key"].as_str().unwrap().to_owned(), alloc));
+    }
+    Setup { org, raffle: raffle.parse().unwrap(), package, rsus }
+}
+
+fn start_allocator(env: &TestEnv) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_raffle"))
+        .args(["allocator", "run"])
+        .env("DATABASE_URL", &env.database_url)
+        .env("KAFKA_BROKERS", &env.brokers)
+        .env("RAFFLE_TOPIC_PREFIX", format!("{}.", env.unique))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the allocator")
+}
+
+async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &Value) -> Response {
+    request(addr, "POST", path, headers, &serde_json::to_vec(body).unwrap()).await
+}
+
+fn webhook(kind: &str, event_id: &str, order: &str, amount: i64) -> Value {
+    let object = if kind == "charge.refunded" {
+        json!({"id": format!("ch_{event_id}"), "amount_refunded": amount, "currency": "usd", "payment_intent": format!("pi_{order}"), "metadata": {"order_id": order}})
+    } else {
+        json!({"id": format!("pi_{order}"), "amount": amount, "currency": "usd", "metadata": {"order_id": order}})
+    };
+    json!({"id": event_id, "type": kind, "created": Utc::now().timestamp(), "data": {"object": object}})
+}
+
+async fn deliver(addr: SocketAddr, body: &Value, secret: &[u8]) -> u16 {
+    let bytes = serde_json::to_vec(body).unwrap();
+    let signature = ingest::signature::sign(secret, &bytes, Utc::now().timestamp());
+    let headers = [("Stripe-Signature", signature.as_str()), ("Content-Type", "application/json")];
+    request(addr, "POST", "/v1/webhooks/payments", &headers, &bytes).await.status
+}
+
+#[derive(Default, Debug)]
+struct Expect {
+    paid: usize,
+    failed: usize,
+    refunded: usize,
+}
+
+/// One online buyer: checkout, then the provider's webhooks, with trouble mixed in by `i`.
+async fn buyer(addr: SocketAddr, raffle: Uuid, package: Uuid, i: usize) -> (String, &'static str, Option<Value>) {
+    let r = post(addr, "/v1/checkout", &[("Content-Type", "application/json")], &json!({"raffle_id": raffle, "package_id": package})).await;
+    assert_eq!(r.status, 201, "checkout: {}", String::from_utf8_lossy(&r.body));
+    let order = r.json()["order_id"].as_str().unwrap().to_owned();
+    let paid = webhook("payment_intent.succeeded", &format!("evt_ok_{i}"), &order, 2000);
+    if i % 100 == 2 {
+        let failed = webhook("payment_intent.payment_failed", &format!("evt_fail_{i}"), &order, 2000);
+        assert_eq!(deliver(addr, &failed, WEBHOOK_SECRET).await, 200);
+        assert_eq!(deliver(addr, &failed, WEBHOOK_SECRET).await, 200, "a repeated failure is fine");
+        return (order, "failed", None);
+    }
+    if i % 50 == 1 {
+        // A forged delivery first: refused, and nothing happens.
+        assert_eq!(deliver(addr, &paid, b"not-the-secret").await, 401);
+    }
+    if i % 20 == 0 {
+        // The provider retries concurrently.
+        let (a, b) = tokio::join!(deliver(addr, &paid, WEBHOOK_SECRET), deliver(addr, &paid, WEBHOOK_SECRET));
+        assert_eq!((a, b), (200, 200));
+    } else {
+        assert_eq!(deliver(addr, &paid, WEBHOOK_SECRET).await, 200);
+    }
+    if i % 100 == 3 {
+        // A stale failure arriving after the success (out of order) changes nothing.
+        let late = webhook("payment_intent.payment_failed", &format!("evt_late_{i}"), &order, 2000);
+        assert_eq!(deliver(addr, &late, WEBHOOK_SECRET).await, 200);
+    }
+    if i % 200 == 4 {
+        let refund = webhook("charge.refunded", &format!("evt_refund_{i}"), &order, 2000);
+        return (order, "refunded", Some(refund));
+    }
+    (order, "completed", if i % 97 == 5 { Some(paid) } else { None })
+}
+
+fn rsu_record(setup: &Setup, r: usize, j: i64, created: chrono::DateTime<Utc>) -> Value {
+    let alloc = &setup.rsus[r].2;
+    let start = alloc["start_number"].as_i64().unwrap();
+    let block = &alloc["validation_number_block"];
+    let prefix = block["prefix"].as_str().unwrap();
+    let first = block["first_sequence"].as_i64().unwrap();
+    json!({
+        "localId": format!("r{r}-{j}"), "eventId": setup.raffle, "allocationId": alloc["id"],
+        "validationNumber": format!("{prefix}{:04}", first + j),
+        "drawNumbers": (0..5).map(|k| start + 5 * j + k).collect::<Vec<_>>(),
+        "packageId": setup.package, "ticketCount": 5, "totalAmount": 2000, "currency": "USD",
+        "operatorId": format!("seller-{r}"), "createdAt": created, "isOfflineSale": true,
+        "syncStatus": "pending", "syncAttempts": 0
+    })
+}
+
+async fn upload(addr: SocketAddr, key: &str, records: &[Value]) -> Value {
+    let auth = format!("Bearer {key}");
+    let r = post(addr, "/v1/rsu/sales", &[("Authorization", auth.as_str()), ("Content-Type", "application/json")], &json!({"records": records})).await;
+    assert_eq!(r.status, 200, "upload: {}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+async fn scalar(env: &TestEnv, sql: &str) -> i64 {
+    env.client().await.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
+    let total_orders: usize = std::env::var("PIPELINE_E2E_ORDERS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let rsu_sales_each = (total_orders * 3 / 10 / RSU_COUNT).min(1000) as i64;
+    let online_orders = total_orders - rsu_sales_each as usize * RSU_COUNT;
+    let env = TestEnv::new().await;
+    let setup = Arc::new(setup(&env).await);
+
+    let state = Arc::new(IngestState {
+        pool: env.pool.clone(),
+        producer: platform::kafka::producer(&env.brokers, 10_000).unwrap(),
+        config: IngestConfig {
+            webhook_secret: WEBHOOK_SECRET.to_vec(),
+            webhook_tolerance_s: 300,
+            order_tickets_max: 500,
+            sales_topic: env.topics.sales.clone(),
+        },
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ingest::serve(state, listener, async move {
+        let _ = stopped.await;
+    }));
+    let mut allocator = start_allocator(&env);
+    let started = Instant::now();
+
+    // Input the pipeline must refuse at the edge, named.
+    let unknown = webhook("payment_intent.succeeded", "evt_unknown", &Uuid::new_v4().to_string(), 2000);
+    assert_eq!(deliver(addr, &unknown, WEBHOOK_SECRET).await, 404);
+    let mut stale = webhook("payment_intent.succeeded", "evt_stale", &Uuid::new_v4().to_string(), 2000);
+    stale["created"] = json!(0);
+    let bytes = serde_json::to_vec(&stale).unwrap();
+    let old_signature = ingest::signature::sign(WEBHOOK_SECRET, &bytes, Utc::now().timestamp() - 3600);
+    let r = request(addr, "POST", "/v1/webhooks/payments", &[("Stripe-Signature", old_signature.as_str())], &bytes).await;
+    assert_eq!(r.status, 401, "a replayed signature is refused");
+    assert!(r.json()["detail"].as_str().unwrap().contains("tolerance"));
+    let r = request(addr, "POST", "/v1/webhooks/payments", &[("Stripe-Signature", "t=1")], b"{").await;
+    assert_eq!(r.status, 400);
+
+    // RSUs: the devices sold offline; they sync in shuffled batches, some twice.
+    let sold_at = Utc::now() - Span::minutes(30);
+    let mut rsu_uploads = Vec::new();
+    for r in 0..RSU_COUNT {
+        let mut records: Vec<Value> = (0..rsu_sales_each).map(|j| rsu_record(&setup, r, j, sold_at)).collect();
+        if r == 0 {
+            records[7]["voided"] = json!(true);
+            records[7]["voidReason"] = json!("customer changed their mind");
+        }
+        let mut batches: Vec<Vec<Value>> = records.chunks(100).map(<[Value]>::to_vec).collect();
+        batches.reverse();
+        if batches.len() > 2 {
+            batches.swap(0, 1);
+            let again = batches[1].clone();
+            batches.push(again);
+        }
+        rsu_uploads.push(batches);
+    }
+    let setup_for_rsus = setup.clone();
+    let rsu_task = tokio::spawn(async move {
+        let mut results = Vec::new();
+        for (r, batches) in rsu_uploads.into_iter().enumerate() {
+            let key = setup_for_rsus.rsus[r].1.clone();
+            for batch in batches {
+                results.push(upload(addr, &key, &batch).await);
+            }
+        }
+        results
+    });
+
+    // Online buyers, 16 at a time; the allocator is killed half-way and restarted.
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let buyers = futures::stream::iter(0..online_orders)
+        .map(|i| buyer(addr, setup.raffle, setup.package, i))
+        .buffer_unordered(16);
+    let mut outcomes = Vec::with_capacity(online_orders);
+    futures::pin_mut!(buyers);
+    while let Some(outcome) = buyers.next().await {
+        outcomes.push(outcome);
+        if outcomes.len() == online_orders / 2 && !killed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            allocator.kill().expect("kill -9 the allocator");
+            let _ = allocator.wait();
+            allocator = start_allocator(&env);
+        }
+    }
+    let rsu_results = rsu_task.await.unwrap();
+
+    // Refunds and re-deliveries days later, once the first deliveries landed.
+    let mut expect = Expect::default();
+    let mut later = Vec::new();
+    for (order, kind, follow_up) in &outcomes {
+        match *kind {
+            "failed" => expect.failed += 1,
+            "refunded" => expect.refunded += 1,
+            _ => expect.paid += 1,
+        }
+        if let Some(f) = follow_up {
+            later.push((order.clone(), f.clone()));
+        }
+    }
+    common::eventually("online payments to land", || {
+        let env = &env;
+        async move { scalar(env, "SELECT count(*) FROM sales.orders WHERE source = 'online' AND payment_status = 'pending'").await == 0 }
+    })
+    .await;
+    for (_, body) in &later {
+        assert_eq!(deliver(addr, body, WEBHOOK_SECRET).await, 200);
+    }
+    // Bad RSU records: a number outside the block (refused at the edge) and a sale from
+    // before the sales window (refused by the allocator).
+    let (rsu0, key0, _) = &setup.rsus[0];
+    let mut outside = rsu_record(&setup, 0, rsu_sales_each + 1, sold_at);
+    outside["drawNumbers"][0] = json!(49_999);
+    let mut early = rsu_record(&setup, 0, rsu_sales_each + 2, Utc::now() - Span::days(2));
+    early["localId"] = json!("r0-early");
+    let bad = upload(addr, key0, &[outside, early]).await;
+    assert_eq!(bad["results"][0]["status"], "rejected");
+    assert!(bad["results"][0]["reason"].as_str().unwrap().contains("outside the allocation"));
+    assert_eq!(bad["results"][1]["status"], "accepted", "only the allocator knows the sales window by then");
+
+    let rsu_orders_expected = (rsu_sales_each as usize) * RSU_COUNT;
+    common::eventually("everything to land", || {
+        let env = &env;
+        async move {
+            let rsu = scalar(env, "SELECT count(*) FROM sales.orders WHERE source = 'rsu'").await as usize;
+            let refunded = scalar(env, "SELECT count(*) FROM sales.orders WHERE payment_status = 'refunded'").await as usize;
+            let early = scalar(env, "SELECT count(*) FROM sales.rejected_sales WHERE local_id = 'r0-early'").await;
+            let outbox = scalar(env, "SELECT count(*) FROM platform.outbox WHERE published_at IS NULL").await;
+            rsu == rsu_orders_expected && refunded == expect.refunded && early == 1 && outbox == 0
+        }
+    })
+    .await;
+    let elapsed = started.elapsed();
+    allocator.kill().ok();
+    let _ = allocator.wait();
+
+    // Every upload answered per record; repeated batches were duplicates.
+    let duplicates: u64 = rsu_results.iter().map(|r| r["duplicate"].as_u64().unwrap()).sum();
+    let accepted: u64 = rsu_results.iter().map(|r| r["accepted"].as_u64().unwrap()).sum();
+    assert!(accepted >= rsu_orders_expected as u64);
+    let _ = duplicates;
+
+    let client = env.client().await;
+    // Every paid order holds exactly its package's tickets; no unpaid order holds any.
+    let wrong: i64 = client
+        .query_one(
+            "SELECT count(*) FROM sales.orders o
+               LEFT JOIN LATERAL (SELECT count(*) FILTER (WHERE state = 'sold') AS sold, count(*) AS all_tickets
+                                    FROM sales.tickets t WHERE t.order_id = o.id) t ON true
+              WHERE (o.payment_status = 'completed' AND t.sold <> o.ticket_count)
+                 OR (o.payment_status IN ('pending', 'failed', 'rejected') AND t.all_tickets <> 0)
+                 OR (o.payment_status IN ('refunded', 'voided') AND (t.sold <> 0 OR t.all_tickets <> o.ticket_count))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(wrong, 0, "orders whose tickets do not match their state");
+    let by_status: BTreeMap<String, i64> = client
+        .query("SELECT payment_status, count(*) FROM sales.orders WHERE source = 'online' GROUP BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(by_status.get("completed").copied().unwrap_or(0) as usize, expect.paid, "{by_status:?}");
+    assert_eq!(by_status.get("failed").copied().unwrap_or(0) as usize, expect.failed);
+    assert_eq!(by_status.get("refunded").copied().unwrap_or(0) as usize, expect.refunded);
+
+    // Online numbers: unique (the database holds that) and gap-free from the range start.
+    let online: (i64, i64, i64) = {
+        let r = client
+            .query_one(
+                "SELECT min(draw_number), max(draw_number), count(*) FROM sales.tickets t
+                   JOIN catalog.raffle_ranges g ON g.id = t.range_id WHERE g.range_type = 'online'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    let online_orders_with_numbers = (expect.paid + expect.refunded) as i64;
+    assert_eq!(online, (50_001, 50_000 + 5 * online_orders_with_numbers, 5 * online_orders_with_numbers), "gap-free online range");
+    // RSU numbers: exactly the numbers each device sold, voided ones included.
+    for (r, (rsu, _, alloc)) in setup.rsus.iter().enumerate() {
+        let start = alloc["start_number"].as_i64().unwrap();
+        let row = client
+            .query_one(
+                "SELECT min(draw_number), max(draw_number), count(*), count(*) FILTER (WHERE state = 'voided')
+                   FROM sales.tickets t JOIN sales.orders o ON o.id = t.order_id WHERE o.rsu_id = $1",
+                &[rsu],
+            )
+            .await
+            .unwrap();
+        let (lo, hi, n, voided): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        assert_eq!((lo, hi, n), (start, start + 5 * rsu_sales_each - 1, 5 * rsu_sales_each), "RSU {r}");
+        assert_eq!(voided, if r == 0 { 5 } else { 0 });
+    }
+    // Counters match the tickets: sold + voided + unsold = total, per range, per allocation, raffle.
+    let mismatched: i64 = client
+        .query_one(
+            "SELECT count(*) FROM catalog.raffle_ranges g
+              WHERE g.sold <> (SELECT count(*) FROM sales.tickets t WHERE t.range_id = g.id AND t.state <> 'voided')
+                 OR g.voided <> (SELECT count(*) FROM sales.tickets t WHERE t.range_id = g.id AND t.state = 'voided')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mismatched, 0, "range counters");
+    let mismatched: i64 = client
+        .query_one(
+            "SELECT count(*) FROM catalog.rsu_allocations a
+              WHERE a.tickets_sold <> (SELECT count(*) FROM sales.tickets t WHERE t.rsu_allocation_id = a.id AND t.state <> 'voided')
+                 OR a.tickets_voided <> (SELECT count(*) FROM sales.tickets t WHERE t.rsu_allocation_id = a.id AND t.state = 'voided')
+                 OR a.tickets_sold + a.tickets_voided + a.tickets_available <> a.total_tickets",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(mismatched, 0, "allocation counters");
+    let raffle = client
+        .query_one(
+            "SELECT total_sold, total_voided, (SELECT count(*) FROM sales.tickets WHERE state <> 'voided'),
+                    (SELECT count(*) FROM sales.tickets WHERE state = 'voided') FROM catalog.raffle_events WHERE id = $1",
+            &[&setup.raffle],
+        )
+        .await
+        .unwrap();
+    assert_eq!((raffle.get::<_, i64>(0), raffle.get::<_, i64>(1)), (raffle.get::<_, i64>(2), raffle.get::<_, i64>(3)), "raffle counters");
+
+    // Every refused sale is visible with its reason.
+    let rejected: HashMap<String, i64> = client
+        .query("SELECT reason_code, count(*) FROM sales.rejected_sales WHERE reason <> '' GROUP BY 1", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rejected.get("unknown_order"), Some(&1), "{rejected:?}");
+    assert_eq!(rejected.get("number_outside_allocation"), Some(&1), "{rejected:?}");
+    assert_eq!(rejected.get("outside_sales_window"), Some(&1), "{rejected:?}");
+    let _ = (rsu0, &setup.org);
+    eprintln!(
+        "pipeline: {online_orders} online + {} RSU orders in {elapsed:?} ({:.0} orders/s end to end, debug build)",
+        rsu_orders_expected,
+        total_orders as f64 / elapsed.as_secs_f64()
+    );
+}
