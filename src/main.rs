@@ -90,8 +90,12 @@ fn main() -> ExitCode {
             Command::Stack { action } => stack::run(action).await,
             Command::Migrate => stack::migrate().await,
             Command::Admin { action } => admin::run(action).await,
-            Command::Ingest { action: IngestAction::Serve } => pipeline::ingest().await,
-            Command::Allocator { action: AllocatorAction::Run } => pipeline::allocator().await,
+            Command::Ingest {
+                action: IngestAction::Serve,
+            } => pipeline::ingest().await,
+            Command::Allocator {
+                action: AllocatorAction::Run,
+            } => pipeline::allocator().await,
         }
     });
     match result {

@@ -7,7 +7,10 @@ use anyhow::Context;
 use platform::StackConfig;
 use platform::db::DbTarget;
 
-async fn database(config: &StackConfig, pool_size: usize) -> anyhow::Result<(DbTarget, deadpool_postgres::Pool)> {
+async fn database(
+    config: &StackConfig,
+    pool_size: usize,
+) -> anyhow::Result<(DbTarget, deadpool_postgres::Pool)> {
     let db = DbTarget::parse(&config.database_url)?;
     db.ensure_database().await?;
     db.migrate().await?;
@@ -34,18 +37,28 @@ pub async fn ingest() -> anyhow::Result<()> {
     let config = StackConfig::from_env()?;
     let brokers = brokers(&config)?;
     let (_, pool) = database(&config, 32).await?;
-    platform::kafka::health(&brokers, &[&config.topics.sales], std::time::Duration::from_secs(5)).await?;
-    let settings = ingest::IngestConfig::from_env(&config.topics.sales).map_err(anyhow::Error::msg)?;
+    platform::kafka::health(
+        &brokers,
+        &[&config.topics.sales],
+        std::time::Duration::from_secs(5),
+    )
+    .await?;
+    let settings =
+        ingest::IngestConfig::from_env(&config.topics.sales).map_err(anyhow::Error::msg)?;
     let producer = platform::kafka::producer(&brokers, 5_000)?;
     let addr: SocketAddr = std::env::var("RAFFLE_INGEST_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:8080".into())
         .parse()
         .context("RAFFLE_INGEST_ADDR must be an address like 127.0.0.1:8080")?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} for ingest; set RAFFLE_INGEST_ADDR to a free address"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for ingest; set RAFFLE_INGEST_ADDR to a free address")
+    })?;
     println!("ingest listening on http://{}/v1", listener.local_addr()?);
-    let state = Arc::new(ingest::IngestState { pool, producer, config: settings });
+    let state = Arc::new(ingest::IngestState {
+        pool,
+        producer,
+        config: settings,
+    });
     ingest::serve(state, listener, async {
         let _ = tokio::signal::ctrl_c().await;
     })
@@ -58,10 +71,18 @@ pub async fn allocator() -> anyhow::Result<()> {
     let config = StackConfig::from_env()?;
     let brokers = brokers(&config)?;
     let (db, pool) = database(&config, 16).await?;
-    platform::kafka::health(&brokers, &[&config.topics.sales], std::time::Duration::from_secs(5)).await?;
+    platform::kafka::health(
+        &brokers,
+        &[&config.topics.sales],
+        std::time::Duration::from_secs(5),
+    )
+    .await?;
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(ctrl_c(tx));
-    eprintln!("allocator consuming {} ({} partitions)", config.topics.sales, config.topics.sales_partitions);
+    eprintln!(
+        "allocator consuming {} ({} partitions)",
+        config.topics.sales, config.topics.sales_partitions
+    );
     allocator::run(db, pool, &brokers, &config.topics, rx).await?;
     Ok(())
 }

@@ -35,25 +35,49 @@ struct Setup {
     rsus: Vec<(Uuid, String, Value)>,
 }
 
-async fn admin_call(state: &AppState, actor: &Actor, method: Method, path: &str, body: Value) -> Value {
-    let bytes = if body.is_null() { Vec::new() } else { serde_json::to_vec(&body).unwrap() };
+async fn admin_call(
+    state: &AppState,
+    actor: &Actor,
+    method: Method,
+    path: &str,
+    body: Value,
+) -> Value {
+    let bytes = if body.is_null() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(&body).unwrap()
+    };
     match admin::call(state, actor, &method, path, &Default::default(), &bytes).await {
         Ok((_, v)) => v,
         Err(p) => panic!("{method} {path}: {p}"),
     }
 }
 
-/// A raffle on sale with a 5-ticket package, and three RSUs holding 5,000-number blocks.
+/// A raffle on sale with a 5-ticket package, and three RSUs holding 6,000-number blocks.
 async fn setup(env: &TestEnv) -> Setup {
-    let state = AppState { pool: env.pool.clone(), verifier: Verifier::hs256(b"unused-in-this-test-unused-in-this") };
+    let state = AppState {
+        pool: env.pool.clone(),
+        verifier: Verifier::hs256(b"unused-in-this-test-unused-in-this"),
+    };
     let client = env.pool.get().await.unwrap();
     client
-        .batch_execute("INSERT INTO catalog.users (cognito_sub, is_platform_admin) VALUES ('root', true)")
+        .batch_execute(
+            "INSERT INTO catalog.users (cognito_sub, is_platform_admin) VALUES ('root', true)",
+        )
         .await
         .unwrap();
     let root = resolve_actor(&**client, "root", None, "cli").await.unwrap();
-    let admin = resolve_actor(&**client, "admin", None, "cli").await.unwrap();
-    let j = admin_call(&state, &root, Method::POST, "jurisdictions", json!({"name": "Ontario", "code": "ON-CA", "type": "province"})).await;
+    let admin = resolve_actor(&**client, "admin", None, "cli")
+        .await
+        .unwrap();
+    let j = admin_call(
+        &state,
+        &root,
+        Method::POST,
+        "jurisdictions",
+        json!({"name": "Ontario", "code": "ON-CA", "type": "province"}),
+    )
+    .await;
     let org = admin_call(
         &state,
         &admin,
@@ -82,7 +106,7 @@ async fn setup(env: &TestEnv) -> Setup {
         json!({"name": "Record 50/50", "venue_id": venue["id"], "event_identifier": "RAFFLE-E2E",
                "sales_start_time": now - Span::hours(1), "sales_end_time": now + Span::hours(6),
                "draw_time": now + Span::hours(7), "currency": "USD", "max_tickets": 180000,
-               "ranges": [{"type": "rsu", "start": 1, "end": 50000, "default_allocation_size": 5000},
+               "ranges": [{"type": "rsu", "start": 1, "end": 50000, "default_allocation_size": 6000},
                           {"type": "online", "start": 50001, "end": 180000}]}),
     )
     .await["id"]
@@ -102,8 +126,22 @@ async fn setup(env: &TestEnv) -> Setup {
         .unwrap()
         .parse()
         .unwrap();
-    admin_call(&state, &admin, Method::POST, &format!("{base}/prizes"), json!({"name": "50/50", "type": "percentage", "percentage": 50, "position": 1})).await;
-    admin_call(&state, &admin, Method::POST, &format!("{base}/transitions"), json!({"to": "active"})).await;
+    admin_call(
+        &state,
+        &admin,
+        Method::POST,
+        &format!("{base}/prizes"),
+        json!({"name": "50/50", "type": "percentage", "percentage": 50, "position": 1}),
+    )
+    .await;
+    admin_call(
+        &state,
+        &admin,
+        Method::POST,
+        &format!("{base}/transitions"),
+        json!({"to": "active"}),
+    )
+    .await;
     let mut rsus = Vec::new();
     for i in 0..RSU_COUNT {
         let rsu = admin_call(
@@ -115,15 +153,50 @@ async fn setup(env: &TestEnv) -> Setup {
         )
         .await;
         let id: Uuid = rsu["id"].as_str().unwrap().parse().unwrap();
-        let key = admin_call(&state, &admin, Method::POST, &format!("organizations/{org}/rsus/{id}/api-keys"), Value::Null).await;
-        let alloc = admin_call(&state, &admin, Method::POST, &format!("{base}/allocations"), json!({"rsu_id": id})).await;
+        let key = admin_call(
+            &state,
+            &admin,
+            Method::POST,
+            &format!("organizations/{org}/rsus/{id}/api-keys"),
+            Value::Null,
+        )
+        .await;
+        let alloc = admin_call(
+            &state,
+            &admin,
+            Method::POST,
+            &format!("{base}/allocations"),
+            json!({"rsu_id": id}),
+        )
+        .await;
         rsus.push((id, key["api_key"].as_str().unwrap().to_owned(), alloc));
     }
-    Setup { org, raffle: raffle.parse().unwrap(), package, rsus }
+    Setup {
+        org,
+        raffle: raffle.parse().unwrap(),
+        package,
+        rsus,
+    }
 }
 
-fn start_allocator(env: &TestEnv) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_raffle"))
+/// The allocator as its own process; killed with the test, whatever happens.
+struct AllocatorProcess(Child);
+
+impl AllocatorProcess {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for AllocatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn start_allocator(env: &TestEnv) -> AllocatorProcess {
+    let child = Command::new(env!("CARGO_BIN_EXE_raffle"))
         .args(["allocator", "run"])
         .env("DATABASE_URL", &env.database_url)
         .env("KAFKA_BROKERS", &env.brokers)
@@ -132,11 +205,19 @@ fn start_allocator(env: &TestEnv) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start the allocator")
+        .expect("start the allocator");
+    AllocatorProcess(child)
 }
 
 async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &Value) -> Response {
-    request(addr, "POST", path, headers, &serde_json::to_vec(body).unwrap()).await
+    request(
+        addr,
+        "POST",
+        path,
+        headers,
+        &serde_json::to_vec(body).unwrap(),
+    )
+    .await
 }
 
 fn webhook(kind: &str, event_id: &str, order: &str, amount: i64) -> Value {
@@ -151,8 +232,13 @@ fn webhook(kind: &str, event_id: &str, order: &str, amount: i64) -> Value {
 async fn deliver(addr: SocketAddr, body: &Value, secret: &[u8]) -> u16 {
     let bytes = serde_json::to_vec(body).unwrap();
     let signature = ingest::signature::sign(secret, &bytes, Utc::now().timestamp());
-    let headers = [("Stripe-Signature", signature.as_str()), ("Content-Type", "application/json")];
-    request(addr, "POST", "/v1/webhooks/payments", &headers, &bytes).await.status
+    let headers = [
+        ("Stripe-Signature", signature.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    request(addr, "POST", "/v1/webhooks/payments", &headers, &bytes)
+        .await
+        .status
 }
 
 #[derive(Default, Debug)]
@@ -163,15 +249,45 @@ struct Expect {
 }
 
 /// One online buyer: checkout, then the provider's webhooks, with trouble mixed in by `i`.
-async fn buyer(addr: SocketAddr, raffle: Uuid, package: Uuid, i: usize) -> (String, &'static str, Option<Value>) {
-    let r = post(addr, "/v1/checkout", &[("Content-Type", "application/json")], &json!({"raffle_id": raffle, "package_id": package})).await;
-    assert_eq!(r.status, 201, "checkout: {}", String::from_utf8_lossy(&r.body));
+async fn buyer(
+    addr: SocketAddr,
+    raffle: Uuid,
+    package: Uuid,
+    i: usize,
+) -> (String, &'static str, Option<Value>) {
+    let r = post(
+        addr,
+        "/v1/checkout",
+        &[("Content-Type", "application/json")],
+        &json!({"raffle_id": raffle, "package_id": package}),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        201,
+        "checkout: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     let order = r.json()["order_id"].as_str().unwrap().to_owned();
-    let paid = webhook("payment_intent.succeeded", &format!("evt_ok_{i}"), &order, 2000);
+    let paid = webhook(
+        "payment_intent.succeeded",
+        &format!("evt_ok_{i}"),
+        &order,
+        2000,
+    );
     if i % 100 == 2 {
-        let failed = webhook("payment_intent.payment_failed", &format!("evt_fail_{i}"), &order, 2000);
+        let failed = webhook(
+            "payment_intent.payment_failed",
+            &format!("evt_fail_{i}"),
+            &order,
+            2000,
+        );
         assert_eq!(deliver(addr, &failed, WEBHOOK_SECRET).await, 200);
-        assert_eq!(deliver(addr, &failed, WEBHOOK_SECRET).await, 200, "a repeated failure is fine");
+        assert_eq!(
+            deliver(addr, &failed, WEBHOOK_SECRET).await,
+            200,
+            "a repeated failure is fine"
+        );
         return (order, "failed", None);
     }
     if i % 50 == 1 {
@@ -180,21 +296,33 @@ async fn buyer(addr: SocketAddr, raffle: Uuid, package: Uuid, i: usize) -> (Stri
     }
     if i % 20 == 0 {
         // The provider retries concurrently.
-        let (a, b) = tokio::join!(deliver(addr, &paid, WEBHOOK_SECRET), deliver(addr, &paid, WEBHOOK_SECRET));
+        let (a, b) = tokio::join!(
+            deliver(addr, &paid, WEBHOOK_SECRET),
+            deliver(addr, &paid, WEBHOOK_SECRET)
+        );
         assert_eq!((a, b), (200, 200));
     } else {
         assert_eq!(deliver(addr, &paid, WEBHOOK_SECRET).await, 200);
     }
     if i % 100 == 3 {
         // A stale failure arriving after the success (out of order) changes nothing.
-        let late = webhook("payment_intent.payment_failed", &format!("evt_late_{i}"), &order, 2000);
+        let late = webhook(
+            "payment_intent.payment_failed",
+            &format!("evt_late_{i}"),
+            &order,
+            2000,
+        );
         assert_eq!(deliver(addr, &late, WEBHOOK_SECRET).await, 200);
     }
     if i % 200 == 4 {
         let refund = webhook("charge.refunded", &format!("evt_refund_{i}"), &order, 2000);
         return (order, "refunded", Some(refund));
     }
-    (order, "completed", if i % 97 == 5 { Some(paid) } else { None })
+    (
+        order,
+        "completed",
+        if i % 97 == 5 { Some(paid) } else { None },
+    )
 }
 
 fn rsu_record(setup: &Setup, r: usize, j: i64, created: chrono::DateTime<Utc>) -> Value {
@@ -215,8 +343,22 @@ fn rsu_record(setup: &Setup, r: usize, j: i64, created: chrono::DateTime<Utc>) -
 
 async fn upload(addr: SocketAddr, key: &str, records: &[Value]) -> Value {
     let auth = format!("Bearer {key}");
-    let r = post(addr, "/v1/rsu/sales", &[("Authorization", auth.as_str()), ("Content-Type", "application/json")], &json!({"records": records})).await;
-    assert_eq!(r.status, 200, "upload: {}", String::from_utf8_lossy(&r.body));
+    let r = post(
+        addr,
+        "/v1/rsu/sales",
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        &json!({"records": records}),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        200,
+        "upload: {}",
+        String::from_utf8_lossy(&r.body)
+    );
     r.json()
 }
 
@@ -226,7 +368,10 @@ async fn scalar(env: &TestEnv, sql: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
-    let total_orders: usize = std::env::var("PIPELINE_E2E_ORDERS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let total_orders: usize = std::env::var("PIPELINE_E2E_ORDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let rsu_sales_each = (total_orders * 3 / 10 / RSU_COUNT).min(1000) as i64;
     let online_orders = total_orders - rsu_sales_each as usize * RSU_COUNT;
     let env = TestEnv::new().await;
@@ -252,23 +397,50 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
     let started = Instant::now();
 
     // Input the pipeline must refuse at the edge, named.
-    let unknown = webhook("payment_intent.succeeded", "evt_unknown", &Uuid::new_v4().to_string(), 2000);
+    let unknown = webhook(
+        "payment_intent.succeeded",
+        "evt_unknown",
+        &Uuid::new_v4().to_string(),
+        2000,
+    );
     assert_eq!(deliver(addr, &unknown, WEBHOOK_SECRET).await, 404);
-    let mut stale = webhook("payment_intent.succeeded", "evt_stale", &Uuid::new_v4().to_string(), 2000);
+    let mut stale = webhook(
+        "payment_intent.succeeded",
+        "evt_stale",
+        &Uuid::new_v4().to_string(),
+        2000,
+    );
     stale["created"] = json!(0);
     let bytes = serde_json::to_vec(&stale).unwrap();
-    let old_signature = ingest::signature::sign(WEBHOOK_SECRET, &bytes, Utc::now().timestamp() - 3600);
-    let r = request(addr, "POST", "/v1/webhooks/payments", &[("Stripe-Signature", old_signature.as_str())], &bytes).await;
+    let old_signature =
+        ingest::signature::sign(WEBHOOK_SECRET, &bytes, Utc::now().timestamp() - 3600);
+    let r = request(
+        addr,
+        "POST",
+        "/v1/webhooks/payments",
+        &[("Stripe-Signature", old_signature.as_str())],
+        &bytes,
+    )
+    .await;
     assert_eq!(r.status, 401, "a replayed signature is refused");
     assert!(r.json()["detail"].as_str().unwrap().contains("tolerance"));
-    let r = request(addr, "POST", "/v1/webhooks/payments", &[("Stripe-Signature", "t=1")], b"{").await;
+    let r = request(
+        addr,
+        "POST",
+        "/v1/webhooks/payments",
+        &[("Stripe-Signature", "t=1")],
+        b"{",
+    )
+    .await;
     assert_eq!(r.status, 400);
 
     // RSUs: the devices sold offline; they sync in shuffled batches, some twice.
     let sold_at = Utc::now() - Span::minutes(30);
     let mut rsu_uploads = Vec::new();
     for r in 0..RSU_COUNT {
-        let mut records: Vec<Value> = (0..rsu_sales_each).map(|j| rsu_record(&setup, r, j, sold_at)).collect();
+        let mut records: Vec<Value> = (0..rsu_sales_each)
+            .map(|j| rsu_record(&setup, r, j, sold_at))
+            .collect();
         if r == 0 {
             records[7]["voided"] = json!(true);
             records[7]["voidReason"] = json!("customer changed their mind");
@@ -303,9 +475,10 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
     futures::pin_mut!(buyers);
     while let Some(outcome) = buyers.next().await {
         outcomes.push(outcome);
-        if outcomes.len() == online_orders / 2 && !killed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            allocator.kill().expect("kill -9 the allocator");
-            let _ = allocator.wait();
+        if outcomes.len() == online_orders / 2
+            && !killed.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            allocator.kill(); // SIGKILL: no shutdown, mid-batch
             allocator = start_allocator(&env);
         }
     }
@@ -341,28 +514,57 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
     early["localId"] = json!("r0-early");
     let bad = upload(addr, key0, &[outside, early]).await;
     assert_eq!(bad["results"][0]["status"], "rejected");
-    assert!(bad["results"][0]["reason"].as_str().unwrap().contains("outside the allocation"));
-    assert_eq!(bad["results"][1]["status"], "accepted", "only the allocator knows the sales window by then");
+    assert!(
+        bad["results"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("outside the allocation")
+    );
+    assert_eq!(
+        bad["results"][1]["status"], "accepted",
+        "only the allocator knows the sales window by then"
+    );
 
     let rsu_orders_expected = (rsu_sales_each as usize) * RSU_COUNT;
     common::eventually("everything to land", || {
         let env = &env;
         async move {
-            let rsu = scalar(env, "SELECT count(*) FROM sales.orders WHERE source = 'rsu'").await as usize;
-            let refunded = scalar(env, "SELECT count(*) FROM sales.orders WHERE payment_status = 'refunded'").await as usize;
-            let early = scalar(env, "SELECT count(*) FROM sales.rejected_sales WHERE local_id = 'r0-early'").await;
-            let outbox = scalar(env, "SELECT count(*) FROM platform.outbox WHERE published_at IS NULL").await;
+            let rsu = scalar(
+                env,
+                "SELECT count(*) FROM sales.orders WHERE source = 'rsu'",
+            )
+            .await as usize;
+            let refunded = scalar(
+                env,
+                "SELECT count(*) FROM sales.orders WHERE payment_status = 'refunded'",
+            )
+            .await as usize;
+            let early = scalar(
+                env,
+                "SELECT count(*) FROM sales.rejected_sales WHERE local_id = 'r0-early'",
+            )
+            .await;
+            let outbox = scalar(
+                env,
+                "SELECT count(*) FROM platform.outbox WHERE published_at IS NULL",
+            )
+            .await;
             rsu == rsu_orders_expected && refunded == expect.refunded && early == 1 && outbox == 0
         }
     })
     .await;
     let elapsed = started.elapsed();
-    allocator.kill().ok();
-    let _ = allocator.wait();
+    allocator.kill();
 
     // Every upload answered per record; repeated batches were duplicates.
-    let duplicates: u64 = rsu_results.iter().map(|r| r["duplicate"].as_u64().unwrap()).sum();
-    let accepted: u64 = rsu_results.iter().map(|r| r["accepted"].as_u64().unwrap()).sum();
+    let duplicates: u64 = rsu_results
+        .iter()
+        .map(|r| r["duplicate"].as_u64().unwrap())
+        .sum();
+    let accepted: u64 = rsu_results
+        .iter()
+        .map(|r| r["accepted"].as_u64().unwrap())
+        .sum();
     assert!(accepted >= rsu_orders_expected as u64);
     let _ = duplicates;
 
@@ -383,15 +585,28 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
         .get(0);
     assert_eq!(wrong, 0, "orders whose tickets do not match their state");
     let by_status: BTreeMap<String, i64> = client
-        .query("SELECT payment_status, count(*) FROM sales.orders WHERE source = 'online' GROUP BY 1", &[])
+        .query(
+            "SELECT payment_status, count(*) FROM sales.orders WHERE source = 'online' GROUP BY 1",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert_eq!(by_status.get("completed").copied().unwrap_or(0) as usize, expect.paid, "{by_status:?}");
-    assert_eq!(by_status.get("failed").copied().unwrap_or(0) as usize, expect.failed);
-    assert_eq!(by_status.get("refunded").copied().unwrap_or(0) as usize, expect.refunded);
+    assert_eq!(
+        by_status.get("completed").copied().unwrap_or(0) as usize,
+        expect.paid,
+        "{by_status:?}"
+    );
+    assert_eq!(
+        by_status.get("failed").copied().unwrap_or(0) as usize,
+        expect.failed
+    );
+    assert_eq!(
+        by_status.get("refunded").copied().unwrap_or(0) as usize,
+        expect.refunded
+    );
 
     // Online numbers: unique (the database holds that) and gap-free from the range start.
     let online: (i64, i64, i64) = {
@@ -406,7 +621,15 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
         (r.get(0), r.get(1), r.get(2))
     };
     let online_orders_with_numbers = (expect.paid + expect.refunded) as i64;
-    assert_eq!(online, (50_001, 50_000 + 5 * online_orders_with_numbers, 5 * online_orders_with_numbers), "gap-free online range");
+    assert_eq!(
+        online,
+        (
+            50_001,
+            50_000 + 5 * online_orders_with_numbers,
+            5 * online_orders_with_numbers
+        ),
+        "gap-free online range"
+    );
     // RSU numbers: exactly the numbers each device sold, voided ones included.
     for (r, (rsu, _, alloc)) in setup.rsus.iter().enumerate() {
         let start = alloc["start_number"].as_i64().unwrap();
@@ -418,8 +641,13 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
             )
             .await
             .unwrap();
-        let (lo, hi, n, voided): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
-        assert_eq!((lo, hi, n), (start, start + 5 * rsu_sales_each - 1, 5 * rsu_sales_each), "RSU {r}");
+        let (lo, hi, n, voided): (i64, i64, i64, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        assert_eq!(
+            (lo, hi, n),
+            (start, start + 5 * rsu_sales_each - 1, 5 * rsu_sales_each),
+            "RSU {r}"
+        );
         assert_eq!(voided, if r == 0 { 5 } else { 0 });
     }
     // Counters match the tickets: sold + voided + unsold = total, per range, per allocation, raffle.
@@ -454,19 +682,34 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
         )
         .await
         .unwrap();
-    assert_eq!((raffle.get::<_, i64>(0), raffle.get::<_, i64>(1)), (raffle.get::<_, i64>(2), raffle.get::<_, i64>(3)), "raffle counters");
+    assert_eq!(
+        (raffle.get::<_, i64>(0), raffle.get::<_, i64>(1)),
+        (raffle.get::<_, i64>(2), raffle.get::<_, i64>(3)),
+        "raffle counters"
+    );
 
     // Every refused sale is visible with its reason.
     let rejected: HashMap<String, i64> = client
-        .query("SELECT reason_code, count(*) FROM sales.rejected_sales WHERE reason <> '' GROUP BY 1", &[])
+        .query(
+            "SELECT reason_code, count(*) FROM sales.rejected_sales WHERE reason <> '' GROUP BY 1",
+            &[],
+        )
         .await
         .unwrap()
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(rejected.get("unknown_order"), Some(&1), "{rejected:?}");
-    assert_eq!(rejected.get("number_outside_allocation"), Some(&1), "{rejected:?}");
-    assert_eq!(rejected.get("outside_sales_window"), Some(&1), "{rejected:?}");
+    assert_eq!(
+        rejected.get("number_outside_allocation"),
+        Some(&1),
+        "{rejected:?}"
+    );
+    assert_eq!(
+        rejected.get("outside_sales_window"),
+        Some(&1),
+        "{rejected:?}"
+    );
     let _ = (rsu0, &setup.org);
     eprintln!(
         "pipeline: {online_orders} online + {} RSU orders in {elapsed:?} ({:.0} orders/s end to end, debug build)",

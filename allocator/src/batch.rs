@@ -93,14 +93,23 @@ struct PackageState {
 
 #[derive(Default)]
 struct Writes {
-    /// RSU orders: (id, raffle, package, validation number, count, amount, currency, status,
-    /// idempotency key, rsu, allocation, operator, offline, created on device, local id, customer).
+    /// RSU orders, recorded as they arrive.
     new_orders: Vec<NewOrder>,
-    order_updates: Vec<(Uuid, String, Option<String>, Option<String>, Option<DateTime<Utc>>, Option<String>)>,
+    order_updates: Vec<OrderUpdate>,
     tickets: Vec<NewTicket>,
     rejections: Vec<Rejection>,
     outbox: Vec<(Vec<u8>, Vec<u8>)>,
 }
+
+/// (order, new status, payment provider, payment reference, paid at, reason).
+type OrderUpdate = (
+    Uuid,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+);
 
 struct NewOrder {
     id: Uuid,
@@ -163,7 +172,11 @@ enum Outcome {
 }
 
 impl BatchHandler for Allocator {
-    async fn handle(&self, tx: &Transaction<'_>, batch: &[Record]) -> Result<Vec<Disposition>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &Transaction<'_>,
+        batch: &[Record],
+    ) -> Result<Vec<Disposition>, HandlerError> {
         let mut decoded = Vec::with_capacity(batch.len());
         for record in batch {
             decoded.push(decode(record));
@@ -206,37 +219,66 @@ impl BatchHandler for Allocator {
 }
 
 fn decode(record: &Record) -> Result<SaleEvent, (&'static str, String)> {
-    let payload = record.payload.as_deref().ok_or(("undecodable", "message has no value".to_owned()))?;
+    let payload = record
+        .payload
+        .as_deref()
+        .ok_or(("undecodable", "message has no value".to_owned()))?;
     let event: SaleEvent = schemas::decode(payload).map_err(|e| ("undecodable", e.to_string()))?;
     if event.range_partition.raffle_id != event.raffle_id {
-        return Err(("invalid", format!("range partition {} is not of raffle {}", event.range_partition, event.raffle_id)));
+        return Err((
+            "invalid",
+            format!(
+                "range partition {} is not of raffle {}",
+                event.range_partition, event.raffle_id
+            ),
+        ));
     }
     if event.ticket_count < 0 || event.amount_minor < 0 {
         return Err(("invalid", "negative ticket count or amount".to_owned()));
     }
     let needs_order = matches!(
         event.kind,
-        SaleEventKind::SaleCompleted | SaleEventKind::PaymentFailed | SaleEventKind::RefundRequested
+        SaleEventKind::SaleCompleted
+            | SaleEventKind::PaymentFailed
+            | SaleEventKind::RefundRequested
     );
     if needs_order && event.order_id.is_none() {
-        return Err(("invalid", format!("{:?} event without order_id", event.kind)));
+        return Err((
+            "invalid",
+            format!("{:?} event without order_id", event.kind),
+        ));
     }
-    let needs_rsu = matches!(event.kind, SaleEventKind::RsuSaleRecorded | SaleEventKind::RsuSaleVoided);
+    let needs_rsu = matches!(
+        event.kind,
+        SaleEventKind::RsuSaleRecorded | SaleEventKind::RsuSaleVoided
+    );
     if needs_rsu && event.rsu_sale.is_none() {
-        return Err(("invalid", format!("{:?} event without rsu_sale", event.kind)));
+        return Err((
+            "invalid",
+            format!("{:?} event without rsu_sale", event.kind),
+        ));
     }
     Ok(event)
 }
 
 impl<'a> Work<'a> {
-    async fn load(tx: &'a Transaction<'a>, events: &[&SaleEvent], tickets_topic: &str) -> Result<Work<'a>, HandlerError> {
+    async fn load(
+        tx: &'a Transaction<'a>,
+        events: &[&SaleEvent],
+        tickets_topic: &str,
+    ) -> Result<Work<'a>, HandlerError> {
         let raffle_ids: Vec<Uuid> = unique(events.iter().map(|e| e.raffle_id));
         let order_ids: Vec<Uuid> = unique(events.iter().filter_map(|e| e.order_id));
-        let range_ids: Vec<Uuid> = unique(events.iter().filter_map(|e| match e.range_partition.range {
-            RangeRef::Range(id) => Some(id),
-            RangeRef::Allocation(_) => None,
-        }));
-        let allocation_ids: Vec<Uuid> = unique(events.iter().filter_map(|e| e.rsu_sale.as_ref().map(|s| s.allocation_id)));
+        let range_ids: Vec<Uuid> =
+            unique(events.iter().filter_map(|e| match e.range_partition.range {
+                RangeRef::Range(id) => Some(id),
+                RangeRef::Allocation(_) => None,
+            }));
+        let allocation_ids: Vec<Uuid> = unique(
+            events
+                .iter()
+                .filter_map(|e| e.rsu_sale.as_ref().map(|s| s.allocation_id)),
+        );
         let package_ids: Vec<Uuid> = unique(events.iter().filter_map(|e| e.package_id));
         let mut work = Work {
             tx,
@@ -380,7 +422,10 @@ impl<'a> Work<'a> {
             let mut rsus = Vec::new();
             let mut locals = Vec::new();
             for e in &rsu_events {
-                let s = e.rsu_sale.as_ref().ok_or_else(|| HandlerError::Fatal("rsu event without sale".into()))?;
+                let s = e
+                    .rsu_sale
+                    .as_ref()
+                    .ok_or_else(|| HandlerError::Fatal("rsu event without sale".into()))?;
                 for n in &s.draw_numbers {
                     raffles.push(e.raffle_id);
                     numbers.push(n.get());
@@ -444,14 +489,36 @@ impl<'a> Work<'a> {
             && o.status == "pending"
         {
             o.status = "rejected".into();
-            self.writes.order_updates.push((order, "rejected".into(), None, None, None, Some(reason.clone())));
+            self.writes.order_updates.push((
+                order,
+                "rejected".into(),
+                None,
+                None,
+                None,
+                Some(reason.clone()),
+            ));
         }
-        self.emit(event, TicketEventKind::SaleRejected, Vec::new(), Some(reason.clone()));
-        self.writes.rejections.push(Rejection { event: event.clone(), code, reason });
+        self.emit(
+            event,
+            TicketEventKind::SaleRejected,
+            Vec::new(),
+            Some(reason.clone()),
+        );
+        self.writes.rejections.push(Rejection {
+            event: event.clone(),
+            code,
+            reason,
+        });
         Outcome::Applied
     }
 
-    fn emit(&mut self, event: &SaleEvent, kind: TicketEventKind, numbers: Vec<i64>, reason: Option<String>) {
+    fn emit(
+        &mut self,
+        event: &SaleEvent,
+        kind: TicketEventKind,
+        numbers: Vec<i64>,
+        reason: Option<String>,
+    ) {
         let rsu = event.rsu_sale.as_ref();
         let ticket = TicketEvent {
             event_id: Uuid::now_v7(),
@@ -460,20 +527,30 @@ impl<'a> Work<'a> {
             order_id: event.order_id,
             sale_event_id: event.event_id,
             range_partition: event.range_partition,
-            source: if rsu.is_some() { SaleSource::Rsu } else { SaleSource::Online },
+            source: if rsu.is_some() {
+                SaleSource::Rsu
+            } else {
+                SaleSource::Online
+            },
             rsu_id: rsu.map(|s| s.rsu_id),
             allocation_id: rsu.map(|s| s.allocation_id),
             package_id: event.package_id,
             seller_id: rsu.and_then(|s| s.operator_id.clone()),
             amount_minor: event.amount_minor,
             currency: event.currency,
-            draw_numbers: numbers.into_iter().filter_map(|n| DrawNumber::new(n).ok()).collect(),
+            draw_numbers: numbers
+                .into_iter()
+                .filter_map(|n| DrawNumber::new(n).ok())
+                .collect(),
             validation_number: rsu.map(|s| s.validation_number.clone()),
             reason,
             occurred_at_us: event.occurred_at_us,
         };
         match schemas::encode(&ticket) {
-            Ok(payload) => self.writes.outbox.push((event.raffle_id.to_string().into_bytes(), payload)),
+            Ok(payload) => self
+                .writes
+                .outbox
+                .push((event.raffle_id.to_string().into_bytes(), payload)),
             Err(e) => tracing::error!(error = %e, "cannot encode a ticket event"),
         }
     }
@@ -481,7 +558,10 @@ impl<'a> Work<'a> {
     /// Checks a sale against the raffle: state, sales window by payment time, capacity.
     fn admit(&self, event: &SaleEvent, count: i64) -> Result<(), (&'static str, String)> {
         let Some(r) = self.raffles.get(&event.raffle_id) else {
-            return Err(("unknown_raffle", format!("raffle {} does not exist", event.raffle_id)));
+            return Err((
+                "unknown_raffle",
+                format!("raffle {} does not exist", event.raffle_id),
+            ));
         };
         if r.state != "active" && r.state != "sales_closed" {
             return Err(("raffle_not_selling", format!("raffle is {}", r.state)));
@@ -490,13 +570,20 @@ impl<'a> Work<'a> {
         if paid < r.sales_start || paid >= r.sales_end {
             return Err((
                 "outside_sales_window",
-                format!("sale at {paid} is outside the sales window {} .. {}", r.sales_start, r.sales_end),
+                format!(
+                    "sale at {paid} is outside the sales window {} .. {}",
+                    r.sales_start, r.sales_end
+                ),
             ));
         }
         if r.total_sold + r.sold_delta + count > r.max_tickets {
             return Err((
                 "raffle_sold_out",
-                format!("{count} tickets would exceed the raffle's maximum of {} ({} sold)", r.max_tickets, r.total_sold + r.sold_delta),
+                format!(
+                    "{count} tickets would exceed the raffle's maximum of {} ({} sold)",
+                    r.max_tickets,
+                    r.total_sold + r.sold_delta
+                ),
             ));
         }
         Ok(())
@@ -513,17 +600,33 @@ impl<'a> Work<'a> {
     }
 
     fn complete_online(&mut self, event: SaleEvent) -> Outcome {
-        let Some(order_id) = event.order_id else { return self.reject(&event, "invalid", "no order id".into()) };
+        let Some(order_id) = event.order_id else {
+            return self.reject(&event, "invalid", "no order id".into());
+        };
         let Some(order) = self.orders.get(&order_id) else {
-            return self.reject(&event, "unknown_order", format!("order {order_id} does not exist"));
+            return self.reject(
+                &event,
+                "unknown_order",
+                format!("order {order_id} does not exist"),
+            );
         };
         match order.status.as_str() {
             "pending" => {}
             "completed" => return Outcome::Duplicate,
             other => {
-                let reason = format!("order {order_id} is {other}; a payment for it cannot issue tickets");
-                self.emit(&event, TicketEventKind::SaleRejected, Vec::new(), Some(reason.clone()));
-                self.writes.rejections.push(Rejection { event, code: "order_not_pending", reason });
+                let reason =
+                    format!("order {order_id} is {other}; a payment for it cannot issue tickets");
+                self.emit(
+                    &event,
+                    TicketEventKind::SaleRejected,
+                    Vec::new(),
+                    Some(reason.clone()),
+                );
+                self.writes.rejections.push(Rejection {
+                    event,
+                    code: "order_not_pending",
+                    reason,
+                });
                 return Outcome::Applied;
             }
         }
@@ -533,7 +636,11 @@ impl<'a> Work<'a> {
             || order.amount_minor != event.amount_minor
             || order.currency != event.currency.as_str()
         {
-            return self.reject(&event, "order_mismatch", format!("payment does not match order {order_id} (raffle, amount or currency)"));
+            return self.reject(
+                &event,
+                "order_mismatch",
+                format!("payment does not match order {order_id} (raffle, amount or currency)"),
+            );
         }
         let count = i64::from(order.ticket_count);
         if let Err((code, reason)) = self.admit(&event, count) {
@@ -543,14 +650,26 @@ impl<'a> Work<'a> {
             return self.reject(&event, "invalid", "an online sale must name a range".into());
         };
         let Some(range) = self.ranges.get_mut(&range_id) else {
-            return self.reject(&event, "unknown_range", format!("range {range_id} does not exist"));
+            return self.reject(
+                &event,
+                "unknown_range",
+                format!("range {range_id} does not exist"),
+            );
         };
         if range.raffle_id != event.raffle_id || range.range_type == "rsu" {
-            return self.reject(&event, "invalid", format!("range {range_id} is not an online range of this raffle"));
+            return self.reject(
+                &event,
+                "invalid",
+                format!("range {range_id} is not an online range of this raffle"),
+            );
         }
         if range.next + count - 1 > range.end {
             let left = range.end - range.next + 1;
-            return self.reject(&event, "range_exhausted", format!("range {range_id} has {left} numbers left"));
+            return self.reject(
+                &event,
+                "range_exhausted",
+                format!("range {range_id} has {left} numbers left"),
+            );
         }
         let first = range.next;
         range.next += count;
@@ -589,11 +708,20 @@ impl<'a> Work<'a> {
     }
 
     fn fail_online(&mut self, event: SaleEvent) -> Outcome {
-        let Some(order_id) = event.order_id else { return Outcome::Duplicate };
+        let Some(order_id) = event.order_id else {
+            return Outcome::Duplicate;
+        };
         match self.orders.get_mut(&order_id) {
             Some(o) if o.status == "pending" => {
                 o.status = "failed".into();
-                self.writes.order_updates.push((order_id, "failed".into(), None, None, None, event.reason.clone()));
+                self.writes.order_updates.push((
+                    order_id,
+                    "failed".into(),
+                    None,
+                    None,
+                    None,
+                    event.reason.clone(),
+                ));
                 Outcome::Applied
             }
             // Already paid, failed or unknown: nothing to undo.
@@ -602,18 +730,38 @@ impl<'a> Work<'a> {
     }
 
     fn record_rsu(&mut self, event: SaleEvent, voided: bool) -> Outcome {
-        let Some(sale) = event.rsu_sale.clone() else { return self.reject(&event, "invalid", "no RSU sale".into()) };
-        if self.seen_rsu_sales.contains(&(sale.rsu_id, sale.local_id.clone())) {
+        let Some(sale) = event.rsu_sale.clone() else {
+            return self.reject(&event, "invalid", "no RSU sale".into());
+        };
+        if self
+            .seen_rsu_sales
+            .contains(&(sale.rsu_id, sale.local_id.clone()))
+        {
             return Outcome::Duplicate;
         }
         let Some(a) = self.allocations.get(&sale.allocation_id) else {
-            return self.reject(&event, "unknown_allocation", format!("allocation {} does not exist", sale.allocation_id));
+            return self.reject(
+                &event,
+                "unknown_allocation",
+                format!("allocation {} does not exist", sale.allocation_id),
+            );
         };
         if a.rsu_id != sale.rsu_id || a.raffle_id != event.raffle_id {
-            return self.reject(&event, "allocation_mismatch", format!("allocation {} is not RSU {}'s for this raffle", sale.allocation_id, sale.rsu_id));
+            return self.reject(
+                &event,
+                "allocation_mismatch",
+                format!(
+                    "allocation {} is not RSU {}'s for this raffle",
+                    sale.allocation_id, sale.rsu_id
+                ),
+            );
         }
         let Some(package) = event.package_id.and_then(|p| self.packages.get(&p)) else {
-            return self.reject(&event, "unknown_package", "the sale names no package of this raffle".into());
+            return self.reject(
+                &event,
+                "unknown_package",
+                "the sale names no package of this raffle".into(),
+            );
         };
         let count = sale.draw_numbers.len() as i64;
         if package.raffle_id != event.raffle_id
@@ -621,18 +769,36 @@ impl<'a> Work<'a> {
             || package.price_minor != event.amount_minor
             || package.currency != event.currency.as_str()
         {
-            return self.reject(&event, "package_mismatch", "draw numbers, amount or currency do not match the package".into());
+            return self.reject(
+                &event,
+                "package_mismatch",
+                "draw numbers, amount or currency do not match the package".into(),
+            );
         }
-        let (a_start, a_end, prefix, first_seq, block_size, range_id) =
-            (a.start, a.end, a.prefix.clone(), a.first_sequence, a.block_size, a.range_id);
+        let (a_start, a_end, prefix, first_seq, block_size, range_id) = (
+            a.start,
+            a.end,
+            a.prefix.clone(),
+            a.first_sequence,
+            a.block_size,
+            a.range_id,
+        );
         let mut distinct = HashSet::new();
         for n in &sale.draw_numbers {
             let n = n.get();
             if n < a_start || n > a_end {
-                return self.reject(&event, "number_outside_allocation", format!("draw number {n} is outside the allocation {a_start}..{a_end}"));
+                return self.reject(
+                    &event,
+                    "number_outside_allocation",
+                    format!("draw number {n} is outside the allocation {a_start}..{a_end}"),
+                );
             }
             if !distinct.insert(n) || self.taken_numbers.contains(&(event.raffle_id, n)) {
-                return self.reject(&event, "number_already_used", format!("draw number {n} is already used"));
+                return self.reject(
+                    &event,
+                    "number_already_used",
+                    format!("draw number {n} is already used"),
+                );
             }
         }
         let sequence = sale
@@ -641,10 +807,27 @@ impl<'a> Work<'a> {
             .and_then(|s| s.parse::<i32>().ok())
             .filter(|s| *s >= first_seq && *s < first_seq + block_size);
         let Some(sequence) = sequence else {
-            return self.reject(&event, "validation_number_outside_block", format!("validation number {} is not in the allocation's block", sale.validation_number));
+            return self.reject(
+                &event,
+                "validation_number_outside_block",
+                format!(
+                    "validation number {} is not in the allocation's block",
+                    sale.validation_number
+                ),
+            );
         };
-        if self.taken_validation.contains(&(event.raffle_id, sale.validation_number.clone())) {
-            return self.reject(&event, "validation_number_used", format!("validation number {} is already used", sale.validation_number));
+        if self
+            .taken_validation
+            .contains(&(event.raffle_id, sale.validation_number.clone()))
+        {
+            return self.reject(
+                &event,
+                "validation_number_used",
+                format!(
+                    "validation number {} is already used",
+                    sale.validation_number
+                ),
+            );
         }
         let sold_at = at(event.occurred_at_us);
         let received = at(event.received_at_us);
@@ -652,19 +835,31 @@ impl<'a> Work<'a> {
             if let Err((code, reason)) = self.admit(&event, count) {
                 return self.reject(&event, code, reason);
             }
-            if sale.is_offline_sale && received - sold_at > chrono::Duration::minutes(self.offline_expiry_minutes) {
+            if sale.is_offline_sale
+                && received - sold_at > chrono::Duration::minutes(self.offline_expiry_minutes)
+            {
                 return self.reject(
                     &event,
                     "offline_sale_expired",
-                    format!("offline sale from {sold_at} arrived after the {}-minute offline expiry", self.offline_expiry_minutes),
+                    format!(
+                        "offline sale from {sold_at} arrived after the {}-minute offline expiry",
+                        self.offline_expiry_minutes
+                    ),
                 );
             }
         }
         // Accepted: claim everything in memory, then stage the writes.
-        self.seen_rsu_sales.insert((sale.rsu_id, sale.local_id.clone()));
-        self.taken_validation.insert((event.raffle_id, sale.validation_number.clone()));
+        self.seen_rsu_sales
+            .insert((sale.rsu_id, sale.local_id.clone()));
+        self.taken_validation
+            .insert((event.raffle_id, sale.validation_number.clone()));
         let order_id = event.order_id.unwrap_or_else(Uuid::now_v7);
-        let max = sale.draw_numbers.iter().map(|n| n.get()).max().unwrap_or(a_start - 1);
+        let max = sale
+            .draw_numbers
+            .iter()
+            .map(|n| n.get())
+            .max()
+            .unwrap_or(a_start - 1);
         if let Some(a) = self.allocations.get_mut(&sale.allocation_id) {
             a.next = a.next.max(max + 1);
             if voided {
@@ -726,7 +921,11 @@ impl<'a> Work<'a> {
         });
         let mut issued = event.clone();
         issued.order_id = Some(order_id);
-        let kind = if voided { TicketEventKind::TicketsVoided } else { TicketEventKind::TicketsIssued };
+        let kind = if voided {
+            TicketEventKind::TicketsVoided
+        } else {
+            TicketEventKind::TicketsIssued
+        };
         self.emit(&issued, kind, numbers, event.reason.clone());
         Outcome::Applied
     }
@@ -734,8 +933,13 @@ impl<'a> Work<'a> {
     /// A void from the device: of a sale already recorded (its tickets are voided), or of a
     /// sale voided before it ever synced (recorded with its numbers voided).
     async fn void_rsu(&mut self, event: SaleEvent) -> Result<Outcome, HandlerError> {
-        let Some(sale) = event.rsu_sale.clone() else { return Ok(Outcome::Duplicate) };
-        let existing = if self.seen_rsu_sales.contains(&(sale.rsu_id, sale.local_id.clone())) {
+        let Some(sale) = event.rsu_sale.clone() else {
+            return Ok(Outcome::Duplicate);
+        };
+        let existing = if self
+            .seen_rsu_sales
+            .contains(&(sale.rsu_id, sale.local_id.clone()))
+        {
             self.flush().await?;
             self.tx
                 .query_opt(
@@ -755,32 +959,69 @@ impl<'a> Work<'a> {
                 }
                 let mut e = event.clone();
                 e.order_id = Some(order_id);
-                self.void_order(&e, order_id, "voided", event.reason.clone().unwrap_or_else(|| "voided on the RSU".into())).await
+                self.void_order(
+                    &e,
+                    order_id,
+                    "voided",
+                    event
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "voided on the RSU".into()),
+                )
+                .await
             }
         }
     }
 
     async fn refund(&mut self, event: SaleEvent) -> Result<Outcome, HandlerError> {
-        let Some(order_id) = event.order_id else { return Ok(Outcome::Duplicate) };
+        let Some(order_id) = event.order_id else {
+            return Ok(Outcome::Duplicate);
+        };
         let status = self.orders.get(&order_id).map(|o| o.status.clone());
         match status.as_deref() {
             Some("completed") => {}
             Some("refunded") | Some("voided") => return Ok(Outcome::Duplicate),
-            Some(_) | None => return Ok(self.reject(&event, "nothing_to_refund", format!("order {order_id} holds no tickets to refund"))),
+            Some(_) | None => {
+                return Ok(self.reject(
+                    &event,
+                    "nothing_to_refund",
+                    format!("order {order_id} holds no tickets to refund"),
+                ));
+            }
         }
-        let raffle_state = self.raffles.get(&event.raffle_id).map(|r| r.state.clone()).unwrap_or_default();
+        let raffle_state = self
+            .raffles
+            .get(&event.raffle_id)
+            .map(|r| r.state.clone())
+            .unwrap_or_default();
         if !["active", "sales_closed"].contains(&raffle_state.as_str()) {
-            return Ok(self.reject(&event, "raffle_sealed", format!("raffle is {raffle_state}; refunds after the seal go through the ledger")));
+            return Ok(self.reject(
+                &event,
+                "raffle_sealed",
+                format!("raffle is {raffle_state}; refunds after the seal go through the ledger"),
+            ));
         }
         if let Some(o) = self.orders.get_mut(&order_id) {
             o.status = "refunded".into();
         }
         // Tickets of this order may still be staged in this batch.
         self.flush().await?;
-        self.void_order(&event, order_id, "refunded", event.reason.clone().unwrap_or_else(|| "refunded".into())).await
+        self.void_order(
+            &event,
+            order_id,
+            "refunded",
+            event.reason.clone().unwrap_or_else(|| "refunded".into()),
+        )
+        .await
     }
 
-    async fn void_order(&mut self, event: &SaleEvent, order_id: Uuid, status: &str, reason: String) -> Result<Outcome, HandlerError> {
+    async fn void_order(
+        &mut self,
+        event: &SaleEvent,
+        order_id: Uuid,
+        status: &str,
+        reason: String,
+    ) -> Result<Outcome, HandlerError> {
         let rows = self
             .tx
             .query(

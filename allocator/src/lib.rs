@@ -45,12 +45,20 @@ pub async fn run(
     let mut tasks = Vec::new();
     let mut stats = Vec::new();
     for partition in 0..topics.sales_partitions {
-        let config = ConsumerConfig::new(brokers, CONSUMER_GROUP, &topics.sales, partition, &topics.dlq);
+        let config = ConsumerConfig::new(
+            brokers,
+            CONSUMER_GROUP,
+            &topics.sales,
+            partition,
+            &topics.dlq,
+        );
         let consumer = PartitionConsumer::new(config, db.clone(), pool.clone());
         stats.push(consumer.stats());
         let handler = handler.clone();
         let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move { consumer.run(handler.as_ref(), shutdown).await }));
+        tasks.push(tokio::spawn(async move {
+            consumer.run(handler.as_ref(), shutdown).await
+        }));
     }
     let relay = OutboxRelay {
         db: db.clone(),

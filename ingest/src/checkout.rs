@@ -30,27 +30,43 @@ struct Customer {
 pub fn online_validation_number() -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEF";
     let mut rng = rand::rng();
-    let code: String = (0..12).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    let code: String = (0..12)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
     format!("VAL-{code}")
 }
 
 fn short(field: &str, v: &Option<String>, max: usize) -> Result<(), Problem> {
     match v {
-        Some(s) if s.chars().count() > max => Err(Problem::invalid(field, format!("must be at most {max} characters"))),
+        Some(s) if s.chars().count() > max => Err(Problem::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        )),
         _ => Ok(()),
     }
 }
 
 pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> {
     let input: CheckoutInput = admin::api::parse(body)?;
-    let customer = input.customer.unwrap_or(Customer { name: None, email: None, phone: None });
+    let customer = input.customer.unwrap_or(Customer {
+        name: None,
+        email: None,
+        phone: None,
+    });
     short("customer.name", &customer.name, 200)?;
     short("customer.email", &customer.email, 254)?;
     short("customer.phone", &customer.phone, 40)?;
     if customer.email.as_deref().is_some_and(|e| !e.contains('@')) {
-        return Err(Problem::invalid("customer.email", "is not an email address"));
+        return Err(Problem::invalid(
+            "customer.email",
+            "is not an email address",
+        ));
     }
-    let client = state.pool.get().await.map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let client = state
+        .pool
+        .get()
+        .await
+        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
     let row = client
         .query_opt(
             "SELECT r.state, r.sales_start_time, r.sales_end_time, r.max_tickets, r.total_sold,
@@ -63,31 +79,67 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
         .ok_or_else(|| Problem::invalid("package_id", format!("package {} is not one of raffle {}'s", input.package_id, input.raffle_id)))?;
     let (state_name, start, end, max, sold): (String, DateTime<Utc>, DateTime<Utc>, i64, i64) =
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    let (count, price, currency, active, from, to): (i32, i64, String, bool, Option<DateTime<Utc>>, Option<DateTime<Utc>>) =
-        (row.get(5), row.get(6), row.get(7), row.get(8), row.get(9), row.get(10));
+    let (count, price, currency, active, from, to): (
+        i32,
+        i64,
+        String,
+        bool,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+    ) = (
+        row.get(5),
+        row.get(6),
+        row.get(7),
+        row.get(8),
+        row.get(9),
+        row.get(10),
+    );
     let now = Utc::now();
     if state_name != "active" {
-        return Err(Problem::conflict("raffle-not-selling", format!("raffle {} is {state_name}", input.raffle_id)));
+        return Err(Problem::conflict(
+            "raffle-not-selling",
+            format!("raffle {} is {state_name}", input.raffle_id),
+        ));
     }
     if now < start || now >= end {
-        return Err(Problem::conflict("outside-sales-window", format!("sales run from {start} to {end}")));
+        return Err(Problem::conflict(
+            "outside-sales-window",
+            format!("sales run from {start} to {end}"),
+        ));
     }
     if !active || from.is_some_and(|f| now < f) || to.is_some_and(|t| now >= t) {
-        return Err(Problem::conflict("package-not-on-sale", format!("package {} is not on sale now", input.package_id)).with_field("package_id"));
+        return Err(Problem::conflict(
+            "package-not-on-sale",
+            format!("package {} is not on sale now", input.package_id),
+        )
+        .with_field("package_id"));
     }
     if count > state.config.order_tickets_max {
         return Err(Problem::conflict(
             "order-too-large",
-            format!("an order holds at most {} tickets; this package has {count}", state.config.order_tickets_max),
+            format!(
+                "an order holds at most {} tickets; this package has {count}",
+                state.config.order_tickets_max
+            ),
         ));
     }
     if sold + i64::from(count) > max {
-        return Err(Problem::conflict("sold-out", format!("{} tickets are left", (max - sold).max(0))));
+        return Err(Problem::conflict(
+            "sold-out",
+            format!("{} tickets are left", (max - sold).max(0)),
+        ));
     }
     let rules = admin::rules::for_raffle(&**client, input.raffle_id, now).await?;
     admin::api::check_package_price(&rules, "package_id", price, count, &currency)?;
-    if let Some(admin::rules::InForce { value: admin::rules::RuleValue::SalesMethod { online: false, .. }, .. }) = rules.get("sales_method") {
-        return Err(Problem::conflict("regulation", "online sales are not allowed in this raffle's jurisdiction"));
+    if let Some(admin::rules::InForce {
+        value: admin::rules::RuleValue::SalesMethod { online: false, .. },
+        ..
+    }) = rules.get("sales_method")
+    {
+        return Err(Problem::conflict(
+            "regulation",
+            "online sales are not allowed in this raffle's jurisdiction",
+        ));
     }
     let validation_number = online_validation_number();
     let order_id: Uuid = client

@@ -10,10 +10,10 @@
 //!
 //! Must not touch: draw numbers, tickets or counters (the allocator's), the ledger, the draw.
 
-pub mod signature;
-mod webhooks;
 mod checkout;
 mod rsu;
+pub mod signature;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -51,10 +51,17 @@ impl IngestConfig {
                 .parse()
                 .ok()
                 .filter(|n| (1..=100_000).contains(n))
-                .ok_or(format!("INGEST_ORDER_TICKETS_MAX={v:?} must be a whole number 1-100000"))?,
+                .ok_or(format!(
+                    "INGEST_ORDER_TICKETS_MAX={v:?} must be a whole number 1-100000"
+                ))?,
             Err(_) => 500,
         };
-        Ok(Self { webhook_secret: secret.into_bytes(), webhook_tolerance_s: 300, order_tickets_max, sales_topic: sales_topic.to_owned() })
+        Ok(Self {
+            webhook_secret: secret.into_bytes(),
+            webhook_tolerance_s: 300,
+            order_tickets_max,
+            sales_topic: sales_topic.to_owned(),
+        })
     }
 }
 
@@ -74,7 +81,8 @@ impl IngestState {
     /// Produces `event` to the sales topic keyed by its range partition; returns once the
     /// broker acknowledged it, or 503 naming why not.
     pub async fn publish(&self, event: &schemas::SaleEvent) -> Result<(), Problem> {
-        let payload = schemas::encode(event).map_err(|e| Problem::internal("encoding the sale", &e))?;
+        let payload =
+            schemas::encode(event).map_err(|e| Problem::internal("encoding the sale", &e))?;
         let key = event.range_partition.to_string();
         self.producer
             .send(FutureRecord::to(&self.config.sales_topic).key(&key).payload(&payload), Duration::from_secs(10))
@@ -96,16 +104,31 @@ async fn route(
     body: impl futures::Stream<Item = Result<impl bytes::Buf, warp::Error>> + Unpin,
 ) -> Result<warp::reply::Response, Infallible> {
     let path = path.as_str().to_owned();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let limit = if path == "rsu/sales" { BATCH_BODY_BYTES } else { SMALL_BODY_BYTES };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let limit = if path == "rsu/sales" {
+        BATCH_BODY_BYTES
+    } else {
+        SMALL_BODY_BYTES
+    };
     let span = tracing::info_span!("ingest", %method, path);
     let result = async {
         let body = admin::read_body(body, limit).await?;
         match (method.as_str(), path.as_str()) {
             ("POST", "checkout") => checkout::create(&state, &body).await,
-            ("POST", "webhooks/payments") => webhooks::receive(&state, header("stripe-signature").as_deref(), &body).await,
-            ("POST", "rsu/sales") => rsu::upload(&state, header("authorization").as_deref(), &body).await,
-            ("GET", "rsu/sales") => rsu::status(&state, header("authorization").as_deref(), &query).await,
+            ("POST", "webhooks/payments") => {
+                webhooks::receive(&state, header("stripe-signature").as_deref(), &body).await
+            }
+            ("POST", "rsu/sales") => {
+                rsu::upload(&state, header("authorization").as_deref(), &body).await
+            }
+            ("GET", "rsu/sales") => {
+                rsu::status(&state, header("authorization").as_deref(), &query).await
+            }
             _ => Err(Problem::no_route(method.as_str(), &path)),
         }
     }
@@ -117,14 +140,21 @@ async fn route(
             warp::reply::with_status(warp::reply::json(&body), status).into_response()
         }
         Err(problem) => {
-            tracing::info!(status = problem.status, kind = problem.kind, detail = problem.detail, "request refused");
+            tracing::info!(
+                status = problem.status,
+                kind = problem.kind,
+                detail = problem.detail,
+                "request refused"
+            );
             problem_response(&problem)
         }
     })
 }
 
 /// The warp filter of the ingest API.
-pub fn routes(state: Arc<IngestState>) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+pub fn routes(
+    state: Arc<IngestState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     let with_state = warp::any().map(move || state.clone());
     let api = warp::path("v1")
         .and(with_state)
@@ -159,7 +189,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    warp::serve(routes(state)).incoming(listener).graceful(shutdown).run().await;
+    warp::serve(routes(state))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
 }
 
 /// Records a sale refused at the edge, so it is visible with its reason.

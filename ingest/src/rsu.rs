@@ -12,7 +12,10 @@ use uuid::Uuid;
 use warp::http::StatusCode;
 
 use crate::{IngestState, Reply, record_rejection};
-use schemas::{Currency, Customer, DrawNumber, RangePartition, RangeRef, RsuSale, SaleEvent, SaleEventKind, ValidationNumber};
+use schemas::{
+    Currency, Customer, DrawNumber, RangePartition, RangeRef, RsuSale, SaleEvent, SaleEventKind,
+    ValidationNumber,
+};
 
 /// Records one upload may carry.
 pub const BATCH_RECORDS_MAX: usize = 500;
@@ -71,11 +74,18 @@ struct Upload {
     records: Vec<Value>,
 }
 
-async fn device(state: &IngestState, authorization: Option<&str>) -> Result<(deadpool_postgres::Object, Uuid), Problem> {
+async fn device(
+    state: &IngestState,
+    authorization: Option<&str>,
+) -> Result<(deadpool_postgres::Object, Uuid), Problem> {
     let key = authorization
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(|| Problem::unauthenticated("missing Authorization: Bearer <RSU API key>"))?;
-    let client = state.pool.get().await.map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let client = state
+        .pool
+        .get()
+        .await
+        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
     let rsu = admin::api::authenticate_rsu(&**client, key.trim()).await?;
     Ok((client, rsu))
 }
@@ -87,23 +97,48 @@ struct Allocation {
 }
 
 /// Checks one record; the event to publish, or why it is refused (code, reason).
-fn check(rsu: Uuid, record: &Record, allocations: &HashMap<Uuid, Allocation>, now: DateTime<Utc>) -> Result<SaleEvent, (&'static str, String)> {
+fn check(
+    rsu: Uuid,
+    record: &Record,
+    allocations: &HashMap<Uuid, Allocation>,
+    now: DateTime<Utc>,
+) -> Result<SaleEvent, (&'static str, String)> {
     if record.local_id.is_empty() || record.local_id.len() > 100 {
         return Err(("invalid", "localId must be 1-100 characters".into()));
     }
-    let a = allocations
-        .get(&record.allocation_id)
-        .ok_or(("unknown_allocation", format!("allocation {} is not this RSU's", record.allocation_id)))?;
+    let a = allocations.get(&record.allocation_id).ok_or((
+        "unknown_allocation",
+        format!("allocation {} is not this RSU's", record.allocation_id),
+    ))?;
     if a.raffle_id != record.event_id {
-        return Err(("allocation_mismatch", format!("allocation {} is not for raffle {}", record.allocation_id, record.event_id)));
+        return Err((
+            "allocation_mismatch",
+            format!(
+                "allocation {} is not for raffle {}",
+                record.allocation_id, record.event_id
+            ),
+        ));
     }
     if record.draw_numbers.len() != record.ticket_count.max(0) as usize || record.ticket_count < 1 {
-        return Err(("invalid", format!("{} draw numbers for a ticketCount of {}", record.draw_numbers.len(), record.ticket_count)));
+        return Err((
+            "invalid",
+            format!(
+                "{} draw numbers for a ticketCount of {}",
+                record.draw_numbers.len(),
+                record.ticket_count
+            ),
+        ));
     }
     let mut numbers = Vec::with_capacity(record.draw_numbers.len());
     for &n in &record.draw_numbers {
         if n < a.start || n > a.end {
-            return Err(("number_outside_allocation", format!("draw number {n} is outside the allocation {}..{}", a.start, a.end)));
+            return Err((
+                "number_outside_allocation",
+                format!(
+                    "draw number {n} is outside the allocation {}..{}",
+                    a.start, a.end
+                ),
+            ));
         }
         numbers.push(DrawNumber::new(n).map_err(|e| ("invalid", e.to_string()))?);
     }
@@ -113,15 +148,32 @@ fn check(rsu: Uuid, record: &Record, allocations: &HashMap<Uuid, Allocation>, no
         return Err(("invalid", "totalAmount must not be negative".into()));
     }
     if record.created_at > now + Duration::minutes(5) {
-        return Err(("invalid", format!("createdAt {} is in the future; check the device clock", record.created_at)));
+        return Err((
+            "invalid",
+            format!(
+                "createdAt {} is in the future; check the device clock",
+                record.created_at
+            ),
+        ));
     }
-    let customer = record.customer_info.as_ref().map(|c| Customer { name: c.name.clone(), email: c.email.clone(), phone: c.phone.clone() });
+    let customer = record.customer_info.as_ref().map(|c| Customer {
+        name: c.name.clone(),
+        email: c.email.clone(),
+        phone: c.phone.clone(),
+    });
     Ok(SaleEvent {
         event_id: Uuid::now_v7(),
         idempotency_key: format!("rsu:{rsu}:{}", record.local_id),
-        kind: if record.voided { SaleEventKind::RsuSaleVoided } else { SaleEventKind::RsuSaleRecorded },
+        kind: if record.voided {
+            SaleEventKind::RsuSaleVoided
+        } else {
+            SaleEventKind::RsuSaleRecorded
+        },
         raffle_id: record.event_id,
-        range_partition: RangePartition { raffle_id: record.event_id, range: RangeRef::Allocation(record.allocation_id) },
+        range_partition: RangePartition {
+            raffle_id: record.event_id,
+            range: RangeRef::Allocation(record.allocation_id),
+        },
         order_id: None,
         package_id: Some(record.package_id),
         ticket_count: record.ticket_count,
@@ -144,11 +196,18 @@ fn check(rsu: Uuid, record: &Record, allocations: &HashMap<Uuid, Allocation>, no
     })
 }
 
-pub async fn upload(state: &IngestState, authorization: Option<&str>, body: &[u8]) -> Result<Reply, Problem> {
+pub async fn upload(
+    state: &IngestState,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<Reply, Problem> {
     let (client, rsu) = device(state, authorization).await?;
     let upload: Upload = admin::api::parse(body)?;
     if upload.records.len() > BATCH_RECORDS_MAX {
-        return Err(Problem::invalid("records", format!("a batch holds at most {BATCH_RECORDS_MAX} records")));
+        return Err(Problem::invalid(
+            "records",
+            format!("a batch holds at most {BATCH_RECORDS_MAX} records"),
+        ));
     }
     let now = Utc::now();
     let allocations: HashMap<Uuid, Allocation> = client
@@ -166,13 +225,26 @@ pub async fn upload(state: &IngestState, authorization: Option<&str>, body: &[u8
     let mut results: Vec<Value> = Vec::with_capacity(upload.records.len());
     let mut pending = Vec::new();
     for (i, raw) in upload.records.iter().enumerate() {
-        let local_id = raw.get("localId").and_then(Value::as_str).unwrap_or("").to_owned();
+        let local_id = raw
+            .get("localId")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let parsed: Result<Record, _> = serde_path_to_error::deserialize(raw);
         let record = match parsed {
             Ok(r) => r,
             Err(e) => {
                 let reason = format!("records[{i}].{}: {}", e.path(), e.inner());
-                record_rejection(&**client, None, None, Some((rsu, &local_id)), None, "malformed", &reason).await;
+                record_rejection(
+                    &**client,
+                    None,
+                    None,
+                    Some((rsu, &local_id)),
+                    None,
+                    "malformed",
+                    &reason,
+                )
+                .await;
                 results.push(json!({"local_id": local_id, "status": "rejected", "reason": reason}));
                 continue;
             }
@@ -190,8 +262,19 @@ pub async fn upload(state: &IngestState, authorization: Option<&str>, body: &[u8
             }
             Err((code, reason)) => {
                 tracing::info!(rsu = %rsu, local_id = %record.local_id, code, %reason, "RSU record rejected");
-                record_rejection(&**client, Some(record.event_id), None, Some((rsu, &record.local_id)), None, code, &reason).await;
-                results.push(json!({"local_id": record.local_id, "status": "rejected", "reason": reason}));
+                record_rejection(
+                    &**client,
+                    Some(record.event_id),
+                    None,
+                    Some((rsu, &record.local_id)),
+                    None,
+                    code,
+                    &reason,
+                )
+                .await;
+                results.push(
+                    json!({"local_id": record.local_id, "status": "rejected", "reason": reason}),
+                );
             }
         }
     }
@@ -212,16 +295,31 @@ pub async fn upload(state: &IngestState, authorization: Option<&str>, body: &[u8
 
 /// The server's final word on records the device uploaded: issued, voided, rejected with the
 /// reason, or still pending in the pipeline. `?local_ids=a,b,c`.
-pub async fn status(state: &IngestState, authorization: Option<&str>, query: &HashMap<String, String>) -> Result<Reply, Problem> {
+pub async fn status(
+    state: &IngestState,
+    authorization: Option<&str>,
+    query: &HashMap<String, String>,
+) -> Result<Reply, Problem> {
     let (client, rsu) = device(state, authorization).await?;
     let ids: Vec<String> = query
         .get("local_ids")
-        .map(|s| s.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect())
+        .map(|s| {
+            s.split(',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
         .unwrap_or_default();
     if ids.is_empty() || ids.len() > BATCH_RECORDS_MAX {
-        return Err(Problem::invalid("local_ids", format!("give 1-{BATCH_RECORDS_MAX} comma-separated local ids")));
+        return Err(Problem::invalid(
+            "local_ids",
+            format!("give 1-{BATCH_RECORDS_MAX} comma-separated local ids"),
+        ));
     }
-    let mut out: HashMap<String, Value> = ids.iter().map(|id| (id.clone(), json!({"local_id": id, "status": "pending"}))).collect();
+    let mut out: HashMap<String, Value> = ids
+        .iter()
+        .map(|id| (id.clone(), json!({"local_id": id, "status": "pending"})))
+        .collect();
     for row in client
         .query(
             "SELECT o.rsu_local_id, o.payment_status, o.id, coalesce(array_agg(t.draw_number ORDER BY t.draw_number)
@@ -249,5 +347,8 @@ pub async fn status(state: &IngestState, authorization: Option<&str>, query: &Ha
             out.insert(local.clone(), json!({"local_id": local, "status": "rejected", "reason_code": code, "reason": reason}));
         }
     }
-    Ok((StatusCode::OK, json!({"rsu_id": rsu, "records": ids.iter().map(|id| out[id].clone()).collect::<Vec<_>>()})))
+    Ok((
+        StatusCode::OK,
+        json!({"rsu_id": rsu, "records": ids.iter().map(|id| out[id].clone()).collect::<Vec<_>>()}),
+    ))
 }

@@ -12,21 +12,39 @@ pub enum SignatureError {
     Missing,
     #[error("Stripe-Signature header is malformed: {0}")]
     Malformed(&'static str),
-    #[error("signature timestamp {timestamp} is {age_s} s from now, outside the {tolerance_s} s tolerance")]
-    Stale { timestamp: i64, age_s: i64, tolerance_s: i64 },
+    #[error(
+        "signature timestamp {timestamp} is {age_s} s from now, outside the {tolerance_s} s tolerance"
+    )]
+    Stale {
+        timestamp: i64,
+        age_s: i64,
+        tolerance_s: i64,
+    },
     #[error("signature does not match the payload")]
     Mismatch,
 }
 
 /// Checks `header` for `body` at `now_s`; returns the signed timestamp.
-pub fn verify(secret: &[u8], header: Option<&str>, body: &[u8], now_s: i64, tolerance_s: i64) -> Result<i64, SignatureError> {
+pub fn verify(
+    secret: &[u8],
+    header: Option<&str>,
+    body: &[u8],
+    now_s: i64,
+    tolerance_s: i64,
+) -> Result<i64, SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
     let mut timestamp = None;
     let mut candidates = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
-            Some(("t", v)) => timestamp = Some(v.parse::<i64>().map_err(|_| SignatureError::Malformed("t is not a number"))?),
-            Some(("v1", v)) => candidates.push(hex::decode(v).map_err(|_| SignatureError::Malformed("v1 is not hex"))?),
+            Some(("t", v)) => {
+                timestamp = Some(
+                    v.parse::<i64>()
+                        .map_err(|_| SignatureError::Malformed("t is not a number"))?,
+                )
+            }
+            Some(("v1", v)) => candidates
+                .push(hex::decode(v).map_err(|_| SignatureError::Malformed("v1 is not hex"))?),
             Some(_) => {} // other schemes (v0) are ignored, as the provider documents
             None => return Err(SignatureError::Malformed("expected key=value pairs")),
         }
@@ -37,10 +55,15 @@ pub fn verify(secret: &[u8], header: Option<&str>, body: &[u8], now_s: i64, tole
     }
     let age_s = now_s - timestamp;
     if age_s.abs() > tolerance_s {
-        return Err(SignatureError::Stale { timestamp, age_s, tolerance_s });
+        return Err(SignatureError::Stale {
+            timestamp,
+            age_s,
+            tolerance_s,
+        });
     }
     for candidate in candidates {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
         mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(body);
@@ -53,11 +76,15 @@ pub fn verify(secret: &[u8], header: Option<&str>, body: &[u8], now_s: i64, tole
 
 /// Signs `body` as the provider would (tests and the benchmark's simulated provider).
 pub fn sign(secret: &[u8], body: &[u8], timestamp: i64) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
 }
 
 #[cfg(test)]
@@ -71,14 +98,36 @@ mod tests {
         let body = br#"{"id":"evt_1"}"#;
         let header = sign(SECRET, body, 1_000);
         assert_eq!(verify(SECRET, Some(&header), body, 1_100, 300), Ok(1_000));
-        assert_eq!(verify(SECRET, Some(&header), b"{}", 1_100, 300), Err(SignatureError::Mismatch));
-        assert_eq!(verify(b"other", Some(&header), body, 1_100, 300), Err(SignatureError::Mismatch));
-        assert!(matches!(verify(SECRET, Some(&header), body, 1_301, 300), Err(SignatureError::Stale { .. })));
-        assert_eq!(verify(SECRET, None, body, 1_000, 300), Err(SignatureError::Missing));
-        assert!(matches!(verify(SECRET, Some("t=abc,v1=00"), body, 1_000, 300), Err(SignatureError::Malformed(_))));
-        assert!(matches!(verify(SECRET, Some("t=1000"), body, 1_000, 300), Err(SignatureError::Malformed(_))));
+        assert_eq!(
+            verify(SECRET, Some(&header), b"{}", 1_100, 300),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"other", Some(&header), body, 1_100, 300),
+            Err(SignatureError::Mismatch)
+        );
+        assert!(matches!(
+            verify(SECRET, Some(&header), body, 1_301, 300),
+            Err(SignatureError::Stale { .. })
+        ));
+        assert_eq!(
+            verify(SECRET, None, body, 1_000, 300),
+            Err(SignatureError::Missing)
+        );
+        assert!(matches!(
+            verify(SECRET, Some("t=abc,v1=00"), body, 1_000, 300),
+            Err(SignatureError::Malformed(_))
+        ));
+        assert!(matches!(
+            verify(SECRET, Some("t=1000"), body, 1_000, 300),
+            Err(SignatureError::Malformed(_))
+        ));
         // A rotated secret: the provider sends two v1 signatures; either may match.
-        let two = format!("{},v1={}", sign(b"old", body, 1_000), &header.split("v1=").nth(1).unwrap());
+        let two = format!(
+            "{},v1={}",
+            sign(b"old", body, 1_000),
+            &header.split("v1=").nth(1).unwrap()
+        );
         assert_eq!(verify(SECRET, Some(&two), body, 1_000, 300), Ok(1_000));
     }
 }

@@ -46,12 +46,25 @@ struct Metadata {
     order_id: Option<String>,
 }
 
-pub async fn receive(state: &IngestState, header: Option<&str>, body: &[u8]) -> Result<Reply, Problem> {
+pub async fn receive(
+    state: &IngestState,
+    header: Option<&str>,
+    body: &[u8],
+) -> Result<Reply, Problem> {
     let now = Utc::now();
-    signature::verify(&state.config.webhook_secret, header, body, now.timestamp(), state.config.webhook_tolerance_s).map_err(|e| {
+    signature::verify(
+        &state.config.webhook_secret,
+        header,
+        body,
+        now.timestamp(),
+        state.config.webhook_tolerance_s,
+    )
+    .map_err(|e| {
         tracing::warn!(reason = %e, "webhook signature refused");
         match e {
-            SignatureError::Missing | SignatureError::Malformed(_) => Problem::malformed(e.to_string()),
+            SignatureError::Missing | SignatureError::Malformed(_) => {
+                Problem::malformed(e.to_string())
+            }
             _ => Problem::unauthenticated(e.to_string()),
         }
     })?;
@@ -73,10 +86,15 @@ pub async fn receive(state: &IngestState, header: Option<&str>, body: &[u8]) -> 
         .order_id
         .as_deref()
         .ok_or_else(|| Problem::invalid("data.object.metadata.order_id", "is required"))?;
-    let order_id = Uuid::parse_str(order_id).map_err(|_| Problem::invalid("data.object.metadata.order_id", "is not a UUID"))?;
+    let order_id = Uuid::parse_str(order_id)
+        .map_err(|_| Problem::invalid("data.object.metadata.order_id", "is not a UUID"))?;
     let currency = Currency::parse(&event.data.object.currency.to_uppercase())
         .map_err(|e| Problem::invalid("data.object.currency", e.to_string()))?;
-    let client = state.pool.get().await.map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let client = state
+        .pool
+        .get()
+        .await
+        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
     let row = client
         .query_opt(
             "SELECT o.raffle_id, o.package_id, o.ticket_count, o.total_amount_minor, o.currency, o.payment_status,
@@ -87,36 +105,93 @@ pub async fn receive(state: &IngestState, header: Option<&str>, body: &[u8]) -> 
         )
         .await?;
     let Some(row) = row else {
-        record_rejection(&**client, None, None, None, Some(&event.id), "unknown_order", &format!("webhook {} names order {order_id}, which does not exist", event.id)).await;
-        return Err(Problem::not_found(format!("order {order_id}")).with_field("data.object.metadata.order_id"));
+        record_rejection(
+            &**client,
+            None,
+            None,
+            None,
+            Some(&event.id),
+            "unknown_order",
+            &format!(
+                "webhook {} names order {order_id}, which does not exist",
+                event.id
+            ),
+        )
+        .await;
+        return Err(Problem::not_found(format!("order {order_id}"))
+            .with_field("data.object.metadata.order_id"));
     };
-    let (raffle_id, package_id, count, amount, order_currency, status, range): (Uuid, Uuid, i32, i64, String, String, Option<Uuid>) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5), row.get(6));
+    let (raffle_id, package_id, count, amount, order_currency, status, range): (
+        Uuid,
+        Uuid,
+        i32,
+        i64,
+        String,
+        String,
+        Option<Uuid>,
+    ) = (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+        row.get(6),
+    );
     let paid = match kind {
-        SaleEventKind::RefundRequested => event.data.object.amount_refunded.or(event.data.object.amount),
+        SaleEventKind::RefundRequested => event
+            .data
+            .object
+            .amount_refunded
+            .or(event.data.object.amount),
         _ => event.data.object.amount,
     }
     .ok_or_else(|| Problem::invalid("data.object.amount", "is required"))?;
     if paid != amount || currency.as_str() != order_currency {
-        let reason = format!("webhook {} says {paid} {currency}; order {order_id} is {amount} {order_currency}", event.id);
-        record_rejection(&**client, Some(raffle_id), Some(order_id), None, Some(&event.id), "amount_mismatch", &reason).await;
+        let reason = format!(
+            "webhook {} says {paid} {currency}; order {order_id} is {amount} {order_currency}",
+            event.id
+        );
+        record_rejection(
+            &**client,
+            Some(raffle_id),
+            Some(order_id),
+            None,
+            Some(&event.id),
+            "amount_mismatch",
+            &reason,
+        )
+        .await;
         return Err(Problem::invalid("data.object.amount", reason));
     }
     // Re-deliveries of what is already done need no second trip through Kafka.
     let done = matches!(
         (kind, status.as_str()),
-        (SaleEventKind::SaleCompleted, "completed") | (SaleEventKind::PaymentFailed, "failed") | (SaleEventKind::RefundRequested, "refunded")
+        (SaleEventKind::SaleCompleted, "completed")
+            | (SaleEventKind::PaymentFailed, "failed")
+            | (SaleEventKind::RefundRequested, "refunded")
     );
     if done {
-        return Ok((StatusCode::OK, json!({"status": "duplicate", "order_id": order_id})));
+        return Ok((
+            StatusCode::OK,
+            json!({"status": "duplicate", "order_id": order_id}),
+        ));
     }
-    let range = range.ok_or_else(|| Problem::conflict("no-online-range", format!("raffle {raffle_id} has no online range")))?;
+    let range = range.ok_or_else(|| {
+        Problem::conflict(
+            "no-online-range",
+            format!("raffle {raffle_id} has no online range"),
+        )
+    })?;
     let sale = SaleEvent {
         event_id: Uuid::now_v7(),
         idempotency_key: event.id.clone(),
         kind,
         raffle_id,
-        range_partition: RangePartition { raffle_id, range: RangeRef::Range(range) },
+        range_partition: RangePartition {
+            raffle_id,
+            range: RangeRef::Range(range),
+        },
         order_id: Some(order_id),
         package_id: Some(package_id),
         ticket_count: count,
@@ -126,7 +201,12 @@ pub async fn receive(state: &IngestState, header: Option<&str>, body: &[u8]) -> 
         received_at_us: now.timestamp_micros(),
         payment: Some(PaymentRef {
             provider: "stripe".into(),
-            reference: event.data.object.payment_intent.clone().unwrap_or_else(|| event.data.object.id.clone()),
+            reference: event
+                .data
+                .object
+                .payment_intent
+                .clone()
+                .unwrap_or_else(|| event.data.object.id.clone()),
             provider_event_id: event.id.clone(),
         }),
         rsu_sale: None,
@@ -139,5 +219,8 @@ pub async fn receive(state: &IngestState, header: Option<&str>, body: &[u8]) -> 
     };
     state.publish(&sale).await?;
     tracing::info!(raffle = %raffle_id, order = %order_id, provider_event = %event.id, kind = ?kind, "webhook accepted");
-    Ok((StatusCode::OK, json!({"status": "accepted", "order_id": order_id, "event_id": sale.event_id})))
+    Ok((
+        StatusCode::OK,
+        json!({"status": "accepted", "order_id": order_id, "event_id": sale.event_id}),
+    ))
 }

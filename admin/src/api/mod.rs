@@ -23,8 +23,8 @@ use warp::http::{Method, StatusCode};
 use crate::auth::Actor;
 use crate::problem::Problem;
 
-pub use raffles::close_due_raffles;
 pub use catalog::check_package_price;
+pub use raffles::close_due_raffles;
 pub use rsus::{authenticate_rsu, key_hash};
 
 /// What a handler works with.
