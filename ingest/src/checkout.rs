@@ -79,21 +79,12 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
         .ok_or_else(|| Problem::invalid("package_id", format!("package {} is not one of raffle {}'s", input.package_id, input.raffle_id)))?;
     let (state_name, start, end, max, sold): (String, DateTime<Utc>, DateTime<Utc>, i64, i64) =
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    let (count, price, currency, active, from, to): (
-        i32,
-        i64,
-        String,
-        bool,
-        Option<DateTime<Utc>>,
-        Option<DateTime<Utc>>,
-    ) = (
-        row.get(5),
-        row.get(6),
-        row.get(7),
-        row.get(8),
-        row.get(9),
-        row.get(10),
-    );
+    let count: i32 = row.get(5);
+    let price: i64 = row.get(6);
+    let currency: String = row.get(7);
+    let active: bool = row.get(8);
+    let from: Option<DateTime<Utc>> = row.get(9);
+    let to: Option<DateTime<Utc>> = row.get(10);
     let now = Utc::now();
     if state_name != "active" {
         return Err(Problem::conflict(
