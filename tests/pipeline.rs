@@ -294,7 +294,7 @@ async fn buyer(
         // A forged delivery first: refused, and nothing happens.
         assert_eq!(deliver(addr, &paid, b"not-the-secret").await, 401);
     }
-    if i % 20 == 0 {
+    if i.is_multiple_of(20) {
         // The provider retries concurrently.
         let (a, b) = tokio::join!(
             deliver(addr, &paid, WEBHOOK_SECRET),
