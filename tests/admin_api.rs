@@ -10,8 +10,8 @@ use std::sync::Arc;
 use admin::auth::Verifier;
 use admin::{AppState, BODY_LIMIT_BYTES};
 use chrono::{Duration as Span, Utc};
-use common::http::{Response, request};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use platform::http_client::{Response, request};
 use platform::testkit::TestEnv;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -73,7 +73,9 @@ impl App {
         if let Some(a) = &auth {
             headers.push(("Authorization", a.as_str()));
         }
-        request(self.addr, method, &format!("/v1/{path}"), &headers, body).await
+        request(self.addr, method, &format!("/v1/{path}"), &headers, body)
+            .await
+            .expect("HTTP request")
     }
 
     async fn call(&self, sub: &str, method: &str, path: &str, body: Value) -> Response {
@@ -94,7 +96,7 @@ impl App {
             "{method} {path} as {sub}: {}",
             String::from_utf8_lossy(&r.body)
         );
-        r.json()
+        r.json().unwrap()
     }
 
     /// Calls, asserts a problem with this status, returns it.
@@ -114,7 +116,7 @@ impl App {
             String::from_utf8_lossy(&r.body)
         );
         assert_eq!(r.content_type(), "application/problem+json");
-        let p = r.json();
+        let p = r.json().unwrap();
         assert!(p["type"].as_str().unwrap().starts_with("/problems/"), "{p}");
         assert!(!p["detail"].as_str().unwrap().is_empty());
         p
@@ -304,7 +306,12 @@ async fn every_lifecycle_transition_is_checked_and_recorded() {
     );
     let p = transition(&app, "admin", &w, &r, "sealed").await;
     assert_eq!(p.status, 409);
-    assert!(p.json()["detail"].as_str().unwrap().contains("ledger seal"));
+    assert!(
+        p.json().unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ledger seal")
+    );
     // The ledger and the draw engine move it on; an admin completes it.
     app.sql(&format!(
         "UPDATE catalog.raffle_events SET state = 'drawn' WHERE id = '{r}'"
@@ -686,7 +693,7 @@ async fn regulations_inherit_and_a_child_cannot_loosen_a_parent_rule() {
         "a 5-for-$20 package is $4 a ticket, over the $3 limit"
     );
     assert!(
-        p.json()["detail"]
+        p.json().unwrap()["detail"]
             .as_str()
             .unwrap()
             .contains("ticket_price_limit")
@@ -906,9 +913,9 @@ async fn expired_tampered_and_missing_tokens_are_refused_and_recorded() {
         assert_eq!(r.status, 401, "{why}");
         assert_eq!(r.content_type(), "application/problem+json");
         assert!(
-            r.json()["detail"].as_str().unwrap().contains(why),
+            r.json().unwrap()["detail"].as_str().unwrap().contains(why),
             "{}",
-            r.json()
+            r.json().unwrap()
         );
     }
     let failures = app
@@ -931,7 +938,7 @@ async fn rs256_tokens_verify_against_the_configured_key_set() {
     let good = encode(&header, &claims, &key).unwrap();
     let r = app.raw("GET", "me", Some(&good), b"").await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(r.json()["user"]["sub"], "rsa-user");
+    assert_eq!(r.json().unwrap()["user"]["sub"], "rsa-user");
     // An HS256 token is refused by an RS256 server, whatever its secret.
     let r = app.raw("GET", "me", Some(&token("rsa-user")), b"").await;
     assert_eq!(r.status, 401);
@@ -1192,11 +1199,11 @@ async fn perk_inventory_holds_under_concurrent_claims() {
     let won: Vec<&Response> = results.iter().filter(|r| r.status == 201).collect();
     let sold_out = results
         .iter()
-        .filter(|r| r.status == 409 && r.json()["type"] == "/problems/perk-sold-out")
+        .filter(|r| r.status == 409 && r.json().unwrap()["type"] == "/problems/perk-sold-out")
         .count();
     assert_eq!((won.len(), sold_out), (3, 7));
     assert!(won.iter().all(|r| {
-        r.json()["claim_code"]
+        r.json().unwrap()["claim_code"]
             .as_str()
             .unwrap()
             .starts_with("PERK-")
@@ -1232,7 +1239,7 @@ async fn bad_input_gets_a_problem_naming_the_field_and_writes_nothing() {
     // Malformed JSON, no body, oversized body.
     let r = app.raw("POST", &raffles, Some(&t), b"{\"name\": ").await;
     assert_eq!(
-        (r.status, r.json()["type"].as_str()),
+        (r.status, r.json().unwrap()["type"].as_str()),
         (400, Some("/problems/malformed-body"))
     );
     let r = app.raw("POST", &raffles, Some(&t), b"").await;

@@ -13,171 +13,17 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-use admin::AppState;
-use admin::auth::{Actor, Verifier, resolve_actor};
+use admin::seed::Scenario;
 use chrono::{Duration as Span, Utc};
-use common::http::{Response, request};
 use futures::StreamExt;
 use ingest::{IngestConfig, IngestState};
+use platform::http_client::{Response, request};
 use platform::testkit::TestEnv;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use warp::http::Method;
 
 const WEBHOOK_SECRET: &[u8] = b"whsec_pipeline_test_secret";
 const RSU_COUNT: usize = 3;
-
-struct Setup {
-    org: String,
-    raffle: Uuid,
-    package: Uuid,
-    /// (rsu id, API key, allocation JSON)
-    rsus: Vec<(Uuid, String, Value)>,
-}
-
-async fn admin_call(
-    state: &AppState,
-    actor: &Actor,
-    method: Method,
-    path: &str,
-    body: Value,
-) -> Value {
-    let bytes = if body.is_null() {
-        Vec::new()
-    } else {
-        serde_json::to_vec(&body).unwrap()
-    };
-    match admin::call(state, actor, &method, path, &Default::default(), &bytes).await {
-        Ok((_, v)) => v,
-        Err(p) => panic!("{method} {path}: {p}"),
-    }
-}
-
-/// A raffle on sale with a 5-ticket package, and three RSUs holding 6,000-number blocks.
-async fn setup(env: &TestEnv) -> Setup {
-    let state = AppState {
-        pool: env.pool.clone(),
-        verifier: Verifier::hs256(b"unused-in-this-test-unused-in-this"),
-    };
-    let client = env.pool.get().await.unwrap();
-    client
-        .batch_execute(
-            "INSERT INTO catalog.users (cognito_sub, is_platform_admin) VALUES ('root', true)",
-        )
-        .await
-        .unwrap();
-    let root = resolve_actor(&**client, "root", None, "cli").await.unwrap();
-    let admin = resolve_actor(&**client, "admin", None, "cli")
-        .await
-        .unwrap();
-    let j = admin_call(
-        &state,
-        &root,
-        Method::POST,
-        "jurisdictions",
-        json!({"name": "Ontario", "code": "ON-CA", "type": "province"}),
-    )
-    .await;
-    let org = admin_call(
-        &state,
-        &admin,
-        Method::POST,
-        "organizations",
-        json!({"name": "Stadium Foundation", "primary_currency": "USD", "operating_fee": {"type": "percentage", "percent": 4.5}}),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let venue = admin_call(
-        &state,
-        &admin,
-        Method::POST,
-        &format!("organizations/{org}/venues"),
-        json!({"name": "Stadium", "jurisdiction_id": j["id"], "accepted_currencies": ["USD"], "timezone": "America/Toronto"}),
-    )
-    .await;
-    let now = Utc::now();
-    let raffle = admin_call(
-        &state,
-        &admin,
-        Method::POST,
-        &format!("organizations/{org}/raffles"),
-        json!({"name": "Record 50/50", "venue_id": venue["id"], "event_identifier": "RAFFLE-E2E",
-               "sales_start_time": now - Span::hours(1), "sales_end_time": now + Span::hours(6),
-               "draw_time": now + Span::hours(7), "currency": "USD", "max_tickets": 180000,
-               "ranges": [{"type": "rsu", "start": 1, "end": 50000, "default_allocation_size": 6000},
-                          {"type": "online", "start": 50001, "end": 180000}]}),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let base = format!("organizations/{org}/raffles/{raffle}");
-    let package = admin_call(
-        &state,
-        &admin,
-        Method::POST,
-        &format!("{base}/packages"),
-        json!({"name": "Value Pack", "ticket_count": 5, "price_minor": 2000, "currency": "USD"}),
-    )
-    .await["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    admin_call(
-        &state,
-        &admin,
-        Method::POST,
-        &format!("{base}/prizes"),
-        json!({"name": "50/50", "type": "percentage", "percentage": 50, "position": 1}),
-    )
-    .await;
-    admin_call(
-        &state,
-        &admin,
-        Method::POST,
-        &format!("{base}/transitions"),
-        json!({"to": "active"}),
-    )
-    .await;
-    let mut rsus = Vec::new();
-    for i in 0..RSU_COUNT {
-        let rsu = admin_call(
-            &state,
-            &admin,
-            Method::POST,
-            &format!("organizations/{org}/rsus"),
-            json!({"name": format!("RSU-{i}"), "device_identifier": format!("MAC:{i}")}),
-        )
-        .await;
-        let id: Uuid = rsu["id"].as_str().unwrap().parse().unwrap();
-        let key = admin_call(
-            &state,
-            &admin,
-            Method::POST,
-            &format!("organizations/{org}/rsus/{id}/api-keys"),
-            Value::Null,
-        )
-        .await;
-        let alloc = admin_call(
-            &state,
-            &admin,
-            Method::POST,
-            &format!("{base}/allocations"),
-            json!({"rsu_id": id}),
-        )
-        .await;
-        rsus.push((id, key["api_key"].as_str().unwrap().to_owned(), alloc));
-    }
-    Setup {
-        org,
-        raffle: raffle.parse().unwrap(),
-        package,
-        rsus,
-    }
-}
 
 /// The allocator as its own process; killed with the test, whatever happens.
 struct AllocatorProcess(Child);
@@ -218,6 +64,7 @@ async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &Val
         &serde_json::to_vec(body).unwrap(),
     )
     .await
+    .expect("HTTP request")
 }
 
 fn webhook(kind: &str, event_id: &str, order: &str, amount: i64) -> Value {
@@ -238,6 +85,7 @@ async fn deliver(addr: SocketAddr, body: &Value, secret: &[u8]) -> u16 {
     ];
     request(addr, "POST", "/v1/webhooks/payments", &headers, &bytes)
         .await
+        .expect("HTTP request")
         .status
 }
 
@@ -268,7 +116,7 @@ async fn buyer(
         "checkout: {}",
         String::from_utf8_lossy(&r.body)
     );
-    let order = r.json()["order_id"].as_str().unwrap().to_owned();
+    let order = r.json().unwrap()["order_id"].as_str().unwrap().to_owned();
     let paid = webhook(
         "payment_intent.succeeded",
         &format!("evt_ok_{i}"),
@@ -325,17 +173,17 @@ async fn buyer(
     )
 }
 
-fn rsu_record(setup: &Setup, r: usize, j: i64, created: chrono::DateTime<Utc>) -> Value {
-    let alloc = &setup.rsus[r].2;
+fn rsu_record(setup: &Scenario, r: usize, j: i64, created: chrono::DateTime<Utc>) -> Value {
+    let alloc = &setup.rsus[r].allocation;
     let start = alloc["start_number"].as_i64().unwrap();
     let block = &alloc["validation_number_block"];
     let prefix = block["prefix"].as_str().unwrap();
     let first = block["first_sequence"].as_i64().unwrap();
     json!({
-        "localId": format!("r{r}-{j}"), "eventId": setup.raffle, "allocationId": alloc["id"],
+        "localId": format!("r{r}-{j}"), "eventId": setup.raffle_id, "allocationId": alloc["id"],
         "validationNumber": format!("{prefix}{:04}", first + j),
         "drawNumbers": (0..5).map(|k| start + 5 * j + k).collect::<Vec<_>>(),
-        "packageId": setup.package, "ticketCount": 5, "totalAmount": 2000, "currency": "USD",
+        "packageId": setup.package_id, "ticketCount": 5, "totalAmount": 2000, "currency": "USD",
         "operatorId": format!("seller-{r}"), "createdAt": created, "isOfflineSale": true,
         "syncStatus": "pending", "syncAttempts": 0
     })
@@ -359,7 +207,7 @@ async fn upload(addr: SocketAddr, key: &str, records: &[Value]) -> Value {
         "upload: {}",
         String::from_utf8_lossy(&r.body)
     );
-    r.json()
+    r.json().unwrap()
 }
 
 async fn scalar(env: &TestEnv, sql: &str) -> i64 {
@@ -375,7 +223,11 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
     let rsu_sales_each = (total_orders * 3 / 10 / RSU_COUNT).min(1000) as i64;
     let online_orders = total_orders - rsu_sales_each as usize * RSU_COUNT;
     let env = TestEnv::new().await;
-    let setup = Arc::new(setup(&env).await);
+    let setup = Arc::new(
+        admin::seed::raffle_on_sale(&env.pool, &admin::seed::Options::default())
+            .await
+            .expect("seed a raffle"),
+    );
 
     let state = Arc::new(IngestState {
         pool: env.pool.clone(),
@@ -421,9 +273,15 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
         &[("Stripe-Signature", old_signature.as_str())],
         &bytes,
     )
-    .await;
+    .await
+    .expect("HTTP request");
     assert_eq!(r.status, 401, "a replayed signature is refused");
-    assert!(r.json()["detail"].as_str().unwrap().contains("tolerance"));
+    assert!(
+        r.json().unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("tolerance")
+    );
     let r = request(
         addr,
         "POST",
@@ -431,7 +289,8 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
         &[("Stripe-Signature", "t=1")],
         b"{",
     )
-    .await;
+    .await
+    .expect("HTTP request");
     assert_eq!(r.status, 400);
 
     // RSUs: the devices sold offline; they sync in shuffled batches, some twice.
@@ -458,7 +317,7 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
     let rsu_task = tokio::spawn(async move {
         let mut results = Vec::new();
         for (r, batches) in rsu_uploads.into_iter().enumerate() {
-            let key = setup_for_rsus.rsus[r].1.clone();
+            let key = setup_for_rsus.rsus[r].api_key.clone();
             for batch in batches {
                 results.push(upload(addr, &key, &batch).await);
             }
@@ -469,7 +328,7 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
     // Online buyers, 16 at a time; the allocator is killed half-way and restarted.
     let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let buyers = futures::stream::iter(0..online_orders)
-        .map(|i| buyer(addr, setup.raffle, setup.package, i))
+        .map(|i| buyer(addr, setup.raffle_id, setup.package_id, i))
         .buffer_unordered(16);
     let mut outcomes = Vec::with_capacity(online_orders);
     futures::pin_mut!(buyers);
@@ -507,7 +366,7 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
     }
     // Bad RSU records: a number outside the block (refused at the edge) and a sale from
     // before the sales window (refused by the allocator).
-    let (rsu0, key0, _) = &setup.rsus[0];
+    let key0 = &setup.rsus[0].api_key;
     let mut outside = rsu_record(&setup, 0, rsu_sales_each + 1, sold_at);
     outside["drawNumbers"][0] = json!(49_999);
     let mut early = rsu_record(&setup, 0, rsu_sales_each + 2, Utc::now() - Span::days(2));
@@ -631,7 +490,8 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
         "gap-free online range"
     );
     // RSU numbers: exactly the numbers each device sold, voided ones included.
-    for (r, (rsu, _, alloc)) in setup.rsus.iter().enumerate() {
+    for (r, seeded) in setup.rsus.iter().enumerate() {
+        let (rsu, alloc) = (&seeded.id, &seeded.allocation);
         let start = alloc["start_number"].as_i64().unwrap();
         let row = client
             .query_one(
@@ -678,7 +538,7 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
         .query_one(
             "SELECT total_sold, total_voided, (SELECT count(*) FROM sales.tickets WHERE state <> 'voided'),
                     (SELECT count(*) FROM sales.tickets WHERE state = 'voided') FROM catalog.raffle_events WHERE id = $1",
-            &[&setup.raffle],
+            &[&setup.raffle_id],
         )
         .await
         .unwrap();
@@ -710,7 +570,6 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
         Some(&1),
         "{rejected:?}"
     );
-    let _ = (rsu0, &setup.org);
     eprintln!(
         "pipeline: {online_orders} online + {} RSU orders in {elapsed:?} ({:.0} orders/s end to end, debug build)",
         rsu_orders_expected,

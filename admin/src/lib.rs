@@ -20,6 +20,7 @@ pub mod audit;
 pub mod auth;
 pub mod problem;
 pub mod rules;
+pub mod seed;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -17,6 +17,7 @@ pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod devstack;
+pub mod http_client;
 pub mod kafka;
 pub mod lease;
 pub mod outbox;

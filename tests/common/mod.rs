@@ -2,8 +2,6 @@
 
 #![allow(dead_code)]
 
-pub mod http;
-
 use std::time::{Duration, Instant};
 
 use platform::testkit::TestEnv;

@@ -1,6 +1,9 @@
-//! A small HTTP/1.1 client for tests: one request per connection against the real server.
+//! A small HTTP/1.1 client: one request per connection. The tests and the benchmarks use it to
+//! talk to the real servers the way a payment provider or a device would, without pulling an
+//! HTTP client library into the build.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,9 +16,9 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            format!(
                 "response is not JSON ({e}): {}",
                 String::from_utf8_lossy(&self.body)
             )
@@ -30,16 +33,18 @@ impl Response {
     }
 }
 
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
+}
+
 pub async fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> Response {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .expect("connect to the server");
+) -> io::Result<Response> {
+    let mut stream = TcpStream::connect(addr).await?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -48,24 +53,21 @@ pub async fn request(
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    stream
-        .write_all(head.as_bytes())
-        .await
-        .expect("write request");
-    stream.write_all(body).await.expect("write body");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read response");
+    stream.read_to_end(&mut raw).await?;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .expect("response head");
+        .ok_or_else(|| bad("response has no header end"))?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status: u16 = lines
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
-        .expect("status line");
+        .ok_or_else(|| bad("response has no status line"))?;
     let headers: HashMap<String, String> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -75,27 +77,24 @@ pub async fn request(
         .get("transfer-encoding")
         .is_some_and(|t| t.contains("chunked"))
     {
-        body = dechunk(&body);
+        body = dechunk(&body).ok_or_else(|| bad("malformed chunked body"))?;
     }
-    Response {
+    Ok(Response {
         status,
         headers,
         body,
-    }
+    })
 }
 
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
-        let Some(end) = data.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).unwrap_or(0);
+        let end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..end]).trim(), 16).ok()?;
         if size == 0 {
-            return out;
+            return Some(out);
         }
-        out.extend_from_slice(&data[end + 2..end + 2 + size]);
-        data = &data[end + 2 + size + 2..];
+        out.extend_from_slice(data.get(end + 2..end + 2 + size)?);
+        data = data.get(end + 2 + size + 2..)?;
     }
 }
