@@ -576,3 +576,157 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
         total_orders as f64 / elapsed.as_secs_f64()
     );
 }
+
+/// A raffle at its maximum stops: later sales are rejected for refund, never over-issued; an
+/// undecodable message on the way goes to the DLQ and the partition keeps moving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sold_out_raffle_rejects_later_sales_and_garbage_goes_to_the_dlq() {
+    let env = TestEnv::new().await;
+    let options = admin::seed::Options {
+        rsu_count: 0,
+        max_tickets: 10,
+        ..Default::default()
+    };
+    let s = admin::seed::raffle_on_sale(&env.pool, &options)
+        .await
+        .expect("seed a raffle");
+    let client = env.client().await;
+    let range: Uuid = client
+        .query_one(
+            "SELECT id FROM catalog.raffle_ranges WHERE raffle_id = $1 AND range_type = 'online'",
+            &[&s.raffle_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let partition = schemas::RangePartition {
+        raffle_id: s.raffle_id,
+        range: schemas::RangeRef::Range(range),
+    };
+    let producer = platform::kafka::producer(&env.brokers, 10_000).unwrap();
+    let key = partition.to_string();
+    let send = |payload: Vec<u8>| {
+        let producer = producer.clone();
+        let key = key.clone();
+        let topic = env.topics.sales.clone();
+        async move {
+            producer
+                .send(
+                    rdkafka::producer::FutureRecord::to(&topic)
+                        .key(&key)
+                        .payload(&payload),
+                    std::time::Duration::from_secs(10),
+                )
+                .await
+                .expect("broker ack");
+        }
+    };
+    send(b"\x00garbage that is not avro".to_vec()).await;
+    let mut orders = Vec::new();
+    for i in 0..3 {
+        let order: Uuid = client
+            .query_one(
+                "INSERT INTO sales.orders (raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency, source)
+                 VALUES ($1, $2, $3, 5, 2000, 'USD', 'online') RETURNING id",
+                &[&s.raffle_id, &s.package_id, &format!("VAL-SOLDOUT{i}")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let event = schemas::SaleEvent {
+            event_id: Uuid::now_v7(),
+            idempotency_key: format!("evt_{i}"),
+            kind: schemas::SaleEventKind::SaleCompleted,
+            raffle_id: s.raffle_id,
+            range_partition: partition,
+            order_id: Some(order),
+            package_id: Some(s.package_id),
+            ticket_count: 5,
+            amount_minor: 2000,
+            currency: schemas::Currency::parse("USD").unwrap(),
+            occurred_at_us: Utc::now().timestamp_micros(),
+            received_at_us: Utc::now().timestamp_micros(),
+            payment: None,
+            rsu_sale: None,
+            customer: None,
+            reason: None,
+        };
+        send(schemas::encode(&event).unwrap()).await;
+        orders.push(order);
+    }
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let (db, pool, brokers, topics) = (
+        env.db.clone(),
+        env.pool.clone(),
+        env.brokers.clone(),
+        env.topics.clone(),
+    );
+    let running =
+        tokio::spawn(async move { allocator::run(db, pool, &brokers, &topics, rx).await });
+    common::eventually("the three sales to be decided", || {
+        let env = &env;
+        async move {
+            scalar(
+                env,
+                "SELECT count(*) FROM sales.orders WHERE payment_status = 'pending'",
+            )
+            .await
+                == 0
+                && scalar(
+                    env,
+                    "SELECT count(*) FROM platform.outbox WHERE published_at IS NULL",
+                )
+                .await
+                    == 0
+        }
+    })
+    .await;
+    let _ = stop.send(true);
+    running.await.unwrap().expect("allocator ran cleanly");
+    let statuses: Vec<String> = client
+        .query(
+            "SELECT payment_status FROM sales.orders WHERE id = ANY($1) ORDER BY validation_number",
+            &[&orders],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(statuses, vec!["completed", "completed", "rejected"]);
+    assert_eq!(
+        scalar(&env, "SELECT total_sold FROM catalog.raffle_events").await,
+        10,
+        "never over-issued"
+    );
+    let reason: String = client
+        .query_one(
+            "SELECT reason FROM sales.rejected_sales WHERE reason_code = 'raffle_sold_out'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(reason.contains("maximum of 10"), "{reason}");
+    let dead: i64 = client
+        .query_one(
+            "SELECT count(*) FROM platform.outbox WHERE topic = $1",
+            &[&env.topics.dlq],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dead, 1, "the garbage went to the DLQ");
+    let issued_events: i64 = client
+        .query_one(
+            "SELECT count(*) FROM platform.outbox WHERE topic = $1",
+            &[&env.topics.tickets],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        issued_events, 3,
+        "two issued, one rejected, each told to the ledger"
+    );
+}
