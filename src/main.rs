@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod bench;
 mod pipeline;
 mod stack;
 
@@ -46,6 +47,11 @@ enum Command {
     Allocator {
         #[command(subcommand)]
         action: AllocatorAction,
+    },
+    /// Benchmarks that print their figures (`--json` too).
+    Bench {
+        #[command(subcommand)]
+        action: bench::BenchAction,
     },
 }
 
@@ -96,6 +102,7 @@ fn main() -> ExitCode {
             Command::Allocator {
                 action: AllocatorAction::Run,
             } => pipeline::allocator().await,
+            Command::Bench { action } => bench::run(action).await,
         }
     });
     match result {

@@ -17,6 +17,8 @@ pub struct Options {
     pub allocation_size: i64,
     pub max_tickets: i64,
     pub sales_hours: i64,
+    /// The online range is 50001 ..= `online_end`.
+    pub online_end: i64,
 }
 
 impl Default for Options {
@@ -26,6 +28,7 @@ impl Default for Options {
             allocation_size: 6000,
             max_tickets: 180_000,
             sales_hours: 6,
+            online_end: 180_000,
         }
     }
 }
@@ -83,7 +86,7 @@ fn id(v: &Value) -> Uuid {
 }
 
 /// Ontario, a charity run by `admin`, a stadium, an active 50/50 selling 5-for-$20 with an online
-/// range (50001..180000) and an RSU range (1..50000), and RSUs with keys and number blocks.
+/// range (50001..=`online_end`) and an RSU range (1..50000), and RSUs with keys and number blocks.
 pub async fn raffle_on_sale(pool: &Pool, options: &Options) -> Result<Scenario, Problem> {
     let state = AppState {
         pool: pool.clone(),
@@ -142,7 +145,7 @@ pub async fn raffle_on_sale(pool: &Pool, options: &Options) -> Result<Scenario, 
                    "draw_time": now + Duration::hours(options.sales_hours + 1), "currency": "USD",
                    "jackpot_seed_minor": 100_000, "max_tickets": options.max_tickets,
                    "ranges": [{"type": "rsu", "start": 1, "end": 50000, "default_allocation_size": options.allocation_size},
-                              {"type": "online", "start": 50001, "end": 180000}]}),
+                              {"type": "online", "start": 50001, "end": options.online_end}]}),
         )
         .await?;
     let raffle = id(&raffle);

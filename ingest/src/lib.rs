@@ -10,6 +10,7 @@
 //!
 //! Must not touch: draw numbers, tickets or counters (the allocator's), the ledger, the draw.
 
+pub mod bench;
 mod checkout;
 mod rsu;
 pub mod signature;

@@ -1,0 +1,390 @@
+//! `raffle bench pipeline`: signed webhooks from concurrent clients through the real ingest
+//! server, broker and allocator (each its own process), measured end to end, with the raw
+//! broker produce rate measured in the same run as the ceiling.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::StreamExt;
+use platform::config::{StackConfig, TopicNames};
+use platform::db::DbTarget;
+use platform::http_client::request;
+use rdkafka::producer::FutureRecord;
+use serde::Serialize;
+use serde_json::json;
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use crate::signature;
+
+const SECRET: &str = "whsec_benchmark_secret_0123456789";
+
+pub struct BenchOptions {
+    pub orders: usize,
+    pub concurrency: usize,
+    /// Orders sent at a steady 1,000/s to measure latency under the target load.
+    pub paced_orders: usize,
+    pub paced_rate: usize,
+    pub keep: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub orders: usize,
+    pub tickets_per_order: i32,
+    pub concurrency: usize,
+    pub orders_per_s: f64,
+    pub tickets_per_s: f64,
+    pub webhook_latency_at_max_load: Latency,
+    pub paced_rate_per_s: usize,
+    pub webhook_latency_at_paced_rate: Latency,
+    pub broker_ceiling_records_per_s: f64,
+    pub peak_memory_mib: serde_json::Value,
+    pub machine: String,
+}
+
+fn latency(mut samples: Vec<f64>) -> Latency {
+    samples.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        samples
+            .get(((samples.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Latency {
+        p50_ms: pick(0.5),
+        p99_ms: pick(0.99),
+        max_ms: samples.last().copied().unwrap_or(0.0),
+    }
+}
+
+fn peak_rss_mib(pid: Option<u32>) -> f64 {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/status"),
+        None => "/proc/self/status".into(),
+    };
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+        })
+        .unwrap_or(0);
+    format!(
+        "{} cores, {} GiB, {cpu}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        mem / 1024 / 1024
+    )
+}
+
+/// Kills the child when dropped: a failed benchmark leaves no service behind.
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.start_kill();
+    }
+}
+
+fn spawn(exe: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> Result<Service, String> {
+    let mut command = Command::new(exe);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+        .spawn()
+        .map(Service)
+        .map_err(|e| format!("cannot start `raffle {}`: {e}", args.join(" ")))
+}
+
+/// The raw rate at which this broker acknowledges idempotent, acks=all records of a sale's
+/// size from one producer: what no pipeline built on it can beat.
+async fn broker_ceiling(brokers: &str, topic: &str, records: usize) -> Result<f64, String> {
+    let producer = platform::kafka::producer(brokers, 30_000).map_err(|e| e.to_string())?;
+    let payload = vec![7u8; 220];
+    let started = Instant::now();
+    let sends = futures::stream::iter(0..records)
+        .map(|i| {
+            let producer = producer.clone();
+            let payload = payload.clone();
+            async move {
+                let key = format!("ceiling-{}", i % 64);
+                producer
+                    .send(
+                        FutureRecord::to(topic).key(&key).payload(&payload),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e.to_string())
+            }
+        })
+        .buffer_unordered(5_000);
+    futures::pin_mut!(sends);
+    while let Some(r) = sends.next().await {
+        r?;
+    }
+    Ok(records as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn send_webhook(addr: SocketAddr, order: Uuid, i: usize) -> Result<f64, String> {
+    let body = json!({"id": format!("evt_bench_{i}"), "type": "payment_intent.succeeded", "created": Utc::now().timestamp(),
+                      "data": {"object": {"id": format!("pi_bench_{i}"), "amount": 2000, "currency": "usd",
+                                          "metadata": {"order_id": order}}}});
+    let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+    let header = signature::sign(SECRET.as_bytes(), &bytes, Utc::now().timestamp());
+    let started = Instant::now();
+    let r = request(
+        addr,
+        "POST",
+        "/v1/webhooks/payments",
+        &[
+            ("Stripe-Signature", &header),
+            ("Content-Type", "application/json"),
+        ],
+        &bytes,
+    )
+    .await
+    .map_err(|e| format!("webhook {i}: {e}"))?;
+    if r.status != 200 {
+        return Err(format!(
+            "webhook {i} answered {}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        ));
+    }
+    Ok(started.elapsed().as_secs_f64() * 1000.0)
+}
+
+async fn wait_completed(db: &DbTarget, target: i64, deadline: Duration) -> Result<Instant, String> {
+    let client = db
+        .connect("raffle-bench")
+        .await
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    loop {
+        let done: i64 = client
+            .query_one(
+                "SELECT count(*) FROM sales.orders WHERE payment_status = 'completed'",
+                &[],
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if done >= target {
+            return Ok(Instant::now());
+        }
+        if started.elapsed() > deadline {
+            return Err(format!(
+                "only {done} of {target} orders completed within {deadline:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the benchmark against the stack `config` points at, in a database and topics of its own.
+pub async fn pipeline(
+    config: &StackConfig,
+    brokers: &str,
+    options: &BenchOptions,
+    progress: impl Fn(&str),
+) -> Result<BenchReport, String> {
+    let total = options.orders + options.paced_orders;
+    let tickets_per_order = 5;
+    if total * tickets_per_order > 500_000 {
+        return Err(format!(
+            "{total} orders of 5 tickets need more numbers than the benchmark raffle holds (500,000)"
+        ));
+    }
+    let run = format!("bench{}", Utc::now().format("%Y%m%d%H%M%S"));
+    let server = DbTarget::parse(&config.database_url).map_err(|e| e.to_string())?;
+    let db = server.with_dbname(&format!("raffle_{run}"));
+    db.ensure_database().await.map_err(|e| e.to_string())?;
+    db.migrate().await.map_err(|e| e.to_string())?;
+    let pool = db.pool(8).map_err(|e| e.to_string())?;
+    let topics = TopicNames::with_prefix(&format!("{run}."));
+    let mut all = topics.all().to_vec();
+    let ceiling_topic = format!("{run}.ceiling");
+    all.push((&ceiling_topic, topics.sales_partitions));
+    platform::kafka::ensure_topics(brokers, &all, topics.replication)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    progress("measuring the broker's raw produce rate (the ceiling)");
+    let ceiling = broker_ceiling(brokers, &ceiling_topic, total.max(20_000)).await?;
+
+    progress("seeding a raffle and pending orders");
+    let options_seed = admin::seed::Options {
+        rsu_count: 0,
+        max_tickets: 500_000,
+        online_end: 550_000,
+        ..Default::default()
+    };
+    let scenario = admin::seed::raffle_on_sale(&pool, &options_seed)
+        .await
+        .map_err(|p| p.to_string())?;
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let orders: Vec<Uuid> = client
+        .query(
+            "INSERT INTO sales.orders (raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency, source)
+             SELECT $1, $2, 'VAL-B' || lpad(g::text, 11, '0'), 5, 2000, 'USD', 'online' FROM generate_series(1, $3::int) g
+             RETURNING id",
+            &[&scenario.raffle_id, &scenario.package_id, &(total as i32)],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    drop(client);
+
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let db_url = {
+        let (base, _) = config
+            .database_url
+            .rsplit_once('/')
+            .unwrap_or((&config.database_url, ""));
+        format!("{base}/raffle_{run}")
+    };
+    let env = vec![
+        ("DATABASE_URL", db_url),
+        ("KAFKA_BROKERS", brokers.to_owned()),
+        ("RAFFLE_TOPIC_PREFIX", format!("{run}.")),
+        ("RAFFLE_INGEST_ADDR", addr.to_string()),
+        ("INGEST_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ];
+    let ingest = spawn(&exe, &["ingest", "serve"], &env)?;
+    let allocator = spawn(&exe, &["allocator", "run"], &env)?;
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = request(addr, "GET", "/health", &[], b"").await
+            && r.status == 200
+        {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("ingest did not come up within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Warm the allocator's partition leases before the clock starts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    progress(&format!(
+        "sending {} webhooks from {} concurrent clients",
+        options.orders, options.concurrency
+    ));
+    let (throughput, paced) = orders.split_at(options.orders);
+    let started = Instant::now();
+    let results: Vec<Result<f64, String>> = futures::stream::iter(throughput.iter().enumerate())
+        .map(|(i, order)| send_webhook(addr, *order, i))
+        .buffer_unordered(options.concurrency)
+        .collect()
+        .await;
+    let loaded: Vec<f64> = results.into_iter().collect::<Result<_, _>>()?;
+    let finished = wait_completed(&db, options.orders as i64, Duration::from_secs(600)).await?;
+    let elapsed = finished - started;
+
+    progress(&format!(
+        "sending {} webhooks at a steady {}/s",
+        paced.len(),
+        options.paced_rate
+    ));
+    let interval = Duration::from_secs_f64(1.0 / options.paced_rate as f64);
+    let mut ticker = tokio::time::interval(interval);
+    let mut inflight = Vec::with_capacity(paced.len());
+    for (i, order) in paced.iter().enumerate() {
+        ticker.tick().await;
+        inflight.push(tokio::spawn(send_webhook(addr, *order, options.orders + i)));
+    }
+    let mut steady = Vec::with_capacity(paced.len());
+    for task in inflight {
+        steady.push(task.await.map_err(|e| e.to_string())??);
+    }
+    wait_completed(&db, total as i64, Duration::from_secs(600)).await?;
+
+    let memory = json!({
+        "ingest": peak_rss_mib(ingest.0.id()),
+        "allocator": peak_rss_mib(allocator.0.id()),
+        "load_generator": peak_rss_mib(None),
+    });
+    drop(ingest);
+    drop(allocator);
+    if !options.keep {
+        pool.close();
+        if let Ok(admin) = server.with_dbname("postgres").connect("raffle-bench").await {
+            let _ = admin
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS raffle_{run} WITH (FORCE)"
+                ))
+                .await;
+        }
+    }
+    let orders_per_s = options.orders as f64 / elapsed.as_secs_f64();
+    Ok(BenchReport {
+        orders: options.orders,
+        tickets_per_order: tickets_per_order as i32,
+        concurrency: options.concurrency,
+        orders_per_s,
+        tickets_per_s: orders_per_s * tickets_per_order as f64,
+        webhook_latency_at_max_load: latency(loaded),
+        paced_rate_per_s: options.paced_rate,
+        webhook_latency_at_paced_rate: latency(steady),
+        broker_ceiling_records_per_s: ceiling,
+        peak_memory_mib: memory,
+        machine: machine(),
+    })
+}

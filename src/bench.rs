@@ -1,0 +1,88 @@
+//! `raffle bench …`: benchmark commands that print their figures (`--json` for one object).
+
+use clap::Subcommand;
+use platform::StackConfig;
+
+#[derive(Subcommand)]
+pub enum BenchAction {
+    /// Signed webhooks through the real ingest server, broker and allocator.
+    Pipeline {
+        /// Orders (5-ticket packages) sent as fast as the clients can.
+        #[arg(long, default_value_t = 10_000)]
+        orders: usize,
+        /// Concurrent webhook clients.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Orders then sent at a steady rate to measure latency under the target load.
+        #[arg(long, default_value_t = 5_000)]
+        paced_orders: usize,
+        #[arg(long, default_value_t = 1_000)]
+        paced_rate: usize,
+        /// Keep the benchmark's database afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(action: BenchAction) -> anyhow::Result<()> {
+    let config = StackConfig::from_env()?;
+    match action {
+        BenchAction::Pipeline {
+            orders,
+            concurrency,
+            paced_orders,
+            paced_rate,
+            keep,
+            json,
+        } => {
+            let stack = platform::devstack::up(&config).await?;
+            let options = ingest::bench::BenchOptions {
+                orders,
+                concurrency,
+                paced_orders,
+                paced_rate: paced_rate.max(1),
+                keep,
+            };
+            let report =
+                ingest::bench::pipeline(&config, &stack.broker.brokers, &options, |step| {
+                    if !json {
+                        eprintln!("… {step}");
+                    }
+                })
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("pipeline benchmark on {}", report.machine);
+                println!(
+                    "  orders end to end       {:>10.0} orders/s  ({} orders, {} concurrent clients)",
+                    report.orders_per_s, report.orders, report.concurrency
+                );
+                println!(
+                    "  tickets end to end      {:>10.0} tickets/s",
+                    report.tickets_per_s
+                );
+                println!(
+                    "  broker ceiling          {:>10.0} records/s (raw idempotent produce, same run)",
+                    report.broker_ceiling_records_per_s
+                );
+                let l = &report.webhook_latency_at_max_load;
+                println!(
+                    "  webhook latency, max load     p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+                    l.p50_ms, l.p99_ms, l.max_ms
+                );
+                let l = &report.webhook_latency_at_paced_rate;
+                println!(
+                    "  webhook latency at {}/s   p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+                    report.paced_rate_per_s, l.p50_ms, l.p99_ms, l.max_ms
+                );
+                println!("  peak memory (MiB)       {}", report.peak_memory_mib);
+            }
+            Ok(())
+        }
+    }
+}
