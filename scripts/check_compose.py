@@ -12,7 +12,10 @@ services = doc.get("services") or {}
 problems = []
 if not services:
     problems.append("no services")
-known = set(re.findall(r'"((?:RAFFLE|DATABASE|KAFKA)_[A-Z_]+)"', Path("platform/src/config.rs").read_text()))
+PREFIX = r"(?:RAFFLE|DATABASE|KAFKA|INGEST|ADMIN)_"
+known = set()
+for source in [*Path(".").glob("*/src/**/*.rs"), *Path("src").glob("**/*.rs")]:
+    known |= set(re.findall(r'"(' + PREFIX + r'[A-Z0-9_]+)"', source.read_text()))
 for name, svc in services.items():
     if "image" not in svc and "build" not in svc:
         problems.append(f"service {name} has neither image nor build")
@@ -20,7 +23,7 @@ for name, svc in services.items():
         continue  # third-party images (Kafka, Postgres) have variables of their own
     env = svc.get("environment") or {}
     for var in env:
-        if re.match(r"^(RAFFLE|DATABASE|KAFKA)_", var) and var not in known:
+        if re.match("^" + PREFIX, var) and var not in known:
             problems.append(f"service {name} sets {var}, which the code never reads")
 for p in problems:
     print(f"compose: {p}", file=sys.stderr)
