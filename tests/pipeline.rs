@@ -293,6 +293,74 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
     .expect("HTTP request");
     assert_eq!(r.status, 400);
 
+    // A malformed body with a good signature, an oversized body, an unknown package, and a
+    // payment whose amount does not match its order.
+    let garbage = b"{\"id\": ";
+    let sig = ingest::signature::sign(WEBHOOK_SECRET, garbage, Utc::now().timestamp());
+    let r = request(
+        addr,
+        "POST",
+        "/v1/webhooks/payments",
+        &[("Stripe-Signature", sig.as_str())],
+        garbage,
+    )
+    .await
+    .expect("HTTP request");
+    assert_eq!(
+        (
+            r.status,
+            r.json().unwrap()["type"].as_str().map(str::to_owned)
+        ),
+        (400, Some("/problems/malformed-body".into()))
+    );
+    let huge = vec![b' '; 70 * 1024];
+    let r = request(addr, "POST", "/v1/webhooks/payments", &[], &huge)
+        .await
+        .expect("HTTP request");
+    assert_eq!(r.status, 413);
+    let r = post(
+        addr,
+        "/v1/checkout",
+        &[],
+        &json!({"raffle_id": setup.raffle_id, "package_id": Uuid::new_v4()}),
+    )
+    .await;
+    assert_eq!(
+        (
+            r.status,
+            r.json().unwrap()["field"].as_str().map(str::to_owned)
+        ),
+        (422, Some("package_id".into()))
+    );
+    let r = post(
+        addr,
+        "/v1/checkout",
+        &[],
+        &json!({"raffle_id": setup.raffle_id, "package_id": setup.package_id}),
+    )
+    .await;
+    let cheap_order = r.json().unwrap()["order_id"].as_str().unwrap().to_owned();
+    let cheap = webhook("payment_intent.succeeded", "evt_cheap", &cheap_order, 1);
+    assert_eq!(
+        deliver(addr, &cheap, WEBHOOK_SECRET).await,
+        422,
+        "amount does not match the order"
+    );
+    assert_eq!(
+        deliver(
+            addr,
+            &webhook(
+                "payment_intent.payment_failed",
+                "evt_cheap_fail",
+                &cheap_order,
+                2000
+            ),
+            WEBHOOK_SECRET
+        )
+        .await,
+        200
+    );
+
     // RSUs: the devices sold offline; they sync in shuffled batches, some twice.
     let sold_at = Utc::now() - Span::minutes(30);
     let mut rsu_uploads = Vec::new();
@@ -460,7 +528,8 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
     );
     assert_eq!(
         by_status.get("failed").copied().unwrap_or(0) as usize,
-        expect.failed
+        expect.failed + 1,
+        "and the order whose payment did not match"
     );
     assert_eq!(
         by_status.get("refunded").copied().unwrap_or(0) as usize,
@@ -560,6 +629,7 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     assert_eq!(rejected.get("unknown_order"), Some(&1), "{rejected:?}");
+    assert_eq!(rejected.get("amount_mismatch"), Some(&1), "{rejected:?}");
     assert_eq!(
         rejected.get("number_outside_allocation"),
         Some(&1),
