@@ -67,8 +67,16 @@ pub async fn run(action: BenchAction) -> anyhow::Result<()> {
                     report.tickets_per_s
                 );
                 println!(
+                    "  webhooks acknowledged   {:>10.0} /s (ingest alone: each sale durably on the broker)",
+                    report.webhooks_acknowledged_per_s
+                );
+                println!(
                     "  broker ceiling          {:>10.0} records/s (raw idempotent produce, same run)",
                     report.broker_ceiling_records_per_s
+                );
+                println!(
+                    "  broker ceiling, 1 key   {:>10.0} records/s (one range partition's share of the broker)",
+                    report.broker_ceiling_one_partition_records_per_s
                 );
                 let l = &report.webhook_latency_at_max_load;
                 println!(

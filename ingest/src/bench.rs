@@ -4,13 +4,15 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
 use platform::config::{StackConfig, TopicNames};
 use platform::db::DbTarget;
-use platform::http_client::request;
+use platform::http_client::{Connection, request};
 use rdkafka::producer::FutureRecord;
 use serde::Serialize;
 use serde_json::json;
@@ -44,10 +46,15 @@ pub struct BenchReport {
     pub concurrency: usize,
     pub orders_per_s: f64,
     pub tickets_per_s: f64,
+    /// How fast ingest acknowledged the webhooks (each sale durably on the broker), before the
+    /// allocator finished: which side of the pipeline bounds the end-to-end rate.
+    pub webhooks_acknowledged_per_s: f64,
     pub webhook_latency_at_max_load: Latency,
     pub paced_rate_per_s: usize,
     pub webhook_latency_at_paced_rate: Latency,
     pub broker_ceiling_records_per_s: f64,
+    /// The same, every record under one key: the ceiling of one range partition.
+    pub broker_ceiling_one_partition_records_per_s: f64,
     pub peak_memory_mib: serde_json::Value,
     pub machine: String,
 }
@@ -144,8 +151,13 @@ fn spawn(exe: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> Result
 }
 
 /// The raw rate at which this broker acknowledges idempotent, acks=all records of a sale's
-/// size from one producer: what no pipeline built on it can beat.
-async fn broker_ceiling(brokers: &str, topic: &str, records: usize) -> Result<f64, String> {
+/// size from one producer over `keys` keys: what no pipeline built on it can beat.
+async fn broker_ceiling(
+    brokers: &str,
+    topic: &str,
+    records: usize,
+    keys: usize,
+) -> Result<f64, String> {
     let producer = platform::kafka::producer(brokers, 30_000).map_err(|e| e.to_string())?;
     let payload = vec![7u8; 220];
     let started = Instant::now();
@@ -154,7 +166,7 @@ async fn broker_ceiling(brokers: &str, topic: &str, records: usize) -> Result<f6
             let producer = producer.clone();
             let payload = payload.clone();
             async move {
-                let key = format!("ceiling-{}", i % 64);
+                let key = format!("ceiling-{}", i % keys);
                 producer
                     .send(
                         FutureRecord::to(topic).key(&key).payload(&payload),
@@ -173,25 +185,27 @@ async fn broker_ceiling(brokers: &str, topic: &str, records: usize) -> Result<f6
     Ok(records as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn send_webhook(addr: SocketAddr, order: Uuid, i: usize) -> Result<f64, String> {
+fn webhook(order: Uuid, i: usize) -> Result<(Vec<u8>, String), String> {
     let body = json!({"id": format!("evt_bench_{i}"), "type": "payment_intent.succeeded", "created": Utc::now().timestamp(),
                       "data": {"object": {"id": format!("pi_bench_{i}"), "amount": 2000, "currency": "usd",
                                           "metadata": {"order_id": order}}}});
     let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
     let header = signature::sign(SECRET.as_bytes(), &bytes, Utc::now().timestamp());
+    Ok((bytes, header))
+}
+
+/// Delivers one webhook on a kept-alive connection; its latency in milliseconds.
+async fn deliver(connection: &mut Connection, order: Uuid, i: usize) -> Result<f64, String> {
+    let (bytes, header) = webhook(order, i)?;
     let started = Instant::now();
-    let r = request(
-        addr,
-        "POST",
-        "/v1/webhooks/payments",
-        &[
-            ("Stripe-Signature", &header),
-            ("Content-Type", "application/json"),
-        ],
-        &bytes,
-    )
-    .await
-    .map_err(|e| format!("webhook {i}: {e}"))?;
+    let headers = [
+        ("Stripe-Signature", header.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let r = connection
+        .send("POST", "/v1/webhooks/payments", &headers, &bytes)
+        .await
+        .map_err(|e| format!("webhook {i}: {e}"))?;
     if r.status != 200 {
         return Err(format!(
             "webhook {i} answered {}: {}",
@@ -202,7 +216,77 @@ async fn send_webhook(addr: SocketAddr, order: Uuid, i: usize) -> Result<f64, St
     Ok(started.elapsed().as_secs_f64() * 1000.0)
 }
 
-async fn wait_completed(db: &DbTarget, target: i64, deadline: Duration) -> Result<Instant, String> {
+/// `clients` delivery workers, each on its own kept-alive connection, sharing the orders.
+async fn deliver_all(
+    addr: SocketAddr,
+    orders: &[Uuid],
+    offset: usize,
+    clients: usize,
+) -> Result<Vec<f64>, String> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let orders = Arc::new(orders.to_vec());
+    let mut workers = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let (next, orders) = (next.clone(), orders.clone());
+        workers.push(tokio::spawn(async move {
+            let mut connection = Connection::open(addr).await.map_err(|e| e.to_string())?;
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(order) = orders.get(i) else {
+                    return Ok::<_, String>(latencies);
+                };
+                latencies.push(deliver(&mut connection, *order, offset + i).await?);
+            }
+        }));
+    }
+    let mut all = Vec::with_capacity(orders.len());
+    for w in workers {
+        all.extend(w.await.map_err(|e| e.to_string())??);
+    }
+    Ok(all)
+}
+
+/// Delivers the orders at a steady `rate` per second over a pool of kept-alive connections.
+async fn deliver_paced(
+    addr: SocketAddr,
+    orders: &[Uuid],
+    offset: usize,
+    rate: usize,
+) -> Result<Vec<f64>, String> {
+    let (free_tx, free_rx) = tokio::sync::mpsc::channel::<Connection>(64);
+    for _ in 0..32 {
+        let connection = Connection::open(addr).await.map_err(|e| e.to_string())?;
+        free_tx.send(connection).await.map_err(|e| e.to_string())?;
+    }
+    let free_rx = Arc::new(tokio::sync::Mutex::new(free_rx));
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    let mut inflight = Vec::with_capacity(orders.len());
+    for (i, order) in orders.iter().enumerate() {
+        ticker.tick().await;
+        let (free_tx, free_rx, order) = (free_tx.clone(), free_rx.clone(), *order);
+        inflight.push(tokio::spawn(async move {
+            let mut connection = free_rx
+                .lock()
+                .await
+                .recv()
+                .await
+                .ok_or("connection pool closed")?;
+            let latency = deliver(&mut connection, order, offset + i).await?;
+            let _ = free_tx.send(connection).await;
+            Ok::<f64, String>(latency)
+        }));
+    }
+    let mut latencies = Vec::with_capacity(orders.len());
+    for task in inflight {
+        latencies.push(task.await.map_err(|e| e.to_string())??);
+    }
+    Ok(latencies)
+}
+
+/// Waits until the raffle has sold `target` tickets. Reads the raffle's counter, one row, so
+/// the polling costs the machine nothing next to the pipeline it measures.
+async fn wait_issued(db: &DbTarget, target: i64, deadline: Duration) -> Result<Instant, String> {
     let client = db
         .connect("raffle-bench")
         .await
@@ -211,7 +295,7 @@ async fn wait_completed(db: &DbTarget, target: i64, deadline: Duration) -> Resul
     loop {
         let done: i64 = client
             .query_one(
-                "SELECT count(*) FROM sales.orders WHERE payment_status = 'completed'",
+                "SELECT coalesce(sum(total_sold), 0)::bigint FROM catalog.raffle_events",
                 &[],
             )
             .await
@@ -222,7 +306,7 @@ async fn wait_completed(db: &DbTarget, target: i64, deadline: Duration) -> Resul
         }
         if started.elapsed() > deadline {
             return Err(format!(
-                "only {done} of {target} orders completed within {deadline:?}"
+                "only {done} of {target} tickets were issued within {deadline:?}"
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -238,7 +322,8 @@ pub async fn pipeline(
 ) -> Result<BenchReport, String> {
     let total = options.orders + options.paced_orders;
     let tickets_per_order = 5;
-    if total * tickets_per_order > 500_000 {
+    let tickets = |orders: usize| (orders * tickets_per_order) as i64;
+    if tickets(total) > 500_000 {
         return Err(format!(
             "{total} orders of 5 tickets need more numbers than the benchmark raffle holds (500,000)"
         ));
@@ -250,24 +335,27 @@ pub async fn pipeline(
     db.migrate().await.map_err(|e| e.to_string())?;
     let pool = db.pool(8).map_err(|e| e.to_string())?;
     let topics = TopicNames::with_prefix(&format!("{run}."));
-    let mut all = topics.all().to_vec();
     let ceiling_topic = format!("{run}.ceiling");
+    let mut all = topics.all().to_vec();
     all.push((&ceiling_topic, topics.sales_partitions));
     platform::kafka::ensure_topics(brokers, &all, topics.replication)
         .await
         .map_err(|e| e.to_string())?;
 
     progress("measuring the broker's raw produce rate (the ceiling)");
-    let ceiling = broker_ceiling(brokers, &ceiling_topic, total.max(20_000)).await?;
+    let ceiling = broker_ceiling(brokers, &ceiling_topic, total.max(20_000), 64).await?;
+    // One raffle's online sales share one key (one range, one sequence): one partition.
+    let ceiling_one_partition =
+        broker_ceiling(brokers, &ceiling_topic, total.max(20_000), 1).await?;
 
     progress("seeding a raffle and pending orders");
-    let options_seed = admin::seed::Options {
+    let seed = admin::seed::Options {
         rsu_count: 0,
         max_tickets: 500_000,
         online_end: 550_000,
         ..Default::default()
     };
-    let scenario = admin::seed::raffle_on_sale(&pool, &options_seed)
+    let scenario = admin::seed::raffle_on_sale(&pool, &seed)
         .await
         .map_err(|p| p.to_string())?;
     let client = pool.get().await.map_err(|e| e.to_string())?;
@@ -320,7 +408,7 @@ pub async fn pipeline(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Warm the allocator's partition leases before the clock starts.
+    // Let the allocator take its partition leases before the clock starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     progress(&format!(
@@ -329,13 +417,9 @@ pub async fn pipeline(
     ));
     let (throughput, paced) = orders.split_at(options.orders);
     let started = Instant::now();
-    let results: Vec<Result<f64, String>> = futures::stream::iter(throughput.iter().enumerate())
-        .map(|(i, order)| send_webhook(addr, *order, i))
-        .buffer_unordered(options.concurrency)
-        .collect()
-        .await;
-    let loaded: Vec<f64> = results.into_iter().collect::<Result<_, _>>()?;
-    let finished = wait_completed(&db, options.orders as i64, Duration::from_secs(600)).await?;
+    let loaded = deliver_all(addr, throughput, 0, options.concurrency).await?;
+    let acknowledged = started.elapsed();
+    let finished = wait_issued(&db, tickets(options.orders), Duration::from_secs(600)).await?;
     let elapsed = finished - started;
 
     progress(&format!(
@@ -343,18 +427,8 @@ pub async fn pipeline(
         paced.len(),
         options.paced_rate
     ));
-    let interval = Duration::from_secs_f64(1.0 / options.paced_rate as f64);
-    let mut ticker = tokio::time::interval(interval);
-    let mut inflight = Vec::with_capacity(paced.len());
-    for (i, order) in paced.iter().enumerate() {
-        ticker.tick().await;
-        inflight.push(tokio::spawn(send_webhook(addr, *order, options.orders + i)));
-    }
-    let mut steady = Vec::with_capacity(paced.len());
-    for task in inflight {
-        steady.push(task.await.map_err(|e| e.to_string())??);
-    }
-    wait_completed(&db, total as i64, Duration::from_secs(600)).await?;
+    let steady = deliver_paced(addr, paced, options.orders, options.paced_rate).await?;
+    wait_issued(&db, tickets(total), Duration::from_secs(600)).await?;
 
     let memory = json!({
         "ingest": peak_rss_mib(ingest.0.id()),
@@ -380,10 +454,12 @@ pub async fn pipeline(
         concurrency: options.concurrency,
         orders_per_s,
         tickets_per_s: orders_per_s * tickets_per_order as f64,
+        webhooks_acknowledged_per_s: options.orders as f64 / acknowledged.as_secs_f64(),
         webhook_latency_at_max_load: latency(loaded),
         paced_rate_per_s: options.paced_rate,
         webhook_latency_at_paced_rate: latency(steady),
         broker_ceiling_records_per_s: ceiling,
+        broker_ceiling_one_partition_records_per_s: ceiling_one_partition,
         peak_memory_mib: memory,
         machine: machine(),
     })

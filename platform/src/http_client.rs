@@ -98,3 +98,75 @@ fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
         data = data.get(end + 2 + size + 2..)?;
     }
 }
+
+/// One kept-alive HTTP/1.1 connection for many requests in turn, as a payment provider's
+/// delivery workers hold them. Responses must carry a Content-Length or be chunked.
+pub struct Connection {
+    addr: SocketAddr,
+    reader: tokio::io::BufReader<TcpStream>,
+}
+
+impl Connection {
+    pub async fn open(addr: SocketAddr) -> io::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            addr,
+            reader: tokio::io::BufReader::new(stream),
+        })
+    }
+
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Response> {
+        use tokio::io::AsyncBufReadExt;
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut message = head.into_bytes();
+        message.extend_from_slice(body);
+        self.reader.get_mut().write_all(&message).await?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line).await?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("response has no status line"))?;
+        let mut headers = HashMap::new();
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line).await? == 0 {
+                return Err(bad("connection closed inside the response head"));
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+        }
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad("kept-alive responses need a Content-Length"))?;
+        let mut body = vec![0u8; length];
+        self.reader.read_exact(&mut body).await?;
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
