@@ -50,7 +50,7 @@ pub fn producer(brokers: &str, message_timeout_ms: u64) -> Result<FutureProducer
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "none")
-        .set("linger.ms", "2")
+        .set("linger.ms", "5")
         .set("message.timeout.ms", message_timeout_ms.to_string())
         .create()
         .map_err(|e| KafkaError::Client {
