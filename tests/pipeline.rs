@@ -25,6 +25,27 @@ use uuid::Uuid;
 const WEBHOOK_SECRET: &[u8] = b"whsec_pipeline_test_secret";
 const RSU_COUNT: usize = 3;
 
+/// The real ingest server on a free port, stopped when the returned sender drops.
+async fn spawn_ingest(env: &TestEnv) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let state = Arc::new(IngestState {
+        pool: env.pool.clone(),
+        producer: platform::kafka::producer(&env.brokers, 10_000).unwrap(),
+        config: IngestConfig {
+            webhook_secret: WEBHOOK_SECRET.to_vec(),
+            webhook_tolerance_s: 300,
+            order_tickets_max: 500,
+            sales_topic: env.topics.sales.clone(),
+        },
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(ingest::serve(state, listener, async move {
+        let _ = stopped.await;
+    }));
+    (addr, stop)
+}
+
 /// The allocator as its own process; killed with the test, whatever happens.
 struct AllocatorProcess(Child);
 
@@ -229,22 +250,7 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
             .expect("seed a raffle"),
     );
 
-    let state = Arc::new(IngestState {
-        pool: env.pool.clone(),
-        producer: platform::kafka::producer(&env.brokers, 10_000).unwrap(),
-        config: IngestConfig {
-            webhook_secret: WEBHOOK_SECRET.to_vec(),
-            webhook_tolerance_s: 300,
-            order_tickets_max: 500,
-            sales_topic: env.topics.sales.clone(),
-        },
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(ingest::serve(state, listener, async move {
-        let _ = stopped.await;
-    }));
+    let (addr, _stop) = spawn_ingest(&env).await;
     let mut allocator = start_allocator(&env);
     let started = Instant::now();
 
@@ -799,4 +805,49 @@ async fn a_sold_out_raffle_rejects_later_sales_and_garbage_goes_to_the_dlq() {
         issued_events, 3,
         "two issued, one rejected, each told to the ledger"
     );
+}
+
+/// Where the jurisdiction forbids offline sales, an offline RSU record is refused at upload
+/// with the reason, and a sale made while connected still goes through.
+#[tokio::test]
+async fn a_jurisdiction_that_forbids_offline_sales_refuses_offline_rsu_records() {
+    let env = TestEnv::new().await;
+    let options = admin::seed::Options {
+        rsu_count: 1,
+        ..Default::default()
+    };
+    let s = admin::seed::raffle_on_sale(&env.pool, &options)
+        .await
+        .expect("seed a raffle");
+    env.client()
+        .await
+        .execute(
+            "INSERT INTO catalog.jurisdiction_regulations (jurisdiction_id, name, regulation_type, value, effective_date, overridable)
+             SELECT v.jurisdiction_id, 'online RSUs only', 'sales_method',
+                    '{\"online\": true, \"rsu\": true, \"offline_rsu\": false, \"rng_draw\": true}', now() - interval '1 day', false
+               FROM catalog.raffle_events r JOIN catalog.venues v ON v.id = r.venue_id WHERE r.id = $1",
+            &[&s.raffle_id],
+        )
+        .await
+        .unwrap();
+    let (addr, _stop) = spawn_ingest(&env).await;
+    let offline = rsu_record(&s, 0, 0, Utc::now() - Span::minutes(1));
+    let mut connected = rsu_record(&s, 0, 1, Utc::now() - Span::minutes(1));
+    connected["isOfflineSale"] = json!(false);
+    let answer = upload(addr, &s.rsus[0].api_key, &[offline, connected]).await;
+    assert_eq!(answer["results"][0]["status"], "rejected");
+    assert!(
+        answer["results"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("offline sales are not allowed"),
+        "{answer}"
+    );
+    assert_eq!(answer["results"][1]["status"], "accepted");
+    let recorded = scalar(
+        &env,
+        "SELECT count(*) FROM sales.rejected_sales WHERE reason_code = 'regulation'",
+    )
+    .await;
+    assert_eq!(recorded, 1, "the refusal is visible with its reason");
 }

@@ -223,6 +223,7 @@ pub async fn upload(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let mut results: Vec<Value> = Vec::with_capacity(upload.records.len());
+    let mut methods: HashMap<Uuid, (bool, bool)> = HashMap::new();
     let mut pending = Vec::new();
     for (i, raw) in upload.records.iter().enumerate() {
         let local_id = raw
@@ -255,7 +256,38 @@ pub async fn upload(
             results.push(json!({"local_id": record.local_id, "status": "duplicate", "server_status": status}));
             continue;
         }
-        match check(rsu, &record, &allocations, now) {
+        // The jurisdiction's sales methods, once per raffle of the batch.
+        if !methods.contains_key(&record.event_id) {
+            let rules = admin::rules::for_raffle(&**client, record.event_id, now)
+                .await
+                .ok();
+            let allowed = match rules.as_ref().and_then(|r| r.get("sales_method")) {
+                Some(admin::rules::InForce {
+                    value:
+                        admin::rules::RuleValue::SalesMethod {
+                            rsu, offline_rsu, ..
+                        },
+                    ..
+                }) => (*rsu, *offline_rsu),
+                _ => (true, true),
+            };
+            methods.insert(record.event_id, allowed);
+        }
+        let (rsu_allowed, offline_allowed) = methods[&record.event_id];
+        let verdict = if !rsu_allowed {
+            Err((
+                "regulation",
+                "RSU sales are not allowed in this raffle's jurisdiction".to_owned(),
+            ))
+        } else if record.is_offline_sale && !offline_allowed {
+            Err((
+                "regulation",
+                "offline sales are not allowed in this raffle's jurisdiction".to_owned(),
+            ))
+        } else {
+            check(rsu, &record, &allocations, now)
+        };
+        match verdict {
             Ok(event) => {
                 results.push(json!({"local_id": record.local_id, "status": "accepted"}));
                 pending.push((results.len() - 1, event));
