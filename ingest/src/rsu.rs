@@ -257,7 +257,7 @@ pub async fn upload(
             continue;
         }
         // The jurisdiction's sales methods, once per raffle of the batch.
-        if !methods.contains_key(&record.event_id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = methods.entry(record.event_id) {
             let rules = admin::rules::for_raffle(&**client, record.event_id, now)
                 .await
                 .ok();
@@ -271,7 +271,7 @@ pub async fn upload(
                 }) => (*rsu, *offline_rsu),
                 _ => (true, true),
             };
-            methods.insert(record.event_id, allowed);
+            slot.insert(allowed);
         }
         let (rsu_allowed, offline_allowed) = methods[&record.event_id];
         let verdict = if !rsu_allowed {
