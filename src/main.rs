@@ -48,6 +48,16 @@ enum Command {
         #[command(subcommand)]
         action: AllocatorAction,
     },
+    /// The double-entry ledger (`ledger run`).
+    Ledger {
+        #[command(subcommand)]
+        action: LedgerAction,
+    },
+    /// What auditors run (`audit verify --raffle ID`).
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Benchmarks that print their figures (`--json` too).
     Bench {
         #[command(subcommand)]
@@ -65,6 +75,23 @@ enum IngestAction {
 enum AllocatorAction {
     /// Consume raffle.sales.v1 until interrupted.
     Run,
+}
+
+#[derive(Subcommand)]
+enum LedgerAction {
+    /// Consume raffle.tickets.v1 until interrupted.
+    Run,
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Recompute a raffle's hash chain and balances; name the first entry that does not verify.
+    Verify {
+        #[arg(long)]
+        raffle: uuid::Uuid,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -103,6 +130,12 @@ fn main() -> ExitCode {
                 action: AllocatorAction::Run,
             } => pipeline::allocator().await,
             Command::Bench { action } => bench::run(action).await,
+            Command::Ledger {
+                action: LedgerAction::Run,
+            } => pipeline::ledger().await,
+            Command::Audit {
+                action: AuditAction::Verify { raffle, json },
+            } => pipeline::audit_verify(raffle, json).await,
         }
     });
     match result {

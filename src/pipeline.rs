@@ -86,3 +86,64 @@ pub async fn allocator() -> anyhow::Result<()> {
     allocator::run(db, pool, &brokers, &config.topics, rx).await?;
     Ok(())
 }
+
+/// Posts every ticket event it can lease a partition of, until interrupted.
+pub async fn ledger() -> anyhow::Result<()> {
+    let config = StackConfig::from_env()?;
+    let brokers = brokers(&config)?;
+    let (db, pool) = database(&config, 8).await?;
+    platform::kafka::health(
+        &brokers,
+        &[&config.topics.tickets],
+        std::time::Duration::from_secs(5),
+    )
+    .await?;
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(ctrl_c(tx));
+    eprintln!(
+        "ledger consuming {} ({} partitions)",
+        config.topics.tickets, config.topics.tickets_partitions
+    );
+    ledger::run(db, pool, &brokers, &config.topics, rx).await?;
+    Ok(())
+}
+
+/// Recomputes a raffle's hash chain and balances from the database rows; fails naming the first
+/// entry that does not verify.
+pub async fn audit_verify(raffle: uuid::Uuid, json: bool) -> anyhow::Result<()> {
+    let config = StackConfig::from_env()?;
+    let (_, pool) = database(&config, 2).await?;
+    let client = pool.get().await?;
+    let verification = ledger::verify(&**client, raffle).await?;
+    let balances = ledger::balances(&**client, raffle, None).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"verification": verification, "balances": balances})
+            )?
+        );
+    } else {
+        println!(
+            "raffle {raffle}: {} entries verified, head hash {}",
+            verification.entries_verified, verification.head_hash
+        );
+        for (account, balance) in &balances {
+            println!("  {account:<50} {balance:>14}");
+        }
+        println!(
+            "  {:<50} {:>14}",
+            "trial balance",
+            balances.values().sum::<i64>()
+        );
+    }
+    match verification.first_failure {
+        None => Ok(()),
+        Some(f) => anyhow::bail!(
+            "entry {} (sequence {}) does not verify: {}",
+            f.entry_id,
+            f.sequence,
+            f.reason
+        ),
+    }
+}

@@ -1,10 +1,22 @@
 //! ledger: the double-entry books of each raffle.
 //!
-//! Owns: the `ledger` schema (accounts, journal entries, postings, seals), consumed from
-//! `raffle.tickets.v1`; the hash chain; the seal; the reconciliation report; audit export and
-//! verification.
+//! Owns: the `ledger` schema — accounts, journal entries, postings (balanced and append-only,
+//! held by the database) and the per-raffle hash chain (`chain_heads`). Consumes
+//! `raffle.tickets.v1` through `platform::consumer`: a balanced entry per issued sale, a
+//! reversal per void or refund of an issued sale, idempotent by event id, one Postgres
+//! transaction per consumed batch. Verifies the chain from the rows alone ([`verify`]).
 //!
-//! Must not touch: orders, tickets and counters (the allocator's), draw results (the draw
-//! engine's; it posts prize entries through this crate's API).
+//! Must not touch: orders, tickets and counters (the allocator's), catalog configuration, draw
+//! results. It reads the raffle's state to refuse postings to a sealed raffle.
 //!
-//! Status: the schema exists empty in migration V1; the ledger is its own issue.
+//! Status: posting, the chain, balances and verification are here; the seal, the
+//! reconciliation report, the audit export and the benchmark are still to come (issue notes).
+
+mod chain;
+mod consumer;
+pub mod rules;
+mod verify;
+
+pub use chain::{EntryText, GENESIS};
+pub use consumer::{CONSUMER_GROUP, Ledger, run};
+pub use verify::{Verification, balances, verify};

@@ -1,0 +1,337 @@
+//! The ledger consumer of `raffle.tickets.v1`: one transaction per consumed batch, entries
+//! chained per raffle in the order their events stand in the partition (the topic is keyed by
+//! raffle, so one consumer owns each raffle's chain).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use deadpool_postgres::Pool;
+use platform::consumer::{ConsumerConfig, ConsumerStats, PartitionConsumer};
+use platform::db::DbTarget;
+use platform::{BatchHandler, ConsumerError, Disposition, HandlerError, Record, TopicNames};
+use schemas::TicketEvent;
+use tokio::sync::watch;
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use crate::chain::{EntryText, GENESIS};
+use crate::rules::postings_for;
+
+pub const CONSUMER_GROUP: &str = "ledger";
+
+/// Posts ticket events; see the crate documentation.
+pub struct Ledger;
+
+struct Head {
+    sequence: i64,
+    hash: [u8; 32],
+    changed: bool,
+}
+
+struct NewEntry {
+    id: Uuid,
+    raffle_id: Uuid,
+    sequence: i64,
+    entry_type: &'static str,
+    event_id: Uuid,
+    order_id: Option<Uuid>,
+    description: String,
+    currency: String,
+    occurred_at: DateTime<Utc>,
+    previous: [u8; 32],
+    hash: [u8; 32],
+    postings: Vec<(Uuid, i64)>,
+}
+
+fn hash_of(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if bytes.len() == 32 {
+        out.copy_from_slice(bytes);
+    }
+    out
+}
+
+impl BatchHandler for Ledger {
+    async fn handle(
+        &self,
+        tx: &Transaction<'_>,
+        batch: &[Record],
+    ) -> Result<Vec<Disposition>, HandlerError> {
+        let mut events = Vec::with_capacity(batch.len());
+        for record in batch {
+            events.push(
+                match record
+                    .payload
+                    .as_deref()
+                    .map(schemas::decode::<TicketEvent>)
+                {
+                    Some(Ok(e)) => Ok(e),
+                    Some(Err(e)) => Err(e.to_string()),
+                    None => Err("message has no value".to_owned()),
+                },
+            );
+        }
+        let ok: Vec<&TicketEvent> = events.iter().filter_map(|e| e.as_ref().ok()).collect();
+        let raffle_ids: Vec<Uuid> = ok
+            .iter()
+            .map(|e| e.raffle_id)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let event_ids: Vec<Uuid> = ok.iter().map(|e| e.event_id).collect();
+        let order_ids: Vec<Uuid> = ok.iter().filter_map(|e| e.order_id).collect();
+
+        let raffles: HashMap<Uuid, String> = tx
+            .query(
+                "SELECT id, state FROM catalog.raffle_events WHERE id = ANY($1)",
+                &[&raffle_ids],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut posted: HashSet<Uuid> = tx
+            .query(
+                "SELECT event_id FROM ledger.journal_entries WHERE event_id = ANY($1)",
+                &[&event_ids],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut issued: HashSet<Uuid> = tx
+            .query(
+                "SELECT order_id FROM ledger.journal_entries WHERE order_id = ANY($1) AND entry_type = 'ticket_sale'",
+                &[&order_ids],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let known: Vec<Uuid> = raffle_ids
+            .iter()
+            .filter(|r| raffles.contains_key(r))
+            .copied()
+            .collect();
+        tx.execute(
+            "INSERT INTO ledger.chain_heads (raffle_id, sequence, hash) SELECT r, 0, $2 FROM unnest($1::uuid[]) r
+             ON CONFLICT (raffle_id) DO NOTHING",
+            &[&known, &GENESIS.to_vec()],
+        )
+        .await?;
+        let mut heads: HashMap<Uuid, Head> = tx
+            .query("SELECT raffle_id, sequence, hash FROM ledger.chain_heads WHERE raffle_id = ANY($1) ORDER BY raffle_id FOR UPDATE", &[&known])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), Head { sequence: r.get(1), hash: hash_of(r.get::<_, &[u8]>(2)), changed: false }))
+            .collect();
+        let mut accounts: HashMap<(Uuid, String, String), Uuid> = HashMap::new();
+        let mut entries = Vec::new();
+        let mut out = Vec::with_capacity(batch.len());
+        for event in events {
+            let event = match event {
+                Ok(e) => e,
+                Err(reason) => {
+                    out.push(Disposition::dead("undecodable", reason));
+                    continue;
+                }
+            };
+            let Some(state) = raffles.get(&event.raffle_id) else {
+                out.push(Disposition::dead(
+                    "unknown_raffle",
+                    format!("raffle {} does not exist", event.raffle_id),
+                ));
+                continue;
+            };
+            if posted.contains(&event.event_id) {
+                out.push(Disposition::Duplicate);
+                continue;
+            }
+            let was_issued = event.order_id.is_some_and(|o| issued.contains(&o));
+            let Some((entry_type, postings)) = postings_for(&event, was_issued) else {
+                posted.insert(event.event_id);
+                out.push(Disposition::Applied);
+                continue;
+            };
+            if !matches!(state.as_str(), "draft" | "active" | "sales_closed") {
+                out.push(Disposition::dead(
+                    "raffle_sealed",
+                    format!(
+                        "raffle {} is {state}: only draw, claim and payout entries are accepted",
+                        event.raffle_id
+                    ),
+                ));
+                continue;
+            }
+            let total: i64 = postings.iter().map(|p| p.amount_minor).sum();
+            assert_eq!(
+                total, 0,
+                "entry for event {} does not balance",
+                event.event_id
+            );
+            let currency = event.currency.to_string();
+            let mut resolved = Vec::with_capacity(postings.len());
+            for p in &postings {
+                let key = (event.raffle_id, p.code.clone(), currency.clone());
+                let id = match accounts.get(&key) {
+                    Some(id) => *id,
+                    None => {
+                        let id: Uuid = tx
+                            .query_one(
+                                "INSERT INTO ledger.accounts (raffle_id, code, kind, currency) VALUES ($1, $2, $3, $4)
+                                 ON CONFLICT (raffle_id, code, currency) DO UPDATE SET kind = ledger.accounts.kind
+                                 RETURNING id",
+                                &[&event.raffle_id, &p.code, &p.kind, &currency],
+                            )
+                            .await?
+                            .get(0);
+                        accounts.insert(key, id);
+                        id
+                    }
+                };
+                resolved.push((id, p.amount_minor));
+            }
+            let head = heads.get_mut(&event.raffle_id).ok_or_else(|| {
+                HandlerError::Fatal(format!("no chain head for raffle {}", event.raffle_id))
+            })?;
+            let sequence = head.sequence + 1;
+            let text = EntryText {
+                raffle_id: event.raffle_id,
+                sequence,
+                entry_type,
+                event_id: event.event_id,
+                order_id: event.order_id,
+                currency: &currency,
+                occurred_at_us: event.occurred_at_us,
+                postings: postings
+                    .iter()
+                    .map(|p| (p.code.clone(), p.amount_minor))
+                    .collect(),
+            };
+            let hash = text.hash(&head.hash);
+            entries.push(NewEntry {
+                id: Uuid::now_v7(),
+                raffle_id: event.raffle_id,
+                sequence,
+                entry_type,
+                event_id: event.event_id,
+                order_id: event.order_id,
+                description: format!(
+                    "{entry_type} of order {}",
+                    event.order_id.map(|o| o.to_string()).unwrap_or_default()
+                ),
+                currency,
+                occurred_at: Utc
+                    .timestamp_micros(event.occurred_at_us)
+                    .single()
+                    .unwrap_or_default(),
+                previous: head.hash,
+                hash,
+                postings: resolved,
+            });
+            head.sequence = sequence;
+            head.hash = hash;
+            head.changed = true;
+            posted.insert(event.event_id);
+            if entry_type == "ticket_sale"
+                && let Some(o) = event.order_id
+            {
+                issued.insert(o);
+            }
+            out.push(Disposition::Applied);
+        }
+        write(tx, &entries).await?;
+        for (raffle, head) in heads.iter().filter(|(_, h)| h.changed) {
+            tx.execute(
+                "UPDATE ledger.chain_heads SET sequence = $2, hash = $3 WHERE raffle_id = $1",
+                &[raffle, &head.sequence, &head.hash.to_vec()],
+            )
+            .await?;
+        }
+        Ok(out)
+    }
+}
+
+async fn write(tx: &Transaction<'_>, entries: &[NewEntry]) -> Result<(), HandlerError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO ledger.journal_entries (id, raffle_id, sequence, entry_type, event_id, order_id, description, currency,
+             occurred_at, previous_hash, hash)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::uuid[], $6::uuid[], $7::text[],
+                              $8::text[], $9::timestamptz[], $10::bytea[], $11::bytea[])",
+        &[
+            &entries.iter().map(|e| e.id).collect::<Vec<_>>(),
+            &entries.iter().map(|e| e.raffle_id).collect::<Vec<_>>(),
+            &entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+            &entries.iter().map(|e| e.entry_type).collect::<Vec<_>>(),
+            &entries.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            &entries.iter().map(|e| e.order_id).collect::<Vec<_>>(),
+            &entries.iter().map(|e| e.description.clone()).collect::<Vec<_>>(),
+            &entries.iter().map(|e| e.currency.clone()).collect::<Vec<_>>(),
+            &entries.iter().map(|e| e.occurred_at).collect::<Vec<_>>(),
+            &entries.iter().map(|e| e.previous.to_vec()).collect::<Vec<_>>(),
+            &entries.iter().map(|e| e.hash.to_vec()).collect::<Vec<_>>(),
+        ],
+    )
+    .await?;
+    let (mut ids, mut raffles, mut accounts, mut amounts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for e in entries {
+        for (account, amount) in &e.postings {
+            ids.push(e.id);
+            raffles.push(e.raffle_id);
+            accounts.push(*account);
+            amounts.push(*amount);
+        }
+    }
+    tx.execute(
+        "INSERT INTO ledger.postings (entry_id, raffle_id, account_id, amount_minor)
+         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[])",
+        &[&ids, &raffles, &accounts, &amounts],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs the ledger: a partition consumer for every partition of the tickets topic, until
+/// `shutdown` turns true.
+pub async fn run(
+    db: DbTarget,
+    pool: Pool,
+    brokers: &str,
+    topics: &TopicNames,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Vec<Arc<ConsumerStats>>, ConsumerError> {
+    let handler = Arc::new(Ledger);
+    let mut tasks = Vec::new();
+    let mut stats = Vec::new();
+    for partition in 0..topics.tickets_partitions {
+        let config = ConsumerConfig::new(
+            brokers,
+            CONSUMER_GROUP,
+            &topics.tickets,
+            partition,
+            &topics.dlq,
+        );
+        let consumer = PartitionConsumer::new(config, db.clone(), pool.clone());
+        stats.push(consumer.stats());
+        let (handler, shutdown) = (handler.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            consumer.run(handler.as_ref(), shutdown).await
+        }));
+    }
+    let mut first_error = None;
+    for task in tasks {
+        if let Ok(Err(e)) = task.await {
+            tracing::error!(error = %e, "ledger partition consumer stopped");
+            first_error.get_or_insert(e);
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(stats),
+    }
+}

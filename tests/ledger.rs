@@ -1,0 +1,363 @@
+//! The ledger against the real broker and Postgres: balanced entries posted once per event,
+//! chained per raffle, refused for unknown or sealed raffles, and every change made directly in
+//! the database — as superuser, triggers disabled — caught by verification.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use platform::testkit::TestEnv;
+use proptest::prelude::*;
+use rdkafka::producer::FutureRecord;
+use schemas::{
+    Currency, DrawNumber, RangePartition, RangeRef, SaleSource, TicketEvent, TicketEventKind,
+};
+use uuid::Uuid;
+
+fn event(
+    raffle: Uuid,
+    kind: TicketEventKind,
+    order: Uuid,
+    rsu: Option<Uuid>,
+    amount: i64,
+) -> TicketEvent {
+    TicketEvent {
+        event_id: Uuid::now_v7(),
+        kind,
+        raffle_id: raffle,
+        order_id: Some(order),
+        sale_event_id: Uuid::now_v7(),
+        range_partition: RangePartition {
+            raffle_id: raffle,
+            range: RangeRef::Range(Uuid::nil()),
+        },
+        source: if rsu.is_some() {
+            SaleSource::Rsu
+        } else {
+            SaleSource::Online
+        },
+        rsu_id: rsu,
+        allocation_id: None,
+        package_id: None,
+        seller_id: None,
+        amount_minor: amount,
+        currency: Currency::parse("USD").unwrap(),
+        draw_numbers: vec![DrawNumber::new(50_001).unwrap()],
+        validation_number: None,
+        reason: None,
+        occurred_at_us: Utc::now().timestamp_micros(),
+    }
+}
+
+async fn publish(env: &TestEnv, events: &[TicketEvent]) {
+    let producer = platform::kafka::producer(&env.brokers, 10_000).unwrap();
+    for e in events {
+        let key = e.raffle_id.to_string();
+        let payload = schemas::encode(e).unwrap();
+        producer
+            .send(
+                FutureRecord::to(&env.topics.tickets)
+                    .key(&key)
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("broker ack");
+    }
+}
+
+/// Runs the ledger until everything published so far (`count` messages) is consumed.
+async fn consume(env: &TestEnv, count: i64) {
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let (db, pool, brokers, topics) = (
+        env.db.clone(),
+        env.pool.clone(),
+        env.brokers.clone(),
+        env.topics.clone(),
+    );
+    let running = tokio::spawn(async move { ledger::run(db, pool, &brokers, &topics, rx).await });
+    common::eventually("the ledger to consume everything", || async {
+        let done: i64 = env
+            .client()
+            .await
+            .query_one("SELECT coalesce(sum(next_offset), 0)::bigint FROM platform.consumer_offsets WHERE consumer_group = 'ledger'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        done >= count
+    })
+    .await;
+    let _ = stop.send(true);
+    running.await.unwrap().expect("ledger ran cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticket_events_post_balanced_chained_entries_once() {
+    let env = TestEnv::new().await;
+    let s = admin::seed::raffle_on_sale(
+        &env.pool,
+        &admin::seed::Options {
+            rsu_count: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let rsu = s.rsus[0].id;
+    let (a, b, c, d) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    let first = event(s.raffle_id, TicketEventKind::TicketsIssued, a, None, 2000);
+    let events = vec![
+        first.clone(),
+        event(s.raffle_id, TicketEventKind::TicketsIssued, b, None, 2000),
+        event(
+            s.raffle_id,
+            TicketEventKind::TicketsIssued,
+            c,
+            Some(rsu),
+            2000,
+        ),
+        first.clone(), // delivered twice
+        event(s.raffle_id, TicketEventKind::TicketsVoided, b, None, 2000), // refund of an issued sale
+        event(
+            s.raffle_id,
+            TicketEventKind::TicketsVoided,
+            d,
+            Some(rsu),
+            2000,
+        ), // voided before it ever synced
+        event(s.raffle_id, TicketEventKind::SaleRejected, d, None, 2000),
+        event(
+            Uuid::now_v7(),
+            TicketEventKind::TicketsIssued,
+            d,
+            None,
+            2000,
+        ), // unknown raffle
+    ];
+    publish(&env, &events).await;
+    consume(&env, events.len() as i64).await;
+
+    let client = env.client().await;
+    let balances = ledger::balances(&client, s.raffle_id, None).await.unwrap();
+    let expected: BTreeMap<String, i64> = [
+        ("gross_ticket_revenue".to_owned(), -6000),
+        ("payment_clearing".to_owned(), 2000),
+        ("refunds_and_voids".to_owned(), 2000),
+        (format!("rsu_float/{rsu}"), 2000),
+    ]
+    .into();
+    assert_eq!(balances, expected);
+    assert_eq!(
+        balances.values().sum::<i64>(),
+        0,
+        "the trial balance is zero"
+    );
+    // As of the second entry, only two sales.
+    let early = ledger::balances(&client, s.raffle_id, Some(2))
+        .await
+        .unwrap();
+    assert_eq!(early["gross_ticket_revenue"], -4000);
+    assert_eq!(early["refunds_and_voids"], 0);
+    let verification = ledger::verify(&client, s.raffle_id).await.unwrap();
+    assert!(verification.ok(), "{verification:?}");
+    assert_eq!(
+        verification.entries_verified, 4,
+        "three sales and one reversal; duplicates and rejections post nothing"
+    );
+    let head: Vec<u8> = client
+        .query_one(
+            "SELECT hash FROM ledger.chain_heads WHERE raffle_id = $1",
+            &[&s.raffle_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(hex::encode(head), verification.head_hash);
+    let dead: i64 = client
+        .query_one("SELECT count(*) FROM platform.outbox WHERE topic = $1 AND headers->>'dlq.error_kind' = 'unknown_raffle'", &[&env.topics.dlq])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        dead, 1,
+        "an event for an unknown raffle is refused to the DLQ with its reason"
+    );
+
+    // Sealed: sales no longer post.
+    client
+        .execute(
+            "UPDATE catalog.raffle_events SET state = 'sealed' WHERE id = $1",
+            &[&s.raffle_id],
+        )
+        .await
+        .unwrap();
+    publish(
+        &env,
+        &[event(
+            s.raffle_id,
+            TicketEventKind::TicketsIssued,
+            Uuid::now_v7(),
+            None,
+            2000,
+        )],
+    )
+    .await;
+    consume(&env, events.len() as i64 + 1).await;
+    let sealed: i64 = client
+        .query_one("SELECT count(*) FROM platform.outbox WHERE topic = $1 AND headers->>'dlq.error_kind' = 'raffle_sealed'", &[&env.topics.dlq])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sealed, 1);
+    assert_eq!(
+        ledger::verify(&client, s.raffle_id)
+            .await
+            .unwrap()
+            .entries_verified,
+        4
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_refuses_unbalanced_and_changed_entries_and_verify_catches_the_superuser() {
+    let env = TestEnv::new().await;
+    let s = admin::seed::raffle_on_sale(
+        &env.pool,
+        &admin::seed::Options {
+            rsu_count: 0,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let events: Vec<TicketEvent> = (0..5)
+        .map(|_| {
+            event(
+                s.raffle_id,
+                TicketEventKind::TicketsIssued,
+                Uuid::now_v7(),
+                None,
+                2000,
+            )
+        })
+        .collect();
+    publish(&env, &events).await;
+    consume(&env, 5).await;
+    let mut client = env.client().await;
+    assert!(ledger::verify(&client, s.raffle_id).await.unwrap().ok());
+
+    // Append-only and balanced, held by the database.
+    let update = client
+        .execute(
+            "UPDATE ledger.postings SET amount_minor = amount_minor * 2",
+            &[],
+        )
+        .await;
+    assert_eq!(common::sqlstate(update), "42501");
+    let delete = client
+        .execute("DELETE FROM ledger.journal_entries", &[])
+        .await;
+    assert_eq!(common::sqlstate(delete), "42501");
+    let tx = client.transaction().await.unwrap();
+    let entry: Uuid = tx
+        .query_one(
+            "INSERT INTO ledger.journal_entries (raffle_id, sequence, entry_type, event_id, description, currency, occurred_at,
+                 previous_hash, hash)
+             VALUES ($1, 99, 'ticket_sale', gen_random_uuid(), 'forged', 'USD', now(), $2, $3) RETURNING id",
+            &[&s.raffle_id, &vec![0u8; 32], &vec![9u8; 32]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    tx.execute(
+        "INSERT INTO ledger.postings (entry_id, raffle_id, account_id, amount_minor)
+         SELECT $1, $2, id, 500 FROM ledger.accounts WHERE raffle_id = $2 AND code = 'payment_clearing'",
+        &[&entry, &s.raffle_id],
+    )
+    .await
+    .unwrap();
+    let committed = tx.commit().await;
+    assert!(
+        committed.is_err(),
+        "an unbalanced entry is refused at commit"
+    );
+
+    // A superuser who disables the triggers changes one thing at a time; verify names the entry.
+    let tampering = [
+        ("a posting's amount", "UPDATE ledger.postings p SET amount_minor = amount_minor + 100 FROM ledger.journal_entries e
+             WHERE e.id = p.entry_id AND e.sequence = 3 AND p.amount_minor > 0", 3, "sum to"),
+        ("both postings of an entry", "UPDATE ledger.postings p SET amount_minor = amount_minor * 2 FROM ledger.journal_entries e
+             WHERE e.id = p.entry_id AND e.sequence = 3", 3, "hash"),
+        ("an entry's time", "UPDATE ledger.journal_entries SET occurred_at = occurred_at - interval '1 day' WHERE sequence = 2", 2, "hash"),
+        ("an entry removed", "DELETE FROM ledger.postings p USING ledger.journal_entries e WHERE e.id = p.entry_id AND e.sequence = 4;
+             DELETE FROM ledger.journal_entries WHERE sequence = 4", 5, "sequence"),
+    ];
+    for (what, sql, sequence, reason) in tampering {
+        let tx = client.transaction().await.unwrap();
+        tx.batch_execute(&format!(
+            "SET LOCAL session_replication_role = replica; {sql}"
+        ))
+        .await
+        .unwrap();
+        let v = ledger::verify(&tx, s.raffle_id).await.unwrap();
+        let failure = v
+            .first_failure
+            .clone()
+            .unwrap_or_else(|| panic!("{what} went unnoticed"));
+        assert_eq!(failure.sequence, sequence, "{what}: {failure:?}");
+        assert!(failure.reason.contains(reason), "{what}: {failure:?}");
+        tx.rollback().await.unwrap();
+    }
+    assert!(
+        ledger::verify(&client, s.raffle_id).await.unwrap().ok(),
+        "rolled back, the books verify again"
+    );
+}
+
+proptest! {
+    /// For any sequence of sales and reversals, the postings balance, the trial balance is
+    /// zero, and revenue is issued sales minus reversals.
+    #[test]
+    fn postings_always_balance(ops in proptest::collection::vec((0usize..6, 1i64..100_000, any::<bool>(), any::<bool>()), 1..60)) {
+        let raffle = Uuid::now_v7();
+        let rsu = Uuid::now_v7();
+        let mut orders: Vec<(Uuid, i64, bool, bool)> = Vec::new(); // (order, amount, rsu, voided)
+        let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+        let (mut issued, mut reversed) = (0i64, 0i64);
+        for (pick, amount, on_rsu, void) in ops {
+            let e = if void && !orders.is_empty() {
+                let i = pick % orders.len();
+                let (order, amount, on_rsu, voided) = orders[i];
+                let issued_before = !voided;
+                orders[i].3 = true;
+                let e = event(raffle, TicketEventKind::TicketsVoided, order, on_rsu.then_some(rsu), amount);
+                (e, issued_before)
+            } else {
+                let order = Uuid::now_v7();
+                orders.push((order, amount, on_rsu, false));
+                (event(raffle, TicketEventKind::TicketsIssued, order, on_rsu.then_some(rsu), amount), false)
+            };
+            // A second void of the same order is not an issued sale any more.
+            if let Some((kind, postings)) = ledger::rules::postings_for(&e.0, e.1) {
+                prop_assert_eq!(postings.iter().map(|p| p.amount_minor).sum::<i64>(), 0);
+                match kind {
+                    "ticket_sale" => issued += e.0.amount_minor,
+                    _ => reversed += e.0.amount_minor,
+                }
+                for p in postings {
+                    *totals.entry(p.code).or_default() += p.amount_minor;
+                }
+            }
+        }
+        prop_assert_eq!(totals.values().sum::<i64>(), 0);
+        let revenue = -totals.get("gross_ticket_revenue").copied().unwrap_or(0) - totals.get("refunds_and_voids").copied().unwrap_or(0);
+        prop_assert_eq!(revenue, issued - reversed);
+    }
+}
