@@ -623,6 +623,68 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
         "raffle counters"
     );
 
+    // The ledger, fed by the allocator's ticket events, agrees with the orders to the cent.
+    let (stop_ledger, ledger_rx) = tokio::sync::watch::channel(false);
+    let (db, pool, brokers, topics) = (
+        env.db.clone(),
+        env.pool.clone(),
+        env.brokers.clone(),
+        env.topics.clone(),
+    );
+    let ledger_task =
+        tokio::spawn(async move { ledger::run(db, pool, &brokers, &topics, ledger_rx).await });
+    let issued_events: i64 = client
+        .query_one(
+            "SELECT count(*) FROM platform.outbox WHERE topic = $1",
+            &[&env.topics.tickets],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    common::eventually("the ledger to post every ticket event", || {
+        let env = &env;
+        async move {
+            scalar(env, "SELECT coalesce(sum(next_offset), 0)::bigint FROM platform.consumer_offsets WHERE consumer_group = 'ledger'").await
+                >= issued_events
+        }
+    })
+    .await;
+    let _ = stop_ledger.send(true);
+    ledger_task.await.unwrap().expect("ledger ran cleanly");
+    let books = ledger::balances(&client, setup.raffle_id, None)
+        .await
+        .unwrap();
+    let money = |sql: &str| {
+        let client = &client;
+        let sql = sql.to_owned();
+        async move { client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let online_paid = money("SELECT coalesce(sum(total_amount_minor), 0)::bigint FROM sales.orders WHERE source = 'online' AND payment_status = 'completed'").await;
+    let refunded = money("SELECT coalesce(sum(total_amount_minor), 0)::bigint FROM sales.orders WHERE payment_status = 'refunded'").await;
+    let rsu_sold = money("SELECT coalesce(sum(total_amount_minor), 0)::bigint FROM sales.orders WHERE source = 'rsu' AND payment_status = 'completed'").await;
+    assert_eq!(
+        books.get("payment_clearing").copied().unwrap_or(0),
+        online_paid,
+        "{books:?}"
+    );
+    assert_eq!(
+        books.get("refunds_and_voids").copied().unwrap_or(0),
+        refunded
+    );
+    assert_eq!(
+        -books.get("gross_ticket_revenue").copied().unwrap_or(0),
+        online_paid + refunded + rsu_sold
+    );
+    let floats: i64 = books
+        .iter()
+        .filter(|(k, _)| k.starts_with("rsu_float/"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(floats, rsu_sold, "each device's float is what it sold");
+    assert_eq!(books.values().sum::<i64>(), 0, "trial balance");
+    let verification = ledger::verify(&client, setup.raffle_id).await.unwrap();
+    assert!(verification.ok(), "{verification:?}");
+
     // Every refused sale is visible with its reason.
     let rejected: HashMap<String, i64> = client
         .query(
