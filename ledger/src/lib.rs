@@ -15,6 +15,7 @@
 mod chain;
 mod consumer;
 pub mod rules;
+pub mod split;
 mod verify;
 
 pub use chain::{EntryText, GENESIS};

@@ -1,0 +1,192 @@
+//! How a sealed raffle's money is divided, with the rounding rules written down once:
+//! a percentage prize rounds **up** to the minor unit (a winner never gets less than the
+//! advertised share), the operating fee rounds **half-even**, and net proceeds take the
+//! remainder, so the parts add up to the gross to the cent.
+
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::{Decimal, RoundingStrategy};
+
+/// A prize as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PrizeValue {
+    Fixed { value_minor: i64 },
+    Percentage { percent: Decimal },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperatingFee {
+    Percentage { percent: Decimal },
+    Fixed { amount_minor: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SplitInput {
+    /// Ticket revenue net of refunds and voids, plus numbers written off as sold.
+    pub gross_receipts_minor: i64,
+    /// `gross_revenue`: prizes are shares of the gross; `net_revenue`: of the gross less the fee.
+    pub revenue_method_net: bool,
+    /// Guaranteed minimum of the main (first percentage) prize.
+    pub jackpot_seed_minor: i64,
+    /// Cash the charity put into the main prize at the start.
+    pub jackpot_starting_minor: i64,
+    /// In position order.
+    pub prizes: Vec<PrizeValue>,
+    pub operating_fee: OperatingFee,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Per prize, in the order given.
+    pub prizes_minor: Vec<i64>,
+    pub operating_fee_minor: i64,
+    /// What the charity keeps: the remainder (negative when a guaranteed minimum exceeds it).
+    pub net_proceeds_minor: i64,
+    /// The percentage base the prizes were computed on.
+    pub prize_basis_minor: i64,
+}
+
+fn to_minor(d: Decimal) -> i64 {
+    d.to_i64().unwrap_or(i64::MAX)
+}
+
+pub fn split(input: &SplitInput) -> Split {
+    let gross = Decimal::from(input.gross_receipts_minor);
+    let fee = match &input.operating_fee {
+        OperatingFee::Percentage { percent } => to_minor(
+            (gross * percent / Decimal::ONE_HUNDRED)
+                .round_dp_with_strategy(0, RoundingStrategy::MidpointNearestEven),
+        ),
+        OperatingFee::Fixed { amount_minor } => *amount_minor,
+    };
+    let basis = if input.revenue_method_net {
+        (input.gross_receipts_minor - fee).max(0)
+    } else {
+        input.gross_receipts_minor
+    };
+    let mut main_seen = false;
+    let prizes_minor: Vec<i64> = input
+        .prizes
+        .iter()
+        .map(|p| match p {
+            PrizeValue::Fixed { value_minor } => *value_minor,
+            PrizeValue::Percentage { percent } => {
+                let share =
+                    to_minor((Decimal::from(basis) * percent / Decimal::ONE_HUNDRED).ceil());
+                if main_seen {
+                    share
+                } else {
+                    main_seen = true;
+                    (share + input.jackpot_starting_minor).max(input.jackpot_seed_minor)
+                }
+            }
+        })
+        .collect();
+    let prizes_total: i64 = prizes_minor.iter().sum();
+    Split {
+        net_proceeds_minor: input.gross_receipts_minor + input.jackpot_starting_minor
+            - prizes_total
+            - fee,
+        prizes_minor,
+        operating_fee_minor: fee,
+        prize_basis_minor: basis,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn pct(p: &str) -> Decimal {
+        p.parse().unwrap()
+    }
+
+    #[test]
+    fn a_fifty_fifty_rounds_the_prize_up_and_the_fee_half_even() {
+        let s = split(&SplitInput {
+            gross_receipts_minor: 1_000_001,
+            revenue_method_net: false,
+            jackpot_seed_minor: 0,
+            jackpot_starting_minor: 0,
+            prizes: vec![PrizeValue::Percentage { percent: pct("50") }],
+            operating_fee: OperatingFee::Percentage {
+                percent: pct("4.5"),
+            },
+        });
+        assert_eq!(s.prizes_minor, vec![500_001], "500,000.5 rounds up");
+        assert_eq!(
+            s.operating_fee_minor, 45_000,
+            "45,000.045 rounds to the nearest"
+        );
+        assert_eq!(s.net_proceeds_minor, 1_000_001 - 500_001 - 45_000);
+        let tie = split(&SplitInput {
+            gross_receipts_minor: 100,
+            revenue_method_net: false,
+            jackpot_seed_minor: 0,
+            jackpot_starting_minor: 0,
+            prizes: vec![],
+            operating_fee: OperatingFee::Percentage {
+                percent: pct("2.5"),
+            },
+        });
+        assert_eq!(tie.operating_fee_minor, 2, "2.5 rounds half to even");
+    }
+
+    #[test]
+    fn the_guaranteed_minimum_and_the_starting_amount_lift_the_main_prize_only() {
+        let s = split(&SplitInput {
+            gross_receipts_minor: 10_000,
+            revenue_method_net: false,
+            jackpot_seed_minor: 100_000,
+            jackpot_starting_minor: 2_000,
+            prizes: vec![
+                PrizeValue::Percentage { percent: pct("50") },
+                PrizeValue::Percentage { percent: pct("10") },
+                PrizeValue::Fixed { value_minor: 1_500 },
+            ],
+            operating_fee: OperatingFee::Fixed { amount_minor: 300 },
+        });
+        assert_eq!(s.prizes_minor, vec![100_000, 1_000, 1_500]);
+        assert!(s.net_proceeds_minor < 0, "the charity funds the guarantee");
+    }
+
+    proptest! {
+        #[test]
+        fn the_parts_add_up_to_the_cent_and_winners_never_get_less(
+            gross in 0i64..10_000_000_000,
+            main in 1u32..=100,
+            early in 0u32..=20,
+            fee_bp in 0u32..=2_000,
+            net in any::<bool>(),
+            seed in 0i64..1_000_000,
+            start in 0i64..1_000_000,
+        ) {
+            let main_pct = Decimal::from(main);
+            let early_pct = Decimal::from(early);
+            let fee_pct = Decimal::new(fee_bp.into(), 2);
+            let mut prizes = vec![PrizeValue::Percentage { percent: main_pct }];
+            if early > 0 { prizes.push(PrizeValue::Percentage { percent: early_pct }); }
+            let s = split(&SplitInput {
+                gross_receipts_minor: gross,
+                revenue_method_net: net,
+                jackpot_seed_minor: seed,
+                jackpot_starting_minor: start,
+                prizes,
+                operating_fee: OperatingFee::Percentage { percent: fee_pct },
+            });
+            // Reconciles to the cent.
+            prop_assert_eq!(s.prizes_minor.iter().sum::<i64>() + s.operating_fee_minor + s.net_proceeds_minor, gross + start);
+            // A percentage prize is never below the advertised share, and under one cent above it.
+            let exact = Decimal::from(s.prize_basis_minor) * main_pct / Decimal::ONE_HUNDRED;
+            prop_assert!(Decimal::from(s.prizes_minor[0]) >= exact + Decimal::from(start));
+            prop_assert!(Decimal::from(s.prizes_minor[0]) >= Decimal::from(seed));
+            if early > 0 {
+                let exact = Decimal::from(s.prize_basis_minor) * early_pct / Decimal::ONE_HUNDRED;
+                prop_assert!(Decimal::from(s.prizes_minor[1]) >= exact && Decimal::from(s.prizes_minor[1]) < exact + Decimal::ONE);
+            }
+            // The fee is within half a cent of the exact share.
+            let exact_fee = Decimal::from(gross) * fee_pct / Decimal::ONE_HUNDRED;
+            prop_assert!((Decimal::from(s.operating_fee_minor) - exact_fee).abs() <= Decimal::new(5, 1));
+        }
+    }
+}
