@@ -39,7 +39,8 @@ pub struct Split {
     /// Per prize, in the order given.
     pub prizes_minor: Vec<i64>,
     pub operating_fee_minor: i64,
-    /// What the charity keeps: the remainder (negative when a guaranteed minimum exceeds it).
+    /// What the charity keeps: the remainder of the gross after prizes and fee. Negative when a
+    /// guaranteed minimum or the starting cash (which the charity funds) exceeds it.
     pub net_proceeds_minor: i64,
     /// The percentage base the prizes were computed on.
     pub prize_basis_minor: i64,
@@ -83,9 +84,7 @@ pub fn split(input: &SplitInput) -> Split {
         .collect();
     let prizes_total: i64 = prizes_minor.iter().sum();
     Split {
-        net_proceeds_minor: input.gross_receipts_minor + input.jackpot_starting_minor
-            - prizes_total
-            - fee,
+        net_proceeds_minor: input.gross_receipts_minor - prizes_total - fee,
         prizes_minor,
         operating_fee_minor: fee,
         prize_basis_minor: basis,
@@ -175,7 +174,7 @@ mod tests {
                 operating_fee: OperatingFee::Percentage { percent: fee_pct },
             });
             // Reconciles to the cent.
-            prop_assert_eq!(s.prizes_minor.iter().sum::<i64>() + s.operating_fee_minor + s.net_proceeds_minor, gross + start);
+            prop_assert_eq!(s.prizes_minor.iter().sum::<i64>() + s.operating_fee_minor + s.net_proceeds_minor, gross);
             // A percentage prize is never below the advertised share, and under one cent above it.
             let exact = Decimal::from(s.prize_basis_minor) * main_pct / Decimal::ONE_HUNDRED;
             prop_assert!(Decimal::from(s.prizes_minor[0]) >= exact + Decimal::from(start));
