@@ -81,6 +81,22 @@ enum AllocatorAction {
 enum LedgerAction {
     /// Consume raffle.tickets.v1 until interrupted.
     Run,
+    /// Seal a raffle whose sales closed, once the pipeline has drained.
+    Seal {
+        #[arg(long)]
+        raffle: uuid::Uuid,
+        /// Who seals (recorded in the seal and the critical events).
+        #[arg(long = "as", default_value = "finance")]
+        sealed_by: String,
+        /// How long after the sales end late payment webhooks are still accepted.
+        #[arg(long, default_value_t = 300)]
+        grace_seconds: i64,
+        /// An allocation whose device never synced, counted as sold (repeatable).
+        #[arg(long)]
+        write_off: Vec<uuid::Uuid>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -133,6 +149,24 @@ fn main() -> ExitCode {
             Command::Ledger {
                 action: LedgerAction::Run,
             } => pipeline::ledger().await,
+            Command::Ledger {
+                action:
+                    LedgerAction::Seal {
+                        raffle,
+                        sealed_by,
+                        grace_seconds,
+                        write_off,
+                        json,
+                    },
+            } => {
+                let request = ledger::SealRequest {
+                    raffle_id: raffle,
+                    sealed_by,
+                    grace_seconds,
+                    write_off,
+                };
+                pipeline::seal(request, json).await
+            }
             Command::Audit {
                 action: AuditAction::Verify { raffle, json },
             } => pipeline::audit_verify(raffle, json).await,

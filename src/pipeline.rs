@@ -147,3 +147,44 @@ pub async fn audit_verify(raffle: uuid::Uuid, json: bool) -> anyhow::Result<()> 
         ),
     }
 }
+
+/// Seals a raffle's books and prints the seal.
+pub async fn seal(request: ledger::SealRequest, json: bool) -> anyhow::Result<()> {
+    let config = StackConfig::from_env()?;
+    let brokers = brokers(&config)?;
+    let (_, pool) = database(&config, 4).await?;
+    let record = ledger::seal(&pool, &brokers, &config.topics, &request).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    } else {
+        println!("raffle {} sealed at {}", record.raffle_id, record.sealed_at);
+        println!(
+            "  gross sales {} {}, refunds and voids {}, written off {}",
+            record.gross_sales_minor,
+            record.currency,
+            record.refunds_minor,
+            record.written_off_minor
+        );
+        println!("  gross receipts {}", record.gross_receipts_minor);
+        for prize in record.prizes.as_array().into_iter().flatten() {
+            println!(
+                "  prize {:<30} {}",
+                prize["name"].as_str().unwrap_or("?"),
+                prize["amount_minor"]
+            );
+        }
+        println!(
+            "  operating fee {}, net proceeds {}",
+            record.operating_fee_minor, record.net_proceeds_minor
+        );
+        println!(
+            "  {} eligible tickets, {} voided; ticket set digest {}",
+            record.tickets_eligible, record.tickets_voided, record.ticket_set_digest
+        );
+        println!(
+            "  ledger head {} over {} entries; draw seed commitment {}",
+            record.head_hash, record.entries, record.seed_commitment
+        );
+    }
+    Ok(())
+}

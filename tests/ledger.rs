@@ -361,3 +361,226 @@ proptest! {
         prop_assert_eq!(revenue, issued - reversed);
     }
 }
+
+/// Sales that reached the broker before the close, in flight through the allocator.
+async fn sell_online(
+    env: &TestEnv,
+    s: &admin::seed::Scenario,
+    count: usize,
+    paid: chrono::DateTime<Utc>,
+) {
+    let client = env.client().await;
+    let range: Uuid = client
+        .query_one(
+            "SELECT id FROM catalog.raffle_ranges WHERE raffle_id = $1 AND range_type = 'online'",
+            &[&s.raffle_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let partition = RangePartition {
+        raffle_id: s.raffle_id,
+        range: RangeRef::Range(range),
+    };
+    let producer = platform::kafka::producer(&env.brokers, 10_000).unwrap();
+    for i in 0..count {
+        let order: Uuid = client
+            .query_one(
+                "INSERT INTO sales.orders (raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency, source)
+                 VALUES ($1, $2, $3, 5, 2000, 'USD', 'online') RETURNING id",
+                &[&s.raffle_id, &s.package_id, &format!("VAL-SEAL{i:04}")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let sale = schemas::SaleEvent {
+            event_id: Uuid::now_v7(),
+            idempotency_key: format!("evt_seal_{i}"),
+            kind: schemas::SaleEventKind::SaleCompleted,
+            raffle_id: s.raffle_id,
+            range_partition: partition,
+            order_id: Some(order),
+            package_id: Some(s.package_id),
+            ticket_count: 5,
+            amount_minor: 2000,
+            currency: Currency::parse("USD").unwrap(),
+            occurred_at_us: paid.timestamp_micros(),
+            received_at_us: Utc::now().timestamp_micros(),
+            payment: None,
+            rsu_sale: None,
+            customer: None,
+            reason: None,
+        };
+        let key = partition.to_string();
+        let payload = schemas::encode(&sale).unwrap();
+        producer
+            .send(
+                FutureRecord::to(&env.topics.sales)
+                    .key(&key)
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("broker ack");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seal_refuses_while_sales_are_in_flight_and_closes_the_books_once_they_land() {
+    let env = TestEnv::new().await;
+    let s = admin::seed::raffle_on_sale(
+        &env.pool,
+        &admin::seed::Options {
+            rsu_count: 1,
+            allocation_size: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let client = env.client().await;
+    sell_online(&env, &s, 3, Utc::now() - chrono::Duration::minutes(10)).await;
+    // Sales close (as the sweeper does at the end time).
+    client
+        .execute(
+            "UPDATE catalog.raffle_events SET state = 'sales_closed', sales_end_time = now() - interval '1 minute' WHERE id = $1",
+            &[&s.raffle_id],
+        )
+        .await
+        .unwrap();
+    let request = |write_off: Vec<Uuid>| ledger::SealRequest {
+        raffle_id: s.raffle_id,
+        sealed_by: "finance".into(),
+        grace_seconds: 0,
+        write_off,
+    };
+    let refused = ledger::seal(&env.pool, &env.brokers, &env.topics, &request(vec![]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            ledger::SealError::Refused {
+                code: "in-flight",
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("allocator"), "{refused}");
+
+    // The pipeline drains: the allocator issues, the ledger posts.
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let (db, pool, brokers, topics) = (
+        env.db.clone(),
+        env.pool.clone(),
+        env.brokers.clone(),
+        env.topics.clone(),
+    );
+    let rx2 = rx.clone();
+    let (db2, pool2, brokers2, topics2) =
+        (db.clone(), pool.clone(), brokers.clone(), topics.clone());
+    let allocator =
+        tokio::spawn(async move { allocator::run(db, pool, &brokers, &topics, rx).await });
+    let ledger_task =
+        tokio::spawn(async move { ledger::run(db2, pool2, &brokers2, &topics2, rx2).await });
+    let mut refusal = String::new();
+    let mut drained = false;
+    for _ in 0..600 {
+        match ledger::seal(&env.pool, &env.brokers, &env.topics, &request(vec![])).await {
+            Err(ledger::SealError::Refused {
+                code: "in-flight",
+                reason,
+            }) => refusal = reason,
+            Err(ledger::SealError::Refused {
+                code: "unsynced-allocations",
+                reason,
+            }) => {
+                refusal = reason;
+                drained = true;
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(drained, "the pipeline never drained: {refusal}");
+    assert!(
+        refusal.contains("neither returned nor written off"),
+        "{refusal}"
+    );
+    let allocation: Uuid = s.rsus[0].allocation["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let record = ledger::seal(
+        &env.pool,
+        &env.brokers,
+        &env.topics,
+        &request(vec![allocation]),
+    )
+    .await
+    .expect("sealed");
+    let _ = stop.send(true);
+    allocator.await.unwrap().unwrap();
+    ledger_task.await.unwrap().unwrap();
+
+    // 3 sales of $20; 100 unaccounted numbers at $4 a ticket count as gross receipts.
+    assert_eq!(
+        (
+            record.gross_sales_minor,
+            record.refunds_minor,
+            record.written_off_minor
+        ),
+        (6_000, 0, 40_000)
+    );
+    assert_eq!(record.gross_receipts_minor, 46_000);
+    assert_eq!(
+        record.prizes[0]["amount_minor"], 100_000,
+        "the guaranteed minimum of $1,000 beats 50% of $460"
+    );
+    assert_eq!(record.operating_fee_minor, 2_070, "4.5% of 46,000");
+    assert_eq!(record.net_proceeds_minor, 46_000 - 100_000 - 2_070);
+    assert_eq!((record.tickets_eligible, record.tickets_voided), (15, 0));
+    let verification = ledger::verify(&client, s.raffle_id).await.unwrap();
+    assert!(verification.ok(), "{verification:?}");
+    assert_eq!(verification.head_hash, record.head_hash);
+    let balances = ledger::balances(&client, s.raffle_id, None).await.unwrap();
+    assert_eq!(
+        balances["gross_ticket_revenue"], 0,
+        "revenue closed to net proceeds"
+    );
+    assert_eq!(balances["net_proceeds"], -record.net_proceeds_minor);
+    assert_eq!(balances.values().sum::<i64>(), 0);
+    let (state, seed, commitment): (String, Vec<u8>, Vec<u8>) = {
+        let r = client
+            .query_one(
+                "SELECT r.state, d.rng_seed, d.rng_seed_commitment FROM catalog.raffle_events r
+                   JOIN draw.draw_executions d ON d.raffle_event_id = r.id WHERE r.id = $1",
+                &[&s.raffle_id],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(state, "sealed");
+    assert_eq!(
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&seed)),
+        hex::encode(&commitment)
+    );
+    assert_eq!(hex::encode(&commitment), record.seed_commitment);
+    let again = ledger::seal(&env.pool, &env.brokers, &env.topics, &request(vec![]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            again,
+            ledger::SealError::Refused {
+                code: "not-closed",
+                ..
+            }
+        ),
+        "a raffle is sealed once"
+    );
+}

@@ -29,7 +29,7 @@ struct Head {
     changed: bool,
 }
 
-struct NewEntry {
+pub(crate) struct NewEntry {
     id: Uuid,
     raffle_id: Uuid,
     sequence: i64,
@@ -177,15 +177,8 @@ impl BatchHandler for Ledger {
                 let id = match accounts.get(&key) {
                     Some(id) => *id,
                     None => {
-                        let id: Uuid = tx
-                            .query_one(
-                                "INSERT INTO ledger.accounts (raffle_id, code, kind, currency) VALUES ($1, $2, $3, $4)
-                                 ON CONFLICT (raffle_id, code, currency) DO UPDATE SET kind = ledger.accounts.kind
-                                 RETURNING id",
-                                &[&event.raffle_id, &p.code, &p.kind, &currency],
-                            )
-                            .await?
-                            .get(0);
+                        let id =
+                            ensure_account(tx, event.raffle_id, &p.code, p.kind, &currency).await?;
                         accounts.insert(key, id);
                         id
                     }
@@ -253,7 +246,10 @@ impl BatchHandler for Ledger {
     }
 }
 
-async fn write(tx: &Transaction<'_>, entries: &[NewEntry]) -> Result<(), HandlerError> {
+pub(crate) async fn write(
+    tx: &Transaction<'_>,
+    entries: &[NewEntry],
+) -> Result<(), tokio_postgres::Error> {
     if entries.is_empty() {
         return Ok(());
     }
@@ -334,4 +330,101 @@ pub async fn run(
         Some(e) => Err(e),
         None => Ok(stats),
     }
+}
+
+/// The account `code` of the raffle in `currency`, created on first use.
+pub(crate) async fn ensure_account(
+    tx: &Transaction<'_>,
+    raffle_id: Uuid,
+    code: &str,
+    kind: &str,
+    currency: &str,
+) -> Result<Uuid, tokio_postgres::Error> {
+    Ok(tx
+        .query_one(
+            "INSERT INTO ledger.accounts (raffle_id, code, kind, currency) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (raffle_id, code, currency) DO UPDATE SET kind = ledger.accounts.kind
+             RETURNING id",
+            &[&raffle_id, &code, &kind, &currency],
+        )
+        .await?
+        .get(0))
+}
+
+/// Appends one entry to the raffle's chain (the seal's entries; the consumer batches its own).
+pub(crate) async fn append(
+    tx: &Transaction<'_>,
+    raffle_id: Uuid,
+    entry_type: &'static str,
+    description: String,
+    currency: &str,
+    postings: &[crate::rules::Posting],
+) -> Result<(), tokio_postgres::Error> {
+    assert_eq!(
+        postings.iter().map(|p| p.amount_minor).sum::<i64>(),
+        0,
+        "{entry_type} entry does not balance"
+    );
+    tx.execute(
+        "INSERT INTO ledger.chain_heads (raffle_id, sequence, hash) VALUES ($1, 0, $2) ON CONFLICT (raffle_id) DO NOTHING",
+        &[&raffle_id, &GENESIS.to_vec()],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT sequence, hash FROM ledger.chain_heads WHERE raffle_id = $1 FOR UPDATE",
+            &[&raffle_id],
+        )
+        .await?;
+    let (previous_sequence, previous): (i64, [u8; 32]) =
+        (row.get(0), hash_of(row.get::<_, &[u8]>(1)));
+    let mut resolved = Vec::with_capacity(postings.len());
+    for p in postings {
+        resolved.push((
+            ensure_account(tx, raffle_id, &p.code, p.kind, currency).await?,
+            p.amount_minor,
+        ));
+    }
+    let event_id = Uuid::now_v7();
+    let occurred_at = Utc::now();
+    let sequence = previous_sequence + 1;
+    let text = EntryText {
+        raffle_id,
+        sequence,
+        entry_type,
+        event_id,
+        order_id: None,
+        currency,
+        occurred_at_us: occurred_at.timestamp_micros(),
+        postings: postings
+            .iter()
+            .map(|p| (p.code.clone(), p.amount_minor))
+            .collect(),
+    };
+    let hash = text.hash(&previous);
+    let entry = NewEntry {
+        id: Uuid::now_v7(),
+        raffle_id,
+        sequence,
+        entry_type,
+        event_id,
+        order_id: None,
+        description,
+        currency: currency.to_owned(),
+        // The hash covers microseconds, which is what Postgres keeps.
+        occurred_at: Utc
+            .timestamp_micros(occurred_at.timestamp_micros())
+            .single()
+            .unwrap_or(occurred_at),
+        previous,
+        hash,
+        postings: resolved,
+    };
+    write(tx, std::slice::from_ref(&entry)).await?;
+    tx.execute(
+        "UPDATE ledger.chain_heads SET sequence = $2, hash = $3 WHERE raffle_id = $1",
+        &[&raffle_id, &sequence, &hash.to_vec()],
+    )
+    .await?;
+    Ok(())
 }

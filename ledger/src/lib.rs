@@ -9,15 +9,21 @@
 //! Must not touch: orders, tickets and counters (the allocator's), catalog configuration, draw
 //! results. It reads the raffle's state to refuse postings to a sealed raffle.
 //!
-//! Status: posting, the chain, balances and verification are here; the seal, the
-//! reconciliation report, the audit export and the benchmark are still to come (issue notes).
+//! Also owns the seal ([`seal`]): after sales close and the pipeline drained, prizes, fee and
+//! net proceeds are computed ([`split`]) and posted, and `ledger.seals` records the head hash,
+//! totals, the eligible ticket set's digest and the draw seed's commitment.
+//!
+//! Status: the reconciliation report, the audit export (and export-based verify) and the
+//! benchmark are still to come.
 
 mod chain;
 mod consumer;
 pub mod rules;
+mod seal;
 pub mod split;
 mod verify;
 
 pub use chain::{EntryText, GENESIS};
 pub use consumer::{CONSUMER_GROUP, Ledger, run};
+pub use seal::{SealError, SealRecord, SealRequest, seal};
 pub use verify::{Verification, balances, verify};

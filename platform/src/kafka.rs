@@ -179,3 +179,37 @@ pub async fn ensure_topics(
         expected,
     })
 }
+
+/// The high watermark (next offset to be written) of each partition of `topic`.
+pub async fn high_watermarks(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<i64>, KafkaError> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer =
+            base_config(&brokers)
+                .create()
+                .map_err(|e| KafkaError::Client {
+                    brokers: brokers.clone(),
+                    reason: e.to_string(),
+                })?;
+        (0..partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .map(|(_, high)| high)
+                    .map_err(|e| KafkaError::Unreachable {
+                        brokers: brokers.clone(),
+                        reason: format!("{topic}[{p}]: {e}"),
+                    })
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| KafkaError::Client {
+        brokers: "?".into(),
+        reason: e.to_string(),
+    })?
+}

@@ -1,0 +1,506 @@
+//! The seal: after sales close and the pipeline has drained, the books of a raffle are closed.
+//! Percentage prizes, the guaranteed minimum and starting amount, the operating fee and net
+//! proceeds are computed ([`crate::split`]) and posted; the seal records the chain's head hash,
+//! the totals and counts, the digest of the eligible ticket set and the commitment to the draw
+//! seed. After it, sales no longer post (the consumer refuses them to the DLQ).
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use platform::TopicNames;
+use rand::TryRngCore;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::consumer::append;
+use crate::rules::{GROSS_TICKET_REVENUE, Posting, REFUNDS_AND_VOIDS};
+use crate::split::{OperatingFee, PrizeValue, SplitInput, split};
+
+pub struct SealRequest {
+    pub raffle_id: Uuid,
+    pub sealed_by: String,
+    /// Webhooks for payments made before the end may arrive this long after it.
+    pub grace_seconds: i64,
+    /// Allocations whose device never synced, written off: their unsold numbers count as sold
+    /// (gross receipts), as regulators require for unaccounted numbers.
+    pub write_off: Vec<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SealRecord {
+    pub raffle_id: Uuid,
+    pub head_hash: String,
+    pub entries: i64,
+    pub currency: String,
+    pub gross_sales_minor: i64,
+    pub refunds_minor: i64,
+    pub written_off_minor: i64,
+    pub gross_receipts_minor: i64,
+    pub prizes: serde_json::Value,
+    pub operating_fee_minor: i64,
+    pub net_proceeds_minor: i64,
+    pub tickets_eligible: i64,
+    pub tickets_voided: i64,
+    pub ticket_set_digest: String,
+    pub seed_commitment: String,
+    pub sealed_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// The seal cannot happen yet, or at all; `code` is stable, `reason` names the figures.
+    #[error("seal refused ({code}): {reason}")]
+    Refused { code: &'static str, reason: String },
+    #[error("seal failed: {0}")]
+    Failed(String),
+}
+
+fn refused(code: &'static str, reason: impl Into<String>) -> SealError {
+    SealError::Refused {
+        code,
+        reason: reason.into(),
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> SealError {
+    SealError::Failed(e.to_string())
+}
+
+/// Refuses while anything produced before now is still on its way: sales not yet allocated,
+/// ticket events not yet relayed or posted.
+async fn ensure_drained(pool: &Pool, brokers: &str, topics: &TopicNames) -> Result<(), SealError> {
+    let client = pool.get().await.map_err(failed)?;
+    let outbox: i64 = client
+        .query_one(
+            "SELECT count(*) FROM platform.outbox WHERE published_at IS NULL AND topic = $1",
+            &[&topics.tickets],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    if outbox > 0 {
+        return Err(refused(
+            "in-flight",
+            format!("{outbox} ticket events are waiting in the allocator's outbox"),
+        ));
+    }
+    for (group, topic, partitions) in [
+        ("allocator", &topics.sales, topics.sales_partitions),
+        ("ledger", &topics.tickets, topics.tickets_partitions),
+    ] {
+        let high = platform::kafka::high_watermarks(brokers, topic, partitions)
+            .await
+            .map_err(failed)?;
+        for (partition, high) in high.into_iter().enumerate() {
+            let stored: i64 = client
+                .query_opt(
+                    "SELECT next_offset FROM platform.consumer_offsets WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
+                    &[&group, topic, &(partition as i32)],
+                )
+                .await
+                .map_err(failed)?
+                .map(|r| r.get(0))
+                .unwrap_or(0);
+            if stored < high {
+                return Err(refused(
+                    "in-flight",
+                    format!(
+                        "the {group} has {} messages to consume on {topic}[{partition}] (at {stored} of {high})",
+                        high - stored
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn seal(
+    pool: &Pool,
+    brokers: &str,
+    topics: &TopicNames,
+    request: &SealRequest,
+) -> Result<SealRecord, SealError> {
+    let raffle = request.raffle_id;
+    {
+        let client = pool.get().await.map_err(failed)?;
+        let row = client
+            .query_opt(
+                "SELECT state, sales_end_time FROM catalog.raffle_events WHERE id = $1",
+                &[&raffle],
+            )
+            .await
+            .map_err(failed)?
+            .ok_or_else(|| refused("unknown-raffle", format!("raffle {raffle} does not exist")))?;
+        let (state, end): (String, DateTime<Utc>) = (row.get(0), row.get(1));
+        if state != "sales_closed" {
+            return Err(refused(
+                "not-closed",
+                format!("raffle {raffle} is {state}; only a raffle whose sales closed is sealed"),
+            ));
+        }
+        let open_until = end + chrono::Duration::seconds(request.grace_seconds);
+        if Utc::now() < open_until {
+            return Err(refused(
+                "grace-period",
+                format!("late payment webhooks are accepted until {open_until}"),
+            ));
+        }
+    }
+    ensure_drained(pool, brokers, topics).await?;
+
+    let mut client = pool.get().await.map_err(failed)?;
+    let tx = client.transaction().await.map_err(failed)?;
+    let row = tx
+        .query_one(
+            "SELECT r.state, r.currency, r.revenue_calculation_method, r.jackpot_seed_minor, r.jackpot_starting_minor,
+                    o.operating_fee_type, o.operating_fee_percent, o.operating_fee_minor, r.organization_id
+               FROM catalog.raffle_events r JOIN catalog.organizations o ON o.id = r.organization_id
+              WHERE r.id = $1 FOR UPDATE OF r",
+            &[&raffle],
+        )
+        .await
+        .map_err(failed)?;
+    let state: String = row.get(0);
+    if state != "sales_closed" {
+        return Err(refused("not-closed", format!("raffle {raffle} is {state}")));
+    }
+    let currency: String = row.get(1);
+    let net_method = row.get::<_, String>(2) == "net_revenue";
+    let fee = match (
+        row.get::<_, String>(5).as_str(),
+        row.get::<_, Option<Decimal>>(6),
+        row.get::<_, Option<i64>>(7),
+    ) {
+        ("percentage", Some(percent), _) => OperatingFee::Percentage { percent },
+        (_, _, Some(amount_minor)) => OperatingFee::Fixed { amount_minor },
+        _ => OperatingFee::Fixed { amount_minor: 0 },
+    };
+    let organization: Uuid = row.get(8);
+
+    // Devices that never gave their block back: refused unless written off.
+    let open = tx
+        .query(
+            "SELECT a.id, a.entity_id, a.tickets_available FROM catalog.rsu_allocations a
+              WHERE a.raffle_id = $1 AND a.state = 'active' ORDER BY a.start_number FOR UPDATE",
+            &[&raffle],
+        )
+        .await
+        .map_err(failed)?;
+    let unsynced: Vec<String> = open
+        .iter()
+        .filter(|r| !request.write_off.contains(&r.get::<_, Uuid>(0)))
+        .map(|r| {
+            format!(
+                "{} (RSU {}, {} numbers unaccounted)",
+                r.get::<_, Uuid>(0),
+                r.get::<_, Uuid>(1),
+                r.get::<_, i64>(2)
+            )
+        })
+        .collect();
+    if !unsynced.is_empty() {
+        return Err(refused(
+            "unsynced-allocations",
+            format!(
+                "these allocations were neither returned nor written off: {}",
+                unsynced.join(", ")
+            ),
+        ));
+    }
+    // A written-off number counts as sold at the lowest price per ticket on offer.
+    let per_ticket: i64 = tx
+        .query_one(
+            "SELECT coalesce(min((price_minor + ticket_count - 1) / ticket_count), 0)::bigint FROM catalog.ticket_packages
+              WHERE raffle_id = $1 AND is_active",
+            &[&raffle],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    let mut written_off = 0;
+    for r in &open {
+        let (allocation, rsu, unaccounted): (Uuid, Uuid, i64) = (r.get(0), r.get(1), r.get(2));
+        let value = unaccounted * per_ticket;
+        tx.execute(
+            "UPDATE catalog.rsu_allocations SET state = 'written_off' WHERE id = $1",
+            &[&allocation],
+        )
+        .await
+        .map_err(failed)?;
+        if value > 0 {
+            append(
+                &tx,
+                raffle,
+                "written_off_receipts",
+                format!(
+                    "{unaccounted} unaccounted numbers of allocation {allocation} counted as sold"
+                ),
+                &currency,
+                &[
+                    Posting {
+                        code: format!("rsu_float/{rsu}"),
+                        kind: "asset",
+                        amount_minor: value,
+                    },
+                    Posting {
+                        code: GROSS_TICKET_REVENUE.into(),
+                        kind: "revenue",
+                        amount_minor: -value,
+                    },
+                ],
+            )
+            .await
+            .map_err(failed)?;
+        }
+        written_off += value;
+    }
+
+    let verification = crate::verify(&*tx, raffle).await.map_err(failed)?;
+    if let Some(f) = verification.first_failure {
+        return Err(refused(
+            "ledger-does-not-verify",
+            format!(
+                "entry {} (sequence {}): {}",
+                f.entry_id, f.sequence, f.reason
+            ),
+        ));
+    }
+    let balances = crate::balances(&*tx, raffle, None).await.map_err(failed)?;
+    let gross_sales = -balances.get(GROSS_TICKET_REVENUE).copied().unwrap_or(0) - written_off;
+    let refunds = balances.get(REFUNDS_AND_VOIDS).copied().unwrap_or(0);
+    let gross_receipts = gross_sales + written_off - refunds;
+
+    let prize_rows = tx
+        .query(
+            "SELECT id, name, prize_type, value_minor, percentage FROM catalog.prizes WHERE raffle_id = $1 ORDER BY position",
+            &[&raffle],
+        )
+        .await
+        .map_err(failed)?;
+    let prizes: Vec<PrizeValue> = prize_rows
+        .iter()
+        .map(|r| {
+            match (
+                r.get::<_, String>(2).as_str(),
+                r.get::<_, Option<i64>>(3),
+                r.get::<_, Option<Decimal>>(4),
+            ) {
+                ("fixed", Some(value_minor), _) => PrizeValue::Fixed { value_minor },
+                (_, _, Some(percent)) => PrizeValue::Percentage { percent },
+                _ => PrizeValue::Fixed { value_minor: 0 },
+            }
+        })
+        .collect();
+    let money = split(&SplitInput {
+        gross_receipts_minor: gross_receipts,
+        revenue_method_net: net_method,
+        jackpot_seed_minor: row.get(3),
+        jackpot_starting_minor: row.get(4),
+        prizes,
+        operating_fee: fee,
+    });
+    assert_eq!(
+        money.prizes_minor.iter().sum::<i64>()
+            + money.operating_fee_minor
+            + money.net_proceeds_minor,
+        gross_receipts
+    );
+
+    // Prizes and fee become liabilities; revenue and expenses close to net proceeds.
+    let mut allocation = Vec::new();
+    let mut closing = vec![
+        Posting {
+            code: GROSS_TICKET_REVENUE.into(),
+            kind: "revenue",
+            amount_minor: gross_sales + written_off,
+        },
+        Posting {
+            code: REFUNDS_AND_VOIDS.into(),
+            kind: "revenue",
+            amount_minor: -refunds,
+        },
+    ];
+    let mut prizes_json = Vec::new();
+    for (r, amount) in prize_rows.iter().zip(&money.prizes_minor) {
+        let id: Uuid = r.get(0);
+        prizes_json
+            .push(json!({"prize_id": id, "name": r.get::<_, String>(1), "amount_minor": amount}));
+        if *amount > 0 {
+            allocation.push(Posting {
+                code: format!("prize_expense/{id}"),
+                kind: "expense",
+                amount_minor: *amount,
+            });
+            allocation.push(Posting {
+                code: format!("prize_liability/{id}"),
+                kind: "liability",
+                amount_minor: -*amount,
+            });
+            closing.push(Posting {
+                code: format!("prize_expense/{id}"),
+                kind: "expense",
+                amount_minor: -*amount,
+            });
+        }
+    }
+    if money.operating_fee_minor > 0 {
+        allocation.push(Posting {
+            code: "operating_fee_expense".into(),
+            kind: "expense",
+            amount_minor: money.operating_fee_minor,
+        });
+        allocation.push(Posting {
+            code: "operating_fee_payable".into(),
+            kind: "liability",
+            amount_minor: -money.operating_fee_minor,
+        });
+        closing.push(Posting {
+            code: "operating_fee_expense".into(),
+            kind: "expense",
+            amount_minor: -money.operating_fee_minor,
+        });
+    }
+    closing.push(Posting {
+        code: "net_proceeds".into(),
+        kind: "equity",
+        amount_minor: -money.net_proceeds_minor,
+    });
+    closing.retain(|p| p.amount_minor != 0);
+    if allocation.len() >= 2 {
+        append(
+            &tx,
+            raffle,
+            "prize_and_fee_allocation",
+            "prizes and operating fee at the seal".into(),
+            &currency,
+            &allocation,
+        )
+        .await
+        .map_err(failed)?;
+    }
+    if closing.len() >= 2 {
+        append(
+            &tx,
+            raffle,
+            "close_to_net_proceeds",
+            "revenue and expenses closed to net proceeds".into(),
+            &currency,
+            &closing,
+        )
+        .await
+        .map_err(failed)?;
+    }
+
+    // The eligible ticket set and the draw seed's commitment.
+    let tickets = tx
+        .query(
+            "SELECT draw_number, id FROM sales.tickets WHERE raffle_id = $1 AND state = 'sold' ORDER BY draw_number",
+            &[&raffle],
+        )
+        .await
+        .map_err(failed)?;
+    let mut digest = Sha256::new();
+    for t in &tickets {
+        digest.update(format!("{}:{}\n", t.get::<_, i64>(0), t.get::<_, Uuid>(1)).as_bytes());
+    }
+    let ticket_set_digest: [u8; 32] = digest.finalize().into();
+    let voided: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM sales.tickets WHERE raffle_id = $1 AND state = 'voided'",
+            &[&raffle],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut seed)
+        .map_err(failed)?;
+    let commitment: [u8; 32] = Sha256::digest(seed).into();
+    // The seed waits for the draw with its execution; only its commitment is published.
+    tx.execute(
+        "INSERT INTO draw.draw_executions (raffle_event_id, method, state, rng_seed_commitment, rng_seed, conducted_by)
+         VALUES ($1, 'rng', 'pending', $2, $3, $4)",
+        &[&raffle, &commitment.to_vec(), &seed.to_vec(), &request.sealed_by],
+    )
+    .await
+    .map_err(failed)?;
+
+    let verification = crate::verify(&*tx, raffle).await.map_err(failed)?;
+    let head = hex::decode(&verification.head_hash).map_err(failed)?;
+    let sealed_at: DateTime<Utc> = tx
+        .query_one(
+            "INSERT INTO ledger.seals (raffle_id, head_hash, entries, currency, gross_sales_minor, refunds_minor, written_off_minor,
+                 gross_receipts_minor, prizes, operating_fee_minor, net_proceeds_minor, tickets_eligible, tickets_voided,
+                 ticket_set_digest, seed_commitment, sealed_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING sealed_at",
+            &[
+                &raffle,
+                &head,
+                &verification.entries_verified,
+                &currency,
+                &gross_sales,
+                &refunds,
+                &written_off,
+                &gross_receipts,
+                &json!(prizes_json),
+                &money.operating_fee_minor,
+                &money.net_proceeds_minor,
+                &(tickets.len() as i64),
+                &voided,
+                &ticket_set_digest.to_vec(),
+                &commitment.to_vec(),
+                &request.sealed_by,
+            ],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    tx.execute("UPDATE catalog.raffle_events SET state = 'sealed', updated_at = now(), updated_by = $2 WHERE id = $1", &[&raffle, &request.sealed_by])
+        .await
+        .map_err(failed)?;
+    tx.execute(
+        "INSERT INTO catalog.raffle_transitions (raffle_id, from_state, to_state, reason, actor) VALUES ($1, 'sales_closed', 'sealed', 'books sealed', $2)",
+        &[&raffle, &request.sealed_by],
+    )
+    .await
+    .map_err(failed)?;
+    let record = SealRecord {
+        raffle_id: raffle,
+        head_hash: verification.head_hash.clone(),
+        entries: verification.entries_verified,
+        currency,
+        gross_sales_minor: gross_sales,
+        refunds_minor: refunds,
+        written_off_minor: written_off,
+        gross_receipts_minor: gross_receipts,
+        prizes: json!(prizes_json),
+        operating_fee_minor: money.operating_fee_minor,
+        net_proceeds_minor: money.net_proceeds_minor,
+        tickets_eligible: tickets.len() as i64,
+        tickets_voided: voided,
+        ticket_set_digest: hex::encode(ticket_set_digest),
+        seed_commitment: hex::encode(commitment),
+        sealed_at,
+    };
+    tx.execute(
+        "INSERT INTO audit.critical_events (organization_id, event_type, raffle_id, user_id, severity, description, metadata, retain_until)
+         VALUES ($1, 'RAFFLE_SEALED', $2, $3, 'INFO', $4, $5,
+                 now() + make_interval(days => (SELECT (settings -> 'dataRetention' ->> 'criticalEventsDays')::int
+                     FROM catalog.system_configurations WHERE effective_from <= now() AND (effective_to IS NULL OR effective_to > now()))))",
+        &[
+            &organization,
+            &raffle,
+            &request.sealed_by,
+            &format!("raffle sealed: gross receipts {gross_receipts} {}, head hash {}", record.currency, record.head_hash),
+            &json!({"after": &record}),
+        ],
+    )
+    .await
+    .map_err(failed)?;
+    tx.commit().await.map_err(failed)?;
+    Ok(record)
+}
