@@ -25,6 +25,17 @@ pub enum BenchAction {
         #[arg(long)]
         json: bool,
     },
+    /// Journal entries per second from the ticket stream into Postgres.
+    Ledger {
+        #[arg(long, default_value_t = 100_000)]
+        entries: usize,
+        #[arg(long, default_value_t = 4)]
+        raffles: usize,
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(action: BenchAction) -> anyhow::Result<()> {
@@ -87,6 +98,41 @@ pub async fn run(action: BenchAction) -> anyhow::Result<()> {
                 println!(
                     "  webhook latency at {}/s   p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
                     report.paced_rate_per_s, l.p50_ms, l.p99_ms, l.max_ms
+                );
+                println!("  peak memory (MiB)       {}", report.peak_memory_mib);
+            }
+            Ok(())
+        }
+        BenchAction::Ledger {
+            entries,
+            raffles,
+            keep,
+            json,
+        } => {
+            let stack = platform::devstack::up(&config).await?;
+            let options = ledger::bench::LedgerBenchOptions {
+                entries,
+                raffles,
+                keep,
+            };
+            let report = ledger::bench::run(&config, &stack.broker.brokers, &options, |step| {
+                if !json {
+                    eprintln!("… {step}");
+                }
+            })
+            .await
+            .map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("ledger benchmark on {}", report.machine);
+                println!(
+                    "  journal entries         {:>10.0} entries/s  ({} entries over {} raffles)",
+                    report.entries_per_s, report.entries, report.raffles
+                );
+                println!(
+                    "  consume ceiling         {:>10.0} records/s (plain consumer of the same topic, same run)",
+                    report.consume_ceiling_records_per_s
                 );
                 println!("  peak memory (MiB)       {}", report.peak_memory_mib);
             }

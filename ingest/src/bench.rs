@@ -3,23 +3,22 @@
 //! broker produce rate measured in the same run as the ceiling.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
-use platform::config::{StackConfig, TopicNames};
+use platform::config::StackConfig;
 use platform::db::DbTarget;
 use platform::http_client::{Connection, request};
 use rdkafka::producer::FutureRecord;
 use serde::Serialize;
 use serde_json::json;
-use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 use crate::signature;
+use platform::bench::{BenchEnv, Latency, latency, machine, peak_rss_mib, spawn};
 
 const SECRET: &str = "whsec_benchmark_secret_0123456789";
 
@@ -30,13 +29,6 @@ pub struct BenchOptions {
     pub paced_orders: usize,
     pub paced_rate: usize,
     pub keep: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Latency {
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,97 +49,6 @@ pub struct BenchReport {
     pub broker_ceiling_one_partition_records_per_s: f64,
     pub peak_memory_mib: serde_json::Value,
     pub machine: String,
-}
-
-fn latency(mut samples: Vec<f64>) -> Latency {
-    samples.sort_by(f64::total_cmp);
-    let pick = |q: f64| {
-        samples
-            .get(((samples.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    Latency {
-        p50_ms: pick(0.5),
-        p99_ms: pick(0.99),
-        max_ms: samples.last().copied().unwrap_or(0.0),
-    }
-}
-
-fn peak_rss_mib(pid: Option<u32>) -> f64 {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/status"),
-        None => "/proc/self/status".into(),
-    };
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().next().map(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|k| k.parse::<u64>().ok())
-                    .unwrap_or(0)
-            })
-        })
-        .unwrap_or(0);
-    format!(
-        "{} cores, {} GiB, {cpu}",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        mem / 1024 / 1024
-    )
-}
-
-/// Kills the child when dropped: a failed benchmark leaves no service behind.
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.start_kill();
-    }
-}
-
-fn spawn(exe: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> Result<Service, String> {
-    let mut command = Command::new(exe);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    command
-        .spawn()
-        .map(Service)
-        .map_err(|e| format!("cannot start `raffle {}`: {e}", args.join(" ")))
 }
 
 /// The raw rate at which this broker acknowledges idempotent, acks=all records of a sale's
@@ -328,19 +229,21 @@ pub async fn pipeline(
             "{total} orders of 5 tickets need more numbers than the benchmark raffle holds (500,000)"
         ));
     }
-    let run = format!("bench{}", Utc::now().format("%Y%m%d%H%M%S"));
-    let server = DbTarget::parse(&config.database_url).map_err(|e| e.to_string())?;
-    let db = server.with_dbname(&format!("raffle_{run}"));
-    db.ensure_database().await.map_err(|e| e.to_string())?;
-    db.migrate().await.map_err(|e| e.to_string())?;
-    let pool = db.pool(8).map_err(|e| e.to_string())?;
-    let topics = TopicNames::with_prefix(&format!("{run}."));
+    let bench = BenchEnv::create(config, brokers, "pipeline").await?;
+    let (run, db, pool, topics) = (
+        bench.run.clone(),
+        bench.db.clone(),
+        bench.pool.clone(),
+        bench.topics.clone(),
+    );
     let ceiling_topic = format!("{run}.ceiling");
-    let mut all = topics.all().to_vec();
-    all.push((&ceiling_topic, topics.sales_partitions));
-    platform::kafka::ensure_topics(brokers, &all, topics.replication)
-        .await
-        .map_err(|e| e.to_string())?;
+    platform::kafka::ensure_topics(
+        brokers,
+        &[(&ceiling_topic, topics.sales_partitions)],
+        topics.replication,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
 
     progress("measuring the broker's raw produce rate (the ceiling)");
     let ceiling = broker_ceiling(brokers, &ceiling_topic, total.max(20_000), 64).await?;
@@ -379,21 +282,9 @@ pub async fn pipeline(
         .map_err(|e| e.to_string())?
         .port();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let db_url = {
-        let (base, _) = config
-            .database_url
-            .rsplit_once('/')
-            .unwrap_or((&config.database_url, ""));
-        format!("{base}/raffle_{run}")
-    };
-    let env = vec![
-        ("DATABASE_URL", db_url),
-        ("KAFKA_BROKERS", brokers.to_owned()),
-        ("RAFFLE_TOPIC_PREFIX", format!("{run}.")),
-        ("RAFFLE_INGEST_ADDR", addr.to_string()),
-        ("INGEST_WEBHOOK_SECRET", SECRET.to_owned()),
-        ("RUST_LOG", "warn".to_owned()),
-    ];
+    let mut env = bench.service_env(brokers);
+    env.push(("RAFFLE_INGEST_ADDR", addr.to_string()));
+    env.push(("INGEST_WEBHOOK_SECRET", SECRET.to_owned()));
     let ingest = spawn(&exe, &["ingest", "serve"], &env)?;
     let allocator = spawn(&exe, &["allocator", "run"], &env)?;
     let started = Instant::now();
@@ -438,14 +329,7 @@ pub async fn pipeline(
     drop(ingest);
     drop(allocator);
     if !options.keep {
-        pool.close();
-        if let Ok(admin) = server.with_dbname("postgres").connect("raffle-bench").await {
-            let _ = admin
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS raffle_{run} WITH (FORCE)"
-                ))
-                .await;
-        }
+        bench.drop_database().await;
     }
     let orders_per_s = options.orders as f64 / elapsed.as_secs_f64();
     Ok(BenchReport {

@@ -16,6 +16,7 @@
 //! Status: the reconciliation report, the audit export (and export-based verify) and the
 //! benchmark are still to come.
 
+pub mod bench;
 mod chain;
 mod consumer;
 pub mod rules;

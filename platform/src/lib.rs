@@ -13,6 +13,7 @@
 //! `platform.outbox`. Must not touch: any other schema's tables; business rules live in the
 //! stage crates.
 
+pub mod bench;
 pub mod config;
 pub mod consumer;
 pub mod db;
