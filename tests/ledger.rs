@@ -288,6 +288,20 @@ async fn the_database_refuses_unbalanced_and_changed_entries_and_verify_catches_
         committed.is_err(),
         "an unbalanced entry is refused at commit"
     );
+    // A posting added later to an entry that balanced is refused too.
+    let late = client
+        .execute(
+            "INSERT INTO ledger.postings (entry_id, raffle_id, account_id, amount_minor)
+             SELECT e.id, e.raffle_id, a.id, 1 FROM ledger.journal_entries e
+               JOIN ledger.accounts a ON a.raffle_id = e.raffle_id AND a.code = 'gross_ticket_revenue'
+              WHERE e.sequence = 1 AND e.raffle_id = $1",
+            &[&s.raffle_id],
+        )
+        .await;
+    assert!(
+        late.is_err(),
+        "a posting added to a balanced entry is refused at commit"
+    );
 
     // A superuser who disables the triggers changes one thing at a time; verify names the entry.
     let tampering = [

@@ -305,13 +305,17 @@ pub async fn run(
     let mut tasks = Vec::new();
     let mut stats = Vec::new();
     for partition in 0..topics.tickets_partitions {
-        let config = ConsumerConfig::new(
+        let mut config = ConsumerConfig::new(
             brokers,
             CONSUMER_GROUP,
             &topics.tickets,
             partition,
             &topics.dlq,
         );
+        // Entries are small and a raffle's chain is serial: larger batches spread the per-batch
+        // work (locks, chain head, commit) over more entries.
+        config.batch_size_max = 2_000;
+        config.linger_ms = 10;
         let consumer = PartitionConsumer::new(config, db.clone(), pool.clone());
         stats.push(consumer.stats());
         let (handler, shutdown) = (handler.clone(), shutdown.clone());
