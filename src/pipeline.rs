@@ -116,13 +116,10 @@ pub async fn audit_verify(raffle: uuid::Uuid, json: bool) -> anyhow::Result<()> 
     let client = pool.get().await?;
     let verification = ledger::verify(&**client, raffle).await?;
     let balances = ledger::balances(&**client, raffle, None).await?;
+    let seal = ledger::verify_seal(&**client, raffle).await?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"verification": verification, "balances": balances})
-            )?
-        );
+        let out = serde_json::json!({"verification": verification, "balances": balances, "seal_mismatches": seal});
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
             "raffle {raffle}: {} entries verified, head hash {}",
@@ -135,6 +132,29 @@ pub async fn audit_verify(raffle: uuid::Uuid, json: bool) -> anyhow::Result<()> 
             "  {:<50} {:>14}",
             "trial balance",
             balances.values().sum::<i64>()
+        );
+    }
+    if !json {
+        match &seal {
+            None => println!("  not sealed yet"),
+            Some(m) if m.is_empty() => {
+                println!("  seal: every figure recomputes from the entries and tickets")
+            }
+            Some(m) => {
+                for x in m {
+                    println!(
+                        "  seal MISMATCH {}: sealed {}, recomputed {}",
+                        x.field, x.sealed, x.recomputed
+                    );
+                }
+            }
+        }
+    }
+    if let Some(m) = seal.filter(|m| !m.is_empty()) {
+        let fields: Vec<&str> = m.iter().map(|x| x.field).collect();
+        anyhow::bail!(
+            "the seal of raffle {raffle} does not match its books: {}",
+            fields.join(", ")
         );
     }
     match verification.first_failure {

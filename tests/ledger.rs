@@ -584,6 +584,51 @@ async fn the_seal_refuses_while_sales_are_in_flight_and_closes_the_books_once_th
         hex::encode(&commitment)
     );
     assert_eq!(hex::encode(&commitment), record.seed_commitment);
+    // The seal holds; a superuser changing it, or the tickets behind it, is caught.
+    assert_eq!(
+        ledger::verify_seal(&client, s.raffle_id).await.unwrap(),
+        Some(vec![])
+    );
+    let mut client = client;
+    for (what, sql, field) in [
+        (
+            "the sealed gross",
+            "UPDATE ledger.seals SET gross_receipts_minor = gross_receipts_minor + 1",
+            "gross_receipts_minor",
+        ),
+        (
+            "the sealed head",
+            "UPDATE ledger.seals SET head_hash = sha256(head_hash)",
+            "head_hash",
+        ),
+        (
+            "a ticket voided after the seal",
+            "UPDATE sales.tickets SET state = 'voided', voided_at = now() WHERE draw_number = 50001",
+            "ticket_set_digest",
+        ),
+        (
+            "the fee posting",
+            "UPDATE ledger.postings p SET amount_minor = amount_minor + 1 FROM ledger.accounts a
+             WHERE a.id = p.account_id AND a.code = 'operating_fee_expense' AND p.amount_minor > 0",
+            "operating_fee_minor",
+        ),
+    ] {
+        let tx = client.transaction().await.unwrap();
+        tx.batch_execute(&format!(
+            "SET LOCAL session_replication_role = replica; {sql}"
+        ))
+        .await
+        .unwrap();
+        let mismatches = ledger::verify_seal(&tx, s.raffle_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            mismatches.iter().any(|m| m.field == field),
+            "{what}: {mismatches:?}"
+        );
+        tx.rollback().await.unwrap();
+    }
     let again = ledger::seal(&env.pool, &env.brokers, &env.topics, &request(vec![]))
         .await
         .unwrap_err();

@@ -27,4 +27,4 @@ mod verify;
 pub use chain::{EntryText, GENESIS};
 pub use consumer::{CONSUMER_GROUP, Ledger, run};
 pub use seal::{SealError, SealRecord, SealRequest, seal};
-pub use verify::{Verification, balances, verify};
+pub use verify::{SealMismatch, Verification, balances, verify, verify_seal};

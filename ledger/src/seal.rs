@@ -397,7 +397,7 @@ pub async fn seal(
     // The eligible ticket set and the draw seed's commitment.
     let tickets = tx
         .query(
-            "SELECT draw_number, id FROM sales.tickets WHERE raffle_id = $1 AND state = 'sold' ORDER BY draw_number",
+            "SELECT draw_number, id FROM sales.tickets WHERE raffle_id = $1 AND state <> 'voided' ORDER BY draw_number",
             &[&raffle],
         )
         .await

@@ -140,3 +140,148 @@ pub async fn balances(
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
+
+/// A figure of the seal that the books no longer support.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SealMismatch {
+    pub field: &'static str,
+    pub sealed: String,
+    pub recomputed: String,
+}
+
+/// Recomputes the seal of `raffle_id` (if it was sealed) from the entries and the tickets: the
+/// head hash at the seal, the totals, the prizes, fee and net proceeds, the eligible ticket
+/// set. Returns every figure that differs; empty when the seal holds.
+pub async fn verify_seal(
+    client: &impl GenericClient,
+    raffle_id: Uuid,
+) -> Result<Option<Vec<SealMismatch>>, tokio_postgres::Error> {
+    let Some(seal) = client
+        .query_opt(
+            "SELECT head_hash, entries, gross_sales_minor, refunds_minor, written_off_minor, gross_receipts_minor, prizes,
+                    operating_fee_minor, net_proceeds_minor, tickets_eligible, ticket_set_digest
+               FROM ledger.seals WHERE raffle_id = $1",
+            &[&raffle_id],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut mismatches = Vec::new();
+    let mut check = |field: &'static str, sealed: String, recomputed: String| {
+        if sealed != recomputed {
+            mismatches.push(SealMismatch {
+                field,
+                sealed,
+                recomputed,
+            });
+        }
+    };
+    let entries: i64 = seal.get(1);
+    let head: Option<Vec<u8>> = client
+        .query_opt(
+            "SELECT hash FROM ledger.journal_entries WHERE raffle_id = $1 AND sequence = $2",
+            &[&raffle_id, &entries],
+        )
+        .await?
+        .map(|r| r.get(0));
+    check(
+        "head_hash",
+        hex::encode(seal.get::<_, Vec<u8>>(0)),
+        head.map(hex::encode)
+            .unwrap_or_else(|| "(no such entry)".into()),
+    );
+    // Totals from the entries of each kind.
+    let sums = client
+        .query_one(
+            "SELECT coalesce(sum(-p.amount_minor) FILTER (WHERE e.entry_type = 'ticket_sale' AND a.code = 'gross_ticket_revenue'), 0)::bigint,
+                    coalesce(sum(p.amount_minor) FILTER (WHERE e.entry_type = 'ticket_reversal' AND a.code = 'refunds_and_voids'), 0)::bigint,
+                    coalesce(sum(-p.amount_minor) FILTER (WHERE e.entry_type = 'written_off_receipts' AND a.code = 'gross_ticket_revenue'), 0)::bigint,
+                    coalesce(sum(p.amount_minor) FILTER (WHERE e.entry_type = 'prize_and_fee_allocation' AND a.code = 'operating_fee_expense'), 0)::bigint,
+                    coalesce(sum(-p.amount_minor) FILTER (WHERE e.entry_type = 'close_to_net_proceeds' AND a.code = 'net_proceeds'), 0)::bigint
+               FROM ledger.journal_entries e JOIN ledger.postings p ON p.entry_id = e.id JOIN ledger.accounts a ON a.id = p.account_id
+              WHERE e.raffle_id = $1 AND e.sequence <= $2",
+            &[&raffle_id, &entries],
+        )
+        .await?;
+    let (gross, refunds, written_off, fee, net): (i64, i64, i64, i64, i64) = (
+        sums.get(0),
+        sums.get(1),
+        sums.get(2),
+        sums.get(3),
+        sums.get(4),
+    );
+    check(
+        "gross_sales_minor",
+        seal.get::<_, i64>(2).to_string(),
+        gross.to_string(),
+    );
+    check(
+        "refunds_minor",
+        seal.get::<_, i64>(3).to_string(),
+        refunds.to_string(),
+    );
+    check(
+        "written_off_minor",
+        seal.get::<_, i64>(4).to_string(),
+        written_off.to_string(),
+    );
+    check(
+        "gross_receipts_minor",
+        seal.get::<_, i64>(5).to_string(),
+        (gross + written_off - refunds).to_string(),
+    );
+    check(
+        "operating_fee_minor",
+        seal.get::<_, i64>(7).to_string(),
+        fee.to_string(),
+    );
+    check(
+        "net_proceeds_minor",
+        seal.get::<_, i64>(8).to_string(),
+        net.to_string(),
+    );
+    let prizes: serde_json::Value = seal.get(6);
+    for prize in prizes.as_array().into_iter().flatten() {
+        let code = format!(
+            "prize_expense/{}",
+            prize["prize_id"].as_str().unwrap_or_default()
+        );
+        let posted: i64 = client
+            .query_one(
+                "SELECT coalesce(sum(p.amount_minor), 0)::bigint FROM ledger.journal_entries e
+                   JOIN ledger.postings p ON p.entry_id = e.id JOIN ledger.accounts a ON a.id = p.account_id
+                  WHERE e.raffle_id = $1 AND e.entry_type = 'prize_and_fee_allocation' AND a.code = $2",
+                &[&raffle_id, &code],
+            )
+            .await?
+            .get(0);
+        check(
+            "prizes",
+            prize["amount_minor"].to_string(),
+            posted.to_string(),
+        );
+    }
+    // The eligible ticket set, recomputed from the tickets.
+    let tickets = client
+        .query("SELECT draw_number, id FROM sales.tickets WHERE raffle_id = $1 AND state <> 'voided' ORDER BY draw_number", &[&raffle_id])
+        .await?;
+    let mut digest = <sha2::Sha256 as sha2::Digest>::new();
+    for t in &tickets {
+        sha2::Digest::update(
+            &mut digest,
+            format!("{}:{}\n", t.get::<_, i64>(0), t.get::<_, Uuid>(1)).as_bytes(),
+        );
+    }
+    check(
+        "tickets_eligible",
+        seal.get::<_, i64>(9).to_string(),
+        tickets.len().to_string(),
+    );
+    check(
+        "ticket_set_digest",
+        hex::encode(seal.get::<_, Vec<u8>>(10)),
+        hex::encode(sha2::Digest::finalize(digest)),
+    );
+    Ok(Some(mismatches))
+}
