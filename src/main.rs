@@ -58,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// Reports for finance and regulators (`report reconciliation --raffle ID`).
+    Report {
+        #[command(subcommand)]
+        action: ReportAction,
+    },
     /// Benchmarks that print their figures (`--json` too).
     Bench {
         #[command(subcommand)]
@@ -96,6 +101,22 @@ enum LedgerAction {
         write_off: Vec<uuid::Uuid>,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportAction {
+    /// Gross by source, package, RSU and seller; numbers per range and allocation; money per
+    /// RSU; prizes, fee, net proceeds; trial balance; every check with pass or fail.
+    Reconciliation {
+        #[arg(long)]
+        raffle: uuid::Uuid,
+        /// json or csv.
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
 }
 
@@ -146,6 +167,14 @@ fn main() -> ExitCode {
                 action: AllocatorAction::Run,
             } => pipeline::allocator().await,
             Command::Bench { action } => bench::run(action).await,
+            Command::Report {
+                action:
+                    ReportAction::Reconciliation {
+                        raffle,
+                        format,
+                        out,
+                    },
+            } => pipeline::reconciliation(raffle, &format, out).await,
             Command::Ledger {
                 action: LedgerAction::Run,
             } => pipeline::ledger().await,

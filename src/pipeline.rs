@@ -208,3 +208,41 @@ pub async fn seal(request: ledger::SealRequest, json: bool) -> anyhow::Result<()
     }
     Ok(())
 }
+
+/// Prints (or writes) the reconciliation report; fails when a check fails.
+pub async fn reconciliation(
+    raffle: uuid::Uuid,
+    format: &str,
+    out: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let config = StackConfig::from_env()?;
+    let (_, pool) = database(&config, 2).await?;
+    let client = pool.get().await?;
+    let report = ledger::report::reconciliation(&**client, raffle).await?;
+    let text = match format {
+        "json" => serde_json::to_string_pretty(&report)?,
+        "csv" => ledger::report::to_csv(&report),
+        other => anyhow::bail!("--format {other:?}: choose json or csv"),
+    };
+    match out {
+        Some(path) => {
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("report written to {}", path.display());
+        }
+        None => println!("{text}"),
+    }
+    let failing: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| !c.pass)
+        .map(|c| c.name.as_str())
+        .collect();
+    if !failing.is_empty() {
+        anyhow::bail!(
+            "{} reconciliation checks fail: {}",
+            failing.len(),
+            failing.join("; ")
+        );
+    }
+    Ok(())
+}

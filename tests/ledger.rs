@@ -584,6 +584,35 @@ async fn the_seal_refuses_while_sales_are_in_flight_and_closes_the_books_once_th
         hex::encode(&commitment)
     );
     assert_eq!(hex::encode(&commitment), record.seed_commitment);
+    // The reconciliation report: every check passes, every figure matches the tables.
+    let report = ledger::report::reconciliation(&client, s.raffle_id)
+        .await
+        .unwrap();
+    assert!(
+        report.all_pass(),
+        "{:#?}",
+        report.checks.iter().filter(|c| !c.pass).collect::<Vec<_>>()
+    );
+    assert_eq!(report.gross_by_source[0]["amount_minor"], 6_000);
+    let online = report
+        .numbers_by_range
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "online")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (online["sold"].as_i64(), online["unsold"].as_i64()),
+        (Some(15), Some(130_000 - 15))
+    );
+    assert_eq!(report.money_by_rsu[0]["written_off_minor"], 40_000);
+    assert_eq!(report.seal["gross_receipts_minor"], 46_000);
+    let csv = ledger::report::to_csv(&report);
+    assert!(csv.starts_with("section,item,field,value\n"));
+    assert!(csv.contains("seal,,gross_receipts_minor,46000"), "{csv}");
+    assert!(!csv.contains(",false\n"), "no failing check in the CSV");
+
     // The seal holds; a superuser changing it, or the tickets behind it, is caught.
     assert_eq!(
         ledger::verify_seal(&client, s.raffle_id).await.unwrap(),

@@ -684,6 +684,14 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
     assert_eq!(books.values().sum::<i64>(), 0, "trial balance");
     let verification = ledger::verify(&client, setup.raffle_id).await.unwrap();
     assert!(verification.ok(), "{verification:?}");
+    let report = ledger::report::reconciliation(&client, setup.raffle_id)
+        .await
+        .unwrap();
+    let failing: Vec<_> = report.checks.iter().filter(|c| !c.pass).collect();
+    assert!(
+        failing.is_empty(),
+        "reconciliation checks failed: {failing:#?}"
+    );
 
     // Every refused sale is visible with its reason.
     let rejected: HashMap<String, i64> = client

@@ -156,6 +156,11 @@ pub fn from_db(context: &str, e: &tokio_postgres::Error) -> Problem {
         SqlState::NOT_NULL_VIOLATION => {
             Problem::invalid(db.column().unwrap_or("field"), "is required")
         }
+        SqlState::TOO_MANY_CONNECTIONS
+        | SqlState::ADMIN_SHUTDOWN
+        | SqlState::CANNOT_CONNECT_NOW => Problem::unavailable(format!(
+            "{context}: the database is overloaded or restarting, try again"
+        )),
         SqlState::T_R_SERIALIZATION_FAILURE | SqlState::T_R_DEADLOCK_DETECTED => {
             Problem::unavailable(format!("{context}: concurrent change, try again"))
         }

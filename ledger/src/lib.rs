@@ -19,6 +19,7 @@
 pub mod bench;
 mod chain;
 mod consumer;
+pub mod report;
 pub mod rules;
 mod seal;
 pub mod split;

@@ -69,9 +69,19 @@ fn failed(e: impl std::fmt::Display) -> SealError {
 }
 
 /// Refuses while anything produced before now is still on its way: sales not yet allocated,
-/// ticket events not yet relayed or posted.
+/// ticket events not yet relayed or posted. Checked upstream first: the allocator commits its
+/// offsets with its outbox rows, the relay publishes them before the ledger can read them, so
+/// each check holds once the one before it did.
 async fn ensure_drained(pool: &Pool, brokers: &str, topics: &TopicNames) -> Result<(), SealError> {
     let client = pool.get().await.map_err(failed)?;
+    behind(
+        &client,
+        brokers,
+        "allocator",
+        &topics.sales,
+        topics.sales_partitions,
+    )
+    .await?;
     let outbox: i64 = client
         .query_one(
             "SELECT count(*) FROM platform.outbox WHERE published_at IS NULL AND topic = $1",
@@ -86,32 +96,45 @@ async fn ensure_drained(pool: &Pool, brokers: &str, topics: &TopicNames) -> Resu
             format!("{outbox} ticket events are waiting in the allocator's outbox"),
         ));
     }
-    for (group, topic, partitions) in [
-        ("allocator", &topics.sales, topics.sales_partitions),
-        ("ledger", &topics.tickets, topics.tickets_partitions),
-    ] {
-        let high = platform::kafka::high_watermarks(brokers, topic, partitions)
+    behind(
+        &client,
+        brokers,
+        "ledger",
+        &topics.tickets,
+        topics.tickets_partitions,
+    )
+    .await
+}
+
+/// Refuses when `group` has not consumed every partition of `topic` up to its high watermark.
+async fn behind(
+    client: &tokio_postgres::Client,
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<(), SealError> {
+    let high = platform::kafka::high_watermarks(brokers, topic, partitions)
+        .await
+        .map_err(failed)?;
+    for (partition, high) in high.into_iter().enumerate() {
+        let stored: i64 = client
+            .query_opt(
+                "SELECT next_offset FROM platform.consumer_offsets WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
+                &[&group, &topic, &(partition as i32)],
+            )
             .await
-            .map_err(failed)?;
-        for (partition, high) in high.into_iter().enumerate() {
-            let stored: i64 = client
-                .query_opt(
-                    "SELECT next_offset FROM platform.consumer_offsets WHERE consumer_group = $1 AND topic = $2 AND partition = $3",
-                    &[&group, topic, &(partition as i32)],
-                )
-                .await
-                .map_err(failed)?
-                .map(|r| r.get(0))
-                .unwrap_or(0);
-            if stored < high {
-                return Err(refused(
-                    "in-flight",
-                    format!(
-                        "the {group} has {} messages to consume on {topic}[{partition}] (at {stored} of {high})",
-                        high - stored
-                    ),
-                ));
-            }
+            .map_err(failed)?
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if stored < high {
+            return Err(refused(
+                "in-flight",
+                format!(
+                    "the {group} has {} messages to consume on {topic}[{partition}] (at {stored} of {high})",
+                    high - stored
+                ),
+            ));
         }
     }
     Ok(())

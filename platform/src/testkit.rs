@@ -129,7 +129,8 @@ impl TestEnv {
         }
         let db = server.with_dbname(&db_name);
         let database_url = with_database(&url, &db_name);
-        let pool = db.pool(16).unwrap_or_else(|e| fail("building the pool", e));
+        // Tests run two at a time against one server (100 connections): keep pools small.
+        let pool = db.pool(8).unwrap_or_else(|e| fail("building the pool", e));
 
         let topics = TopicNames::with_prefix(&format!("{unique}."));
         kafka::ensure_topics(&brokers, &topics.all(), 1)
