@@ -70,7 +70,7 @@ pub async fn ingest() -> anyhow::Result<()> {
 pub async fn allocator() -> anyhow::Result<()> {
     let config = StackConfig::from_env()?;
     let brokers = brokers(&config)?;
-    let (db, pool) = database(&config, 16).await?;
+    let (db, pool) = database(&config, 8).await?;
     platform::kafka::health(
         &brokers,
         &[&config.topics.sales],
