@@ -111,7 +111,7 @@ enum ReportAction {
     Reconciliation {
         #[arg(long)]
         raffle: uuid::Uuid,
-        /// json or csv.
+        /// json, csv, or html (a printable page with a chart of sales over time).
         #[arg(long, default_value = "json")]
         format: String,
         /// Write to this file instead of standard output.

@@ -222,7 +222,8 @@ pub async fn reconciliation(
     let text = match format {
         "json" => serde_json::to_string_pretty(&report)?,
         "csv" => ledger::report::to_csv(&report),
-        other => anyhow::bail!("--format {other:?}: choose json or csv"),
+        "html" => ledger::report::to_html(&report),
+        other => anyhow::bail!("--format {other:?}: choose json, csv or html"),
     };
     match out {
         Some(path) => {

@@ -612,6 +612,16 @@ async fn the_seal_refuses_while_sales_are_in_flight_and_closes_the_books_once_th
     assert!(csv.starts_with("section,item,field,value\n"));
     assert!(csv.contains("seal,,gross_receipts_minor,46000"), "{csv}");
     assert!(!csv.contains(",false\n"), "no failing check in the CSV");
+    let html = ledger::report::to_html(&report);
+    assert!(
+        html.contains("<svg") && html.contains("checks pass."),
+        "a printable page with its chart"
+    );
+    assert!(
+        html.contains("460.00"),
+        "gross receipts as money: {}",
+        &html[..200]
+    );
 
     // The seal holds; a superuser changing it, or the tickets behind it, is caught.
     assert_eq!(

@@ -920,4 +920,33 @@ async fn a_jurisdiction_that_forbids_offline_sales_refuses_offline_rsu_records()
     )
     .await;
     assert_eq!(recorded, 1, "the refusal is visible with its reason");
+    // The device asks for the final word on what it uploaded.
+    let auth = format!("Bearer {}", s.rsus[0].api_key);
+    let r = request(
+        addr,
+        "GET",
+        "/v1/rsu/sales?local_ids=r0-0,r0-1",
+        &[("Authorization", auth.as_str())],
+        b"",
+    )
+    .await
+    .expect("HTTP request");
+    assert_eq!(r.status, 200);
+    let records = r.json().unwrap()["records"].clone();
+    assert_eq!(records[0]["status"], "rejected");
+    assert_eq!(records[0]["reason_code"], "regulation");
+    assert_eq!(
+        records[1]["status"], "pending",
+        "accepted, not yet allocated (no allocator runs here)"
+    );
+    let r = request(
+        addr,
+        "GET",
+        "/v1/rsu/sales?local_ids=r0-0",
+        &[("Authorization", "Bearer rsk_wrong")],
+        b"",
+    )
+    .await
+    .expect("HTTP request");
+    assert_eq!(r.status, 401);
 }
