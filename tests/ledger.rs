@@ -384,47 +384,12 @@ async fn sell_online(
     paid: chrono::DateTime<Utc>,
 ) {
     let client = env.client().await;
-    let range: Uuid = client
-        .query_one(
-            "SELECT id FROM catalog.raffle_ranges WHERE raffle_id = $1 AND range_type = 'online'",
-            &[&s.raffle_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let partition = RangePartition {
-        raffle_id: s.raffle_id,
-        range: RangeRef::Range(range),
-    };
+    let partition = common::online_partition(&client, s.raffle_id).await;
     let producer = platform::kafka::producer(&env.brokers, 10_000).unwrap();
     for i in 0..count {
-        let order: Uuid = client
-            .query_one(
-                "INSERT INTO sales.orders (raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency, source)
-                 VALUES ($1, $2, $3, 5, 2000, 'USD', 'online') RETURNING id",
-                &[&s.raffle_id, &s.package_id, &format!("VAL-SEAL{i:04}")],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        let sale = schemas::SaleEvent {
-            event_id: Uuid::now_v7(),
-            idempotency_key: format!("evt_seal_{i}"),
-            kind: schemas::SaleEventKind::SaleCompleted,
-            raffle_id: s.raffle_id,
-            range_partition: partition,
-            order_id: Some(order),
-            package_id: Some(s.package_id),
-            ticket_count: 5,
-            amount_minor: 2000,
-            currency: Currency::parse("USD").unwrap(),
-            occurred_at_us: paid.timestamp_micros(),
-            received_at_us: Utc::now().timestamp_micros(),
-            payment: None,
-            rsu_sale: None,
-            customer: None,
-            reason: None,
-        };
+        let (_, sale) =
+            common::pending_order_and_sale(&client, s, partition, &format!("VAL-SEAL{i:04}"), paid)
+                .await;
         let key = partition.to_string();
         let payload = schemas::encode(&sale).unwrap();
         producer

@@ -737,18 +737,7 @@ async fn a_sold_out_raffle_rejects_later_sales_and_garbage_goes_to_the_dlq() {
         .await
         .expect("seed a raffle");
     let client = env.client().await;
-    let range: Uuid = client
-        .query_one(
-            "SELECT id FROM catalog.raffle_ranges WHERE raffle_id = $1 AND range_type = 'online'",
-            &[&s.raffle_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let partition = schemas::RangePartition {
-        raffle_id: s.raffle_id,
-        range: schemas::RangeRef::Range(range),
-    };
+    let partition = common::online_partition(&client, s.raffle_id).await;
     let producer = platform::kafka::producer(&env.brokers, 10_000).unwrap();
     let key = partition.to_string();
     let send = |payload: Vec<u8>| {
@@ -770,33 +759,14 @@ async fn a_sold_out_raffle_rejects_later_sales_and_garbage_goes_to_the_dlq() {
     send(b"\x00garbage that is not avro".to_vec()).await;
     let mut orders = Vec::new();
     for i in 0..3 {
-        let order: Uuid = client
-            .query_one(
-                "INSERT INTO sales.orders (raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency, source)
-                 VALUES ($1, $2, $3, 5, 2000, 'USD', 'online') RETURNING id",
-                &[&s.raffle_id, &s.package_id, &format!("VAL-SOLDOUT{i}")],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        let event = schemas::SaleEvent {
-            event_id: Uuid::now_v7(),
-            idempotency_key: format!("evt_{i}"),
-            kind: schemas::SaleEventKind::SaleCompleted,
-            raffle_id: s.raffle_id,
-            range_partition: partition,
-            order_id: Some(order),
-            package_id: Some(s.package_id),
-            ticket_count: 5,
-            amount_minor: 2000,
-            currency: schemas::Currency::parse("USD").unwrap(),
-            occurred_at_us: Utc::now().timestamp_micros(),
-            received_at_us: Utc::now().timestamp_micros(),
-            payment: None,
-            rsu_sale: None,
-            customer: None,
-            reason: None,
-        };
+        let (order, event) = common::pending_order_and_sale(
+            &client,
+            &s,
+            partition,
+            &format!("VAL-SOLDOUT{i}"),
+            Utc::now(),
+        )
+        .await;
         send(schemas::encode(&event).unwrap()).await;
         orders.push(order);
     }

@@ -8,11 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::StreamExt;
 use platform::config::StackConfig;
 use platform::db::DbTarget;
 use platform::http_client::{Connection, request};
-use rdkafka::producer::FutureRecord;
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -62,27 +60,12 @@ async fn broker_ceiling(
     let producer = platform::kafka::producer(brokers, 30_000).map_err(|e| e.to_string())?;
     let payload = vec![7u8; 220];
     let started = Instant::now();
-    let sends = futures::stream::iter(0..records)
-        .map(|i| {
-            let producer = producer.clone();
-            let payload = payload.clone();
-            async move {
-                let key = format!("ceiling-{}", i % keys);
-                producer
-                    .send(
-                        FutureRecord::to(topic).key(&key).payload(&payload),
-                        Duration::from_secs(30),
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| e.to_string())
-            }
-        })
-        .buffer_unordered(5_000);
-    futures::pin_mut!(sends);
-    while let Some(r) = sends.next().await {
-        r?;
-    }
+    let records = platform::bench::produce_all(
+        &producer,
+        topic,
+        (0..records).map(|i| (format!("ceiling-{}", i % keys), payload.clone())),
+    )
+    .await?;
     Ok(records as f64 / started.elapsed().as_secs_f64())
 }
 

@@ -5,11 +5,9 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::StreamExt;
 use platform::bench::{BenchEnv, machine, peak_rss_mib, spawn};
 use platform::config::StackConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::{
     Currency, DrawNumber, RangePartition, RangeRef, SaleSource, TicketEvent, TicketEventKind,
@@ -116,28 +114,15 @@ pub async fn run(
     progress(&format!("publishing {} ticket events", options.entries));
     let producer = platform::kafka::producer(brokers, 60_000).map_err(|e| e.to_string())?;
     let topic = bench.topics.tickets.clone();
-    let sends = futures::stream::iter(0..options.entries)
-        .map(|i| {
-            let (producer, topic) = (producer.clone(), topic.clone());
-            let event = sale(raffles[i % raffles.len()], i);
-            async move {
-                let payload = schemas::encode(&event).map_err(|e| e.to_string())?;
-                let key = event.raffle_id.to_string();
-                producer
-                    .send(
-                        FutureRecord::to(&topic).key(&key).payload(&payload),
-                        Duration::from_secs(60),
-                    )
-                    .await
-                    .map(|_| ())
-                    .map_err(|(e, _)| e.to_string())
-            }
-        })
-        .buffer_unordered(5_000);
-    futures::pin_mut!(sends);
-    while let Some(r) = sends.next().await {
-        r?;
+    let mut encoded = Vec::with_capacity(options.entries);
+    for i in 0..options.entries {
+        let event = sale(raffles[i % raffles.len()], i);
+        encoded.push((
+            event.raffle_id.to_string(),
+            schemas::encode(&event).map_err(|e| e.to_string())?,
+        ));
     }
+    platform::bench::produce_all(&producer, &topic, encoded.into_iter()).await?;
     progress("measuring the raw consume rate (the ceiling)");
     let ceiling = consume_ceiling(
         brokers,

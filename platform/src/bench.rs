@@ -179,3 +179,37 @@ impl BenchEnv {
         }
     }
 }
+
+/// Produces every `(key, payload)` to `topic` with up to 5,000 in flight and waits for every
+/// acknowledgement: the way a benchmark loads a topic as fast as the broker takes it.
+pub async fn produce_all(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    records: impl Iterator<Item = (String, Vec<u8>)>,
+) -> Result<usize, String> {
+    use futures::StreamExt;
+    let sends = futures::stream::iter(records)
+        .map(|(key, payload)| {
+            let producer = producer.clone();
+            async move {
+                producer
+                    .send(
+                        rdkafka::producer::FutureRecord::to(topic)
+                            .key(&key)
+                            .payload(&payload),
+                        std::time::Duration::from_secs(60),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e.to_string())
+            }
+        })
+        .buffer_unordered(5_000);
+    futures::pin_mut!(sends);
+    let mut sent = 0;
+    while let Some(r) = sends.next().await {
+        r?;
+        sent += 1;
+    }
+    Ok(sent)
+}

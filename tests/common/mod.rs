@@ -153,3 +153,61 @@ pub fn sqlstate(result: Result<u64, tokio_postgres::Error>) -> String {
             .unwrap_or_else(|| e.to_string()),
     }
 }
+
+/// The key of a raffle's online sales: its online range.
+pub async fn online_partition(
+    client: &tokio_postgres::Client,
+    raffle: uuid::Uuid,
+) -> schemas::RangePartition {
+    let range: uuid::Uuid = client
+        .query_one(
+            "SELECT id FROM catalog.raffle_ranges WHERE raffle_id = $1 AND range_type = 'online'",
+            &[&raffle],
+        )
+        .await
+        .expect("online range")
+        .get(0);
+    schemas::RangePartition {
+        raffle_id: raffle,
+        range: schemas::RangeRef::Range(range),
+    }
+}
+
+/// A pending online order of the seeded 5-for-$20 package, and the sale event that pays it at
+/// `paid`, as ingest would produce it.
+pub async fn pending_order_and_sale(
+    client: &tokio_postgres::Client,
+    s: &admin::seed::Scenario,
+    partition: schemas::RangePartition,
+    validation_number: &str,
+    paid: chrono::DateTime<chrono::Utc>,
+) -> (uuid::Uuid, schemas::SaleEvent) {
+    let order: uuid::Uuid = client
+        .query_one(
+            "INSERT INTO sales.orders (raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency, source)
+             VALUES ($1, $2, $3, 5, 2000, 'USD', 'online') RETURNING id",
+            &[&s.raffle_id, &s.package_id, &validation_number],
+        )
+        .await
+        .expect("pending order")
+        .get(0);
+    let sale = schemas::SaleEvent {
+        event_id: uuid::Uuid::now_v7(),
+        idempotency_key: format!("evt_{validation_number}"),
+        kind: schemas::SaleEventKind::SaleCompleted,
+        raffle_id: s.raffle_id,
+        range_partition: partition,
+        order_id: Some(order),
+        package_id: Some(s.package_id),
+        ticket_count: 5,
+        amount_minor: 2000,
+        currency: schemas::Currency::parse("USD").expect("USD"),
+        occurred_at_us: paid.timestamp_micros(),
+        received_at_us: chrono::Utc::now().timestamp_micros(),
+        payment: None,
+        rsu_sale: None,
+        customer: None,
+        reason: None,
+    };
+    (order, sale)
+}
