@@ -129,6 +129,19 @@ enum AuditAction {
         #[arg(long)]
         json: bool,
     },
+    /// Write a raffle's entries, critical events, seal and draw evidence, with a manifest of
+    /// their SHA-256, as files an auditor can take away.
+    Export {
+        #[arg(long)]
+        raffle: uuid::Uuid,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Verify an export from its files alone (no database).
+    VerifyExport {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -199,6 +212,12 @@ fn main() -> ExitCode {
             Command::Audit {
                 action: AuditAction::Verify { raffle, json },
             } => pipeline::audit_verify(raffle, json).await,
+            Command::Audit {
+                action: AuditAction::Export { raffle, out },
+            } => pipeline::audit_export(raffle, out).await,
+            Command::Audit {
+                action: AuditAction::VerifyExport { dir },
+            } => pipeline::audit_verify_export(dir),
         }
     });
     match result {

@@ -247,3 +247,41 @@ pub async fn reconciliation(
     }
     Ok(())
 }
+
+/// Writes the audit export of a raffle into `out`.
+pub async fn audit_export(raffle: uuid::Uuid, out: std::path::PathBuf) -> anyhow::Result<()> {
+    let config = StackConfig::from_env()?;
+    let (_, pool) = database(&config, 2).await?;
+    let client = pool.get().await?;
+    let software = platform::version::version_line("raffle", env!("CARGO_PKG_VERSION"));
+    let manifest = ledger::audit::export(&**client, raffle, &out, &software).await?;
+    println!("{}", serde_json::to_string_pretty(&manifest)?);
+    eprintln!("audit export written to {}", out.display());
+    Ok(())
+}
+
+/// Verifies an audit export from its files alone.
+pub fn audit_verify_export(dir: std::path::PathBuf) -> anyhow::Result<()> {
+    let result = ledger::audit::verify_export(&dir)?;
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    if result.ok() {
+        eprintln!(
+            "export of raffle {} verifies: {} entries, head {}",
+            result.raffle_id, result.chain.entries_verified, result.chain.head_hash
+        );
+        return Ok(());
+    }
+    if let Some(f) = &result.chain.first_failure {
+        anyhow::bail!(
+            "entry {} (sequence {}) does not verify: {}",
+            f.entry_id,
+            f.sequence,
+            f.reason
+        );
+    }
+    anyhow::bail!(
+        "the export does not verify: changed files {:?}, seal mismatches {:?}",
+        result.changed_files,
+        result.seal_mismatches
+    )
+}

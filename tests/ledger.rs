@@ -588,6 +588,53 @@ async fn the_seal_refuses_while_sales_are_in_flight_and_closes_the_books_once_th
         &html[..200]
     );
 
+    // The audit export verifies from its files alone, and names what was changed in them.
+    let dir = std::env::temp_dir().join(format!("raffle-audit-{}", env.unique));
+    let manifest = ledger::audit::export(&client, s.raffle_id, &dir, "raffle test")
+        .await
+        .unwrap();
+    assert_eq!(manifest["entries"], verification.entries_verified);
+    let exported = ledger::audit::verify_export(&dir).unwrap();
+    assert!(exported.ok(), "{exported:?}");
+    let draw = std::fs::read_to_string(dir.join("draw.json")).unwrap();
+    assert!(
+        !draw.contains(&hex::encode(&seed)),
+        "a pending draw's seed stays out of the export"
+    );
+    let entries_path = dir.join("entries.jsonl");
+    let original = std::fs::read_to_string(&entries_path).unwrap();
+    let mut lines: Vec<String> = original.lines().map(str::to_owned).collect();
+    lines[1] = lines[1].replacen("2000", "2100", 1);
+    std::fs::write(&entries_path, lines.join("\n") + "\n").unwrap();
+    let tampered = ledger::audit::verify_export(&dir).unwrap();
+    assert_eq!(tampered.changed_files, vec!["entries.jsonl".to_owned()]);
+    let failure = tampered
+        .chain
+        .first_failure
+        .clone()
+        .expect("the changed entry is named");
+    assert_eq!(failure.sequence, 2, "{failure:?}");
+    std::fs::write(&entries_path, &original).unwrap();
+    let seal_path = dir.join("seal.json");
+    let seal_text = std::fs::read_to_string(&seal_path).unwrap();
+    std::fs::write(
+        &seal_path,
+        seal_text.replace(
+            "\"gross_receipts_minor\": 46000",
+            "\"gross_receipts_minor\": 46001",
+        ),
+    )
+    .unwrap();
+    let tampered = ledger::audit::verify_export(&dir).unwrap();
+    assert!(
+        tampered
+            .seal_mismatches
+            .iter()
+            .any(|m| m.0 == "gross_receipts_minor"),
+        "{tampered:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
     // The seal holds; a superuser changing it, or the tickets behind it, is caught.
     assert_eq!(
         ledger::verify_seal(&client, s.raffle_id).await.unwrap(),

@@ -16,6 +16,7 @@
 //! Status: the reconciliation report, the audit export (and export-based verify) and the
 //! benchmark are still to come.
 
+pub mod audit;
 pub mod bench;
 mod chain;
 mod consumer;
@@ -28,4 +29,7 @@ mod verify;
 pub use chain::{EntryText, GENESIS};
 pub use consumer::{CONSUMER_GROUP, Ledger, run};
 pub use seal::{SealError, SealRecord, SealRequest, seal};
-pub use verify::{SealMismatch, Verification, balances, verify, verify_seal};
+pub use verify::{
+    ChainEntry, SealMismatch, Verification, balances, check_chain, load_entries, verify,
+    verify_seal,
+};

@@ -31,11 +31,29 @@ impl Verification {
     }
 }
 
-/// Recomputes the chain of `raffle_id` entry by entry.
-pub async fn verify(
+/// One entry as the chain covers it: what the database holds, and what an export carries.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ChainEntry {
+    pub id: Uuid,
+    pub sequence: i64,
+    pub entry_type: String,
+    pub event_id: Uuid,
+    pub order_id: Option<Uuid>,
+    pub currency: String,
+    pub occurred_at_us: i64,
+    /// Hex.
+    pub previous_hash: String,
+    /// Hex.
+    pub hash: String,
+    /// (account code, amount: debit positive), in account-code order.
+    pub postings: Vec<(String, i64)>,
+}
+
+/// Every entry of the raffle, in sequence order, with its postings.
+pub async fn load_entries(
     client: &impl GenericClient,
     raffle_id: Uuid,
-) -> Result<Verification, tokio_postgres::Error> {
+) -> Result<Vec<ChainEntry>, tokio_postgres::Error> {
     let rows = client
         .query(
             "SELECT e.id, e.sequence, e.entry_type, e.event_id, e.order_id, e.currency,
@@ -50,50 +68,65 @@ pub async fn verify(
             &[&raffle_id],
         )
         .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let codes: Vec<String> = row.get(9);
+            let amounts: Vec<i64> = row.get(10);
+            ChainEntry {
+                id: row.get(0),
+                sequence: row.get(1),
+                entry_type: row.get(2),
+                event_id: row.get(3),
+                order_id: row.get(4),
+                currency: row.get(5),
+                occurred_at_us: row.get(6),
+                previous_hash: hex::encode(row.get::<_, &[u8]>(7)),
+                hash: hex::encode(row.get::<_, &[u8]>(8)),
+                postings: codes.into_iter().zip(amounts).collect(),
+            }
+        })
+        .collect())
+}
+
+/// Checks a chain entry by entry: contiguous sequence, each link, each balance, each hash.
+pub fn check_chain(raffle_id: Uuid, entries: &[ChainEntry]) -> Verification {
     let mut previous = GENESIS;
-    let mut verified = 0;
-    for (i, row) in rows.iter().enumerate() {
-        let id: Uuid = row.get(0);
-        let sequence: i64 = row.get(1);
+    for (i, e) in entries.iter().enumerate() {
         let fail = |reason: String| Failure {
-            entry_id: id,
-            sequence,
+            entry_id: e.id,
+            sequence: e.sequence,
             reason,
         };
-        let stored_previous: &[u8] = row.get(7);
-        let stored_hash: &[u8] = row.get(8);
-        let codes: Vec<String> = row.get(9);
-        let amounts: Vec<i64> = row.get(10);
-        let failure = if sequence != i as i64 + 1 {
+        let total: i64 = e.postings.iter().map(|p| p.1).sum();
+        let failure = if e.sequence != i as i64 + 1 {
             Some(fail(format!(
-                "sequence {sequence} where {} was expected: an entry is missing or inserted",
+                "sequence {} where {} was expected: an entry is missing or inserted",
+                e.sequence,
                 i + 1
             )))
-        } else if stored_previous != previous {
+        } else if e.previous_hash != hex::encode(previous) {
             Some(fail(
                 "its previous_hash does not link to the entry before it".into(),
             ))
-        } else if codes.len() < 2 || amounts.iter().sum::<i64>() != 0 {
+        } else if e.postings.len() < 2 || total != 0 {
             Some(fail(format!(
-                "its {} postings sum to {}, not zero",
-                codes.len(),
-                amounts.iter().sum::<i64>()
+                "its {} postings sum to {total}, not zero",
+                e.postings.len()
             )))
         } else {
-            let entry_type: String = row.get(2);
-            let currency: String = row.get(5);
             let text = EntryText {
                 raffle_id,
-                sequence,
-                entry_type: &entry_type,
-                event_id: row.get(3),
-                order_id: row.get(4),
-                currency: &currency,
-                occurred_at_us: row.get(6),
-                postings: codes.into_iter().zip(amounts).collect(),
+                sequence: e.sequence,
+                entry_type: &e.entry_type,
+                event_id: e.event_id,
+                order_id: e.order_id,
+                currency: &e.currency,
+                occurred_at_us: e.occurred_at_us,
+                postings: e.postings.clone(),
             };
             let hash = text.hash(&previous);
-            if stored_hash != hash {
+            if e.hash != hex::encode(hash) {
                 Some(fail(
                     "its contents do not match its hash: the entry or a posting was changed".into(),
                 ))
@@ -103,21 +136,31 @@ pub async fn verify(
             }
         };
         if let Some(f) = failure {
-            return Ok(Verification {
+            return Verification {
                 raffle_id,
-                entries_verified: verified,
+                entries_verified: i as i64,
                 head_hash: hex::encode(previous),
                 first_failure: Some(f),
-            });
+            };
         }
-        verified += 1;
     }
-    Ok(Verification {
+    Verification {
         raffle_id,
-        entries_verified: verified,
+        entries_verified: entries.len() as i64,
         head_hash: hex::encode(previous),
         first_failure: None,
-    })
+    }
+}
+
+/// Recomputes the chain of `raffle_id` entry by entry from the database rows.
+pub async fn verify(
+    client: &impl GenericClient,
+    raffle_id: Uuid,
+) -> Result<Verification, tokio_postgres::Error> {
+    Ok(check_chain(
+        raffle_id,
+        &load_entries(client, raffle_id).await?,
+    ))
 }
 
 /// Balance of every account of the raffle (debit positive), after entry `up_to_sequence` or
