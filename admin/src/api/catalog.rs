@@ -164,28 +164,15 @@ pub async fn create_package(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Resul
     ensure_money_editable(ctx, org, raffle, "the packages").await?;
     let r = raffle_json(ctx.tx, org, raffle).await?;
     // Fields come from the request, or else from the template.
-    let template = match p.template_id {
-        Some(t) => Some(
-            ctx.tx
-                .query_opt(
-                    "SELECT name, description, ticket_count, price_minor, currency FROM catalog.package_templates
-                      WHERE id = $1 AND organization_id = $2",
-                    &[&t, &org],
-                )
-                .await?
-                .ok_or_else(|| Problem::invalid("template_id", format!("package template {t} is not this organization's")))?,
-        ),
-        None => None,
-    };
-    let name = p
-        .name
-        .clone()
-        .or_else(|| template.as_ref().map(|t| t.get(0)))
-        .ok_or_else(|| Problem::invalid("name", "is required"))?;
-    let description = p
-        .description
-        .clone()
-        .or_else(|| template.as_ref().and_then(|t| t.get(1)));
+    let template = own_template(
+        ctx,
+        "SELECT name, description, ticket_count, price_minor, currency FROM catalog.package_templates",
+        p.template_id,
+        org,
+        "package template",
+    )
+    .await?;
+    let (name, description) = name_and_description(&p.name, &p.description, template.as_ref())?;
     let count = p
         .ticket_count
         .or_else(|| template.as_ref().map(|t| i64::from(t.get::<_, i32>(2))))
@@ -400,28 +387,15 @@ pub async fn create_prize(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<
     ensure_money_editable(ctx, org, raffle, "the prizes").await?;
     let r = raffle_json(ctx.tx, org, raffle).await?;
     let cur = r["currency"].as_str().unwrap_or_default().to_owned();
-    let template = match p.template_id {
-        Some(t) => Some(
-            ctx.tx
-                .query_opt(
-                    "SELECT name, description, prize_type, value_minor, percentage::text, currency FROM catalog.prize_templates
-                      WHERE id = $1 AND organization_id = $2",
-                    &[&t, &org],
-                )
-                .await?
-                .ok_or_else(|| Problem::invalid("template_id", format!("prize template {t} is not this organization's")))?,
-        ),
-        None => None,
-    };
-    let name = p
-        .name
-        .clone()
-        .or_else(|| template.as_ref().map(|t| t.get(0)))
-        .ok_or_else(|| Problem::invalid("name", "is required"))?;
-    let description = p
-        .description
-        .clone()
-        .or_else(|| template.as_ref().and_then(|t| t.get(1)));
+    let template = own_template(
+        ctx,
+        "SELECT name, description, prize_type, value_minor, percentage::text, currency FROM catalog.prize_templates",
+        p.template_id,
+        org,
+        "prize template",
+    )
+    .await?;
+    let (name, description) = name_and_description(&p.name, &p.description, template.as_ref())?;
     let kind = p
         .kind
         .clone()
@@ -483,4 +457,49 @@ pub async fn list_prizes(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<R
         &[&raffle],
     )
     .await?)
+}
+
+/// The template `template_id` of this organisation (its row from `select`, whose first two
+/// columns are name and description), refused when it is another organisation's.
+async fn own_template(
+    ctx: &Ctx<'_, '_>,
+    select: &str,
+    template_id: Option<Uuid>,
+    org: Uuid,
+    what: &str,
+) -> Result<Option<tokio_postgres::Row>, Problem> {
+    let Some(t) = template_id else {
+        return Ok(None);
+    };
+    ctx.tx
+        .query_opt(
+            &format!("{select} WHERE id = $1 AND organization_id = $2"),
+            &[&t, &org],
+        )
+        .await?
+        .map(Some)
+        .ok_or_else(|| {
+            Problem::invalid(
+                "template_id",
+                format!("{what} {t} is not this organization's"),
+            )
+        })
+}
+
+/// Name and description from the request, or else from the template.
+fn name_and_description(
+    name: &Option<String>,
+    description: &Option<String>,
+    template: Option<&tokio_postgres::Row>,
+) -> Result<(String, Option<String>), Problem> {
+    let name = name
+        .clone()
+        .or_else(|| template.map(|t| t.get(0)))
+        .ok_or_else(|| Problem::invalid("name", "is required"))?;
+    Ok((
+        name,
+        description
+            .clone()
+            .or_else(|| template.and_then(|t| t.get(1))),
+    ))
 }
