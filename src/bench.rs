@@ -36,6 +36,19 @@ pub enum BenchAction {
         #[arg(long)]
         json: bool,
     },
+    /// The draw's work before it records anything (ledger check, ticket load, seal check,
+    /// selection) over a sealed raffle of N sold tickets.
+    Draw {
+        #[arg(long, default_value_t = 10_000_000)]
+        tickets: i64,
+        /// Timed runs over the same raffle; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(action: BenchAction) -> anyhow::Result<()> {
@@ -135,6 +148,59 @@ pub async fn run(action: BenchAction) -> anyhow::Result<()> {
                     report.consume_ceiling_records_per_s
                 );
                 println!("  peak memory (MiB)       {}", report.peak_memory_mib);
+            }
+            Ok(())
+        }
+        BenchAction::Draw {
+            tickets,
+            runs,
+            keep,
+            json,
+        } => {
+            let stack = platform::devstack::up(&config).await?;
+            let options = draw_engine::bench::DrawBenchOptions {
+                tickets,
+                runs,
+                keep,
+            };
+            let report =
+                draw_engine::bench::run(&config, &stack.broker.brokers, &options, |step| {
+                    if !json {
+                        eprintln!("… {step}");
+                    }
+                })
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("draw benchmark on {}", report.machine);
+                println!(
+                    "  raffle                  {} sold tickets, {} eligible, {} winners (fixture built in {:.0} s, not timed)",
+                    report.tickets_sold,
+                    report.tickets_eligible,
+                    report.winners,
+                    report.fixture_seconds
+                );
+                for (i, r) in report.runs.iter().enumerate() {
+                    println!(
+                        "  run {}                   ledger {:.0} ms, ticket load {:.0} ms, seal check {:.0} ms, selection {:.1} ms: {:.2} s",
+                        i + 1,
+                        r.timings.ledger_check_ms,
+                        r.timings.ticket_load_ms,
+                        r.timings.seal_check_ms,
+                        r.selection_ms,
+                        r.total_ms / 1e3
+                    );
+                }
+                println!(
+                    "  median                  {:>10.2} s (target < {:.0} s)",
+                    report.median_total_seconds, report.target_seconds
+                );
+                println!(
+                    "  peak memory             {:>10.0} MiB (target < {:.0} MiB)",
+                    report.peak_memory_mib, report.target_memory_mib
+                );
             }
             Ok(())
         }

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod bench;
+mod draw;
 mod pipeline;
 mod stack;
 
@@ -62,6 +63,11 @@ enum Command {
     Report {
         #[command(subcommand)]
         action: ReportAction,
+    },
+    /// The draw of a sealed raffle, its verification, manual draws and prize claims.
+    Draw {
+        #[command(subcommand)]
+        action: draw::DrawAction,
     },
     /// Benchmarks that print their figures (`--json` too).
     Bench {
@@ -144,6 +150,13 @@ enum AuditAction {
     },
 }
 
+/// Minor units as a decimal amount for people (two decimals; the currencies sold have two).
+pub(crate) fn money(minor: i64) -> String {
+    let sign = if minor < 0 { "-" } else { "" };
+    let abs = minor.unsigned_abs();
+    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.version {
@@ -180,6 +193,7 @@ fn main() -> ExitCode {
                 action: AllocatorAction::Run,
             } => pipeline::allocator().await,
             Command::Bench { action } => bench::run(action).await,
+            Command::Draw { action } => draw::run(action).await,
             Command::Report {
                 action:
                     ReportAction::Reconciliation {

@@ -7,7 +7,7 @@ use anyhow::Context;
 use platform::StackConfig;
 use platform::db::DbTarget;
 
-async fn database(
+pub(crate) async fn database(
     config: &StackConfig,
     pool_size: usize,
 ) -> anyhow::Result<(DbTarget, deadpool_postgres::Pool)> {
@@ -18,7 +18,7 @@ async fn database(
     Ok((db, pool))
 }
 
-fn brokers(config: &StackConfig) -> anyhow::Result<String> {
+pub(crate) fn brokers(config: &StackConfig) -> anyhow::Result<String> {
     match &config.kafka_brokers {
         Some(b) => Ok(b.clone()),
         None => platform::devstack::running_tansu(&config.state_dir)

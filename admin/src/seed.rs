@@ -19,6 +19,8 @@ pub struct Options {
     pub sales_hours: i64,
     /// The online range is 50001 ..= `online_end`.
     pub online_end: i64,
+    /// Winners of a fixed $500 early-bird prize (position 2); none when 0.
+    pub early_bird_winners: i64,
 }
 
 impl Default for Options {
@@ -29,6 +31,7 @@ impl Default for Options {
             max_tickets: 180_000,
             sales_hours: 6,
             online_end: 180_000,
+            early_bird_winners: 0,
         }
     }
 }
@@ -165,6 +168,16 @@ pub async fn raffle_on_sale(pool: &Pool, options: &Options) -> Result<Scenario, 
         json!({"name": "50/50 jackpot", "type": "percentage", "percentage": 50, "position": 1}),
     )
     .await?;
+    if options.early_bird_winners > 0 {
+        api.call(
+            &admin,
+            Method::POST,
+            &format!("{base}/prizes"),
+            json!({"name": "Early-bird draw", "type": "fixed", "value_minor": 50_000,
+                   "position": 2, "winner_count": options.early_bird_winners}),
+        )
+        .await?;
+    }
     api.call(
         &admin,
         Method::POST,

@@ -1,10 +1,28 @@
 //! draw-engine: picks the winners from the sealed ledger in a way an auditor can re-check.
 //!
-//! Owns: the `draw` schema (`draw_executions`, `draw_results`, `prize_claims`), the reveal of
-//! the seed committed at the seal, ChaCha20 selection without replacement or modulo bias,
-//! manual draws, prize claims.
+//! Owns: the `draw` schema (`draw_executions`, `draw_results`, `prize_claims`,
+//! `claim_attempts`, `unclaimed_prizes`), the reveal of the seed committed at the seal,
+//! ChaCha20 selection without replacement or modulo bias ([`select`]), manual draws from an
+//! exported barrel list, verification of a recorded draw, prize claims and their expiry.
 //!
-//! Must not touch: sales, counters, or any ledger entry other than the prize, claim and payout
-//! entries it posts through the ledger.
-//!
-//! Status: tables exist (migration V2); the engine is its own issue.
+//! Must not touch: sales, orders or counters — it only marks winning tickets `winner` or
+//! `claimed` — and no ledger entry other than the ones it posts through [`ledger::append`]:
+//! `prize_awarded` (liability for a prize moves to the winner), `prize_payout` (paid on a
+//! claim), `unclaimed_prize` (back to net proceeds after the claim period). The database
+//! refuses any other entry for a sealed raffle.
+
+pub mod bench;
+pub mod claims;
+mod engine;
+pub mod fixture;
+pub mod select;
+mod verify;
+
+pub use claims::{
+    ClaimRecord, ClaimRequest, Expiry, claim, claim_at, expire_unclaimed, expire_unclaimed_at,
+};
+pub use engine::{
+    DrawError, DrawOutcome, DrawRequest, ManualRequest, Prepared, PrizeSlot, Timings, Winner,
+    export_barrel, manual, prepare, recorded_winners, run, select_winners,
+};
+pub use verify::{DrawCheck, DrawVerification, verify};

@@ -355,8 +355,9 @@ pub(crate) async fn ensure_account(
         .get(0))
 }
 
-/// Appends one entry to the raffle's chain (the seal's entries; the consumer batches its own).
-pub(crate) async fn append(
+/// Appends one entry to the raffle's chain: the seal's and the draw's entries (the consumer
+/// batches its own). Panics on postings that do not balance: a bug, never input.
+pub async fn append(
     tx: &Transaction<'_>,
     raffle_id: Uuid,
     entry_type: &'static str,

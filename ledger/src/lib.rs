@@ -24,12 +24,13 @@ pub mod report;
 pub mod rules;
 mod seal;
 pub mod split;
+pub mod tickets;
 mod verify;
 
 pub use chain::{EntryText, GENESIS};
-pub use consumer::{CONSUMER_GROUP, Ledger, run};
+pub use consumer::{CONSUMER_GROUP, Ledger, append, run};
 pub use seal::{SealError, SealRecord, SealRequest, seal};
 pub use verify::{
     ChainEntry, SealMismatch, Verification, balances, check_chain, load_entries, verify,
-    verify_seal,
+    verify_seal, verify_seal_with,
 };

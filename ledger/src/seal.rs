@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::consumer::append;
 use crate::rules::{GROSS_TICKET_REVENUE, Posting, REFUNDS_AND_VOIDS};
 use crate::split::{OperatingFee, PrizeValue, SplitInput, split};
+use crate::tickets::EligibleSet;
 
 pub struct SealRequest {
     pub raffle_id: Uuid,
@@ -418,18 +419,8 @@ pub async fn seal(
     }
 
     // The eligible ticket set and the draw seed's commitment.
-    let tickets = tx
-        .query(
-            "SELECT draw_number, id FROM sales.tickets WHERE raffle_id = $1 AND state <> 'voided' ORDER BY draw_number",
-            &[&raffle],
-        )
-        .await
-        .map_err(failed)?;
-    let mut digest = Sha256::new();
-    for t in &tickets {
-        digest.update(format!("{}:{}\n", t.get::<_, i64>(0), t.get::<_, Uuid>(1)).as_bytes());
-    }
-    let ticket_set_digest: [u8; 32] = digest.finalize().into();
+    let tickets = EligibleSet::load(&*tx, raffle, 0).await.map_err(failed)?;
+    let ticket_set_digest = tickets.digest;
     let voided: i64 = tx
         .query_one(
             "SELECT count(*) FROM sales.tickets WHERE raffle_id = $1 AND state = 'voided'",

@@ -8,6 +8,7 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use crate::chain::{EntryText, GENESIS};
+use crate::tickets::EligibleSet;
 
 /// The outcome: how many entries verified, and the first that did not, with why.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -199,6 +200,15 @@ pub async fn verify_seal(
     client: &impl GenericClient,
     raffle_id: Uuid,
 ) -> Result<Option<Vec<SealMismatch>>, tokio_postgres::Error> {
+    verify_seal_with(client, raffle_id, None).await
+}
+
+/// [`verify_seal`] against an eligible set the caller already loaded (the draw loads it once).
+pub async fn verify_seal_with(
+    client: &impl GenericClient,
+    raffle_id: Uuid,
+    eligible: Option<&EligibleSet>,
+) -> Result<Option<Vec<SealMismatch>>, tokio_postgres::Error> {
     let Some(seal) = client
         .query_opt(
             "SELECT head_hash, entries, gross_sales_minor, refunds_minor, written_off_minor, gross_receipts_minor, prizes,
@@ -306,16 +316,12 @@ pub async fn verify_seal(
         );
     }
     // The eligible ticket set, recomputed from the tickets.
-    let tickets = client
-        .query("SELECT draw_number, id FROM sales.tickets WHERE raffle_id = $1 AND state <> 'voided' ORDER BY draw_number", &[&raffle_id])
-        .await?;
-    let mut digest = <sha2::Sha256 as sha2::Digest>::new();
-    for t in &tickets {
-        sha2::Digest::update(
-            &mut digest,
-            format!("{}:{}\n", t.get::<_, i64>(0), t.get::<_, Uuid>(1)).as_bytes(),
-        );
-    }
+    let tickets = match eligible {
+        Some(set) => std::borrow::Cow::Borrowed(set),
+        None => std::borrow::Cow::Owned(
+            EligibleSet::load(client, raffle_id, seal.get::<_, i64>(9).max(0) as usize).await?,
+        ),
+    };
     check(
         "tickets_eligible",
         seal.get::<_, i64>(9).to_string(),
@@ -324,7 +330,7 @@ pub async fn verify_seal(
     check(
         "ticket_set_digest",
         hex::encode(seal.get::<_, Vec<u8>>(10)),
-        hex::encode(sha2::Digest::finalize(digest)),
+        tickets.digest_hex(),
     );
     Ok(Some(mismatches))
 }

@@ -24,7 +24,7 @@ pub enum StackError {
     #[error(transparent)]
     Kafka(#[from] KafkaError),
     #[error(
-        "Tansu {TANSU_VERSION} is not installed (looked for $TANSU_BIN, `tansu` on PATH and ~/.cargo/bin/tansu). Install it with `{TANSU_INSTALL}` (scripts/install-tansu.sh does this; about 10 minutes once), or set KAFKA_BROKERS to a running broker"
+        "Tansu {TANSU_VERSION} is not installed (looked for $TANSU_BIN, `tansu` on PATH and ~/.cargo/bin/tansu). Install it with `{TANSU_INSTALL}` (scripts/run.sh and scripts/test.sh do this; about 10-15 minutes, once), or set KAFKA_BROKERS to a running broker"
     )]
     TansuMissing,
     #[error(

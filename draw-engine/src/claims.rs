@@ -1,0 +1,406 @@
+//! Prize claims: a winner claims by winning number and the validation number printed on the
+//! receipt, within the claim period (the raffle's draw time plus `claim_period_days`). An
+//! accepted claim records the claim, marks the ticket claimed and posts the payout; a refused one
+//! is recorded with its reason. Wrong claims for one number are rate-limited. After the period,
+//! unclaimed prizes return to the charity's net proceeds.
+
+use chrono::{DateTime, Duration, Utc};
+use deadpool_postgres::Pool;
+use ledger::rules::Posting;
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::engine::{DrawError, event, failed, record_event, refused};
+
+/// Refused attempts on one number within [`RATE_WINDOW_MINUTES`] before further attempts are
+/// refused outright.
+pub const MAX_REFUSED_ATTEMPTS: i64 = 5;
+pub const RATE_WINDOW_MINUTES: i64 = 15;
+
+/// The account prize money leaves the charity by.
+pub const PRIZE_DISBURSEMENTS: &str = "prize_disbursements";
+
+pub struct ClaimRequest {
+    pub raffle_id: Uuid,
+    pub draw_number: i64,
+    pub validation_number: String,
+    pub claimed_by: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClaimRecord {
+    pub claim_id: Uuid,
+    pub raffle_id: Uuid,
+    pub draw_number: i64,
+    pub prize_name: String,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub claimed_at: DateTime<Utc>,
+}
+
+/// The claim-by date of a raffle: its draw time plus its claim period.
+pub async fn claim_deadline(
+    client: &impl tokio_postgres::GenericClient,
+    raffle_id: Uuid,
+) -> Result<(Uuid, DateTime<Utc>), DrawError> {
+    let row = client
+        .query_opt(
+            "SELECT organization_id, draw_time, claim_period_days FROM catalog.raffle_events WHERE id = $1",
+            &[&raffle_id],
+        )
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| refused("unknown-raffle", format!("raffle {raffle_id} does not exist")))?;
+    let (draw_time, days): (DateTime<Utc>, i32) = (row.get(1), row.get(2));
+    Ok((row.get(0), draw_time + Duration::days(i64::from(days))))
+}
+
+/// Claims now.
+pub async fn claim(pool: &Pool, request: &ClaimRequest) -> Result<ClaimRecord, DrawError> {
+    claim_at(pool, request, Utc::now()).await
+}
+
+/// Claims as of `at` (tests and drills use a moment past the deadline; the CLI passes now).
+pub async fn claim_at(
+    pool: &Pool,
+    request: &ClaimRequest,
+    at: DateTime<Utc>,
+) -> Result<ClaimRecord, DrawError> {
+    let mut client = pool.get().await.map_err(failed)?;
+    let (organization, deadline) = claim_deadline(&**client, request.raffle_id).await?;
+    let outcome = try_claim(&mut client, request, at, deadline).await;
+    if let Err(DrawError::Refused { code, reason }) = &outcome {
+        // The refusal is evidence, and what the rate limit counts: its own transaction.
+        let tx = client.transaction().await.map_err(failed)?;
+        tx.execute(
+            "INSERT INTO draw.claim_attempts (raffle_id, winning_number, claimed_by, outcome, reason, attempted_at)
+             VALUES ($1, $2, $3, 'refused', $4, $5)",
+            &[&request.raffle_id, &request.draw_number, &request.claimed_by, &format!("{code}: {reason}"), &at],
+        )
+        .await
+        .map_err(failed)?;
+        record_event(
+            &*tx,
+            &request.claimed_by,
+            event(
+                Some(organization),
+                request.raffle_id,
+                "PRIZE_CLAIM_REFUSED",
+                admin::audit::Severity::Warning,
+                format!(
+                    "claim for number {} of raffle {} refused: {reason}",
+                    request.draw_number, request.raffle_id
+                ),
+                json!({"draw_number": request.draw_number, "code": code}),
+            ),
+        )
+        .await;
+        tx.commit().await.map_err(failed)?;
+    }
+    outcome
+}
+
+async fn try_claim(
+    client: &mut tokio_postgres::Client,
+    request: &ClaimRequest,
+    at: DateTime<Utc>,
+    deadline: DateTime<Utc>,
+) -> Result<ClaimRecord, DrawError> {
+    let (raffle, number) = (request.raffle_id, request.draw_number);
+    let recent: i64 = client
+        .query_one(
+            "SELECT count(*) FROM draw.claim_attempts
+              WHERE raffle_id = $1 AND winning_number = $2 AND outcome = 'refused' AND attempted_at > $3",
+            &[&raffle, &number, &(at - Duration::minutes(RATE_WINDOW_MINUTES))],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    if recent >= MAX_REFUSED_ATTEMPTS {
+        return Err(refused(
+            "rate-limited",
+            format!(
+                "{recent} refused claims for number {number} in the last {RATE_WINDOW_MINUTES} minutes; try again later or ask the raffle's staff"
+            ),
+        ));
+    }
+    let tx = client.transaction().await.map_err(failed)?;
+    let row = tx
+        .query_opt(
+            "SELECT r.id, p.name, r.prize_value_at_draw_minor, r.currency, r.winning_ticket_id, o.validation_number,
+                    EXISTS (SELECT 1 FROM draw.prize_claims c WHERE c.draw_result_id = r.id),
+                    EXISTS (SELECT 1 FROM draw.unclaimed_prizes u WHERE u.draw_result_id = r.id)
+               FROM draw.draw_results r
+               JOIN draw.draw_executions e ON e.id = r.draw_execution_id AND e.state = 'completed'
+               JOIN catalog.prizes p ON p.id = r.prize_id
+               JOIN sales.tickets t ON t.id = r.winning_ticket_id
+               JOIN sales.orders o ON o.id = t.order_id
+              WHERE e.raffle_event_id = $1 AND r.winning_number = $2
+              FOR UPDATE OF t",
+            &[&raffle, &number],
+        )
+        .await
+        .map_err(failed)?;
+    let Some(row) = row else {
+        let drawn: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM draw.draw_executions WHERE raffle_event_id = $1 AND state = 'completed')",
+                &[&raffle],
+            )
+            .await
+            .map_err(failed)?
+            .get(0);
+        return Err(if drawn {
+            refused(
+                "not-a-winner",
+                format!("number {number} did not win a prize in raffle {raffle}"),
+            )
+        } else {
+            refused(
+                "not-drawn",
+                format!("raffle {raffle} has not been drawn yet"),
+            )
+        });
+    };
+    let (result_id, prize_name, amount, currency, ticket_id, validation): (
+        Uuid,
+        String,
+        i64,
+        String,
+        Uuid,
+        String,
+    ) = (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+    );
+    if row.get::<_, bool>(6) {
+        return Err(refused(
+            "already-claimed",
+            format!("the prize won by number {number} was already claimed"),
+        ));
+    }
+    if row.get::<_, bool>(7) || at > deadline {
+        return Err(refused(
+            "claim-period-over",
+            format!("prizes of raffle {raffle} had to be claimed by {deadline}"),
+        ));
+    }
+    let given = request.validation_number.trim().to_ascii_uppercase();
+    if !constant_time_eq(given.as_bytes(), validation.as_bytes()) {
+        return Err(refused(
+            "wrong-validation-number",
+            format!("the validation number does not match the one issued with number {number}"),
+        ));
+    }
+    let (claim_id, claimed_at): (Uuid, DateTime<Utc>) = {
+        let r = tx
+            .query_one(
+                "INSERT INTO draw.prize_claims (draw_result_id, claimed_at, claimed_by, verification_method, verified_by)
+                 VALUES ($1, $2, $3, 'validation_number', 'validation number match') RETURNING id, claimed_at",
+                &[&result_id, &at, &request.claimed_by],
+            )
+            .await
+            .map_err(failed)?;
+        (r.get(0), r.get(1))
+    };
+    tx.execute(
+        "UPDATE sales.tickets SET state = 'claimed', updated_at = now() WHERE id = $1",
+        &[&ticket_id],
+    )
+    .await
+    .map_err(failed)?;
+    if amount > 0 {
+        ledger::append(
+            &tx,
+            raffle,
+            "prize_payout",
+            format!("{prize_name} paid to the holder of number {number}"),
+            &currency,
+            &[
+                Posting {
+                    code: format!("prize_payable/{result_id}"),
+                    kind: "liability",
+                    amount_minor: amount,
+                },
+                Posting {
+                    code: PRIZE_DISBURSEMENTS.into(),
+                    kind: "asset",
+                    amount_minor: -amount,
+                },
+            ],
+        )
+        .await
+        .map_err(failed)?;
+    }
+    tx.execute(
+        "INSERT INTO draw.claim_attempts (raffle_id, winning_number, claimed_by, outcome, attempted_at) VALUES ($1, $2, $3, 'accepted', $4)",
+        &[&raffle, &number, &request.claimed_by, &at],
+    )
+    .await
+    .map_err(failed)?;
+    let record = ClaimRecord {
+        claim_id,
+        raffle_id: raffle,
+        draw_number: number,
+        prize_name,
+        amount_minor: amount,
+        currency,
+        claimed_at,
+    };
+    let organization: Uuid = tx
+        .query_one(
+            "SELECT organization_id FROM catalog.raffle_events WHERE id = $1",
+            &[&raffle],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    record_event(
+        &tx,
+        &request.claimed_by,
+        event(
+            Some(organization),
+            raffle,
+            "PRIZE_CLAIMED",
+            admin::audit::Severity::Info,
+            format!(
+                "{} won by number {number} claimed and paid: {} {}",
+                record.prize_name, record.amount_minor, record.currency
+            ),
+            json!(&record),
+        ),
+    )
+    .await;
+    tx.commit().await.map_err(failed)?;
+    Ok(record)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Expiry {
+    pub raffle_id: Uuid,
+    pub deadline: DateTime<Utc>,
+    pub expired: Vec<(i64, i64)>,
+    pub returned_to_proceeds_minor: i64,
+}
+
+/// After the claim period: every unclaimed prize returns to net proceeds (once), and the raffle
+/// is completed.
+pub async fn expire_unclaimed(pool: &Pool, raffle_id: Uuid, by: &str) -> Result<Expiry, DrawError> {
+    expire_unclaimed_at(pool, raffle_id, by, Utc::now()).await
+}
+
+/// [`expire_unclaimed`] as of `at` (tests use a moment past the deadline).
+pub async fn expire_unclaimed_at(
+    pool: &Pool,
+    raffle_id: Uuid,
+    by: &str,
+    at: DateTime<Utc>,
+) -> Result<Expiry, DrawError> {
+    let mut client = pool.get().await.map_err(failed)?;
+    let (organization, deadline) = claim_deadline(&**client, raffle_id).await?;
+    if at <= deadline {
+        return Err(refused(
+            "claim-period-open",
+            format!("winners of raffle {raffle_id} may claim until {deadline}"),
+        ));
+    }
+    let tx = client.transaction().await.map_err(failed)?;
+    let state: String = tx
+        .query_one(
+            "SELECT state FROM catalog.raffle_events WHERE id = $1 FOR UPDATE",
+            &[&raffle_id],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    if state != "drawn" {
+        return Err(refused(
+            "not-drawn",
+            format!("raffle {raffle_id} is {state}; only a drawn raffle's unclaimed prizes expire"),
+        ));
+    }
+    let open = tx
+        .query(
+            "SELECT r.id, r.winning_number, r.prize_value_at_draw_minor, r.currency
+               FROM draw.draw_results r JOIN draw.draw_executions e ON e.id = r.draw_execution_id AND e.state = 'completed'
+              WHERE e.raffle_event_id = $1
+                AND NOT EXISTS (SELECT 1 FROM draw.prize_claims c WHERE c.draw_result_id = r.id)
+                AND NOT EXISTS (SELECT 1 FROM draw.unclaimed_prizes u WHERE u.draw_result_id = r.id)
+              ORDER BY r.position, r.winner_index",
+            &[&raffle_id],
+        )
+        .await
+        .map_err(failed)?;
+    let mut expired = Vec::new();
+    for r in &open {
+        let (result_id, number, amount, currency): (Uuid, i64, i64, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        tx.execute(
+            "INSERT INTO draw.unclaimed_prizes (draw_result_id, expired_at, recorded_by) VALUES ($1, $2, $3)",
+            &[&result_id, &at, &by],
+        )
+        .await
+        .map_err(failed)?;
+        if amount > 0 {
+            ledger::append(
+                &tx,
+                raffle_id,
+                "unclaimed_prize",
+                format!(
+                    "prize won by number {number} unclaimed by {deadline}: returned to proceeds"
+                ),
+                &currency,
+                &[
+                    Posting {
+                        code: format!("prize_payable/{result_id}"),
+                        kind: "liability",
+                        amount_minor: amount,
+                    },
+                    Posting {
+                        code: "net_proceeds".into(),
+                        kind: "equity",
+                        amount_minor: -amount,
+                    },
+                ],
+            )
+            .await
+            .map_err(failed)?;
+        }
+        expired.push((number, amount));
+    }
+    tx.execute(
+        "UPDATE catalog.raffle_events SET state = 'completed', updated_at = now(), updated_by = $2 WHERE id = $1",
+        &[&raffle_id, &by],
+    )
+    .await
+    .map_err(failed)?;
+    tx.execute(
+        "INSERT INTO catalog.raffle_transitions (raffle_id, from_state, to_state, reason, actor) VALUES ($1, 'drawn', 'completed', 'claim period over', $2)",
+        &[&raffle_id, &by],
+    )
+    .await
+    .map_err(failed)?;
+    let expiry = Expiry {
+        raffle_id,
+        deadline,
+        returned_to_proceeds_minor: expired.iter().map(|(_, a)| a).sum(),
+        expired,
+    };
+    record_event(&*tx, by, event(Some(organization), raffle_id, "UNCLAIMED_PRIZES_TO_PROCEEDS", admin::audit::Severity::Info, format!(
+            "claim period of raffle {raffle_id} over: {} unclaimed prizes ({} minor units) returned to proceeds",
+            expiry.expired.len(),
+            expiry.returned_to_proceeds_minor
+        ), json!(&expiry)))
+    .await;
+    tx.commit().await.map_err(failed)?;
+    Ok(expiry)
+}
