@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's main command: installs and starts what is missing, builds `raffle` and runs the
-# main job. Today that brings the stack up (Postgres migrated, broker running, topics created)
-# and prints the health of each part; arguments go to `raffle stack up` (e.g. --json).
+# main job: `raffle demo`, a whole raffle end to end on the local stack (arguments go to it, e.g.
+# --orders 5000 --rsus 5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -13,4 +13,4 @@ ensure_tansu
 say "building raffle (release)"
 cargo build --release --bin raffle --quiet
 target/release/raffle --version
-exec target/release/raffle stack up "$@"
+exec target/release/raffle demo "$@"

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod bench;
+mod demo;
 mod draw;
 mod pipeline;
 mod stack;
@@ -27,6 +28,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A whole raffle end to end on the local stack: set up, online and RSU sales (with
+    /// duplicates, a declined card, a refund, a void, an offline device, a rejected sale), close,
+    /// seal, draw, claim, reconciliation and audit. The README's main command.
+    Demo {
+        /// Online orders, each a checkout and a signed payment webhook.
+        #[arg(long, default_value_t = 2_000)]
+        orders: usize,
+        /// Remote Sales Units selling in the venue.
+        #[arg(long, default_value_t = 3)]
+        rsus: usize,
+        /// Sales each RSU makes.
+        #[arg(long, default_value_t = 40)]
+        rsu_sales: usize,
+        /// Buyers checking out at the same time.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+    },
     /// The local stack: Postgres, the broker (Tansu unless KAFKA_BROKERS is set), topics.
     Stack {
         #[command(subcommand)]
@@ -183,6 +201,20 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match command {
+            Command::Demo {
+                orders,
+                rsus,
+                rsu_sales,
+                clients,
+            } => {
+                demo::run(demo::DemoOptions {
+                    orders,
+                    rsus: rsus.max(1),
+                    rsu_sales,
+                    clients,
+                })
+                .await
+            }
             Command::Stack { action } => stack::run(action).await,
             Command::Migrate => stack::migrate().await,
             Command::Admin { action } => admin::run(action).await,

@@ -21,6 +21,8 @@ pub struct Options {
     pub online_end: i64,
     /// Winners of a fixed $500 early-bird prize (position 2); none when 0.
     pub early_bird_winners: i64,
+    /// Also sell a time-windowed "Early-bird pack" (3 for $10) during the first two hours.
+    pub windowed_package: bool,
 }
 
 impl Default for Options {
@@ -32,6 +34,7 @@ impl Default for Options {
             sales_hours: 6,
             online_end: 180_000,
             early_bird_winners: 0,
+            windowed_package: false,
         }
     }
 }
@@ -48,6 +51,8 @@ pub struct Scenario {
     pub raffle_id: Uuid,
     /// Five tickets for $20.
     pub package_id: Uuid,
+    /// Three tickets for $10 while its window is open, when asked for.
+    pub windowed_package_id: Option<Uuid>,
     pub rsus: Vec<SeededRsu>,
 }
 
@@ -79,6 +84,30 @@ impl Caller<'_> {
         .await
         .map(|(_, v)| v)
     }
+}
+
+/// Calls the API as the user `sub` (the seed's `admin` runs the charity) through the same code
+/// and audit trail as HTTP: what the demo uses to close sales and take devices' blocks back.
+pub async fn call_as(
+    pool: &Pool,
+    sub: &str,
+    method: Method,
+    path: &str,
+    body: Value,
+) -> Result<Value, Problem> {
+    let state = AppState {
+        pool: pool.clone(),
+        verifier: Verifier::hs256(b"the-seed-calls-the-api-without-http"),
+    };
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    let actor = resolve_actor(&**client, sub, None, "cli").await?;
+    drop(client);
+    Caller { state: &state }
+        .call(&actor, method, path, body)
+        .await
 }
 
 fn id(v: &Value) -> Uuid {
@@ -168,6 +197,20 @@ pub async fn raffle_on_sale(pool: &Pool, options: &Options) -> Result<Scenario, 
         json!({"name": "50/50 jackpot", "type": "percentage", "percentage": 50, "position": 1}),
     )
     .await?;
+    let windowed_package = if options.windowed_package {
+        let p = api
+            .call(
+                &admin,
+                Method::POST,
+                &format!("{base}/packages"),
+                json!({"name": "Early-bird pack", "ticket_count": 3, "price_minor": 1000, "currency": "USD", "display_order": 2,
+                       "active_from": now - Duration::hours(1), "active_to": now + Duration::hours(1)}),
+            )
+            .await?;
+        Some(id(&p))
+    } else {
+        None
+    };
     if options.early_bird_winners > 0 {
         api.call(
             &admin,
@@ -222,6 +265,7 @@ pub async fn raffle_on_sale(pool: &Pool, options: &Options) -> Result<Scenario, 
         organization_id: org,
         raffle_id: raffle,
         package_id: id(&package),
+        windowed_package_id: windowed_package,
         rsus,
     })
 }

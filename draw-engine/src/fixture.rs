@@ -61,6 +61,7 @@ pub async fn sealed_raffle(
             sales_hours: 6,
             online_end,
             early_bird_winners: options.early_bird_winners,
+            windowed_package: false,
         },
     )
     .await

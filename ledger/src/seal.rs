@@ -152,7 +152,10 @@ pub async fn seal(
         let client = pool.get().await.map_err(failed)?;
         let row = client
             .query_opt(
-                "SELECT state, sales_end_time FROM catalog.raffle_events WHERE id = $1",
+                // Sales end at the end time, or earlier when closed early.
+                "SELECT r.state, least(r.sales_end_time, (SELECT max(t.occurred_at) FROM catalog.raffle_transitions t
+                                                           WHERE t.raffle_id = r.id AND t.to_state = 'sales_closed'))
+                   FROM catalog.raffle_events r WHERE r.id = $1",
                 &[&raffle],
             )
             .await
