@@ -60,7 +60,8 @@ pub async fn run(action: AdminAction) -> anyhow::Result<()> {
                 "admin API listening on http://{}/v1",
                 listener.local_addr()?
             );
-            admin::serve(state, listener, async {
+            let reports = ledger::report::routes(state.clone());
+            admin::serve_with(state, reports, listener, async {
                 let _ = tokio::signal::ctrl_c().await;
             })
             .await;

@@ -38,7 +38,9 @@ async fn spawn_app_with(verifier: Verifier) -> App {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(admin::serve(state, listener, async move {
+    // As `raffle admin serve` runs it: with the ledger's report documents in front.
+    let reports = ledger::report::routes(state.clone());
+    tokio::spawn(admin::serve_with(state, reports, listener, async move {
         let _ = stopped.await;
     }));
     App {
@@ -1432,4 +1434,78 @@ async fn system_configuration_is_versioned_and_kept_by_platform_admins() {
         )
         .await;
     assert_eq!(past["version"], "1.0.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciliation_report_is_served_to_the_organisations_finance_and_auditors() {
+    let app = spawn_app().await;
+    let s = admin::seed::raffle_on_sale(
+        &app.env.pool,
+        &admin::seed::Options {
+            rsu_count: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let path = format!(
+        "organizations/{}/raffles/{}/reports/reconciliation",
+        s.organization_id, s.raffle_id
+    );
+    let admin_token = token("admin");
+    let r = app.raw("GET", &path, Some(&admin_token), b"").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let report = r.json().unwrap();
+    assert!(report["checks"].as_array().is_some_and(|c| !c.is_empty()));
+    assert_eq!(report["raffle"]["id"], json!(s.raffle_id));
+    for (format, content_type, starts) in [
+        ("csv", "text/csv", ""),
+        ("html", "text/html", "<!doctype html>"),
+    ] {
+        let r = app
+            .raw(
+                "GET",
+                &format!("{path}?format={format}"),
+                Some(&admin_token),
+                b"",
+            )
+            .await;
+        assert_eq!(r.status, 200);
+        assert!(
+            r.headers
+                .get("content-type")
+                .is_some_and(|v| v.starts_with(content_type)),
+            "{:?}",
+            r.headers
+        );
+        assert!(String::from_utf8_lossy(&r.body).starts_with(starts));
+    }
+    let r = app
+        .raw(
+            "GET",
+            &format!("{path}?format=pdf"),
+            Some(&admin_token),
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(String::from_utf8_lossy(&r.body).contains("choose json, csv or html"));
+    assert_eq!(app.raw("GET", &path, None, b"").await.status, 401);
+    assert_eq!(
+        app.raw("GET", &path, Some(&token("outsider")), b"")
+            .await
+            .status,
+        403
+    );
+    let elsewhere = format!(
+        "organizations/{}/raffles/{}/reports/reconciliation",
+        s.organization_id,
+        Uuid::new_v4()
+    );
+    assert_eq!(
+        app.raw("GET", &elsewhere, Some(&admin_token), b"")
+            .await
+            .status,
+        404
+    );
 }

@@ -259,9 +259,64 @@ async fn recover(rejection: warp::Rejection) -> Result<warp::reply::Response, In
     Ok(problem_response(&problem))
 }
 
+/// Authenticates `authorization` and checks its holder has one of the `allowed` roles in
+/// `organization_id`, recording a refusal like any API refusal: for endpoints that other crates
+/// serve next to this API (the ledger's reports), which cannot live here without a cycle.
+pub async fn authorize(
+    state: &AppState,
+    authorization: Option<&str>,
+    path: &str,
+    organization_id: Uuid,
+    allowed: &[auth::Role],
+) -> Result<Actor, Problem> {
+    let client = state
+        .pool
+        .get()
+        .await
+        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let mut actor = None;
+    let result = async {
+        let (sub, name) = state.verifier.verify(authorization)?;
+        let a = auth::resolve_actor(&**client, &sub, name.as_deref(), "http").await?;
+        actor = Some(a.clone());
+        auth::require(&**client, &a, organization_id, allowed).await?;
+        Ok(a)
+    }
+    .await;
+    if let Err(problem) = &result {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        record_refusal(
+            &client,
+            actor.as_ref(),
+            &Method::GET,
+            path,
+            &segments,
+            problem,
+        )
+        .await;
+    }
+    result
+}
+
 /// The warp filter of the whole API.
 pub fn routes(
     state: Arc<AppState>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    routes_with(
+        state,
+        warp::any()
+            .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) }),
+    )
+}
+
+/// The API with `extra` routes tried first (the ledger's report documents).
+pub fn routes_with(
+    state: Arc<AppState>,
+    extra: impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     let with_state = warp::any().map(move || state.clone());
     let api = warp::path("v1")
@@ -280,12 +335,34 @@ pub fn routes(
         use warp::Reply;
         warp::reply::json(&json!({"status": "ok"})).into_response()
     });
-    health.or(api).unify().recover(recover).unify()
+    health
+        .or(extra)
+        .unify()
+        .or(api)
+        .unify()
+        .recover(recover)
+        .unify()
 }
 
 /// Serves the API on `listener` until `shutdown` resolves; closes due raffles every second.
 pub async fn serve(
     state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let extra = warp::any()
+        .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) });
+    serve_with(state, extra, listener, shutdown).await
+}
+
+/// [`serve`] with `extra` routes in front of the API.
+pub async fn serve_with(
+    state: Arc<AppState>,
+    extra: impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
@@ -304,7 +381,7 @@ pub async fn serve(
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    warp::serve(routes(state))
+    warp::serve(routes_with(state, extra))
         .incoming(listener)
         .graceful(shutdown)
         .run()

@@ -573,3 +573,95 @@ td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}th{{background:#e
     html.push_str("</table></body></html>\n");
     html
 }
+
+/// `GET /v1/organizations/{org}/raffles/{raffle}/reports/reconciliation?format=json|csv|html`,
+/// served next to the admin API (`raffle admin serve`) for an organisation's admins, finance
+/// staff and auditors; refusals are recorded as the API's are.
+pub fn routes(
+    state: std::sync::Arc<admin::AppState>,
+) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    use warp::Filter;
+    warp::get()
+        .and(warp::path!(
+            "v1" / "organizations" / Uuid / "raffles" / Uuid / "reports" / "reconciliation"
+        ))
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::any().map(move || state.clone()))
+        .then(
+            |org: Uuid,
+             raffle: Uuid,
+             query: std::collections::HashMap<String, String>,
+             authorization: Option<String>,
+             state: std::sync::Arc<admin::AppState>| async move {
+                match serve_report(&state, org, raffle, &query, authorization.as_deref()).await {
+                    Ok(response) => response,
+                    Err(problem) => admin::problem_response(&problem),
+                }
+            },
+        )
+}
+
+async fn serve_report(
+    state: &admin::AppState,
+    org: Uuid,
+    raffle: Uuid,
+    query: &std::collections::HashMap<String, String>,
+    authorization: Option<&str>,
+) -> Result<warp::reply::Response, admin::problem::Problem> {
+    use admin::problem::Problem;
+    use warp::Reply;
+    let path = format!("organizations/{org}/raffles/{raffle}/reports/reconciliation");
+    let format = query.get("format").map(String::as_str).unwrap_or("json");
+    let content_type = match format {
+        "json" => "application/json",
+        "csv" => "text/csv; charset=utf-8",
+        "html" => "text/html; charset=utf-8",
+        other => {
+            return Err(Problem::invalid(
+                "format",
+                format!("{other:?} is not a report format: choose json, csv or html"),
+            ));
+        }
+    };
+    admin::authorize(
+        state,
+        authorization,
+        &path,
+        org,
+        admin::auth::rights::READ_AUDIT,
+    )
+    .await?;
+    let client = state
+        .pool
+        .get()
+        .await
+        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let found = client
+        .query_opt(
+            "SELECT 1 FROM catalog.raffle_events WHERE id = $1 AND organization_id = $2",
+            &[&raffle, &org],
+        )
+        .await
+        .map_err(|e| Problem::internal("finding the raffle", &e))?;
+    if found.is_none() {
+        return Err(Problem::not_found(format!(
+            "raffle {raffle} of organization {org}"
+        )));
+    }
+    let report = reconciliation(&**client, raffle)
+        .await
+        .map_err(|e| Problem::internal("building the reconciliation report", &e))?;
+    let body = match format {
+        "csv" => to_csv(&report),
+        "html" => to_html(&report),
+        _ => serde_json::to_string_pretty(&report)
+            .map_err(|e| Problem::internal("encoding the report", &e))?,
+    };
+    let mut response = warp::reply::with_status(body, warp::http::StatusCode::OK).into_response();
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static(content_type),
+    );
+    Ok(response)
+}
