@@ -174,6 +174,39 @@ async fn an_interrupted_multi_prize_draw_resumes_with_the_same_winners_and_verif
     let v = draw_engine::verify(&client, f.raffle_id).await.unwrap();
     assert!(v.ok(), "{:#?}", v.checks);
     assert_eq!(events(&client, f.raffle_id, "DRAW_RESUMED").await, 1);
+
+    // An independent implementation (what an auditor would write) draws the same winners.
+    let reference = std::process::Command::new("python3")
+        .args([
+            "scripts/draw_reference.py",
+            outcome.seed.as_deref().unwrap(),
+            &outcome.seal_head_hash,
+            &prepared.eligible.len().to_string(),
+            "1",
+            "3",
+        ])
+        .output()
+        .expect("python3 runs the reference implementation");
+    let text = String::from_utf8_lossy(&reference.stdout);
+    let indices: Vec<usize> = text
+        .lines()
+        .flat_map(|l| {
+            l.split_once(": ")
+                .map(|(_, list)| list.trim_matches(['[', ']']).to_owned())
+                .unwrap_or_default()
+                .split(", ")
+                .filter_map(|x| x.parse().ok())
+                .collect::<Vec<usize>>()
+        })
+        .collect();
+    assert_eq!(
+        indices
+            .iter()
+            .map(|&i| prepared.eligible.tickets[i].draw_number)
+            .collect::<Vec<_>>(),
+        numbers,
+        "reference implementation: {text}"
+    );
     assert_eq!(events(&client, f.raffle_id, "DRAW_COMPLETED").await, 1);
 
     // A second draw is refused and recorded.
