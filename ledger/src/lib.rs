@@ -13,8 +13,9 @@
 //! net proceeds are computed ([`split`]) and posted, and `ledger.seals` records the head hash,
 //! totals, the eligible ticket set's digest and the draw seed's commitment.
 //!
-//! Status: the reconciliation report, the audit export (and export-based verify) and the
-//! benchmark are still to come.
+//! Also owns the reconciliation report ([`report`], CLI and an HTTP route served next to the
+//! admin API), the audit export and its verification ([`audit`]), and the eligible ticket set
+//! the seal and the draw agree on ([`tickets`]).
 
 pub mod audit;
 pub mod bench;
