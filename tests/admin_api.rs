@@ -1488,7 +1488,7 @@ async fn the_reconciliation_report_is_served_to_the_organisations_finance_and_au
             b"",
         )
         .await;
-    assert_eq!(r.status, 400);
+    assert_eq!(r.status, 422);
     assert!(String::from_utf8_lossy(&r.body).contains("choose json, csv or html"));
     assert_eq!(app.raw("GET", &path, None, b"").await.status, 401);
     assert_eq!(

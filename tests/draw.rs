@@ -529,7 +529,8 @@ async fn winners_claim_within_the_period_and_unclaimed_prizes_return_to_proceeds
         .await
         .unwrap()
         .get(0);
-    assert_eq!(refused, 2 + 1 + 5 + 1);
+    // not drawn, wrong validation, not a winner, already claimed, five guesses, rate-limited.
+    assert_eq!(refused, 4 + 5 + 1);
     assert_eq!(
         events(&client, f.raffle_id, "PRIZE_CLAIM_REFUSED").await,
         refused

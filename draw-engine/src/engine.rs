@@ -37,8 +37,8 @@ pub(crate) fn refused(code: &'static str, reason: impl Into<String>) -> DrawErro
     }
 }
 
-pub(crate) fn failed(e: impl std::fmt::Display) -> DrawError {
-    DrawError::Failed(e.to_string())
+pub(crate) fn failed(e: impl std::error::Error + 'static) -> DrawError {
+    DrawError::Failed(platform::error_chain(&e))
 }
 
 /// The CLI operator as the critical events name them.
@@ -130,7 +130,7 @@ pub struct Winner {
 
 fn bytes32(v: &[u8], what: &str) -> Result<[u8; 32], DrawError> {
     v.try_into()
-        .map_err(|_| failed(format!("{what} is {} bytes, not 32", v.len())))
+        .map_err(|_| DrawError::Failed(format!("{what} is {} bytes, not 32", v.len())))
 }
 
 /// Loads and checks what a draw of `raffle_id` stands on: the raffle sealed, its ledger chain
@@ -168,7 +168,7 @@ pub async fn prepare(client: &impl GenericClient, raffle_id: Uuid) -> Result<Pre
         .await
         .map_err(failed)?
         .ok_or_else(|| {
-            failed(format!(
+            DrawError::Failed(format!(
                 "raffle {raffle_id} is sealed but has no draw execution"
             ))
         })?;
@@ -251,7 +251,9 @@ pub async fn prepare(client: &impl GenericClient, raffle_id: Uuid) -> Result<Pre
                 .flatten()
                 .find(|p| p["prize_id"].as_str() == Some(&prize_id.to_string()))
                 .and_then(|p| p["amount_minor"].as_i64())
-                .ok_or_else(|| failed(format!("the seal holds no amount for prize {prize_id}")))?;
+                .ok_or_else(|| {
+                    DrawError::Failed(format!("the seal holds no amount for prize {prize_id}"))
+                })?;
             Ok(PrizeSlot {
                 prize_id,
                 name: r.get(1),
@@ -286,9 +288,9 @@ pub async fn prepare(client: &impl GenericClient, raffle_id: Uuid) -> Result<Pre
 
 /// The winners the committed seed selects, prize by prize in position order.
 pub fn select_winners(p: &Prepared) -> Result<Vec<Winner>, DrawError> {
-    let seed = p
-        .seed
-        .ok_or_else(|| failed("the draw seed is missing: it cannot be revealed"))?;
+    let seed = p.seed.ok_or_else(|| {
+        DrawError::Failed("the draw seed is missing: it cannot be revealed".into())
+    })?;
     let counts: Vec<u32> = p.prizes.iter().map(|s| s.winner_count as u32).collect();
     let drawn = select::winners(select::key(&seed, &p.seal_head), p.eligible.len(), &counts);
     Ok(assign(
@@ -382,7 +384,7 @@ pub struct DrawOutcome {
 async fn lock(client: &tokio_postgres::Client, raffle_id: Uuid) -> Result<(), DrawError> {
     let got: bool = client
         .query_one(
-            "SELECT pg_try_advisory_lock(hashtextextended('draw:' || $1::text, 0))",
+            "SELECT pg_try_advisory_lock(hashtextextended('draw:' || $1::uuid::text, 0))",
             &[&raffle_id],
         )
         .await
@@ -401,7 +403,7 @@ async fn lock(client: &tokio_postgres::Client, raffle_id: Uuid) -> Result<(), Dr
 async fn unlock(client: &tokio_postgres::Client, raffle_id: Uuid) {
     let _ = client
         .execute(
-            "SELECT pg_advisory_unlock(hashtextextended('draw:' || $1::text, 0))",
+            "SELECT pg_advisory_unlock(hashtextextended('draw:' || $1::uuid::text, 0))",
             &[&raffle_id],
         )
         .await;
@@ -514,7 +516,7 @@ async fn draw_locked(
         Method::Rng => {
             let rules = admin::rules::for_raffle(&*client, raffle_id, Utc::now())
                 .await
-                .map_err(|p| failed(p.to_string()))?;
+                .map_err(|p| DrawError::Failed(p.to_string()))?;
             if let Some(admin::rules::InForce {
                 value:
                     admin::rules::RuleValue::SalesMethod {
@@ -691,7 +693,7 @@ async fn record_prize(
             .await
             .map_err(failed)?;
         if marked != 1 {
-            return Err(failed(format!(
+            return Err(DrawError::Failed(format!(
                 "ticket {} (number {}) of raffle {} is no longer a sold ticket",
                 w.ticket_id, w.draw_number, p.raffle_id
             )));

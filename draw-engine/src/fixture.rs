@@ -40,8 +40,8 @@ pub struct SealedRaffle {
     pub seal: ledger::SealRecord,
 }
 
-fn e(e: impl std::fmt::Display) -> String {
-    e.to_string()
+fn e(e: impl std::fmt::Debug) -> String {
+    format!("{e:?}")
 }
 
 pub async fn sealed_raffle(
@@ -102,19 +102,19 @@ pub async fn sealed_raffle(
     tx.execute(
         "INSERT INTO sales.orders (id, raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency,
              payment_status, payment_provider, payment_reference, idempotency_key, source, paid_at, created_by)
-         SELECT md5($1::text || ':' || g)::uuid, $1, $2, 'VAL-' || lpad(g::text, 9, '0'), 5, 2000, 'USD',
-                'completed', 'fixture', $1::text || ':' || g, 'fixture:' || $1::text || ':' || g, 'online', now(), 'fixture'
-           FROM generate_series(0::bigint, $3 - 1) g",
+         SELECT md5($1::uuid::text || ':' || g)::uuid, $1::uuid, $2, 'VAL-' || lpad(g::text, 9, '0'), 5, 2000, 'USD',
+                'completed', 'fixture', $1::uuid::text || ':' || g, 'fixture:' || $1::uuid::text || ':' || g, 'online', now(), 'fixture'
+           FROM generate_series(0::bigint, $3::bigint - 1) g",
         &[&raffle, &scenario.package_id, &orders],
     )
     .await
     .map_err(e)?;
     tx.execute(
         "INSERT INTO sales.tickets (raffle_id, order_id, range_id, draw_number, state, sold_at, sold_by, voided_at, voided_by, voided_reason)
-         SELECT $1, md5($1::text || ':' || (g / 5))::uuid, $2, 50001 + g,
+         SELECT $1::uuid, md5($1::uuid::text || ':' || (g / 5))::uuid, $2, 50001 + g,
                 CASE WHEN v THEN 'voided' ELSE 'sold' END, now() - interval '1 hour', 'online',
                 CASE WHEN v THEN now() END, CASE WHEN v THEN 'fixture' END, CASE WHEN v THEN 'voided for the fixture' END
-           FROM generate_series(0::bigint, $3 - 1) g, LATERAL (SELECT $4 > 0 AND g % $4 = $4 - 1 AS v) x",
+           FROM generate_series(0::bigint, $3::bigint - 1) g, LATERAL (SELECT $4::bigint > 0 AND g % $4::bigint = $4::bigint - 1 AS v) x",
         &[&raffle, &range, &tickets, &void_every],
     )
     .await
@@ -125,7 +125,7 @@ pub async fn sealed_raffle(
         0
     };
     tx.execute(
-        "UPDATE catalog.raffle_ranges SET next_number = 50001 + $2 WHERE id = $1",
+        "UPDATE catalog.raffle_ranges SET next_number = 50001 + $2::bigint WHERE id = $1",
         &[&range, &tickets],
     )
     .await

@@ -130,6 +130,25 @@ async fn route(
             ("GET", "rsu/sales") => {
                 rsu::status(&state, header("authorization").as_deref(), &query).await
             }
+            ("GET", "rsu/setup") => {
+                rsu::setup(&state, header("authorization").as_deref(), &query).await
+            }
+            ("POST", "rsu/allocations") => {
+                rsu::allocate(&state, header("authorization").as_deref(), &body).await
+            }
+            ("GET", p) if p.starts_with("raffles/") && p.ends_with("/rules") => {
+                rsu::rules(
+                    &state,
+                    p.trim_start_matches("raffles/").trim_end_matches("/rules"),
+                )
+                .await
+            }
+            ("POST", p) if p.starts_with("rsu/allocations/") && p.ends_with("/return") => {
+                let id = p
+                    .trim_start_matches("rsu/allocations/")
+                    .trim_end_matches("/return");
+                rsu::return_block(&state, header("authorization").as_deref(), id).await
+            }
             _ => Err(Problem::no_route(method.as_str(), &path)),
         }
     }

@@ -384,3 +384,155 @@ pub async fn status(
         json!({"rsu_id": rsu, "records": ids.iter().map(|id| out[id].clone()).collect::<Vec<_>>()}),
     ))
 }
+
+/// What a device needs before it sells for a raffle: the raffle (times, currency, claim-by
+/// date, rules), its packages, whether the jurisdiction allows offline sales, the device's limit
+/// of unsynced tickets, and its active blocks. `?raffle_id=`.
+pub async fn setup(
+    state: &IngestState,
+    authorization: Option<&str>,
+    query: &HashMap<String, String>,
+) -> Result<Reply, Problem> {
+    let (client, rsu) = device(state, authorization).await?;
+    let raffle: Uuid = query
+        .get("raffle_id")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Problem::invalid("raffle_id", "give the raffle's id: ?raffle_id=<uuid>"))?;
+    let row = client
+        .query_opt(
+            "SELECT jsonb_build_object('id', r.id, 'name', r.name, 'event_identifier', r.event_identifier, 'state', r.state,
+                    'currency', r.currency, 'sales_start_time', r.sales_start_time, 'sales_end_time', r.sales_end_time,
+                    'draw_time', r.draw_time, 'claim_by', r.draw_time + make_interval(days => r.claim_period_days),
+                    'organization', o.name, 'license_number', o.license_number),
+                    jsonb_build_object('id', d.id, 'name', d.name, 'device_identifier', d.device_identifier,
+                    'max_offline_tickets', d.max_offline_tickets)
+               FROM catalog.raffle_events r JOIN catalog.organizations o ON o.id = r.organization_id
+               JOIN catalog.rsus d ON d.organization_id = r.organization_id AND d.id = $2
+              WHERE r.id = $1",
+            &[&raffle, &rsu],
+        )
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("raffle {raffle} of this RSU's organization")))?;
+    let packages: Vec<Value> = client
+        .query(
+            "SELECT jsonb_build_object('id', id, 'name', name, 'ticket_count', ticket_count, 'price_minor', price_minor,
+                    'currency', currency, 'active_from', active_from, 'active_to', active_to)
+               FROM catalog.ticket_packages WHERE raffle_id = $1 AND is_active ORDER BY display_order, name",
+            &[&raffle],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let allocations: Vec<Value> = client
+        .query(
+            "SELECT to_jsonb(a) || jsonb_build_object('validation_number_block', to_jsonb(v))
+               FROM catalog.rsu_allocations a JOIN catalog.validation_number_blocks v ON v.rsu_allocation_id = a.id
+              WHERE a.entity_id = $1 AND a.raffle_id = $2 AND a.state = 'active' ORDER BY a.start_number",
+            &[&rsu, &raffle],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let rules = admin::rules::for_raffle(&**client, raffle, Utc::now()).await?;
+    let offline_allowed = !matches!(
+        rules.get("sales_method").map(|r| &r.value),
+        Some(admin::rules::RuleValue::SalesMethod {
+            offline_rsu: false,
+            ..
+        })
+    );
+    let expiry: Option<i64> = client
+        .query_opt(
+            "SELECT (settings -> 'rsu' ->> 'offlineSaleExpirationMinutes')::bigint FROM catalog.system_configurations
+              WHERE effective_from <= now() AND (effective_to IS NULL OR effective_to > now())",
+            &[],
+        )
+        .await?
+        .and_then(|r| r.get(0));
+    Ok((
+        StatusCode::OK,
+        json!({
+            "raffle": row.get::<_, Value>(0),
+            "rsu": row.get::<_, Value>(1),
+            "packages": packages,
+            "allocations": allocations,
+            "offline_sales_allowed": offline_allowed,
+            "offline_sale_expiration_minutes": expiry,
+            "rules_url": format!("/v1/raffles/{raffle}/rules"),
+        }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockRequest {
+    raffle_id: Uuid,
+    size: Option<i64>,
+}
+
+/// The device asks for a new block of numbers (before its current one runs out).
+pub async fn allocate(
+    state: &IngestState,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<Reply, Problem> {
+    let (client, rsu) = device(state, authorization).await?;
+    drop(client);
+    let request: BlockRequest = admin::api::parse(body)?;
+    let allocation =
+        admin::api::device_allocate(&state.pool, rsu, request.raffle_id, request.size).await?;
+    Ok((StatusCode::CREATED, allocation))
+}
+
+/// The device gives its block back when it closes; unsold numbers count as unsold.
+pub async fn return_block(
+    state: &IngestState,
+    authorization: Option<&str>,
+    allocation: &str,
+) -> Result<Reply, Problem> {
+    let (client, rsu) = device(state, authorization).await?;
+    drop(client);
+    let allocation: Uuid = allocation
+        .parse()
+        .map_err(|_| Problem::invalid("allocation_id", "must be a UUID"))?;
+    let value = admin::api::device_return(&state.pool, rsu, allocation).await?;
+    Ok((StatusCode::OK, value))
+}
+
+/// The public rules of a raffle, the URL printed on every receipt: who runs it under which
+/// licence, when sales end and the draw happens, what can be won, and until when to claim.
+pub async fn rules(state: &IngestState, raffle: &str) -> Result<Reply, Problem> {
+    let raffle: Uuid = raffle
+        .parse()
+        .map_err(|_| Problem::invalid("raffle_id", "must be a UUID"))?;
+    let client = state
+        .pool
+        .get()
+        .await
+        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let row = client
+        .query_opt(
+            "SELECT jsonb_build_object('raffle', r.name, 'event_identifier', r.event_identifier, 'organization', o.name,
+                    'license_number', o.license_number, 'currency', r.currency, 'sales_start_time', r.sales_start_time,
+                    'sales_end_time', r.sales_end_time, 'draw_time', r.draw_time,
+                    'claim_by', r.draw_time + make_interval(days => r.claim_period_days),
+                    'guaranteed_minimum_minor', r.jackpot_seed_minor, 'revenue_basis', r.revenue_calculation_method,
+                    'prizes', coalesce((SELECT jsonb_agg(jsonb_build_object('position', p.position, 'name', p.name,
+                                'type', p.prize_type, 'percentage', p.percentage, 'value_minor', p.value_minor,
+                                'winners', p.winner_count) ORDER BY p.position)
+                           FROM catalog.prizes p WHERE p.raffle_id = r.id), '[]'),
+                    'packages', coalesce((SELECT jsonb_agg(jsonb_build_object('name', k.name, 'tickets', k.ticket_count,
+                                'price_minor', k.price_minor, 'active_from', k.active_from, 'active_to', k.active_to)
+                                ORDER BY k.display_order)
+                           FROM catalog.ticket_packages k WHERE k.raffle_id = r.id AND k.is_active), '[]'),
+                    'draw', 'winners are drawn by a certified random number generator from every sold, non-voided number, after the books are sealed')
+               FROM catalog.raffle_events r JOIN catalog.organizations o ON o.id = r.organization_id
+              WHERE r.id = $1 AND r.state <> 'draft'",
+            &[&raffle],
+        )
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("raffle {raffle}")))?;
+    Ok((StatusCode::OK, row.get(0)))
+}

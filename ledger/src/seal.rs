@@ -65,8 +65,8 @@ fn refused(code: &'static str, reason: impl Into<String>) -> SealError {
     }
 }
 
-fn failed(e: impl std::fmt::Display) -> SealError {
-    SealError::Failed(e.to_string())
+fn failed(e: impl std::error::Error + 'static) -> SealError {
+    SealError::Failed(platform::error_chain(&e))
 }
 
 /// Refuses while anything produced before now is still on its way: sales not yet allocated,

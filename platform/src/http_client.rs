@@ -57,6 +57,11 @@ pub async fn request(
     stream.write_all(body).await?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;
+    parse_response(&raw)
+}
+
+/// Parses a whole `Connection: close` HTTP/1.1 response (Content-Length or chunked).
+pub fn parse_response(raw: &[u8]) -> io::Result<Response> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

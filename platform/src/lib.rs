@@ -38,3 +38,19 @@ pub use consumer::{
 pub fn now_us() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
+
+/// An error with every cause under it, `outer: inner: innermost` — a Postgres error's own text
+/// is only in its source ("db error: duplicate key value violates …").
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = c.source();
+    }
+    text
+}

@@ -25,7 +25,7 @@ use crate::problem::Problem;
 
 pub use catalog::check_package_price;
 pub use raffles::close_due_raffles;
-pub use rsus::{authenticate_rsu, key_hash};
+pub use rsus::{authenticate_rsu, device_allocate, device_return, key_hash};
 
 /// What a handler works with.
 pub struct Ctx<'a, 'b> {

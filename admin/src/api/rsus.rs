@@ -275,6 +275,17 @@ fn rsu_range() -> String {
 pub async fn allocate(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Reply, Problem> {
     require(ctx.tx, ctx.actor, org, rights::OPERATE).await?;
     let a: AllocationInput = parse(ctx.body)?;
+    allocate_block(ctx, org, raffle, a).await
+}
+
+/// The block itself, for an operator (above) or the device asking for its own
+/// ([`device_allocate`]).
+async fn allocate_block(
+    ctx: &Ctx<'_, '_>,
+    org: Uuid,
+    raffle: Uuid,
+    a: AllocationInput,
+) -> Result<Reply, Problem> {
     if !["rsu", "reserve"].contains(&a.range_type.as_str()) {
         return Err(Problem::invalid(
             "range_type",
@@ -428,6 +439,10 @@ pub async fn return_allocation(
     allocation: Uuid,
 ) -> Result<Reply, Problem> {
     require(ctx.tx, ctx.actor, org, rights::OPERATE).await?;
+    return_block(ctx, org, allocation).await
+}
+
+async fn return_block(ctx: &Ctx<'_, '_>, org: Uuid, allocation: Uuid) -> Result<Reply, Problem> {
     let before = ctx
         .tx
         .query_opt(
@@ -467,5 +482,110 @@ pub async fn return_allocation(
         )
         .raffle(raffle),
     )
+    .await
+}
+
+/// Runs `work` in one transaction as the device `rsu` itself (critical events name it
+/// `rsu:{id}`, channel `rsu`): a device may take and give back only its own blocks.
+async fn as_device<F>(pool: &deadpool_postgres::Pool, rsu: Uuid, work: F) -> Result<Value, Problem>
+where
+    F: for<'c> FnOnce(
+        &'c Ctx<'c, 'c>,
+        Uuid,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Reply, Problem>> + Send + 'c>,
+    >,
+{
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let tx = client.transaction().await?;
+    let org: Uuid = tx
+        .query_opt(
+            "SELECT organization_id FROM catalog.rsus WHERE id = $1",
+            &[&rsu],
+        )
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("RSU {rsu}")))?
+        .get(0);
+    let actor = crate::auth::Actor {
+        user_id: Uuid::nil(),
+        sub: format!("rsu:{rsu}"),
+        display_name: None,
+        is_platform_admin: false,
+        channel: "rsu",
+    };
+    let query = std::collections::HashMap::new();
+    let ctx = Ctx {
+        tx: &tx,
+        actor: &actor,
+        query: &query,
+        body: &[],
+    };
+    let (_, value) = work(&ctx, org).await?;
+    tx.commit().await?;
+    Ok(value)
+}
+
+/// A new number block (and validation block) of `raffle` for the device `rsu`, of the raffle's
+/// default size unless `size` is given.
+pub async fn device_allocate(
+    pool: &deadpool_postgres::Pool,
+    rsu: Uuid,
+    raffle: Uuid,
+    size: Option<i64>,
+) -> Result<Value, Problem> {
+    as_device(pool, rsu, move |ctx, org| {
+        Box::pin(async move {
+            let owned: bool = ctx
+                .tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM catalog.raffle_events WHERE id = $1 AND organization_id = $2)",
+                    &[&raffle, &org],
+                )
+                .await?
+                .get(0);
+            if !owned {
+                return Err(Problem::not_found(format!("raffle {raffle} of this RSU's organization")));
+            }
+            allocate_block(
+                ctx,
+                org,
+                raffle,
+                AllocationInput {
+                    rsu_id: rsu,
+                    size,
+                    range_type: rsu_range(),
+                },
+            )
+            .await
+        })
+    })
+    .await
+}
+
+/// The device gives its block back (its unsold numbers count as unsold).
+pub async fn device_return(
+    pool: &deadpool_postgres::Pool,
+    rsu: Uuid,
+    allocation: Uuid,
+) -> Result<Value, Problem> {
+    as_device(pool, rsu, move |ctx, org| {
+        Box::pin(async move {
+            let mine: bool = ctx
+                .tx
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM catalog.rsu_allocations WHERE id = $1 AND entity_id = $2)",
+                    &[&allocation, &rsu],
+                )
+                .await?
+                .get(0);
+            if !mine {
+                return Err(Problem::not_found(format!("allocation {allocation} of RSU {rsu}")));
+            }
+            return_block(ctx, org, allocation).await
+        })
+    })
     .await
 }
