@@ -380,12 +380,6 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         let accepted = results.iter().filter(|x| x["status"] == "accepted").count();
         uploaded += accepted;
         eprintln!("  RSU-002: back in range, synced {accepted} offline sales");
-        // A repeated sync changes nothing.
-        let again = upload(addr, &scenario, 1, &offline).await?;
-        eprintln!(
-            "  RSU-002: synced again by mistake: {} duplicates, nothing counted twice",
-            again.iter().filter(|x| x["status"] == "duplicate").count()
-        );
     }
 
     step("waiting for the pipeline: allocator and ledger");
@@ -419,6 +413,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         deliver(addr, refund).await?;
     }
     eprintln!("  all sales allocated; buyer 2 refunded");
+    if !offline.is_empty() {
+        // A repeated sync changes nothing.
+        let again = upload(addr, &scenario, 1, &offline).await?;
+        eprintln!(
+            "  RSU-002: synced the same sales again by mistake: {} of {} answered duplicate, nothing counted twice",
+            again.iter().filter(|x| x["status"] == "duplicate").count(),
+            offline.len()
+        );
+    }
 
     step("closing sales, taking the RSUs' number blocks back, sealing the books");
     admin::seed::call_as(
@@ -541,7 +544,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         .await?;
     let rejected = client
         .query(
-            "SELECT coalesce(local_id, order_id::text), reason FROM sales.rejected_sales WHERE raffle_id = $1 ORDER BY created_at",
+            "SELECT coalesce(local_id, order_id::text), reason FROM sales.rejected_sales WHERE raffle_id = $1 ORDER BY rejected_at",
             &[&raffle],
         )
         .await?;

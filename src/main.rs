@@ -33,7 +33,7 @@ enum Command {
     /// seal, draw, claim, reconciliation and audit. The README's main command.
     Demo {
         /// Online orders, each a checkout and a signed payment webhook.
-        #[arg(long, default_value_t = 2_000)]
+        #[arg(long, default_value_t = 5_000)]
         orders: usize,
         /// Remote Sales Units selling in the venue.
         #[arg(long, default_value_t = 3)]
@@ -172,7 +172,15 @@ enum AuditAction {
 pub(crate) fn money(minor: i64) -> String {
     let sign = if minor < 0 { "-" } else { "" };
     let abs = minor.unsigned_abs();
-    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+    let units = (abs / 100).to_string();
+    let mut grouped = String::new();
+    for (i, c) in units.chars().enumerate() {
+        if i > 0 && (units.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!("{sign}{grouped}.{:02}", abs % 100)
 }
 
 fn main() -> ExitCode {
@@ -188,7 +196,11 @@ fn main() -> ExitCode {
         eprintln!("raffle: no command given; try `raffle --help`");
         return ExitCode::from(2);
     };
-    platform::telemetry::init();
+    if matches!(command, Command::Demo { .. }) {
+        platform::telemetry::init_with_default("warn");
+    } else {
+        platform::telemetry::init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -272,5 +284,16 @@ fn main() -> ExitCode {
             eprintln!("raffle: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn money_groups_thousands() {
+        assert_eq!(super::money(0), "0.00");
+        assert_eq!(super::money(4_036_000), "40,360.00");
+        assert_eq!(super::money(-123_456_789), "-1,234,567.89");
+        assert_eq!(super::money(99_999), "999.99");
     }
 }

@@ -3,8 +3,16 @@
 use tracing_subscriber::EnvFilter;
 
 pub fn init() {
+    init_with_default("info");
+}
+
+/// [`init`] with another default level when `RUST_LOG` is unset (the demo prints its own
+/// story and keeps the services' logs to warnings).
+pub fn init_with_default(level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,rdkafka=warn,tokio_postgres=warn,refinery_core=warn")
+        EnvFilter::new(format!(
+            "{level},rdkafka=warn,tokio_postgres=warn,refinery_core=warn"
+        ))
     });
     // A second call (tests, embedded use) keeps the first subscriber.
     let _ = tracing_subscriber::fmt()

@@ -1,0 +1,71 @@
+//! `raffle demo`, the README's main command, run as a process against the test's database and
+//! broker: it must reach the end with every check passing and say so in words.
+
+use platform::testkit::TestEnv;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_a_whole_raffle_and_every_check_passes() {
+    let env = TestEnv::new().await;
+    let state = tempfile_dir(&env.unique);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_raffle"))
+        .args([
+            "demo",
+            "--orders",
+            "300",
+            "--rsus",
+            "3",
+            "--rsu-sales",
+            "10",
+        ])
+        .env("DATABASE_URL", &env.database_url)
+        .env("KAFKA_BROKERS", &env.brokers)
+        .env("RAFFLE_STATE_DIR", &state)
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .expect("raffle demo runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    // 300 online less one declined and one refunded; 3 × 10 on RSUs less one voided.
+    for expected in [
+        "orders paid 327, declined 1, refunded 1, voided 1",
+        "rejected sale demo-2-10: sale at",
+        "reconciliation: 13 of 13 checks pass",
+        "audit verify: PASS",
+        "audit export verified from its files alone: PASS",
+        "draw verify: PASS",
+        "Early-bird draw claimed with its validation number and paid: $500.00",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    for step in [
+        "selling online",
+        "selling on the RSUs",
+        "sealing the books",
+        "drawing the winners",
+    ] {
+        assert!(stderr.contains(step), "missing step {step:?} in:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains(" INFO "),
+        "the services' info logs stay out of the demo's story"
+    );
+    let html = stdout
+        .lines()
+        .find_map(|l| l.split_once("reconciliation report (printable): "))
+        .map(|(_, path)| path.trim().to_owned())
+        .expect("the report's path is printed");
+    let page = std::fs::read_to_string(&html).expect("the report was written");
+    assert!(page.contains("<svg"), "the page has its chart");
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+fn tempfile_dir(unique: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("raffle-demo-{unique}"));
+    std::fs::create_dir_all(&dir).expect("a state directory");
+    dir
+}
