@@ -98,6 +98,15 @@ enum Command {
 enum IngestAction {
     /// Serve on RAFFLE_INGEST_ADDR (default 127.0.0.1:8080).
     Serve,
+    /// Import the sales file `rsu-edge export` wrote on a unit that can no longer sync, through
+    /// the same checks as a batch upload.
+    ImportRsu {
+        /// The RSU the file comes from.
+        #[arg(long)]
+        rsu: uuid::Uuid,
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -233,6 +242,9 @@ fn main() -> ExitCode {
             Command::Ingest {
                 action: IngestAction::Serve,
             } => pipeline::ingest().await,
+            Command::Ingest {
+                action: IngestAction::ImportRsu { rsu, file },
+            } => pipeline::import_rsu(rsu, file).await,
             Command::Allocator {
                 action: AllocatorAction::Run,
             } => pipeline::allocator().await,

@@ -66,6 +66,41 @@ pub async fn ingest() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Imports an RSU's exported sales file through the batch-upload checks; prints each refusal.
+pub async fn import_rsu(rsu: uuid::Uuid, file: std::path::PathBuf) -> anyhow::Result<()> {
+    let config = StackConfig::from_env()?;
+    let brokers = brokers(&config)?;
+    let (_, pool) = database(&config, 4).await?;
+    let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let state = ingest::IngestState {
+        pool,
+        producer: platform::kafka::producer(&brokers, 5_000)?,
+        config: ingest::IngestConfig {
+            // Imports carry no webhooks.
+            webhook_secret: Vec::new(),
+            webhook_tolerance_s: 300,
+            order_tickets_max: 500,
+            sales_topic: config.topics.sales.clone(),
+        },
+    };
+    let (_, answer) = ingest::rsu::import(&state, rsu, &body)
+        .await
+        .map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;
+    println!(
+        "imported {} for RSU {rsu}: {} accepted, {} already on the server, {} rejected",
+        file.display(),
+        answer["accepted"],
+        answer["duplicate"],
+        answer["rejected"]
+    );
+    for r in answer["results"].as_array().into_iter().flatten() {
+        if r["status"] == "rejected" {
+            println!("  rejected {}: {}", r["local_id"], r["reason"]);
+        }
+    }
+    Ok(())
+}
+
 /// Consumes every partition of the sales topic it can lease, and relays the outbox.
 pub async fn allocator() -> anyhow::Result<()> {
     let config = StackConfig::from_env()?;

@@ -12,7 +12,7 @@
 
 pub mod bench;
 mod checkout;
-mod rsu;
+pub mod rsu;
 pub mod signature;
 mod webhooks;
 

@@ -203,7 +203,67 @@ pub async fn upload(
 ) -> Result<Reply, Problem> {
     let (client, rsu) = device(state, authorization).await?;
     let upload: Upload = admin::api::parse(body)?;
-    if upload.records.len() > BATCH_RECORDS_MAX {
+    accept(state, &client, rsu, &upload.records).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Export {
+    device_identifier: String,
+    #[allow(dead_code)]
+    exported_at: Option<Value>,
+    records: Vec<Value>,
+}
+
+/// Imports the file `rsu-edge export` wrote on a unit that can no longer sync, for the RSU
+/// `rsu` (an operator's action: the device's key may be gone with it). The records take the
+/// same path as a batch upload, in batches; already-uploaded ones come back as duplicates.
+pub async fn import(state: &IngestState, rsu: Uuid, body: &[u8]) -> Result<Reply, Problem> {
+    let export: Export = admin::api::parse(body)?;
+    let client = state
+        .pool
+        .get()
+        .await
+        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let device: String = client
+        .query_opt(
+            "SELECT device_identifier FROM catalog.rsus WHERE id = $1",
+            &[&rsu],
+        )
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("RSU {rsu}")))?
+        .get(0);
+    if device != export.device_identifier {
+        return Err(Problem::invalid(
+            "device_identifier",
+            format!(
+                "the file comes from device {:?}, but RSU {rsu} is {device:?}",
+                export.device_identifier
+            ),
+        ));
+    }
+    let (mut accepted, mut duplicate, mut results) = (0, 0, Vec::new());
+    for chunk in export.records.chunks(BATCH_RECORDS_MAX) {
+        let (_, answer) = accept(state, &client, rsu, chunk).await?;
+        accepted += answer["accepted"].as_u64().unwrap_or(0);
+        duplicate += answer["duplicate"].as_u64().unwrap_or(0);
+        results.extend(answer["results"].as_array().cloned().unwrap_or_default());
+    }
+    let rejected = results.iter().filter(|r| r["status"] == "rejected").count();
+    Ok((
+        StatusCode::OK,
+        json!({"rsu_id": rsu, "accepted": accepted, "duplicate": duplicate, "rejected": rejected, "results": results}),
+    ))
+}
+
+/// Checks and publishes one batch of an RSU's records; a result per record.
+async fn accept(
+    state: &IngestState,
+    client: &tokio_postgres::Client,
+    rsu: Uuid,
+    records: &[Value],
+) -> Result<Reply, Problem> {
+    if records.len() > BATCH_RECORDS_MAX {
         return Err(Problem::invalid(
             "records",
             format!("a batch holds at most {BATCH_RECORDS_MAX} records"),
@@ -222,10 +282,10 @@ pub async fn upload(
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let mut results: Vec<Value> = Vec::with_capacity(upload.records.len());
+    let mut results: Vec<Value> = Vec::with_capacity(records.len());
     let mut methods: HashMap<Uuid, (bool, bool)> = HashMap::new();
     let mut pending = Vec::new();
-    for (i, raw) in upload.records.iter().enumerate() {
+    for (i, raw) in records.iter().enumerate() {
         let local_id = raw
             .get("localId")
             .and_then(Value::as_str)
@@ -237,7 +297,7 @@ pub async fn upload(
             Err(e) => {
                 let reason = format!("records[{i}].{}: {}", e.path(), e.inner());
                 record_rejection(
-                    &**client,
+                    client,
                     None,
                     None,
                     Some((rsu, &local_id)),
@@ -258,7 +318,7 @@ pub async fn upload(
         }
         // The jurisdiction's sales methods, once per raffle of the batch.
         if let std::collections::hash_map::Entry::Vacant(slot) = methods.entry(record.event_id) {
-            let rules = admin::rules::for_raffle(&**client, record.event_id, now)
+            let rules = admin::rules::for_raffle(client, record.event_id, now)
                 .await
                 .ok();
             let allowed = match rules.as_ref().and_then(|r| r.get("sales_method")) {
@@ -295,7 +355,7 @@ pub async fn upload(
             Err((code, reason)) => {
                 tracing::info!(rsu = %rsu, local_id = %record.local_id, code, %reason, "RSU record rejected");
                 record_rejection(
-                    &**client,
+                    client,
                     Some(record.event_id),
                     None,
                     Some((rsu, &record.local_id)),
@@ -310,7 +370,6 @@ pub async fn upload(
             }
         }
     }
-    drop(client);
     // Every accepted record is on the broker before the device hears "accepted".
     let sends = pending.iter().map(|(_, event)| state.publish(event));
     let outcomes = futures::future::join_all(sends).await;

@@ -34,7 +34,12 @@ impl Client {
         })
     }
 
-    fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), EdgeError> {
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), EdgeError> {
         let unreachable = |e: std::io::Error| EdgeError::Unreachable(format!("{}: {e}", self.host));
         let addr = self
             .host
@@ -66,13 +71,19 @@ impl Client {
             EdgeError::BadAnswer(format!(
                 "{method} /v1/{path} answered {} with something that is not JSON ({e}): {}",
                 response.status,
-                String::from_utf8_lossy(&response.body).chars().take(200).collect::<String>()
+                String::from_utf8_lossy(&response.body)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
             ))
         })?;
         match response.status {
             200..=299 => Ok((response.status, value)),
             401 => Err(EdgeError::KeyRefused(
-                value["detail"].as_str().unwrap_or("the API key was refused").to_owned(),
+                value["detail"]
+                    .as_str()
+                    .unwrap_or("the API key was refused")
+                    .to_owned(),
             )),
             500..=599 => Err(EdgeError::Unreachable(format!(
                 "the server answered {}: {}",

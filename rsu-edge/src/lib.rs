@@ -1,9 +1,718 @@
 //! rsu-edge: the program on a Remote Sales Unit (handheld).
 //!
-//! Owns: the device's local SQLite store (its allocation, validation number block, sales and
-//! their upload state), selling offline, receipts, and sync with `ingest`.
+//! Owns: the device's local SQLite store ([`store`]: its enrolment, the raffle set-up, its
+//! number blocks and validation number blocks, every sale and its upload state), selling online
+//! or offline, receipts, and sync with `ingest` ([`client`]).
 //!
-//! Must not touch: the server's Postgres or Kafka directly; everything goes through ingest's
-//! HTTP API with the device's API key.
+//! Must not touch: the server's Postgres or Kafka; everything goes through ingest's HTTP API
+//! with the device's API key. It never deletes a sale: a record stays until the server's final
+//! word is stored next to it.
 //!
-//! Status: the device agent is its own issue.
+//! A sale is one SQLite transaction (`BEGIN IMMEDIATE`): it moves the block's number cursor and
+//! validation cursor and records the sale together, so a crash at any point either sold the
+//! numbers (all recorded) or did not (cursors unmoved); none is lost or reused.
+
+pub mod client;
+pub mod store;
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::client::Client;
+
+/// Records one upload carries (ingest's limit).
+pub const BATCH: usize = 500;
+/// Ask for the next block when the current one has fewer numbers left than this share of it.
+pub const REFILL_BELOW_PERCENT: i64 = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error(
+        "the local store {path} is damaged ({reason}); keep the file for the operator and do not delete it"
+    )]
+    CorruptStore { path: String, reason: String },
+    #[error(
+        "this device is not enrolled: run `rsu-edge enroll --server URL --device ID --api-key KEY`"
+    )]
+    NotEnrolled,
+    #[error("no number block yet: run `rsu-edge allocate --raffle ID`")]
+    NoAllocation,
+    #[error("the server is unreachable ({0})")]
+    Unreachable(String),
+    #[error(
+        "the server refused this device's API key ({0}); ask the operator for a new key and run `rsu-edge enroll` again — no sale was lost"
+    )]
+    KeyRefused(String),
+    #[error("the server refused ({status}): {detail}")]
+    Refused { status: u16, detail: String },
+    #[error("the server's answer could not be understood: {0}")]
+    BadAnswer(String),
+    #[error("sale refused: {0}")]
+    SaleRefused(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("local store: {0}")]
+    Store(#[from] rusqlite::Error),
+}
+
+pub type Result<T> = std::result::Result<T, EdgeError>;
+
+/// The device's clock. A drill may shift it (`RSU_EDGE_CLOCK_SKEW_S`) to rehearse a handheld
+/// whose clock drifted.
+pub fn now() -> DateTime<Utc> {
+    let skew = std::env::var("RSU_EDGE_CLOCK_SKEW_S")
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .unwrap_or(0);
+    Utc::now() + chrono::Duration::seconds(skew)
+}
+
+fn client(conn: &Connection) -> Result<Client> {
+    let device = store::device(conn)?;
+    Client::new(&device.server_url, &device.api_key)
+}
+
+pub fn enroll(db: &Path, server_url: &str, device_identifier: &str, api_key: &str) -> Result<()> {
+    Client::new(server_url, api_key)?;
+    let conn = store::open(db)?;
+    store::enroll(
+        &conn,
+        &store::Device {
+            server_url: server_url.to_owned(),
+            device_identifier: device_identifier.to_owned(),
+            api_key: api_key.trim().to_owned(),
+        },
+    )
+}
+
+fn text(v: &Value, key: &str) -> Result<String> {
+    v[key]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| EdgeError::BadAnswer(format!("{key} is missing from {v}")))
+}
+
+fn int(v: &Value, key: &str) -> Result<i64> {
+    v[key]
+        .as_i64()
+        .ok_or_else(|| EdgeError::BadAnswer(format!("{key} is missing from {v}")))
+}
+
+/// Stores a block the server handed out, if it is new (a block never moves backwards).
+fn store_block(conn: &Connection, raffle: &str, block: &Value) -> Result<bool> {
+    let id = text(block, "id")?;
+    let got_raffle = text(block, "raffle_id")?;
+    if got_raffle != raffle {
+        return Err(EdgeError::BadAnswer(format!(
+            "the server handed out block {id} of raffle {got_raffle}, not of raffle {raffle}"
+        )));
+    }
+    let v = &block["validation_number_block"];
+    let inserted = conn.execute(
+        "INSERT INTO blocks (id, raffle_id, start_number, end_number, next_number, validation_prefix, validation_first,
+             validation_size, validation_next)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (id) DO NOTHING",
+        params![
+            id,
+            raffle,
+            int(block, "start_number")?,
+            int(block, "end_number")?,
+            int(block, "next_draw_number")?,
+            text(v, "prefix")?,
+            int(v, "first_sequence")?,
+            int(v, "block_size")?,
+            int(v, "next_sequence")?,
+        ],
+    )?;
+    Ok(inserted == 1)
+}
+
+#[derive(Debug)]
+pub struct Allocated {
+    pub raffle_name: String,
+    pub blocks_added: usize,
+    pub numbers_left: i64,
+}
+
+/// Fetches the raffle's set-up and the device's blocks; asks for a block when it has none.
+pub fn allocate(db: &Path, raffle: Uuid) -> Result<Allocated> {
+    let conn = store::open(db)?;
+    let api = client(&conn)?;
+    let setup = api.get(&format!("rsu/setup?raffle_id={raffle}"))?;
+    let raffle_json = &setup["raffle"];
+    if raffle_json["id"].as_str() != Some(&raffle.to_string()) {
+        return Err(EdgeError::BadAnswer(format!(
+            "asked for raffle {raffle}, the server described {}",
+            raffle_json["id"]
+        )));
+    }
+    conn.execute(
+        "INSERT INTO raffle (id, setup, fetched_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (id) DO UPDATE SET setup = ?2, fetched_at = ?3",
+        params![
+            raffle.to_string(),
+            setup.to_string(),
+            Utc::now().to_rfc3339()
+        ],
+    )?;
+    let mut added = 0;
+    for block in setup["allocations"].as_array().into_iter().flatten() {
+        added += usize::from(store_block(&conn, &raffle.to_string(), block)?);
+    }
+    if numbers_left(&conn, &raffle.to_string())? == 0 {
+        let block = api.post("rsu/allocations", &json!({"raffle_id": raffle}))?;
+        added += usize::from(store_block(&conn, &raffle.to_string(), &block)?);
+    }
+    Ok(Allocated {
+        raffle_name: raffle_json["name"].as_str().unwrap_or("").to_owned(),
+        blocks_added: added,
+        numbers_left: numbers_left(&conn, &raffle.to_string())?,
+    })
+}
+
+fn numbers_left(conn: &Connection, raffle: &str) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT coalesce(sum(end_number - next_number + 1), 0) FROM blocks WHERE raffle_id = ?1 AND state = 'active'",
+        [raffle],
+        |r| r.get(0),
+    )?)
+}
+
+/// What a sale prints: everything the regulations require on a ticket.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub local_id: String,
+    pub rsu: String,
+    pub organization: String,
+    pub license_number: String,
+    pub raffle: String,
+    pub raffle_id: String,
+    pub draw_time: String,
+    pub sold_at: String,
+    pub package: String,
+    pub numbers: (i64, i64),
+    pub price_minor: i64,
+    pub currency: String,
+    pub validation_number: String,
+    pub rules_url: String,
+    pub claim_by: String,
+    pub reprint: bool,
+    pub voided: bool,
+}
+
+impl std::fmt::Display for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.reprint {
+            writeln!(f, "*** REPRINT ***")?;
+        }
+        if self.voided {
+            writeln!(f, "*** VOID ***")?;
+        }
+        writeln!(f, "{} — {}", self.organization, self.raffle)?;
+        writeln!(f, "licence {}", self.license_number)?;
+        writeln!(f, "raffle {}", self.raffle_id)?;
+        writeln!(f, "draw {}", self.draw_time)?;
+        writeln!(f, "sold {} by RSU {}", self.sold_at, self.rsu)?;
+        writeln!(
+            f,
+            "{}: numbers {}..{} ({} tickets)",
+            self.package,
+            self.numbers.0,
+            self.numbers.1,
+            self.numbers.1 - self.numbers.0 + 1
+        )?;
+        writeln!(
+            f,
+            "price {}.{:02} {}",
+            self.price_minor / 100,
+            self.price_minor % 100,
+            self.currency
+        )?;
+        writeln!(f, "validation {}", self.validation_number)?;
+        writeln!(f, "rules {}", self.rules_url)?;
+        write!(f, "claim prizes by {}", self.claim_by)
+    }
+}
+
+fn receipt(conn: &Connection, local_id: &str, reprint: bool) -> Result<Receipt> {
+    let device = store::device(conn)?;
+    let (_, setup) = store::raffle(conn)?;
+    let row = conn
+        .query_row(
+            "SELECT raffle_id, package_name, first_number, last_number, amount_minor, currency, validation_number,
+                    created_at, voided
+               FROM sales WHERE local_id = ?1",
+            [local_id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, bool>(8)?,
+                ))
+            },
+        )
+        .optional()?
+        .ok_or_else(|| EdgeError::SaleRefused(format!("no sale {local_id} on this device")))?;
+    let r = &setup["raffle"];
+    let s = |v: &Value| v.as_str().unwrap_or("").to_owned();
+    Ok(Receipt {
+        local_id: local_id.to_owned(),
+        rsu: s(&setup["rsu"]["name"]),
+        organization: s(&r["organization"]),
+        license_number: s(&r["license_number"]),
+        raffle: s(&r["name"]),
+        raffle_id: row.0,
+        draw_time: s(&r["draw_time"]),
+        sold_at: row.7,
+        package: row.1,
+        numbers: (row.2, row.3),
+        price_minor: row.4,
+        currency: row.5,
+        validation_number: row.6,
+        rules_url: format!("{}{}", device.server_url, s(&setup["rules_url"])),
+        claim_by: s(&r["claim_by"]),
+        reprint,
+        voided: row.8,
+    })
+}
+
+fn time(v: &Value) -> Option<DateTime<Utc>> {
+    v.as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+pub struct SaleRequest<'a> {
+    /// The package's id or name.
+    pub package: &'a str,
+    pub customer_name: Option<&'a str>,
+    pub operator_id: Option<&'a str>,
+}
+
+/// Sells a package: checks the sales window, the package's window, the limit of unsynced
+/// tickets and (where offline sales are forbidden) that the server answers; then one
+/// transaction takes the next numbers and validation number and records the sale.
+pub fn sell(db: &Path, request: &SaleRequest<'_>) -> Result<Receipt> {
+    let mut conn = store::open(db)?;
+    let (raffle, setup) = store::raffle(&conn)?;
+    let at = now();
+    let r = &setup["raffle"];
+    if let Some(end) = time(&r["sales_end_time"])
+        && at >= end
+    {
+        return Err(EdgeError::SaleRefused(format!("sales ended at {end}")));
+    }
+    if let Some(start) = time(&r["sales_start_time"])
+        && at < start
+    {
+        return Err(EdgeError::SaleRefused(format!("sales open at {start}")));
+    }
+    let package = setup["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| {
+            p["id"].as_str() == Some(request.package) || p["name"].as_str() == Some(request.package)
+        })
+        .ok_or_else(|| {
+            EdgeError::SaleRefused(format!("no package {:?} in this raffle", request.package))
+        })?
+        .clone();
+    if time(&package["active_from"]).is_some_and(|f| at < f)
+        || time(&package["active_to"]).is_some_and(|t| at >= t)
+    {
+        return Err(EdgeError::SaleRefused(format!(
+            "package {} is not on sale now",
+            package["name"]
+        )));
+    }
+    let count = int(&package, "ticket_count")?;
+    let unsynced: i64 = conn.query_row(
+        "SELECT coalesce(sum(ticket_count), 0) FROM sales WHERE sync_status = 'pending' AND NOT voided",
+        [],
+        |r| r.get(0),
+    )?;
+    let limit = setup["rsu"]["max_offline_tickets"].as_i64().unwrap_or(100);
+    if unsynced + count > limit {
+        return Err(EdgeError::SaleRefused(format!(
+            "{unsynced} tickets are not yet synced and the limit is {limit}: run `rsu-edge sync` first"
+        )));
+    }
+    if setup["offline_sales_allowed"] == json!(false) {
+        client(&conn)?
+            .get(&format!("raffles/{raffle}/rules"))
+            .map_err(|e| {
+                EdgeError::SaleRefused(format!(
+                    "the jurisdiction forbids offline sales and the server cannot be reached ({e})"
+                ))
+            })?;
+    }
+
+    let local_id = Uuid::new_v4().to_string();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let block = tx
+        .query_row(
+            "SELECT id, next_number, validation_prefix, validation_next FROM blocks
+              WHERE raffle_id = ?1 AND state = 'active' AND end_number - next_number + 1 >= ?2
+                AND validation_next < validation_first + validation_size
+              ORDER BY start_number LIMIT 1",
+            params![raffle, count],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            },
+        )
+        .optional()?
+        .ok_or_else(|| {
+            EdgeError::SaleRefused(format!(
+                "no block holds {count} more numbers: run `rsu-edge allocate --raffle {raffle}`"
+            ))
+        })?;
+    let (block_id, first, prefix, validation_seq) = block;
+    let validation = format!("{prefix}{validation_seq:04}");
+    tx.execute(
+        "UPDATE blocks SET next_number = next_number + ?2, validation_next = validation_next + 1 WHERE id = ?1",
+        params![block_id, count],
+    )?;
+    if let Some(ms) = std::env::var("RSU_EDGE_DRILL_PAUSE_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        // Drill: a sale caught half-way, to rehearse a crash or a pulled battery.
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    tx.execute(
+        "INSERT INTO sales (local_id, raffle_id, block_id, package_id, package_name, ticket_count, first_number, last_number,
+             validation_number, amount_minor, currency, customer_name, operator_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![
+            local_id,
+            raffle,
+            block_id,
+            text(&package, "id")?,
+            text(&package, "name")?,
+            count,
+            first,
+            first + count - 1,
+            validation,
+            int(&package, "price_minor")?,
+            text(&package, "currency")?,
+            request.customer_name,
+            request.operator_id,
+            at.to_rfc3339(),
+        ],
+    )?;
+    tx.commit()?;
+    receipt(&conn, &local_id, false)
+}
+
+/// Asks the server for the next block when the current ones run low; quiet when offline.
+pub fn refill_if_low(db: &Path) -> Result<Option<i64>> {
+    let conn = store::open(db)?;
+    let (raffle, _) = store::raffle(&conn)?;
+    let (left, total): (i64, i64) = conn.query_row(
+        "SELECT coalesce(sum(end_number - next_number + 1), 0), coalesce(sum(end_number - start_number + 1), 0)
+           FROM blocks WHERE raffle_id = ?1 AND state = 'active'",
+        [&raffle],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if total > 0 && left * 100 >= total * REFILL_BELOW_PERCENT {
+        return Ok(None);
+    }
+    let block = client(&conn)?.post("rsu/allocations", &json!({"raffle_id": raffle}))?;
+    store_block(&conn, &raffle, &block)?;
+    Ok(Some(numbers_left(&conn, &raffle)?))
+}
+
+/// Voids a sale that has not been synced yet (after sync, a void goes through the operator).
+pub fn void(db: &Path, local_id: &str, reason: &str) -> Result<Receipt> {
+    let conn = store::open(db)?;
+    let changed = conn.execute(
+        "UPDATE sales SET voided = 1, void_reason = ?2 WHERE local_id = ?1 AND sync_status = 'pending' AND NOT voided",
+        params![local_id, reason],
+    )?;
+    if changed == 0 {
+        let status: Option<(String, bool)> = conn
+            .query_row(
+                "SELECT sync_status, voided FROM sales WHERE local_id = ?1",
+                [local_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        return Err(EdgeError::SaleRefused(match status {
+            None => format!("no sale {local_id} on this device"),
+            Some((_, true)) => format!("sale {local_id} is already void"),
+            Some((s, _)) => format!(
+                "sale {local_id} is already synced ({s}); ask the operator to void it on the server"
+            ),
+        }));
+    }
+    receipt(&conn, local_id, false)
+}
+
+/// Prints a sale's receipt again, marked REPRINT, and counts it.
+pub fn reprint(db: &Path, local_id: &str) -> Result<Receipt> {
+    let conn = store::open(db)?;
+    conn.execute(
+        "UPDATE sales SET reprints = reprints + 1 WHERE local_id = ?1",
+        [local_id],
+    )?;
+    receipt(&conn, local_id, true)
+}
+
+/// A sale in the shape of the seed's "RSU Offline Sale Record", as ingest takes it.
+fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
+    let (first, count): (i64, i64) = (row.get("first_number")?, row.get("ticket_count")?);
+    let customer: Option<String> = row.get("customer_name")?;
+    Ok(json!({
+        "localId": row.get::<_, String>("local_id")?,
+        "eventId": row.get::<_, String>("raffle_id")?,
+        "allocationId": row.get::<_, String>("block_id")?,
+        "validationNumber": row.get::<_, String>("validation_number")?,
+        "drawNumbers": (first..first + count).collect::<Vec<_>>(),
+        "packageId": row.get::<_, String>("package_id")?,
+        "ticketCount": count,
+        "totalAmount": row.get::<_, i64>("amount_minor")?,
+        "currency": row.get::<_, String>("currency")?,
+        "customerInfo": customer.map(|n| json!({"name": n})),
+        "operatorId": row.get::<_, Option<String>>("operator_id")?,
+        "createdAt": row.get::<_, String>("created_at")?,
+        "isOfflineSale": true,
+        "voided": row.get::<_, bool>("voided")?,
+        "voidReason": row.get::<_, Option<String>>("void_reason")?,
+        "syncStatus": row.get::<_, String>("sync_status")?,
+        "syncAttempts": row.get::<_, i64>("sync_attempts")?,
+    }))
+}
+
+fn records(conn: &Connection, filter: &str) -> Result<Vec<Value>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT * FROM sales WHERE {filter} ORDER BY created_at, local_id"
+    ))?;
+    let rows = stmt.query_map([], record)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    pub uploaded: usize,
+    pub accepted: usize,
+    pub duplicate: usize,
+    pub rejected: Vec<(String, String)>,
+    pub issued: usize,
+}
+
+/// Uploads pending sales in batches (retrying with backoff while the server is unreachable),
+/// stores each record's result, then asks for the final word on uploaded ones.
+pub fn sync(db: &Path) -> Result<SyncReport> {
+    let conn = store::open(db)?;
+    let api = client(&conn)?;
+    let mut report = SyncReport::default();
+    loop {
+        let batch: Vec<Value> = records(&conn, "sync_status = 'pending'")?
+            .into_iter()
+            .take(BATCH)
+            .collect();
+        if batch.is_empty() {
+            break;
+        }
+        let ids: Vec<String> = batch
+            .iter()
+            .map(|r| r["localId"].as_str().unwrap_or("").to_owned())
+            .collect();
+        let attempt = Utc::now().to_rfc3339();
+        for id in &ids {
+            conn.execute(
+                "UPDATE sales SET sync_attempts = sync_attempts + 1, last_sync_attempt = ?2 WHERE local_id = ?1",
+                params![id, attempt],
+            )?;
+        }
+        let answer = with_backoff(|| api.post("rsu/sales", &json!({"records": batch})))?;
+        let results = answer["results"].as_array().ok_or_else(|| {
+            EdgeError::BadAnswer(format!("the upload answer has no results: {answer}"))
+        })?;
+        if results.len() != batch.len() {
+            return Err(EdgeError::BadAnswer(format!(
+                "{} records uploaded, {} results received",
+                batch.len(),
+                results.len()
+            )));
+        }
+        for (id, result) in ids.iter().zip(results) {
+            let status = result["status"].as_str().unwrap_or("");
+            let reason = result["reason"].as_str();
+            match status {
+                "accepted" | "duplicate" | "rejected" => {
+                    conn.execute(
+                        "UPDATE sales SET sync_status = ?2, sync_reason = ?3 WHERE local_id = ?1",
+                        params![id, status, reason],
+                    )?;
+                }
+                other => {
+                    return Err(EdgeError::BadAnswer(format!(
+                        "record {id}: unknown status {other:?}"
+                    )));
+                }
+            }
+            match status {
+                "accepted" => report.accepted += 1,
+                "duplicate" => report.duplicate += 1,
+                _ => report
+                    .rejected
+                    .push((id.clone(), reason.unwrap_or("").to_owned())),
+            }
+        }
+        report.uploaded += batch.len();
+    }
+    // The server's final word on what it took: issued, voided, or rejected by the allocator.
+    let waiting: Vec<String> = records(&conn, "sync_status IN ('accepted', 'duplicate')")?
+        .iter()
+        .map(|r| r["localId"].as_str().unwrap_or("").to_owned())
+        .collect();
+    for chunk in waiting.chunks(BATCH) {
+        let answer = with_backoff(|| api.get(&format!("rsu/sales?local_ids={}", chunk.join(","))))?;
+        for r in answer["records"].as_array().into_iter().flatten() {
+            let id = r["local_id"].as_str().unwrap_or("");
+            let (status, reason) = match r["status"].as_str() {
+                Some("issued") => ("issued", None),
+                Some("voided") => ("voided", None),
+                Some("rejected") => ("rejected", r["reason"].as_str()),
+                _ => continue,
+            };
+            conn.execute(
+                "UPDATE sales SET sync_status = ?2, sync_reason = ?3 WHERE local_id = ?1",
+                params![id, status, reason],
+            )?;
+            match status {
+                "issued" => report.issued += 1,
+                "rejected" => report
+                    .rejected
+                    .push((id.to_owned(), reason.unwrap_or("").to_owned())),
+                _ => {}
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Retries `call` while the server is unreachable: 4 attempts, 0.5 s, 1 s, 2 s apart.
+fn with_backoff(mut call: impl FnMut() -> Result<Value>) -> Result<Value> {
+    let mut wait = std::time::Duration::from_millis(500);
+    for _ in 0..3 {
+        match call() {
+            Err(EdgeError::Unreachable(_)) => {
+                std::thread::sleep(wait);
+                wait *= 2;
+            }
+            other => return other,
+        }
+    }
+    call()
+}
+
+#[derive(Debug)]
+pub struct Status {
+    pub server_url: String,
+    pub raffle: Option<String>,
+    pub numbers_left: i64,
+    pub by_status: Vec<(String, i64)>,
+    pub unsynced_tickets: i64,
+    pub unsynced_limit: i64,
+    pub rejected: Vec<(String, i64, String)>,
+}
+
+pub fn status(db: &Path) -> Result<Status> {
+    let conn = store::open(db)?;
+    let device = store::device(&conn)?;
+    let raffle = store::raffle(&conn).ok();
+    let numbers_left = match &raffle {
+        Some((id, _)) => numbers_left(&conn, id)?,
+        None => 0,
+    };
+    let mut stmt = conn.prepare(
+        "SELECT sync_status || CASE WHEN voided THEN ' (void)' ELSE '' END, count(*) FROM sales GROUP BY 1 ORDER BY 1",
+    )?;
+    let by_status = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let unsynced_tickets = conn.query_row(
+        "SELECT coalesce(sum(ticket_count), 0) FROM sales WHERE sync_status = 'pending' AND NOT voided",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut stmt = conn.prepare(
+        "SELECT local_id, first_number, coalesce(sync_reason, '') FROM sales WHERE sync_status = 'rejected' ORDER BY created_at",
+    )?;
+    let rejected = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Status {
+        server_url: device.server_url,
+        unsynced_limit: raffle
+            .as_ref()
+            .and_then(|(_, s)| s["rsu"]["max_offline_tickets"].as_i64())
+            .unwrap_or(100),
+        raffle: raffle.map(|(id, _)| id),
+        numbers_left,
+        by_status,
+        unsynced_tickets,
+        rejected,
+    })
+}
+
+/// Closes the device: refuses while sales wait to be synced, then gives every block back (its
+/// unsold numbers count as unsold).
+pub fn close(db: &Path) -> Result<Vec<(String, i64)>> {
+    let conn = store::open(db)?;
+    let pending: i64 = conn.query_row(
+        "SELECT count(*) FROM sales WHERE sync_status = 'pending'",
+        [],
+        |r| r.get(0),
+    )?;
+    if pending > 0 {
+        return Err(EdgeError::SaleRefused(format!(
+            "{pending} sales are not synced yet: run `rsu-edge sync` before closing"
+        )));
+    }
+    let api = client(&conn)?;
+    let mut stmt =
+        conn.prepare("SELECT id FROM blocks WHERE state = 'active' ORDER BY start_number")?;
+    let blocks = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut returned = Vec::new();
+    for id in blocks {
+        let answer = api.post(&format!("rsu/allocations/{id}/return"), &json!({}))?;
+        conn.execute("UPDATE blocks SET state = 'returned' WHERE id = ?1", [&id])?;
+        returned.push((id, answer["tickets_available"].as_i64().unwrap_or(0)));
+    }
+    Ok(returned)
+}
+
+/// Writes every sale of the device, in the upload format, for a unit that can no longer sync:
+/// the operator imports the file through the same path as a batch upload.
+pub fn export(db: &Path, out: &Path) -> Result<usize> {
+    let conn = store::open(db)?;
+    let device = store::device(&conn)?;
+    let all = records(&conn, "1 = 1")?;
+    let document = json!({"device_identifier": device.device_identifier, "exported_at": Utc::now(), "records": all});
+    let text = serde_json::to_string_pretty(&document)
+        .map_err(|e| EdgeError::Config(format!("encoding the export: {e}")))?;
+    std::fs::write(out, text)
+        .map_err(|e| EdgeError::Config(format!("writing {}: {e}", out.display())))?;
+    Ok(all.len())
+}
