@@ -260,6 +260,32 @@ async fn offline_sales_sync_later_exactly_once_and_a_killed_sale_loses_nothing()
     assert_eq!(orders().await, before);
     assert!(ok(&db, &["status"]).await.contains("sales issued: 4"));
 
+    // Where the jurisdiction forbids offline sales, no sale while the server cannot be reached.
+    env.client()
+        .await
+        .execute(
+            "INSERT INTO catalog.jurisdiction_regulations (jurisdiction_id, name, regulation_type, value, effective_date, overridable)
+             SELECT v.jurisdiction_id, 'no offline RSU sales', 'sales_method',
+                    '{\"online\": true, \"rsu\": true, \"offline_rsu\": false, \"rng_draw\": true}', now() - interval '1 day', false
+               FROM catalog.raffle_events r JOIN catalog.venues v ON v.id = r.venue_id WHERE r.id = $1",
+            &[&s.raffle_id],
+        )
+        .await
+        .unwrap();
+    ok(&db, &["allocate", "--raffle", &s.raffle_id.to_string()]).await;
+    let addr = server.shut().await;
+    let r = edge(&db, &["sell", "--package", "Value Pack"], &[]).await;
+    assert!(
+        !r.ok && r.out.contains("forbids offline sales"),
+        "{}",
+        r.out
+    );
+    assert!(
+        ok(&db, &["status"]).await.contains("numbers left 80"),
+        "nothing taken"
+    );
+    let server = ingest(&env, Some(addr)).await;
+
     // The server's sales end moves before a sale the device still thinks is on time: the
     // server rejects it, and the device shows it as rejected.
     env.client()
@@ -387,8 +413,46 @@ async fn a_broken_unit_exports_its_sales_and_bad_input_loses_nothing() {
         "the server holds exactly the unit's numbers"
     );
 
-    // A revoked key: the sync says so, and the new sale stays on the device.
-    ok(&db, &["sell", "--package", "Value Pack"]).await;
+    // The device's limit of unsynced tickets (its exported sales were never synced from it).
+    env.client()
+        .await
+        .execute(
+            "UPDATE catalog.rsus SET max_offline_tickets = 20 WHERE id = $1",
+            &[&rsu],
+        )
+        .await
+        .unwrap();
+    ok(&db, &["allocate", "--raffle", &s.raffle_id.to_string()]).await;
+    // Running low, the device asks for its next block by itself (this one sets the mark high).
+    let r = edge(
+        &db,
+        &["sell", "--package", "Value Pack"],
+        &[("RSU_EDGE_REFILL_BELOW_PERCENT", "90")],
+    )
+    .await;
+    assert!(
+        r.ok && r.out.contains("new number block received"),
+        "{}",
+        r.out
+    );
+    let blocks: i64 = env
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM catalog.rsu_allocations WHERE entity_id = $1 AND state = 'active'", &[&rsu])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(blocks, 2);
+    let r = edge(&db, &["sell", "--package", "Value Pack"], &[]).await;
+    assert!(
+        !r.ok
+            && r.out
+                .contains("20 tickets are not yet synced and the limit is 20"),
+        "{}",
+        r.out
+    );
+
+    // A revoked key: the sync says so, and the unsynced sales stay on the device.
     env.client()
         .await
         .execute(

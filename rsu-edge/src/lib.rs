@@ -26,8 +26,17 @@ use crate::client::Client;
 
 /// Records one upload carries (ingest's limit).
 pub const BATCH: usize = 500;
-/// Ask for the next block when the current one has fewer numbers left than this share of it.
+/// Ask for the next block when the current ones have fewer numbers left than this share of
+/// them; a device may set its own (`RSU_EDGE_REFILL_BELOW_PERCENT`), e.g. higher on a busy gate.
 pub const REFILL_BELOW_PERCENT: i64 = 20;
+
+fn refill_below_percent() -> i64 {
+    std::env::var("RSU_EDGE_REFILL_BELOW_PERCENT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|p| (0..=100).contains(p))
+        .unwrap_or(REFILL_BELOW_PERCENT)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -348,7 +357,8 @@ pub fn sell(db: &Path, request: &SaleRequest<'_>) -> Result<Receipt> {
             "{unsynced} tickets are not yet synced and the limit is {limit}: run `rsu-edge sync` first"
         )));
     }
-    if setup["offline_sales_allowed"] == json!(false) {
+    let online = setup["offline_sales_allowed"] == json!(false);
+    if online {
         client(&conn)?
             .get(&format!("raffles/{raffle}/rules"))
             .map_err(|e| {
@@ -397,8 +407,8 @@ pub fn sell(db: &Path, request: &SaleRequest<'_>) -> Result<Receipt> {
     }
     tx.execute(
         "INSERT INTO sales (local_id, raffle_id, block_id, package_id, package_name, ticket_count, first_number, last_number,
-             validation_number, amount_minor, currency, customer_name, operator_id, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+             validation_number, amount_minor, currency, customer_name, operator_id, created_at, is_offline)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![
             local_id,
             raffle,
@@ -414,6 +424,7 @@ pub fn sell(db: &Path, request: &SaleRequest<'_>) -> Result<Receipt> {
             request.customer_name,
             request.operator_id,
             at.to_rfc3339(),
+            !online,
         ],
     )?;
     tx.commit()?;
@@ -430,7 +441,7 @@ pub fn refill_if_low(db: &Path) -> Result<Option<i64>> {
         [&raffle],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    if total > 0 && left * 100 >= total * REFILL_BELOW_PERCENT {
+    if total > 0 && left * 100 >= total * refill_below_percent() {
         return Ok(None);
     }
     let block = client(&conn)?.post("rsu/allocations", &json!({"raffle_id": raffle}))?;
@@ -491,7 +502,7 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
         "customerInfo": customer.map(|n| json!({"name": n})),
         "operatorId": row.get::<_, Option<String>>("operator_id")?,
         "createdAt": row.get::<_, String>("created_at")?,
-        "isOfflineSale": true,
+        "isOfflineSale": row.get::<_, bool>("is_offline")?,
         "voided": row.get::<_, bool>("voided")?,
         "voidReason": row.get::<_, Option<String>>("void_reason")?,
         "syncStatus": row.get::<_, String>("sync_status")?,

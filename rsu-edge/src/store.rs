@@ -54,6 +54,8 @@ CREATE TABLE IF NOT EXISTS sales (
     customer_name     TEXT,
     operator_id       TEXT,
     created_at        TEXT NOT NULL,
+    -- Made while the server was not confirmed reachable.
+    is_offline        INTEGER NOT NULL DEFAULT 1,
     voided            INTEGER NOT NULL DEFAULT 0,
     void_reason       TEXT,
     reprints          INTEGER NOT NULL DEFAULT 0,
