@@ -605,12 +605,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         outcome.seed.as_deref().unwrap_or("-"),
         &outcome.seed_commitment[..16]
     );
-    let failing: Vec<&str> = report
-        .checks
-        .iter()
-        .filter(|c| !c.pass)
-        .map(|c| c.name.as_str())
-        .collect();
+    let failing = report.failing();
     println!("CHECKS");
     println!(
         "  reconciliation: {} of {} checks pass{}",

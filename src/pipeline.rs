@@ -267,12 +267,7 @@ pub async fn reconciliation(
         }
         None => println!("{text}"),
     }
-    let failing: Vec<&str> = report
-        .checks
-        .iter()
-        .filter(|c| !c.pass)
-        .map(|c| c.name.as_str())
-        .collect();
+    let failing = report.failing();
     if !failing.is_empty() {
         anyhow::bail!(
             "{} reconciliation checks fail: {}",

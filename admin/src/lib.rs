@@ -302,11 +302,16 @@ pub async fn authorize(
 pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    routes_with(
-        state,
-        warp::any()
-            .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) }),
-    )
+    routes_with(state, no_extra_routes())
+}
+
+/// Matches nothing: the API alone.
+fn no_extra_routes() -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
++ Clone
++ Send
++ Sync
++ 'static {
+    warp::any().and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) })
 }
 
 /// The API with `extra` routes tried first (the ledger's report documents).
@@ -350,9 +355,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let extra = warp::any()
-        .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) });
-    serve_with(state, extra, listener, shutdown).await
+    serve_with(state, no_extra_routes(), listener, shutdown).await
 }
 
 /// [`serve`] with `extra` routes in front of the API.

@@ -90,6 +90,11 @@ async fn device(
     Ok((client, rsu))
 }
 
+/// The device behind the key, without holding a connection.
+async fn device_id(state: &IngestState, authorization: Option<&str>) -> Result<Uuid, Problem> {
+    Ok(device(state, authorization).await?.1)
+}
+
 struct Allocation {
     raffle_id: Uuid,
     start: i64,
@@ -537,8 +542,7 @@ pub async fn allocate(
     authorization: Option<&str>,
     body: &[u8],
 ) -> Result<Reply, Problem> {
-    let (client, rsu) = device(state, authorization).await?;
-    drop(client);
+    let rsu = device_id(state, authorization).await?;
     let request: BlockRequest = admin::api::parse(body)?;
     let allocation =
         admin::api::device_allocate(&state.pool, rsu, request.raffle_id, request.size).await?;
@@ -551,8 +555,7 @@ pub async fn return_block(
     authorization: Option<&str>,
     allocation: &str,
 ) -> Result<Reply, Problem> {
-    let (client, rsu) = device(state, authorization).await?;
-    drop(client);
+    let rsu = device_id(state, authorization).await?;
     let allocation: Uuid = allocation
         .parse()
         .map_err(|_| Problem::invalid("allocation_id", "must be a UUID"))?;

@@ -37,6 +37,15 @@ impl Report {
     pub fn all_pass(&self) -> bool {
         self.checks.iter().all(|c| c.pass)
     }
+
+    /// The names of the checks that fail.
+    pub fn failing(&self) -> Vec<&str> {
+        self.checks
+            .iter()
+            .filter(|c| !c.pass)
+            .map(|c| c.name.as_str())
+            .collect()
+    }
 }
 
 async fn rows(
