@@ -221,6 +221,12 @@ async fn offline_sales_sync_later_exactly_once_and_a_killed_sale_loses_nothing()
         .to_owned();
     let out = ok(&db, &["reprint", "--sale", &local_id]).await;
     assert!(out.starts_with("*** REPRINT ***"), "{out}");
+    // A sale voided before it synced travels as a void: its numbers are never issued.
+    let out = ok(&db, &["sell", "--package", "Value Pack"]).await;
+    assert!(out.contains("numbers 21..25"), "{out}");
+    let voided = out.lines().find_map(|l| l.strip_prefix("sale ")).unwrap().trim().to_owned();
+    let out = ok(&db, &["void", "--sale", &voided, "--reason", "wrong package"]).await;
+    assert!(out.starts_with("*** VOID ***"), "{out}");
 
     // A sync while the server is still down keeps everything, and says why.
     let r = edge(&db, &["sync"], &[]).await;
@@ -230,7 +236,7 @@ async fn offline_sales_sync_later_exactly_once_and_a_killed_sale_loses_nothing()
     // The server is back: the four sales upload, and issue exactly their numbers.
     let server = ingest(&env, Some(addr)).await;
     let out = ok(&db, &["sync"]).await;
-    assert!(out.contains("uploaded 4: 4 accepted"), "{out}");
+    assert!(out.contains("uploaded 5: 5 accepted"), "{out}");
     common::eventually("the allocator to issue the device's sales", || {
         let env = &env;
         async move { issued(env, rsu).await.len() == 20 }
@@ -258,7 +264,11 @@ async fn offline_sales_sync_later_exactly_once_and_a_killed_sale_loses_nothing()
     let out = ok(&db, &["sync"]).await;
     assert!(out.contains("uploaded 0"), "{out}");
     assert_eq!(orders().await, before);
-    assert!(ok(&db, &["status"]).await.contains("sales issued: 4"));
+    let out = ok(&db, &["status"]).await;
+    assert!(out.contains("sales issued: 4") && out.contains("sales voided (void): 1"), "{out}");
+    // After a sync a void is the operator's, on the server.
+    let r = edge(&db, &["void", "--sale", &local_id], &[]).await;
+    assert!(!r.ok && r.out.contains("already synced"), "{}", r.out);
 
     // Where the jurisdiction forbids offline sales, no sale while the server cannot be reached.
     env.client()
