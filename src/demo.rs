@@ -46,6 +46,18 @@ impl Progress {
 
     fn tick(&self) {
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
+        self.show(done);
+    }
+
+    /// Moves the bar to `done` (for progress read from elsewhere); never backwards.
+    fn advance_to(&self, done: usize) {
+        let before = self.done.fetch_max(done, Ordering::Relaxed);
+        for d in before + 1..=done {
+            self.show(d);
+        }
+    }
+
+    fn show(&self, done: usize) {
         let pct = done * 100 / self.total;
         if self.tty {
             let filled = done * 30 / self.total;
@@ -385,26 +397,23 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     step("waiting for the pipeline: allocator and ledger");
     let client = db.connect("raffle-demo").await?;
     let deadline = Instant::now() + Duration::from_secs(120);
+    let expected = options.orders + uploaded;
+    let allocated = Progress::new("sales allocated", expected);
     loop {
-        let pending = scalar(
+        let done = scalar(
             &client,
-            "SELECT count(*) FROM sales.orders WHERE raffle_id = $1 AND source = 'online' AND payment_status = 'pending'",
-            raffle,
-        )
-        .await?;
-        let rsu = scalar(
-            &client,
-            "SELECT (SELECT count(*) FROM sales.orders WHERE raffle_id = $1 AND source = 'rsu')
+            "SELECT (SELECT count(*) FROM sales.orders WHERE raffle_id = $1 AND payment_status <> 'pending')
                   + (SELECT count(*) FROM sales.rejected_sales WHERE raffle_id = $1 AND source = 'rsu')",
             raffle,
         )
-        .await?;
-        if pending <= 1 && rsu >= uploaded as i64 {
+        .await? as usize;
+        allocated.advance_to(done.min(expected));
+        if done >= expected {
             break;
         }
         if Instant::now() > deadline {
             bail!(
-                "the pipeline did not catch up in 2 minutes: {pending} online orders pending, {rsu} of {uploaded} RSU sales processed"
+                "the pipeline did not catch up in 2 minutes: {done} of {expected} sales allocated or rejected"
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

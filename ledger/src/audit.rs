@@ -80,7 +80,15 @@ pub async fn export(
                                               'rng_seed', CASE WHEN d.state = 'completed' THEN encode(d.rng_seed, 'hex') END))
                      FROM draw.draw_executions d WHERE d.raffle_event_id = $1), '[]'::jsonb),
                  'results', coalesce((SELECT jsonb_agg(to_jsonb(r)) FROM draw.draw_results r
-                     JOIN draw.draw_executions d ON d.id = r.draw_execution_id WHERE d.raffle_event_id = $1), '[]'::jsonb))",
+                     JOIN draw.draw_executions d ON d.id = r.draw_execution_id WHERE d.raffle_event_id = $1), '[]'::jsonb),
+                 'claims', coalesce((SELECT jsonb_agg(to_jsonb(c) ORDER BY c.claimed_at) FROM draw.prize_claims c
+                     JOIN draw.draw_results r ON r.id = c.draw_result_id
+                     JOIN draw.draw_executions d ON d.id = r.draw_execution_id WHERE d.raffle_event_id = $1), '[]'::jsonb),
+                 'unclaimed', coalesce((SELECT jsonb_agg(to_jsonb(u)) FROM draw.unclaimed_prizes u
+                     JOIN draw.draw_results r ON r.id = u.draw_result_id
+                     JOIN draw.draw_executions d ON d.id = r.draw_execution_id WHERE d.raffle_event_id = $1), '[]'::jsonb),
+                 'claim_attempts', coalesce((SELECT jsonb_agg(to_jsonb(a) ORDER BY a.attempted_at) FROM draw.claim_attempts a
+                     WHERE a.raffle_id = $1), '[]'::jsonb))",
             &[&raffle_id],
         )
         .await?
