@@ -216,6 +216,10 @@ async fn an_interrupted_multi_prize_draw_resumes_with_the_same_winners_and_verif
     assert_eq!(code(&e), "already-drawn", "{e}");
     assert_eq!(events(&client, f.raffle_id, "DRAW_REFUSED").await, 1);
 
+    // The operator's command says the same.
+    let cli = draw_verify_cli(&env, f.raffle_id).await;
+    assert!(cli.0 && cli.1.contains("PASS"), "{}", cli.1);
+
     // A result changed in the database is caught by `draw verify`, naming the prize.
     let other: i64 = client
         .query_one(
@@ -237,12 +241,62 @@ async fn an_interrupted_multi_prize_draw_resumes_with_the_same_winners_and_verif
     .await;
     let v = draw_engine::verify(&client, f.raffle_id).await.unwrap();
     assert!(!v.ok());
+    let cli = draw_verify_cli(&env, f.raffle_id).await;
+    assert!(!cli.0 && cli.1.contains("FAIL"), "{}", cli.1);
     let failing = v.checks.iter().find(|c| !c.pass).unwrap();
     assert!(
         failing.detail.contains("prize 2 winner 2") && failing.detail.contains(&other.to_string()),
         "{}",
         failing.detail
     );
+}
+
+/// `raffle draw verify` as a process: (success, output).
+async fn draw_verify_cli(env: &TestEnv, raffle: Uuid) -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_raffle"))
+        .args(["draw", "verify", "--raffle", &raffle.to_string()])
+        .env("DATABASE_URL", &env.database_url)
+        .output()
+        .await
+        .expect("raffle draw verify runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_draws_at_once_draw_the_raffle_once() {
+    let env = TestEnv::new().await;
+    let f = sealed(&env, FixtureOptions::default()).await;
+    let (first, second) = (request(f.raffle_id), request(f.raffle_id));
+    let (a, b) = tokio::join!(
+        draw_engine::run(&env.pool, &first),
+        draw_engine::run(&env.pool, &second)
+    );
+    let outcomes = [a, b];
+    assert_eq!(
+        outcomes.iter().filter(|o| o.is_ok()).count(),
+        1,
+        "{outcomes:?}"
+    );
+    let refusal = outcomes.iter().find_map(|o| o.as_ref().err()).unwrap();
+    assert!(
+        ["draw-in-progress", "already-drawn"].contains(&code(refusal)),
+        "{refusal}"
+    );
+    let results: i64 = env
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM draw.draw_results r JOIN draw.draw_executions e ON e.id = r.draw_execution_id
+              WHERE e.raffle_event_id = $1",
+            &[&f.raffle_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(results, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
