@@ -454,12 +454,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         .await
         .map_err(|p| anyhow::anyhow!("{p}"))?;
     }
+    let seed_key = ledger::seed_key::SeedKey::generate().map_err(anyhow::Error::msg)?;
     let request = ledger::SealRequest {
         raffle_id: raffle,
         sealed_by: "finance".into(),
         // Every payment of this run was delivered before the close.
         grace_seconds: 0,
         write_off: Vec::new(),
+        // Until the draw the seed waits wrapped under a key only this run holds.
+        seed_key: Some(seed_key.clone()),
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let seal = loop {
@@ -489,6 +492,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             raffle_id: raffle,
             conducted_by: "draw-officer".into(),
             interrupt_after_prizes: None,
+            seed_key: Some(seed_key.clone()),
         },
     )
     .await?;

@@ -130,6 +130,7 @@ pub async fn run(action: DrawAction) -> anyhow::Result<()> {
                     raffle_id: raffle,
                     conducted_by: by,
                     interrupt_after_prizes: None,
+                    seed_key: ledger::seed_key::SeedKey::from_env().map_err(anyhow::Error::msg)?,
                 },
             )
             .await?;

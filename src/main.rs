@@ -276,6 +276,7 @@ fn main() -> ExitCode {
                     sealed_by,
                     grace_seconds,
                     write_off,
+                    seed_key: ledger::seed_key::SeedKey::from_env().map_err(anyhow::Error::msg)?,
                 };
                 pipeline::seal(request, json).await
             }

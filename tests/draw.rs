@@ -20,6 +20,7 @@ fn request(raffle: Uuid) -> DrawRequest {
         raffle_id: raffle,
         conducted_by: "draw-officer".into(),
         interrupt_after_prizes: None,
+        seed_key: None,
     }
 }
 
@@ -707,6 +708,7 @@ async fn the_engine_never_selects_a_voided_or_unsold_number() {
             unsold: 30,
             early_bird_winners: 2,
             claim_period_days: 30,
+            seed_key: None,
         },
     )
     .await;
@@ -745,4 +747,63 @@ async fn the_engine_never_selects_a_voided_or_unsold_number() {
         sold.len(),
         "every sold number won at least once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_sealed_under_a_key_is_unreadable_until_the_draw_reveals_it() {
+    let env = TestEnv::new().await;
+    let key = ledger::seed_key::SeedKey::new([9; 32]);
+    let f = sealed(
+        &env,
+        FixtureOptions {
+            tickets: 100,
+            seed_key: Some(key.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let client = env.client().await;
+    let stored = || async {
+        let r = client
+            .query_one(
+                "SELECT rng_seed, rng_seed_wrapped FROM draw.draw_executions WHERE raffle_event_id = $1",
+                &[&f.raffle_id],
+            )
+            .await
+            .unwrap();
+        (r.get::<_, Vec<u8>>(0), r.get::<_, bool>(1))
+    };
+    let (at_rest, wrapped) = stored().await;
+    assert!(wrapped);
+    assert_ne!(
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&at_rest)),
+        f.seal.seed_commitment,
+        "what the table holds is not the seed"
+    );
+    // Without the key, or with another, no draw.
+    let e = draw_engine::run(&env.pool, &request(f.raffle_id))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "seed-key-missing", "{e}");
+    let wrong = DrawRequest {
+        seed_key: Some(ledger::seed_key::SeedKey::new([8; 32])),
+        ..request(f.raffle_id)
+    };
+    let e = draw_engine::run(&env.pool, &wrong).await.unwrap_err();
+    assert_eq!(code(&e), "commitment-mismatch", "{e}");
+    // With it, the draw reveals the seed, which meets the commitment, and verifies.
+    let right = DrawRequest {
+        seed_key: Some(key),
+        ..request(f.raffle_id)
+    };
+    let outcome = draw_engine::run(&env.pool, &right).await.unwrap();
+    let (revealed, wrapped) = stored().await;
+    assert!(!wrapped);
+    assert_eq!(Some(hex::encode(&revealed)), outcome.seed);
+    assert_eq!(
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&revealed)),
+        f.seal.seed_commitment
+    );
+    let v = draw_engine::verify(&client, f.raffle_id).await.unwrap();
+    assert!(v.ok(), "{:#?}", v.checks);
 }

@@ -432,6 +432,7 @@ async fn the_seal_refuses_while_sales_are_in_flight_and_closes_the_books_once_th
         sealed_by: "finance".into(),
         grace_seconds: 0,
         write_off,
+        seed_key: None,
     };
     let refused = ledger::seal(&env.pool, &env.brokers, &env.topics, &request(vec![]))
         .await

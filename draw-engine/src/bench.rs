@@ -61,6 +61,7 @@ pub async fn run(
             unsold: 1000,
             early_bird_winners: 3,
             claim_period_days: 30,
+            seed_key: None,
         },
     )
     .await?;

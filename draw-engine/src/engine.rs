@@ -99,7 +99,10 @@ pub struct Prepared {
     pub execution_id: Uuid,
     pub method: String,
     pub execution_state: String,
+    /// The seed, once revealed (or unwrapped with the key).
     pub seed: Option<[u8; 32]>,
+    /// The stored seed is still wrapped under the seed key.
+    pub seed_wrapped: bool,
     pub commitment: [u8; 32],
     pub seal_head: [u8; 32],
     pub eligible: EligibleSet,
@@ -137,6 +140,16 @@ fn bytes32(v: &[u8], what: &str) -> Result<[u8; 32], DrawError> {
 /// verifying entry by entry, the seal's figures and eligible ticket set recomputing exactly,
 /// and the revealed seed meeting its commitment. Refusals name what failed.
 pub async fn prepare(client: &impl GenericClient, raffle_id: Uuid) -> Result<Prepared, DrawError> {
+    prepare_with_key(client, raffle_id, None).await
+}
+
+/// [`prepare`], unwrapping a seed the seal stored under `key`. Without the key a wrapped seed
+/// stays unknown (`seed` is `None`): enough to verify the books, not to draw.
+pub async fn prepare_with_key(
+    client: &impl GenericClient,
+    raffle_id: Uuid,
+    key: Option<&ledger::seed_key::SeedKey>,
+) -> Result<Prepared, DrawError> {
     let raffle = client
         .query_opt(
             "SELECT organization_id, state, currency, draw_time FROM catalog.raffle_events WHERE id = $1",
@@ -161,7 +174,7 @@ pub async fn prepare(client: &impl GenericClient, raffle_id: Uuid) -> Result<Pre
         })?;
     let execution = client
         .query_opt(
-            "SELECT id, method, state, rng_seed, rng_seed_commitment FROM draw.draw_executions
+            "SELECT id, method, state, rng_seed, rng_seed_commitment, rng_seed_wrapped FROM draw.draw_executions
               WHERE raffle_event_id = $1 ORDER BY created_at DESC LIMIT 1",
             &[&raffle_id],
         )
@@ -219,19 +232,26 @@ pub async fn prepare(client: &impl GenericClient, raffle_id: Uuid) -> Result<Pre
             "the draw execution's seed commitment differs from the one published in the seal",
         ));
     }
-    let seed = match execution.get::<_, Option<Vec<u8>>>(3) {
-        Some(seed) => {
-            let seed = bytes32(&seed, "the draw seed")?;
-            if <[u8; 32]>::from(Sha256::digest(seed)) != commitment {
-                return Err(refused(
-                    "commitment-mismatch",
-                    "the stored draw seed does not hash to the commitment published in the seal",
-                ));
-            }
-            Some(seed)
+    let wrapped: bool = execution.get(5);
+    let seed = match (execution.get::<_, Option<Vec<u8>>>(3), wrapped, key) {
+        (Some(stored), false, _) => Some(bytes32(&stored, "the draw seed")?),
+        (Some(stored), true, Some(key)) => {
+            Some(key.apply(raffle_id, &bytes32(&stored, "the wrapped draw seed")?))
         }
-        None => None,
+        _ => None,
     };
+    if let Some(seed) = seed
+        && <[u8; 32]>::from(Sha256::digest(seed)) != commitment
+    {
+        return Err(refused(
+            "commitment-mismatch",
+            if wrapped {
+                "the draw seed does not hash to the commitment published in the seal: is this the RAFFLE_DRAW_SEED_KEY the raffle was sealed with?"
+            } else {
+                "the stored draw seed does not hash to the commitment published in the seal"
+            },
+        ));
+    }
 
     let sealed_amounts: serde_json::Value = seal.get(3);
     let prize_rows = client
@@ -274,6 +294,7 @@ pub async fn prepare(client: &impl GenericClient, raffle_id: Uuid) -> Result<Pre
         method: execution.get(1),
         execution_state: execution.get(2),
         seed,
+        seed_wrapped: wrapped,
         commitment,
         seal_head: bytes32(seal.get::<_, &[u8]>(0), "the seal's head hash")?,
         eligible,
@@ -362,6 +383,8 @@ pub struct DrawRequest {
     /// A drill for tests and rehearsals: stop (as a crash would) after recording this many
     /// prizes. `None` in production.
     pub interrupt_after_prizes: Option<usize>,
+    /// The key the seal wrapped the seed under, if it did.
+    pub seed_key: Option<ledger::seed_key::SeedKey>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -433,6 +456,7 @@ pub async fn manual(pool: &Pool, request: &ManualRequest) -> Result<DrawOutcome,
         raffle_id: request.raffle_id,
         conducted_by: request.conducted_by.clone(),
         interrupt_after_prizes: None,
+        seed_key: None,
     };
     let result = draw_locked(&mut client, &draw, Method::Manual(&request.results)).await;
     unlock(&client, request.raffle_id).await;
@@ -483,7 +507,7 @@ async fn draw_locked(
         .await
         .map_err(failed)?
         .map(|r| r.get(0));
-    let prepared = match prepare(&*client, raffle_id).await {
+    let prepared = match prepare_with_key(&*client, raffle_id, request.seed_key.as_ref()).await {
         Ok(p) => p,
         Err(e) => return Err(refuse(&*client, request, organization, e).await),
     };
@@ -533,6 +557,16 @@ async fn draw_locked(
                 );
                 return Err(refuse(&*client, request, org, e).await);
             }
+            if prepared.seed.is_none() {
+                let e = refused(
+                    "seed-key-missing",
+                    format!(
+                        "the draw seed of raffle {raffle_id} was sealed under a key: set {} to the key the raffle was sealed with",
+                        ledger::seed_key::ENV
+                    ),
+                );
+                return Err(refuse(&*client, request, org, e).await);
+            }
             select_winners(&prepared)?
         }
         Method::Manual(results) => match validate_manual(&prepared, results) {
@@ -564,6 +598,15 @@ async fn draw_locked(
         )
         .await
         .map_err(failed)?;
+        // The reveal: from here on the seed is evidence, stored in clear.
+        if let (Method::Rng, Some(seed), true) = (&method, prepared.seed, prepared.seed_wrapped) {
+            tx.execute(
+                "UPDATE draw.draw_executions SET rng_seed = $2, rng_seed_wrapped = false WHERE id = $1",
+                &[&prepared.execution_id, &seed.to_vec()],
+            )
+            .await
+            .map_err(failed)?;
+        }
         let description = if resumed {
             format!(
                 "{name} draw of raffle {raffle_id} resumed with {} winners recorded",

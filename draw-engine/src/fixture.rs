@@ -18,6 +18,8 @@ pub struct FixtureOptions {
     /// Winners of the fixed early-bird prize (position 2); none when 0.
     pub early_bird_winners: i64,
     pub claim_period_days: i32,
+    /// The key the seal wraps the draw seed under (none: in clear).
+    pub seed_key: Option<ledger::seed_key::SeedKey>,
 }
 
 impl Default for FixtureOptions {
@@ -28,6 +30,7 @@ impl Default for FixtureOptions {
             unsold: 100,
             early_bird_winners: 3,
             claim_period_days: 30,
+            seed_key: None,
         }
     }
 }
@@ -193,6 +196,7 @@ pub async fn sealed_raffle(
             sealed_by: "fixture".into(),
             grace_seconds: 0,
             write_off: Vec::new(),
+            seed_key: options.seed_key.clone(),
         },
     )
     .await

@@ -23,6 +23,6 @@ pub use claims::{
 };
 pub use engine::{
     DrawError, DrawOutcome, DrawRequest, ManualRequest, Prepared, PrizeSlot, Timings, Winner,
-    export_barrel, manual, prepare, recorded_winners, run, select_winners,
+    export_barrel, manual, prepare, prepare_with_key, recorded_winners, run, select_winners,
 };
 pub use verify::{DrawCheck, DrawVerification, verify};

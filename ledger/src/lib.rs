@@ -24,6 +24,7 @@ mod consumer;
 pub mod report;
 pub mod rules;
 mod seal;
+pub mod seed_key;
 pub mod split;
 pub mod tickets;
 mod verify;

@@ -27,6 +27,9 @@ pub struct SealRequest {
     /// Allocations whose device never synced, written off: their unsold numbers count as sold
     /// (gross receipts), as regulators require for unaccounted numbers.
     pub write_off: Vec<Uuid>,
+    /// The key the draw seed waits under until the draw; without one (development) it waits in
+    /// clear, readable by anyone who can read `draw.draw_executions`.
+    pub seed_key: Option<crate::seed_key::SeedKey>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -437,11 +440,19 @@ pub async fn seal(
         .try_fill_bytes(&mut seed)
         .map_err(failed)?;
     let commitment: [u8; 32] = Sha256::digest(seed).into();
-    // The seed waits for the draw with its execution; only its commitment is published.
+    // The seed waits for the draw with its execution (wrapped when a key is configured); only
+    // its commitment is published.
+    let (stored, wrapped) = match &request.seed_key {
+        Some(key) => (key.apply(raffle, &seed), true),
+        None => {
+            tracing::warn!(raffle_id = %raffle, "no {} configured: the draw seed waits in clear", crate::seed_key::ENV);
+            (seed, false)
+        }
+    };
     tx.execute(
-        "INSERT INTO draw.draw_executions (raffle_event_id, method, state, rng_seed_commitment, rng_seed, conducted_by)
-         VALUES ($1, 'rng', 'pending', $2, $3, $4)",
-        &[&raffle, &commitment.to_vec(), &seed.to_vec(), &request.sealed_by],
+        "INSERT INTO draw.draw_executions (raffle_event_id, method, state, rng_seed_commitment, rng_seed, rng_seed_wrapped, conducted_by)
+         VALUES ($1, 'rng', 'pending', $2, $3, $4, $5)",
+        &[&raffle, &commitment.to_vec(), &stored.to_vec(), &wrapped, &request.sealed_by],
     )
     .await
     .map_err(failed)?;
