@@ -78,6 +78,38 @@ async fn a_draw_before_the_seal_is_refused_and_recorded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raffle_with_fewer_tickets_than_winners_is_refused_not_half_drawn() {
+    let env = TestEnv::new().await;
+    // Three sold tickets (the third voided), a jackpot and three early birds: four winners.
+    let f = sealed(
+        &env,
+        FixtureOptions {
+            tickets: 3,
+            void_every: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let e = draw_engine::run(&env.pool, &request(f.raffle_id))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "too-few-tickets", "{e}");
+    assert!(e.to_string().contains("2 eligible tickets for 4 winners"), "{e}");
+    let results: i64 = env
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM draw.draw_results r JOIN draw.draw_executions e ON e.id = r.draw_execution_id
+              WHERE e.raffle_event_id = $1",
+            &[&f.raffle_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(results, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_multi_prize_draw_resumes_with_the_same_winners_and_verifies() {
     let env = TestEnv::new().await;
     let f = sealed(&env, FixtureOptions::default()).await;

@@ -522,6 +522,17 @@ async fn draw_locked(
         );
         return Err(refuse(&*client, request, org, e).await);
     }
+    let needed: i64 = prepared.prizes.iter().map(|p| i64::from(p.winner_count)).sum();
+    if (prepared.eligible.len() as i64) < needed {
+        let e = refused(
+            "too-few-tickets",
+            format!(
+                "raffle {raffle_id} has {} eligible tickets for {needed} winners: every prize must be drawable",
+                prepared.eligible.len()
+            ),
+        );
+        return Err(refuse(&*client, request, org, e).await);
+    }
     let name = match method {
         Method::Rng => "rng",
         Method::Manual(_) => "manual",
