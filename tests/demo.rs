@@ -31,7 +31,7 @@ async fn the_demo_runs_a_whole_raffle_and_every_check_passes() {
     for expected in [
         "orders paid 327, declined 1, refunded 1, voided 1",
         "rejected sale demo-2-10: sale at",
-        "reconciliation: 13 of 13 checks pass",
+        "reconciliation: 14 of 14 checks pass",
         "audit verify: PASS",
         "audit export verified from its files alone: PASS",
         "draw verify: PASS",

@@ -94,7 +94,10 @@ async fn a_raffle_with_fewer_tickets_than_winners_is_refused_not_half_drawn() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "too-few-tickets", "{e}");
-    assert!(e.to_string().contains("2 eligible tickets for 4 winners"), "{e}");
+    assert!(
+        e.to_string().contains("2 eligible tickets for 4 winners"),
+        "{e}"
+    );
     let results: i64 = env
         .client()
         .await

@@ -522,7 +522,11 @@ async fn draw_locked(
         );
         return Err(refuse(&*client, request, org, e).await);
     }
-    let needed: i64 = prepared.prizes.iter().map(|p| i64::from(p.winner_count)).sum();
+    let needed: i64 = prepared
+        .prizes
+        .iter()
+        .map(|p| i64::from(p.winner_count))
+        .sum();
     if (prepared.eligible.len() as i64) < needed {
         let e = refused(
             "too-few-tickets",

@@ -28,6 +28,8 @@ pub struct Report {
     pub numbers_by_allocation: Value,
     pub money_by_rsu: Value,
     pub sales_by_hour: Value,
+    /// After the draw: every winner with its prize, value and claim status.
+    pub winners: Value,
     pub seal: Value,
     pub trial_balance: Value,
     pub checks: Vec<Check>,
@@ -247,6 +249,43 @@ pub async fn reconciliation(
             figures: item.clone(),
         });
     }
+    let winners = rows(
+        client,
+        "SELECT jsonb_build_object('position', r.position, 'prize_id', r.prize_id, 'prize', p.name, 'winner_index', r.winner_index,
+                'number', r.winning_number, 'value_minor', r.prize_value_at_draw_minor,
+                'status', CASE WHEN c.id IS NOT NULL THEN 'claimed'
+                               WHEN u.draw_result_id IS NOT NULL THEN 'unclaimed, returned to proceeds'
+                               ELSE 'awaiting claim' END)
+           FROM draw.draw_results r
+           JOIN draw.draw_executions e ON e.id = r.draw_execution_id AND e.state = 'completed'
+           JOIN catalog.prizes p ON p.id = r.prize_id
+           LEFT JOIN draw.prize_claims c ON c.draw_result_id = r.id
+           LEFT JOIN draw.unclaimed_prizes u ON u.draw_result_id = r.id
+          WHERE e.raffle_event_id = $1 ORDER BY r.position, r.winner_index",
+        raffle,
+    )
+    .await?;
+    if let Some(drawn) = winners.as_array().filter(|w| !w.is_empty()) {
+        let mut differing = Vec::new();
+        for prize in seal["prizes"].as_array().into_iter().flatten() {
+            let name = prize["name"].as_str().unwrap_or("?");
+            let sealed = prize["amount_minor"].as_i64().unwrap_or(0);
+            let awarded: i64 = drawn
+                .iter()
+                .filter(|w| w["prize_id"] == prize["prize_id"])
+                .map(|w| w["value_minor"].as_i64().unwrap_or(0))
+                .sum();
+            if awarded != sealed {
+                differing
+                    .push(json!({"prize": name, "sealed_minor": sealed, "awarded_minor": awarded}));
+            }
+        }
+        checks.push(Check {
+            name: "the winners were awarded exactly the prizes the seal valued".into(),
+            pass: differing.is_empty(),
+            figures: json!({"winners": drawn.len(), "differing": differing}),
+        });
+    }
     let chain = crate::verify(client, raffle).await?;
     checks.push(Check {
         name: "the ledger's hash chain verifies".into(),
@@ -270,6 +309,7 @@ pub async fn reconciliation(
         numbers_by_allocation,
         money_by_rsu,
         sales_by_hour,
+        winners,
         seal,
         trial_balance: json!({"accounts": balances, "sum_minor": trial_total}),
         checks,
@@ -292,7 +332,7 @@ pub fn to_csv(report: &Report) -> String {
         }
     }
     let mut out = String::from("section,item,field,value\n");
-    let sections: [(&str, &Value); 10] = [
+    let sections: [(&str, &Value); 11] = [
         ("raffle", &report.raffle),
         ("gross_by_source", &report.gross_by_source),
         ("gross_by_package", &report.gross_by_package),
@@ -302,6 +342,7 @@ pub fn to_csv(report: &Report) -> String {
         ("numbers_by_allocation", &report.numbers_by_allocation),
         ("money_by_rsu", &report.money_by_rsu),
         ("seal", &report.seal),
+        ("winners", &report.winners),
         ("trial_balance", &report.trial_balance["accounts"]),
     ];
     for (section, value) in sections {
@@ -549,6 +590,19 @@ td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}th{{background:#e
             escape(s["head_hash"].as_str().unwrap_or("")),
             escape(s["ticket_set_digest"].as_str().unwrap_or("")),
             escape(s["seed_commitment"].as_str().unwrap_or(""))
+        ));
+    }
+    if report.winners.as_array().is_some_and(|w| !w.is_empty()) {
+        html.push_str(&table(
+            "Winners",
+            &report.winners,
+            &[
+                ("prize", "prize"),
+                ("winner_index", "winner"),
+                ("number", "number"),
+                ("value_minor", "value"),
+                ("status", "status"),
+            ],
         ));
     }
     html.push_str(
