@@ -23,6 +23,8 @@ pub struct DrawRun {
     pub timings: Timings,
     pub selection_ms: f64,
     pub total_ms: f64,
+    /// The ceiling: Postgres streaming the same rows to a client that only counts them.
+    pub raw_row_stream_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,6 +74,21 @@ pub async fn run(
     let mut winners = 0;
     for i in 0..options.runs.max(1) {
         progress(&format!("run {} of {}", i + 1, options.runs.max(1)));
+        let raw = Instant::now();
+        let rows = client
+            .query_raw(
+                "SELECT draw_number, id FROM sales.tickets WHERE raffle_id = $1 AND state <> 'voided' ORDER BY draw_number",
+                [&fixture.raffle_id],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        futures::pin_mut!(rows);
+        let mut counted = 0usize;
+        while let Some(row) = futures::StreamExt::next(&mut rows).await {
+            row.map_err(|e| e.to_string())?;
+            counted += 1;
+        }
+        let raw_row_stream_ms = raw.elapsed().as_secs_f64() * 1e3;
         let started = Instant::now();
         let prepared = prepare(&**client, fixture.raffle_id)
             .await
@@ -80,11 +97,17 @@ pub async fn run(
         let chosen = select_winners(&prepared).map_err(|e| e.to_string())?;
         let selection_ms = selecting.elapsed().as_secs_f64() * 1e3;
         eligible = prepared.eligible.len();
+        if counted != eligible {
+            return Err(format!(
+                "the raw stream counted {counted} rows, the draw loaded {eligible}"
+            ));
+        }
         winners = chosen.len();
         runs.push(DrawRun {
             timings: prepared.timings,
             selection_ms,
             total_ms: started.elapsed().as_secs_f64() * 1e3,
+            raw_row_stream_ms,
         });
     }
     let mut totals: Vec<f64> = runs.iter().map(|r| r.total_ms).collect();
