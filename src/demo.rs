@@ -392,6 +392,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         let accepted = results.iter().filter(|x| x["status"] == "accepted").count();
         uploaded += accepted;
         eprintln!("  RSU-002: back in range, synced {accepted} offline sales");
+        // A repeated sync changes nothing, even before the allocator has caught up.
+        let again = upload(addr, &scenario, 1, &offline).await?;
+        eprintln!(
+            "  RSU-002: synced the same sales again by mistake: {} of {} answered duplicate, nothing counted twice",
+            again.iter().filter(|x| x["status"] == "duplicate").count(),
+            offline.len()
+        );
     }
 
     step("waiting for the pipeline: allocator and ledger");
@@ -422,15 +429,6 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         deliver(addr, refund).await?;
     }
     eprintln!("  all sales allocated; buyer 2 refunded");
-    if !offline.is_empty() {
-        // A repeated sync changes nothing.
-        let again = upload(addr, &scenario, 1, &offline).await?;
-        eprintln!(
-            "  RSU-002: synced the same sales again by mistake: {} of {} answered duplicate, nothing counted twice",
-            again.iter().filter(|x| x["status"] == "duplicate").count(),
-            offline.len()
-        );
-    }
 
     step("closing sales, taking the RSUs' number blocks back, sealing the books");
     admin::seed::call_as(

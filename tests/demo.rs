@@ -47,6 +47,7 @@ async fn the_demo_runs_a_whole_raffle_and_every_check_passes() {
         "selling on the RSUs",
         "sealing the books",
         "drawing the winners",
+        "10 of 10 answered duplicate, nothing counted twice",
     ] {
         assert!(stderr.contains(step), "missing step {step:?} in:\n{stderr}");
     }

@@ -424,6 +424,14 @@ async fn a_broken_unit_exports_its_sales_and_bad_input_loses_nothing() {
         out.status.success() && text.contains("3 accepted"),
         "{text}"
     );
+    // At once again, before the allocator wrote the orders: duplicates, nothing published twice.
+    let out = import(file.clone()).await;
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("0 accepted, 3 already on the server"),
+        "{text}"
+    );
     common::eventually("the imported sales to be issued", || {
         let env = &env;
         async move { issued(env, rsu).await.len() == 15 }

@@ -281,8 +281,25 @@ async fn accept(
         .iter()
         .map(|r| (r.get(0), Allocation { raffle_id: r.get(1), start: r.get(2), end: r.get(3) }))
         .collect();
+    let local_ids: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r.get("localId").and_then(Value::as_str))
+        .collect();
     let already: HashMap<String, String> = client
-        .query("SELECT rsu_local_id, payment_status FROM sales.orders WHERE rsu_id = $1 AND rsu_local_id IS NOT NULL", &[&rsu])
+        .query(
+            "SELECT rsu_local_id, payment_status FROM sales.orders WHERE rsu_id = $1 AND rsu_local_id = ANY($2)",
+            &[&rsu, &local_ids],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    // Taken earlier but not yet written by the allocator.
+    let received: std::collections::HashSet<(String, bool)> = client
+        .query(
+            "SELECT local_id, voided FROM sales.rsu_receipts WHERE rsu_id = $1 AND local_id = ANY($2)",
+            &[&rsu, &local_ids],
+        )
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
@@ -321,6 +338,10 @@ async fn accept(
             results.push(json!({"local_id": record.local_id, "status": "duplicate", "server_status": status}));
             continue;
         }
+        if received.contains(&(record.local_id.clone(), record.voided)) {
+            results.push(json!({"local_id": record.local_id, "status": "duplicate", "server_status": "received"}));
+            continue;
+        }
         // The jurisdiction's sales methods, once per raffle of the batch.
         if let std::collections::hash_map::Entry::Vacant(slot) = methods.entry(record.event_id) {
             let rules = admin::rules::for_raffle(client, record.event_id, now)
@@ -355,7 +376,7 @@ async fn accept(
         match verdict {
             Ok(event) => {
                 results.push(json!({"local_id": record.local_id, "status": "accepted"}));
-                pending.push((results.len() - 1, event));
+                pending.push(((record.local_id.clone(), record.voided), event));
             }
             Err((code, reason)) => {
                 tracing::info!(rsu = %rsu, local_id = %record.local_id, code, %reason, "RSU record rejected");
@@ -381,6 +402,19 @@ async fn accept(
     if let Some(failure) = outcomes.iter().find_map(|o| o.as_ref().err()) {
         return Err(failure.clone());
     }
+    // Only now, with every event acknowledged, is the record taken: a failure before this
+    // point leaves the device to send it again.
+    let (taken, voids): (Vec<&str>, Vec<bool>) = pending
+        .iter()
+        .map(|((local, voided), _)| (local.as_str(), *voided))
+        .unzip();
+    client
+        .execute(
+            "INSERT INTO sales.rsu_receipts (rsu_id, local_id, voided) SELECT $1, l, v FROM unnest($2::text[], $3::bool[]) AS t(l, v)
+             ON CONFLICT DO NOTHING",
+            &[&rsu, &taken, &voids],
+        )
+        .await?;
     let count = |s: &str| results.iter().filter(|r| r["status"] == s).count();
     tracing::info!(rsu = %rsu, accepted = count("accepted"), duplicate = count("duplicate"), rejected = count("rejected"), "RSU batch");
     Ok((
