@@ -42,6 +42,20 @@ async fn events(client: &tokio_postgres::Client, raffle: Uuid, event_type: &str)
         .get(0)
 }
 
+/// How many draw results the raffle holds.
+async fn recorded_results(env: &TestEnv, raffle: Uuid) -> i64 {
+    env.client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM draw.draw_results r JOIN draw.draw_executions e ON e.id = r.draw_execution_id
+              WHERE e.raffle_event_id = $1",
+            &[&raffle],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Runs `sql` as superuser with triggers off, as someone tampering with the rows would.
 async fn tamper(client: &tokio_postgres::Client, sql: &str) {
     client
@@ -98,17 +112,7 @@ async fn a_raffle_with_fewer_tickets_than_winners_is_refused_not_half_drawn() {
         e.to_string().contains("2 eligible tickets for 4 winners"),
         "{e}"
     );
-    let results: i64 = env
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM draw.draw_results r JOIN draw.draw_executions e ON e.id = r.draw_execution_id
-              WHERE e.raffle_event_id = $1",
-            &[&f.raffle_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let results = recorded_results(&env, f.raffle_id).await;
     assert_eq!(results, 0);
 }
 
@@ -321,17 +325,7 @@ async fn two_draws_at_once_draw_the_raffle_once() {
         ["draw-in-progress", "already-drawn"].contains(&code(refusal)),
         "{refusal}"
     );
-    let results: i64 = env
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM draw.draw_results r JOIN draw.draw_executions e ON e.id = r.draw_execution_id
-              WHERE e.raffle_event_id = $1",
-            &[&f.raffle_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let results = recorded_results(&env, f.raffle_id).await;
     assert_eq!(results, 4);
 }
 

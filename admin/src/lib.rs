@@ -48,6 +48,13 @@ pub struct AppState {
     pub verifier: Verifier,
 }
 
+/// A pooled connection, or a 503 problem that says the database is unreachable.
+pub async fn pooled(pool: &Pool) -> Result<deadpool_postgres::Object, Problem> {
+    pool.get()
+        .await
+        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))
+}
+
 /// Runs one API call for an authenticated actor: the same path for HTTP and the CLI.
 pub async fn call(
     state: &AppState,
@@ -57,11 +64,7 @@ pub async fn call(
     query: &HashMap<String, String>,
     body: &[u8],
 ) -> Result<(StatusCode, Value), Problem> {
-    let mut client = state
-        .pool
-        .get()
-        .await
-        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let mut client = crate::pooled(&state.pool).await?;
     let segments: Vec<&str> = path
         .trim_matches('/')
         .split('/')
@@ -209,13 +212,9 @@ async fn handle_http(
     let claims = state.verifier.verify(authorization.as_deref());
     let actor = match claims {
         Ok((sub, name)) => {
-            let client = match state.pool.get().await {
+            let client = match pooled(&state.pool).await {
                 Ok(c) => c,
-                Err(e) => {
-                    return Ok(problem_response(&Problem::unavailable(format!(
-                        "the database is unreachable: {e}"
-                    ))));
-                }
+                Err(p) => return Ok(problem_response(&p)),
             };
             auth::resolve_actor(&**client, &sub, name.as_deref(), "http").await
         }
@@ -269,11 +268,7 @@ pub async fn authorize(
     organization_id: Uuid,
     allowed: &[auth::Role],
 ) -> Result<Actor, Problem> {
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let client = crate::pooled(&state.pool).await?;
     let mut actor = None;
     let result = async {
         let (sub, name) = state.verifier.verify(authorization)?;

@@ -62,11 +62,7 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
             "is not an email address",
         ));
     }
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let client = admin::pooled(&state.pool).await?;
     let row = client
         .query_opt(
             "SELECT r.state, r.sales_start_time, r.sales_end_time, r.max_tickets, r.total_sold,

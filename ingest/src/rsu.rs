@@ -81,11 +81,7 @@ async fn device(
     let key = authorization
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(|| Problem::unauthenticated("missing Authorization: Bearer <RSU API key>"))?;
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let client = admin::pooled(&state.pool).await?;
     let rsu = admin::api::authenticate_rsu(&**client, key.trim()).await?;
     Ok((client, rsu))
 }
@@ -225,11 +221,7 @@ struct Export {
 /// same path as a batch upload, in batches; already-uploaded ones come back as duplicates.
 pub async fn import(state: &IngestState, rsu: Uuid, body: &[u8]) -> Result<Reply, Problem> {
     let export: Export = admin::api::parse(body)?;
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let client = admin::pooled(&state.pool).await?;
     let device: String = client
         .query_opt(
             "SELECT device_identifier FROM catalog.rsus WHERE id = $1",
@@ -603,11 +595,7 @@ pub async fn rules(state: &IngestState, raffle: &str) -> Result<Reply, Problem> 
     let raffle: Uuid = raffle
         .parse()
         .map_err(|_| Problem::invalid("raffle_id", "must be a UUID"))?;
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let client = admin::pooled(&state.pool).await?;
     let row = client
         .query_opt(
             "SELECT jsonb_build_object('raffle', r.name, 'event_identifier', r.event_identifier, 'organization', o.name,

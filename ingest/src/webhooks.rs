@@ -90,11 +90,7 @@ pub async fn receive(
         .map_err(|_| Problem::invalid("data.object.metadata.order_id", "is not a UUID"))?;
     let currency = Currency::parse(&event.data.object.currency.to_uppercase())
         .map_err(|e| Problem::invalid("data.object.currency", e.to_string()))?;
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let client = admin::pooled(&state.pool).await?;
     let row = client
         .query_opt(
             "SELECT o.raffle_id, o.package_id, o.ticket_count, o.total_amount_minor, o.currency, o.payment_status,

@@ -695,11 +695,7 @@ async fn serve_report(
         admin::auth::rights::READ_AUDIT,
     )
     .await?;
-    let client = state
-        .pool
-        .get()
-        .await
-        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let client = admin::pooled(&state.pool).await?;
     let found = client
         .query_opt(
             "SELECT 1 FROM catalog.raffle_events WHERE id = $1 AND organization_id = $2",

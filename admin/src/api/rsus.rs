@@ -496,10 +496,7 @@ where
         Box<dyn std::future::Future<Output = Result<Reply, Problem>> + Send + 'c>,
     >,
 {
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))?;
+    let mut client = crate::pooled(pool).await?;
     let tx = client.transaction().await?;
     let org: Uuid = tx
         .query_opt(
