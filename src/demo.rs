@@ -658,6 +658,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         "  explore: raffle report reconciliation --raffle {raffle} · raffle audit verify --raffle {raffle} · raffle draw verify --raffle {raffle}"
     );
     println!("  finished in {:.0} s", started.elapsed().as_secs_f64());
+    println!("  the local stack stays up for exploring; `raffle stack down` stops the broker");
 
     for task in [allocator, ledger_task] {
         if let Ok(Err(e)) = task.await {
