@@ -51,8 +51,19 @@ pub enum BenchAction {
     },
 }
 
+/// Steps go to stderr, unless the report is to be one JSON object.
+fn progress(json: bool) -> impl Fn(&str) {
+    move |step| {
+        if !json {
+            eprintln!("… {step}");
+        }
+    }
+}
+
 pub async fn run(action: BenchAction) -> anyhow::Result<()> {
     let config = StackConfig::from_env()?;
+    // Every benchmark runs on the local stack (or the one KAFKA_BROKERS / DATABASE_URL name).
+    let brokers = platform::devstack::up(&config).await?.broker.brokers;
     match action {
         BenchAction::Pipeline {
             orders,
@@ -62,7 +73,6 @@ pub async fn run(action: BenchAction) -> anyhow::Result<()> {
             keep,
             json,
         } => {
-            let stack = platform::devstack::up(&config).await?;
             let options = ingest::bench::BenchOptions {
                 orders,
                 concurrency,
@@ -70,12 +80,7 @@ pub async fn run(action: BenchAction) -> anyhow::Result<()> {
                 paced_rate: paced_rate.max(1),
                 keep,
             };
-            let report =
-                ingest::bench::pipeline(&config, &stack.broker.brokers, &options, |step| {
-                    if !json {
-                        eprintln!("… {step}");
-                    }
-                })
+            let report = ingest::bench::pipeline(&config, &brokers, &options, progress(json))
                 .await
                 .map_err(anyhow::Error::msg)?;
             if json {
@@ -122,19 +127,14 @@ pub async fn run(action: BenchAction) -> anyhow::Result<()> {
             keep,
             json,
         } => {
-            let stack = platform::devstack::up(&config).await?;
             let options = ledger::bench::LedgerBenchOptions {
                 entries,
                 raffles,
                 keep,
             };
-            let report = ledger::bench::run(&config, &stack.broker.brokers, &options, |step| {
-                if !json {
-                    eprintln!("… {step}");
-                }
-            })
-            .await
-            .map_err(anyhow::Error::msg)?;
+            let report = ledger::bench::run(&config, &brokers, &options, progress(json))
+                .await
+                .map_err(anyhow::Error::msg)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -157,18 +157,12 @@ pub async fn run(action: BenchAction) -> anyhow::Result<()> {
             keep,
             json,
         } => {
-            let stack = platform::devstack::up(&config).await?;
             let options = draw_engine::bench::DrawBenchOptions {
                 tickets,
                 runs,
                 keep,
             };
-            let report =
-                draw_engine::bench::run(&config, &stack.broker.brokers, &options, |step| {
-                    if !json {
-                        eprintln!("… {step}");
-                    }
-                })
+            let report = draw_engine::bench::run(&config, &brokers, &options, progress(json))
                 .await
                 .map_err(anyhow::Error::msg)?;
             if json {

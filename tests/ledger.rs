@@ -70,14 +70,7 @@ async fn publish(env: &TestEnv, events: &[TicketEvent]) {
 
 /// Runs the ledger until everything published so far (`count` messages) is consumed.
 async fn consume(env: &TestEnv, count: i64) {
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let (db, pool, brokers, topics) = (
-        env.db.clone(),
-        env.pool.clone(),
-        env.brokers.clone(),
-        env.topics.clone(),
-    );
-    let running = tokio::spawn(async move { ledger::run(db, pool, &brokers, &topics, rx).await });
+    let running = common::ledger(env);
     common::eventually("the ledger to consume everything", || async {
         let done: i64 = env
             .client()
@@ -89,8 +82,7 @@ async fn consume(env: &TestEnv, count: i64) {
         done >= count
     })
     .await;
-    let _ = stop.send(true);
-    running.await.unwrap().expect("ledger ran cleanly");
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,20 +442,8 @@ async fn the_seal_refuses_while_sales_are_in_flight_and_closes_the_books_once_th
     assert!(refused.to_string().contains("allocator"), "{refused}");
 
     // The pipeline drains: the allocator issues, the ledger posts.
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let (db, pool, brokers, topics) = (
-        env.db.clone(),
-        env.pool.clone(),
-        env.brokers.clone(),
-        env.topics.clone(),
-    );
-    let rx2 = rx.clone();
-    let (db2, pool2, brokers2, topics2) =
-        (db.clone(), pool.clone(), brokers.clone(), topics.clone());
-    let allocator =
-        tokio::spawn(async move { allocator::run(db, pool, &brokers, &topics, rx).await });
-    let ledger_task =
-        tokio::spawn(async move { ledger::run(db2, pool2, &brokers2, &topics2, rx2).await });
+    let allocator = common::allocator(&env);
+    let ledger_task = common::ledger(&env);
     let mut refusal = String::new();
     let mut drained = false;
     for _ in 0..600 {
@@ -502,9 +482,8 @@ async fn the_seal_refuses_while_sales_are_in_flight_and_closes_the_books_once_th
     )
     .await
     .expect("sealed");
-    let _ = stop.send(true);
-    allocator.await.unwrap().unwrap();
-    ledger_task.await.unwrap().unwrap();
+    allocator.stop().await;
+    ledger_task.stop().await;
 
     // 3 sales of $20; 100 unaccounted numbers at $4 a ticket count as gross receipts.
     assert_eq!(

@@ -624,15 +624,7 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
     );
 
     // The ledger, fed by the allocator's ticket events, agrees with the orders to the cent.
-    let (stop_ledger, ledger_rx) = tokio::sync::watch::channel(false);
-    let (db, pool, brokers, topics) = (
-        env.db.clone(),
-        env.pool.clone(),
-        env.brokers.clone(),
-        env.topics.clone(),
-    );
-    let ledger_task =
-        tokio::spawn(async move { ledger::run(db, pool, &brokers, &topics, ledger_rx).await });
+    let ledger_task = common::ledger(&env);
     let issued_events: i64 = client
         .query_one(
             "SELECT count(*) FROM platform.outbox WHERE topic = $1",
@@ -649,8 +641,7 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
         }
     })
     .await;
-    let _ = stop_ledger.send(true);
-    ledger_task.await.unwrap().expect("ledger ran cleanly");
+    ledger_task.stop().await;
     let books = ledger::balances(&client, setup.raffle_id, None)
         .await
         .unwrap();
@@ -770,15 +761,7 @@ async fn a_sold_out_raffle_rejects_later_sales_and_garbage_goes_to_the_dlq() {
         send(schemas::encode(&event).unwrap()).await;
         orders.push(order);
     }
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let (db, pool, brokers, topics) = (
-        env.db.clone(),
-        env.pool.clone(),
-        env.brokers.clone(),
-        env.topics.clone(),
-    );
-    let running =
-        tokio::spawn(async move { allocator::run(db, pool, &brokers, &topics, rx).await });
+    let running = common::allocator(&env);
     common::eventually("the three sales to be decided", || {
         let env = &env;
         async move {
@@ -797,8 +780,7 @@ async fn a_sold_out_raffle_rejects_later_sales_and_garbage_goes_to_the_dlq() {
         }
     })
     .await;
-    let _ = stop.send(true);
-    running.await.unwrap().expect("allocator ran cleanly");
+    running.stop().await;
     let statuses: Vec<String> = client
         .query(
             "SELECT payment_status FROM sales.orders WHERE id = ANY($1) ORDER BY validation_number",

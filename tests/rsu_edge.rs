@@ -106,16 +106,25 @@ async fn issued(env: &TestEnv, rsu: Uuid) -> Vec<i64> {
         .collect()
 }
 
-fn allocator(env: &TestEnv) -> tokio::sync::watch::Sender<bool> {
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (db, pool, brokers, topics) = (
-        env.db.clone(),
-        env.pool.clone(),
-        env.brokers.clone(),
-        env.topics.clone(),
-    );
-    tokio::spawn(async move { allocator::run(db, pool, &brokers, &topics, stopped).await });
-    stop
+/// Enrols the device of the seed's RSU `r` with the server at `addr` and fetches its block;
+/// the output of `allocate`.
+async fn enrolled(db: &Path, addr: SocketAddr, s: &admin::seed::Scenario, r: usize) -> String {
+    let url = format!("http://{addr}");
+    let device = format!("MAC:00:1B:44:11:3A:{r:02X}");
+    ok(
+        db,
+        &[
+            "enroll",
+            "--server",
+            &url,
+            "--device",
+            &device,
+            "--api-key",
+            &s.rsus[r].api_key,
+        ],
+    )
+    .await;
+    ok(db, &["allocate", "--raffle", &s.raffle_id.to_string()]).await
 }
 
 async fn scenario(env: &TestEnv, rsus: usize) -> admin::seed::Scenario {
@@ -135,25 +144,11 @@ async fn scenario(env: &TestEnv, rsus: usize) -> admin::seed::Scenario {
 async fn offline_sales_sync_later_exactly_once_and_a_killed_sale_loses_nothing() {
     let env = TestEnv::new().await;
     let s = scenario(&env, 1).await;
-    let _allocator = allocator(&env);
+    let _allocator = common::allocator(&env);
     let server = ingest(&env, None).await;
-    let url = format!("http://{}", server.addr);
     let db = store(&env, "device");
     let rsu = s.rsus[0].id;
-    ok(
-        &db,
-        &[
-            "enroll",
-            "--server",
-            &url,
-            "--device",
-            "MAC:00:1B:44:11:3A:00",
-            "--api-key",
-            &s.rsus[0].api_key,
-        ],
-    )
-    .await;
-    let out = ok(&db, &["allocate", "--raffle", &s.raffle_id.to_string()]).await;
+    let out = enrolled(&db, server.addr, &s, 0).await;
     assert!(out.contains("100 numbers left"), "{out}");
 
     // The Wi-Fi drops: the device keeps selling (this jurisdiction allows offline sales).
@@ -359,25 +354,11 @@ async fn a_broken_unit_exports_its_sales_and_bad_input_loses_nothing() {
     let env = TestEnv::new().await;
     let s = scenario(&env, 2).await;
     let other = scenario(&env, 0).await;
-    let _allocator = allocator(&env);
+    let _allocator = common::allocator(&env);
     let server = ingest(&env, None).await;
-    let url = format!("http://{}", server.addr);
     let db = store(&env, "broken");
     let rsu = s.rsus[1].id;
-    ok(
-        &db,
-        &[
-            "enroll",
-            "--server",
-            &url,
-            "--device",
-            "MAC:00:1B:44:11:3A:01",
-            "--api-key",
-            &s.rsus[1].api_key,
-        ],
-    )
-    .await;
-    ok(&db, &["allocate", "--raffle", &s.raffle_id.to_string()]).await;
+    enrolled(&db, server.addr, &s, 1).await;
 
     // Another organisation's raffle: refused, clearly.
     let r = edge(

@@ -214,29 +214,17 @@ async fn try_claim(
     )
     .await
     .map_err(failed)?;
-    if amount > 0 {
-        ledger::append(
-            &tx,
-            raffle,
-            "prize_payout",
-            format!("{prize_name} paid to the holder of number {number}"),
-            &currency,
-            &[
-                Posting {
-                    code: format!("prize_payable/{result_id}"),
-                    kind: "liability",
-                    amount_minor: amount,
-                },
-                Posting {
-                    code: PRIZE_DISBURSEMENTS.into(),
-                    kind: "asset",
-                    amount_minor: -amount,
-                },
-            ],
-        )
-        .await
-        .map_err(failed)?;
-    }
+    settle_payable(
+        &tx,
+        raffle,
+        result_id,
+        amount,
+        &currency,
+        Settlement::Paid(format!(
+            "{prize_name} paid to the holder of number {number}"
+        )),
+    )
+    .await?;
     tx.execute(
         "INSERT INTO draw.claim_attempts (raffle_id, winning_number, claimed_by, outcome, attempted_at) VALUES ($1, $2, $3, 'accepted', $4)",
         &[&raffle, &number, &request.claimed_by, &at],
@@ -278,6 +266,64 @@ async fn try_claim(
     .await;
     tx.commit().await.map_err(failed)?;
     Ok(record)
+}
+
+/// How a winner's payable prize is settled, with the entry's description.
+enum Settlement {
+    /// Paid out to the winner on a claim.
+    Paid(String),
+    /// Returned to the charity's net proceeds after the claim period.
+    Unclaimed(String),
+}
+
+/// Closes the payable of draw result `result_id`: the one ledger entry a claim or an expiry
+/// posts. Nothing to post for a prize of no value.
+async fn settle_payable(
+    tx: &tokio_postgres::Transaction<'_>,
+    raffle_id: Uuid,
+    result_id: Uuid,
+    amount: i64,
+    currency: &str,
+    settlement: Settlement,
+) -> Result<(), DrawError> {
+    if amount <= 0 {
+        return Ok(());
+    }
+    let (entry_type, description, counter) = match settlement {
+        Settlement::Paid(d) => (
+            "prize_payout",
+            d,
+            Posting {
+                code: PRIZE_DISBURSEMENTS.into(),
+                kind: "asset",
+                amount_minor: -amount,
+            },
+        ),
+        Settlement::Unclaimed(d) => (
+            "unclaimed_prize",
+            d,
+            Posting {
+                code: "net_proceeds".into(),
+                kind: "equity",
+                amount_minor: -amount,
+            },
+        ),
+    };
+    let payable = Posting {
+        code: format!("prize_payable/{result_id}"),
+        kind: "liability",
+        amount_minor: amount,
+    };
+    ledger::append(
+        tx,
+        raffle_id,
+        entry_type,
+        description,
+        currency,
+        &[payable, counter],
+    )
+    .await
+    .map_err(failed)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -350,31 +396,17 @@ pub async fn expire_unclaimed_at(
         )
         .await
         .map_err(failed)?;
-        if amount > 0 {
-            ledger::append(
-                &tx,
-                raffle_id,
-                "unclaimed_prize",
-                format!(
-                    "prize won by number {number} unclaimed by {deadline}: returned to proceeds"
-                ),
-                &currency,
-                &[
-                    Posting {
-                        code: format!("prize_payable/{result_id}"),
-                        kind: "liability",
-                        amount_minor: amount,
-                    },
-                    Posting {
-                        code: "net_proceeds".into(),
-                        kind: "equity",
-                        amount_minor: -amount,
-                    },
-                ],
-            )
-            .await
-            .map_err(failed)?;
-        }
+        settle_payable(
+            &tx,
+            raffle_id,
+            result_id,
+            amount,
+            &currency,
+            Settlement::Unclaimed(format!(
+                "prize won by number {number} unclaimed by {deadline}: returned to proceeds"
+            )),
+        )
+        .await?;
         expired.push((number, amount));
     }
     tx.execute(

@@ -211,3 +211,50 @@ pub async fn pending_order_and_sale(
     };
     (order, sale)
 }
+
+type ServiceResult = Result<Vec<std::sync::Arc<platform::ConsumerStats>>, platform::ConsumerError>;
+
+/// A consumer service (the allocator or the ledger) running inside the test on its topics and
+/// database until [`Service::stop`] (or until the test ends).
+pub struct Service {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<ServiceResult>,
+}
+
+impl Service {
+    /// Stops it and checks it ran cleanly.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task
+            .await
+            .expect("the service task joins")
+            .expect("the service ran cleanly");
+    }
+}
+
+/// Starts `allocator::run` on the test's stack.
+pub fn allocator(env: &TestEnv) -> Service {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (db, pool, brokers, topics) = (
+        env.db.clone(),
+        env.pool.clone(),
+        env.brokers.clone(),
+        env.topics.clone(),
+    );
+    let task =
+        tokio::spawn(async move { allocator::run(db, pool, &brokers, &topics, stopped).await });
+    Service { stop, task }
+}
+
+/// Starts `ledger::run` on the test's stack.
+pub fn ledger(env: &TestEnv) -> Service {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (db, pool, brokers, topics) = (
+        env.db.clone(),
+        env.pool.clone(),
+        env.brokers.clone(),
+        env.topics.clone(),
+    );
+    let task = tokio::spawn(async move { ledger::run(db, pool, &brokers, &topics, stopped).await });
+    Service { stop, task }
+}
