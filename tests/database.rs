@@ -399,3 +399,159 @@ proptest! {
         });
     }
 }
+
+/// The ledger's references and balances, checked by the database per statement (V12): an entry
+/// of an unknown raffle, a posting to a missing entry or account, to an account in another
+/// currency or of another raffle are refused at once; an entry that does not balance, or an
+/// older entry given one more posting, is refused at commit; postings may arrive over several
+/// statements of one transaction; accounts cannot be removed or renamed.
+#[tokio::test]
+async fn ledger_entries_refer_to_what_exists_and_balance_at_commit() {
+    let env = TestEnv::new().await;
+    let mut client = env.client().await;
+    let f = seed_catalog(&client).await;
+    let g = seed_catalog(&client).await;
+    let account = |raffle: uuid::Uuid, code: &str, currency: &str| {
+        format!(
+            "INSERT INTO ledger.accounts (raffle_id, code, kind, currency) VALUES ('{raffle}', '{code}', 'asset', '{currency}') RETURNING id"
+        )
+    };
+    let mut accounts = Vec::new();
+    for (raffle, code, currency) in [
+        (f.raffle_id, "payment_clearing", "USD"),
+        (f.raffle_id, "gross_ticket_revenue", "USD"),
+        (f.raffle_id, "operating_fee", "USD"),
+        (f.raffle_id, "payment_clearing", "CAD"),
+        (g.raffle_id, "payment_clearing", "USD"),
+    ] {
+        let id: uuid::Uuid = client
+            .query_one(&account(raffle, code, currency), &[])
+            .await
+            .unwrap()
+            .get(0);
+        accounts.push(id);
+    }
+    let [clearing, revenue, fee, cad, other_raffle] = accounts[..] else {
+        unreachable!()
+    };
+    let entry = |id: uuid::Uuid, raffle: uuid::Uuid, sequence: i64| {
+        format!(
+            "INSERT INTO ledger.journal_entries (id, raffle_id, sequence, entry_type, event_id, description, currency,
+                 occurred_at, previous_hash, hash)
+             VALUES ('{id}', '{raffle}', {sequence}, 'ticket_sale', gen_random_uuid(), 'test', 'USD', now(),
+                     sha256(''), sha256('{id}'))"
+        )
+    };
+    let posting = |entry: uuid::Uuid, raffle: uuid::Uuid, account: uuid::Uuid, amount: i64| {
+        format!(
+            "INSERT INTO ledger.postings (entry_id, raffle_id, account_id, amount_minor)
+             VALUES ('{entry}', '{raffle}', '{account}', {amount})"
+        )
+    };
+    let r = f.raffle_id;
+
+    // Postings over three statements of one transaction: accepted at commit.
+    let first = uuid::Uuid::now_v7();
+    let tx = client.transaction().await.unwrap();
+    tx.execute(&entry(first, r, 1), &[]).await.unwrap();
+    tx.execute(&posting(first, r, clearing, 500), &[])
+        .await
+        .unwrap();
+    tx.execute(&posting(first, r, revenue, -500), &[])
+        .await
+        .unwrap();
+    tx.commit().await.expect("a balanced entry commits");
+
+    // Refused at once, naming what is missing or wrong.
+    let missing = uuid::Uuid::now_v7();
+    assert_eq!(
+        sqlstate(client.execute(&entry(missing, missing, 1), &[]).await),
+        FOREIGN_KEY,
+        "an entry of an unknown raffle"
+    );
+    assert_eq!(
+        sqlstate(client.execute(&posting(missing, r, clearing, 1), &[]).await),
+        FOREIGN_KEY,
+        "a posting to a missing entry"
+    );
+    assert_eq!(
+        sqlstate(client.execute(&posting(first, r, missing, 1), &[]).await),
+        FOREIGN_KEY,
+        "a posting to a missing account"
+    );
+    assert_eq!(
+        sqlstate(
+            client
+                .execute(&posting(first, r, other_raffle, 1), &[])
+                .await
+        ),
+        FOREIGN_KEY,
+        "a posting to another raffle's account"
+    );
+    let in_cad = client
+        .execute(&posting(first, r, cad, 1), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(in_cad.code().map(|c| c.code()), Some(CHECK));
+    assert!(
+        format!("{in_cad:?}").contains("in CAD"),
+        "names the currency: {in_cad:?}"
+    );
+
+    // Refused at commit: one more posting to an older entry that balanced; a new entry that
+    // does not balance, or has no postings at all.
+    let late = client.execute(&posting(first, r, fee, 1), &[]).await;
+    assert_eq!(sqlstate(late), CHECK, "one posting added to an older entry");
+    for postings in [vec![(clearing, 500)], vec![]] {
+        let id = uuid::Uuid::now_v7();
+        let tx = client.transaction().await.unwrap();
+        tx.execute(&entry(id, r, 2), &[]).await.unwrap();
+        for (account, amount) in postings {
+            tx.execute(&posting(id, r, account, amount), &[])
+                .await
+                .unwrap();
+        }
+        let refused = tx.commit().await.unwrap_err();
+        assert!(
+            format!("{refused:?}").contains("does not balance"),
+            "{refused:?}"
+        );
+    }
+    let queued: i64 = client
+        .query_one("SELECT count(*) FROM ledger.entries_to_check", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(queued, 0, "every queued check removes itself");
+
+    // Accounts stay what they are; the consumer's upsert still returns the id.
+    assert_eq!(
+        sqlstate(
+            client
+                .execute("DELETE FROM ledger.accounts WHERE id = $1", &[&fee])
+                .await
+        ),
+        APPEND_ONLY
+    );
+    assert_eq!(
+        sqlstate(
+            client
+                .execute(
+                    "UPDATE ledger.accounts SET currency = 'EUR' WHERE id = $1",
+                    &[&fee]
+                )
+                .await
+        ),
+        APPEND_ONLY
+    );
+    let upserted: uuid::Uuid = client
+        .query_one(
+            "INSERT INTO ledger.accounts (raffle_id, code, kind, currency) VALUES ($1, 'operating_fee', 'asset', 'USD')
+             ON CONFLICT (raffle_id, code, currency) DO UPDATE SET kind = ledger.accounts.kind RETURNING id",
+            &[&r],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(upserted, fee);
+}

@@ -63,7 +63,7 @@ async fn broker_ceiling(
     let records = platform::bench::produce_all(
         &producer,
         topic,
-        (0..records).map(|i| (format!("ceiling-{}", i % keys), payload.clone())),
+        (0..records).map(|i| (None, format!("ceiling-{}", i % keys), payload.clone())),
     )
     .await?;
     Ok(records as f64 / started.elapsed().as_secs_f64())

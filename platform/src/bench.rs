@@ -180,25 +180,25 @@ impl BenchEnv {
     }
 }
 
-/// Produces every `(key, payload)` to `topic` with up to 5,000 in flight and waits for every
-/// acknowledgement: the way a benchmark loads a topic as fast as the broker takes it.
+/// Produces every `(partition, key, payload)` to `topic` with up to 5,000 in flight and waits
+/// for every acknowledgement: the way a benchmark loads a topic as fast as the broker takes
+/// it. A record without a partition goes where the producer's partitioner puts its key.
 pub async fn produce_all(
     producer: &rdkafka::producer::FutureProducer,
     topic: &str,
-    records: impl Iterator<Item = (String, Vec<u8>)>,
+    records: impl Iterator<Item = (Option<i32>, String, Vec<u8>)>,
 ) -> Result<usize, String> {
     use futures::StreamExt;
     let sends = futures::stream::iter(records)
-        .map(|(key, payload)| {
+        .map(|(partition, key, payload)| {
             let producer = producer.clone();
             async move {
+                let mut record = rdkafka::producer::FutureRecord::to(topic)
+                    .key(&key)
+                    .payload(&payload);
+                record.partition = partition;
                 producer
-                    .send(
-                        rdkafka::producer::FutureRecord::to(topic)
-                            .key(&key)
-                            .payload(&payload),
-                        std::time::Duration::from_secs(60),
-                    )
+                    .send(record, std::time::Duration::from_secs(60))
                     .await
                     .map(|_| ())
                     .map_err(|(e, _)| e.to_string())
