@@ -10,7 +10,7 @@ use deadpool_postgres::Pool;
 use platform::consumer::{ConsumerConfig, ConsumerStats, PartitionConsumer};
 use platform::db::DbTarget;
 use platform::{BatchHandler, ConsumerError, Disposition, HandlerError, Record, TopicNames};
-use schemas::TicketEvent;
+use schemas::{TicketEvent, TicketEventKind};
 use tokio::sync::watch;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
@@ -80,7 +80,13 @@ impl BatchHandler for Ledger {
             .into_iter()
             .collect();
         let event_ids: Vec<Uuid> = ok.iter().map(|e| e.event_id).collect();
-        let order_ids: Vec<Uuid> = ok.iter().filter_map(|e| e.order_id).collect();
+        // Only a void asks whether its order's sale was posted; an issue never does, so the
+        // look-up (an index probe per order) is for the batch's voids alone.
+        let order_ids: Vec<Uuid> = ok
+            .iter()
+            .filter(|e| e.kind == TicketEventKind::TicketsVoided)
+            .filter_map(|e| e.order_id)
+            .collect();
 
         let raffles: HashMap<Uuid, String> = tx
             .query(

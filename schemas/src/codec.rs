@@ -191,11 +191,16 @@ pub fn decode<T: Contract>(bytes: &[u8]) -> Result<T, DecodeError> {
             fingerprint: fp.iter().map(|b| format!("{b:02x}")).collect(),
         })?;
     let mut datum = &bytes[HEADER_LEN..];
-    let value = apache_avro::from_avro_datum(&writer.schema, &mut datum, Some(&topic.latest))
-        .map_err(|source| DecodeError::Avro {
-            topic: T::TOPIC,
-            writer_version: writer.number,
-            source: Box::new(source),
+    // Written with the latest schema (the common case): nothing to resolve, and resolving
+    // would copy every value once more.
+    let reader = (fp != topic.latest_fingerprint).then_some(&topic.latest);
+    let value =
+        apache_avro::from_avro_datum(&writer.schema, &mut datum, reader).map_err(|source| {
+            DecodeError::Avro {
+                topic: T::TOPIC,
+                writer_version: writer.number,
+                source: Box::new(source),
+            }
         })?;
     apache_avro::from_value::<T>(&value).map_err(|source| DecodeError::Invalid {
         topic: T::TOPIC,
