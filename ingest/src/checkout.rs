@@ -63,16 +63,26 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
         ));
     }
     let client = admin::pooled(&state.pool).await?;
-    let row = client
-        .query_opt(
+    let offer = client
+        .prepare_cached(
             "SELECT r.state, r.sales_start_time, r.sales_end_time, r.max_tickets, r.total_sold,
                     p.ticket_count, p.price_minor, p.currency, p.is_active, p.active_from, p.active_to
                FROM catalog.raffle_events r JOIN catalog.ticket_packages p ON p.raffle_id = r.id
               WHERE r.id = $1 AND p.id = $2",
-            &[&input.raffle_id, &input.package_id],
         )
+        .await?;
+    let row = client
+        .query_opt(&offer, &[&input.raffle_id, &input.package_id])
         .await?
-        .ok_or_else(|| Problem::invalid("package_id", format!("package {} is not one of raffle {}'s", input.package_id, input.raffle_id)))?;
+        .ok_or_else(|| {
+            Problem::invalid(
+                "package_id",
+                format!(
+                    "package {} is not one of raffle {}'s",
+                    input.package_id, input.raffle_id
+                ),
+            )
+        })?;
     let (state_name, start, end, max, sold): (String, DateTime<Utc>, DateTime<Utc>, i64, i64) =
         (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     let count: i32 = row.get(5);
@@ -129,12 +139,27 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
         ));
     }
     let validation_number = online_validation_number();
-    let order_id: Uuid = client
-        .query_one(
+    let insert = client
+        .prepare_cached(
             "INSERT INTO sales.orders (raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency,
                  source, customer_name, customer_email, customer_phone, created_by)
              VALUES ($1, $2, $3, $4, $5, $6, 'online', $7, $8, $9, 'checkout') RETURNING id",
-            &[&input.raffle_id, &input.package_id, &validation_number, &count, &price, &currency, &customer.name, &customer.email, &customer.phone],
+        )
+        .await?;
+    let order_id: Uuid = client
+        .query_one(
+            &insert,
+            &[
+                &input.raffle_id,
+                &input.package_id,
+                &validation_number,
+                &count,
+                &price,
+                &currency,
+                &customer.name,
+                &customer.email,
+                &customer.phone,
+            ],
         )
         .await
         .map_err(|e| admin::problem::from_db("creating the order", &e))?
