@@ -555,3 +555,62 @@ async fn ledger_entries_refer_to_what_exists_and_balance_at_commit() {
         .get(0);
     assert_eq!(upserted, fee);
 }
+
+/// A batch of tickets is checked as a whole (V13): one number outside its range, or outside
+/// the device's allocation, refuses the statement and writes none of its tickets.
+#[tokio::test]
+async fn a_batch_with_one_ticket_outside_its_range_or_allocation_writes_nothing() {
+    let env = TestEnv::new().await;
+    let client = env.client().await;
+    let f = seed_catalog(&client).await;
+    let order = insert_order(&client, &f, "evt_batch").await;
+    let allocation: uuid::Uuid = client
+        .query_one(
+            "INSERT INTO catalog.rsu_allocations (raffle_id, range_id, range_type, entity_id, start_number, end_number,
+                 next_draw_number, allocated_by)
+             VALUES ($1, $2, 'rsu', $3, 101, 200, 101, 'test') RETURNING id",
+            &[&f.raffle_id, &f.rsu_range_id, &f.rsu_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let batch = |numbers: &[i64], range: uuid::Uuid, allocation: Option<uuid::Uuid>| {
+        let numbers = numbers.to_vec();
+        let client = &client;
+        let (raffle, order) = (f.raffle_id, order);
+        async move {
+            client
+                .execute(
+                    "INSERT INTO sales.tickets (raffle_id, order_id, range_id, rsu_allocation_id, draw_number, sold_at)
+                     SELECT $1, $2, $3, $4, n, now() FROM unnest($5::bigint[]) n",
+                    &[&raffle, &order, &range, &allocation, &numbers],
+                )
+                .await
+        }
+    };
+    let outside_range = batch(&[50_001, 50_002, 180_001], f.online_range_id, None)
+        .await
+        .unwrap_err();
+    assert_eq!(outside_range.code().map(|c| c.code()), Some(CHECK));
+    assert!(
+        format!("{outside_range:?}").contains("180001 of raffle"),
+        "names the ticket: {outside_range:?}"
+    );
+    let outside_allocation = batch(&[150, 199, 201], f.rsu_range_id, Some(allocation))
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{outside_allocation:?}").contains("outside allocation"),
+        "{outside_allocation:?}"
+    );
+    let written: i64 = client
+        .query_one("SELECT count(*) FROM sales.tickets", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(written, 0, "nothing of a refused batch is written");
+    assert_eq!(
+        sqlstate(batch(&[150, 199, 200], f.rsu_range_id, Some(allocation)).await),
+        "ok(3)"
+    );
+}
