@@ -148,44 +148,43 @@ pub fn fingerprint(schema: &Schema) -> [u8; 8] {
     out
 }
 
-/// Encode with the newest schema of `T`'s topic, framed as an Avro single object.
-pub fn encode<T: Contract>(value: &T) -> Result<Vec<u8>, EncodeError> {
+/// The newest schema of `T`'s topic, and the single-object header that names it.
+fn newest<T: Contract>() -> Result<(&'static Schema, Vec<u8>), EncodeError> {
     let topic = registry()
         .get(T::TOPIC)
         .ok_or(EncodeError::UnknownTopic(T::TOPIC))?;
-    let avro_err = |source| EncodeError::Avro {
+    let mut header = Vec::with_capacity(HEADER_LEN + 256);
+    header.extend_from_slice(&MAGIC);
+    header.extend_from_slice(&topic.latest_fingerprint);
+    Ok((&topic.latest, header))
+}
+
+fn avro_error<T: Contract>(source: apache_avro::Error) -> EncodeError {
+    EncodeError::Avro {
         topic: T::TOPIC,
         source: Box::new(source),
-    };
-    let mut out = Vec::with_capacity(HEADER_LEN + 256);
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&topic.latest_fingerprint);
+    }
+}
+
+/// Encode with the newest schema of `T`'s topic, framed as an Avro single object.
+pub fn encode<T: Contract>(value: &T) -> Result<Vec<u8>, EncodeError> {
+    let (schema, mut out) = newest::<T>()?;
     // Written straight from the value by a schema-aware serializer, which refuses what the
     // schema does not allow: the same bytes as building a generic Avro value, resolving it
     // and encoding that (tests/contracts.rs holds the two equal), at a sixth of the cost
     // (2.7 against 15 µs for a ticket event).
-    apache_avro::write_avro_datum_ref(&topic.latest, value, &mut out).map_err(avro_err)?;
+    apache_avro::write_avro_datum_ref(schema, value, &mut out).map_err(avro_error::<T>)?;
     Ok(out)
 }
 
 /// Encode the generic way: a serde value turned into an Avro value, resolved against the
 /// newest schema and written. Slower than [`encode`]; kept to check that both agree.
 pub fn encode_generic<T: Contract>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    let topic = registry()
-        .get(T::TOPIC)
-        .ok_or(EncodeError::UnknownTopic(T::TOPIC))?;
-    let avro_err = |source| EncodeError::Avro {
-        topic: T::TOPIC,
-        source: Box::new(source),
-    };
+    let (schema, mut out) = newest::<T>()?;
     let value = apache_avro::to_value(value)
-        .and_then(|v| v.resolve(&topic.latest))
-        .map_err(avro_err)?;
-    let datum = apache_avro::to_avro_datum(&topic.latest, value).map_err(avro_err)?;
-    let mut out = Vec::with_capacity(HEADER_LEN + datum.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&topic.latest_fingerprint);
-    out.extend_from_slice(&datum);
+        .and_then(|v| v.resolve(schema))
+        .map_err(avro_error::<T>)?;
+    out.extend_from_slice(&apache_avro::to_avro_datum(schema, value).map_err(avro_error::<T>)?);
     Ok(out)
 }
 
