@@ -232,8 +232,20 @@ impl Service {
     }
 }
 
-/// Starts `allocator::run` on the test's stack.
-pub fn allocator(env: &TestEnv) -> Service {
+/// Starts a consumer service's `run` on the test's stack.
+fn start<F, Fut>(env: &TestEnv, run: F) -> Service
+where
+    F: FnOnce(
+            platform::db::DbTarget,
+            deadpool_postgres::Pool,
+            String,
+            platform::TopicNames,
+            tokio::sync::watch::Receiver<bool>,
+        ) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = ServiceResult> + Send + 'static,
+{
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (db, pool, brokers, topics) = (
         env.db.clone(),
@@ -241,20 +253,20 @@ pub fn allocator(env: &TestEnv) -> Service {
         env.brokers.clone(),
         env.topics.clone(),
     );
-    let task =
-        tokio::spawn(async move { allocator::run(db, pool, &brokers, &topics, stopped).await });
+    let task = tokio::spawn(run(db, pool, brokers, topics, stopped));
     Service { stop, task }
+}
+
+/// Starts `allocator::run` on the test's stack.
+pub fn allocator(env: &TestEnv) -> Service {
+    start(env, |db, pool, brokers, topics, stopped| async move {
+        allocator::run(db, pool, &brokers, &topics, stopped).await
+    })
 }
 
 /// Starts `ledger::run` on the test's stack.
 pub fn ledger(env: &TestEnv) -> Service {
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (db, pool, brokers, topics) = (
-        env.db.clone(),
-        env.pool.clone(),
-        env.brokers.clone(),
-        env.topics.clone(),
-    );
-    let task = tokio::spawn(async move { ledger::run(db, pool, &brokers, &topics, stopped).await });
-    Service { stop, task }
+    start(env, |db, pool, brokers, topics, stopped| async move {
+        ledger::run(db, pool, &brokers, &topics, stopped).await
+    })
 }
