@@ -107,6 +107,95 @@ async fn every_ticket_belongs_to_an_order_of_its_raffle() {
         )
         .await;
     assert_eq!(sqlstate(no_order), NOT_NULL);
+
+    // The range and the allocation are checked like the order (V14: per statement).
+    let order = insert_order(&client, &f, "evt_own").await;
+    let ticket = |range: uuid::Uuid, allocation: Option<uuid::Uuid>, number: i64| {
+        let (client, raffle) = (&client, f.raffle_id);
+        async move {
+            client
+                .execute(
+                    "INSERT INTO sales.tickets (raffle_id, order_id, range_id, rsu_allocation_id, draw_number, sold_at)
+                     VALUES ($1, $2, $3, $4, $5, now())",
+                    &[&raffle, &order, &range, &allocation, &number],
+                )
+                .await
+        }
+    };
+    assert_eq!(
+        sqlstate(ticket(missing, None, 50_020).await),
+        FOREIGN_KEY,
+        "no such range"
+    );
+    assert_eq!(
+        sqlstate(ticket(g.online_range_id, None, 50_020).await),
+        FOREIGN_KEY,
+        "range of another raffle"
+    );
+    assert_eq!(
+        sqlstate(ticket(f.online_range_id, Some(missing), 50_020).await),
+        FOREIGN_KEY,
+        "no such allocation"
+    );
+    assert_eq!(
+        sqlstate(ticket(f.online_range_id, None, 50_020).await),
+        "ok(1)"
+    );
+
+    // What a ticket refers to stays: no delete, no new identity, no shrinking past it.
+    let refused = [
+        ("DELETE FROM sales.orders WHERE id = $1", order),
+        (
+            "UPDATE sales.orders SET raffle_id = $2 WHERE id = $1",
+            order,
+        ),
+        (
+            "DELETE FROM catalog.raffle_ranges WHERE id = $1",
+            f.online_range_id,
+        ),
+        (
+            "UPDATE catalog.raffle_ranges SET end_number = 50019, next_number = 50001 WHERE id = $1",
+            f.online_range_id,
+        ),
+        (
+            "UPDATE sales.tickets SET order_id = $2 WHERE order_id = $1",
+            order,
+        ),
+    ];
+    for (sql, id) in refused {
+        let result = if sql.contains("$2") {
+            client.execute(sql, &[&id, &missing]).await
+        } else {
+            client.execute(sql, &[&id]).await
+        };
+        assert_eq!(sqlstate(result), FOREIGN_KEY, "{sql}");
+    }
+    assert_eq!(
+        sqlstate(client.execute("TRUNCATE sales.orders CASCADE", &[]).await),
+        FOREIGN_KEY,
+        "truncating orders under their tickets"
+    );
+    // An order without tickets can still be corrected, and a range grown.
+    let spare = insert_order(&client, &f, "evt_spare").await;
+    assert_eq!(
+        sqlstate(
+            client
+                .execute("DELETE FROM sales.orders WHERE id = $1", &[&spare])
+                .await
+        ),
+        "ok(1)"
+    );
+    assert_eq!(
+        sqlstate(
+            client
+                .execute(
+                    "UPDATE catalog.raffle_ranges SET end_number = end_number + 1 WHERE id = $1",
+                    &[&f.online_range_id]
+                )
+                .await
+        ),
+        "ok(1)"
+    );
 }
 
 #[tokio::test]

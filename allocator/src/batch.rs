@@ -1109,26 +1109,9 @@ impl<'a> Work<'a> {
             )
             .await?;
         }
-        if !w.order_updates.is_empty() {
-            let u = &w.order_updates;
-            tx.execute(
-                "UPDATE sales.orders o SET payment_status = u.status, payment_provider = coalesce(u.provider, o.payment_provider),
-                        payment_reference = coalesce(u.reference, o.payment_reference), paid_at = coalesce(u.paid_at, o.paid_at),
-                        rejection_reason = coalesce(u.reason, o.rejection_reason), updated_at = now()
-                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
-                     AS u(id, status, provider, reference, paid_at, reason)
-                  WHERE o.id = u.id",
-                &[
-                    &u.iter().map(|x| x.0).collect::<Vec<_>>(),
-                    &u.iter().map(|x| x.1.clone()).collect::<Vec<_>>(),
-                    &u.iter().map(|x| x.2.clone()).collect::<Vec<_>>(),
-                    &u.iter().map(|x| x.3.clone()).collect::<Vec<_>>(),
-                    &u.iter().map(|x| x.4).collect::<Vec<_>>(),
-                    &u.iter().map(|x| x.5.clone()).collect::<Vec<_>>(),
-                ],
-            )
-            .await?;
-        }
+        // Tickets before the order updates: the tickets' check (V14) locks each order in
+        // key-share mode, which costs nothing while the row is still the one this batch
+        // locked for update, and a lock record per order once the update made a new version.
         if !w.tickets.is_empty() {
             let t = &w.tickets;
             tx.execute(
@@ -1149,6 +1132,26 @@ impl<'a> Work<'a> {
                     &t.iter().map(|x| x.voided).collect::<Vec<_>>(),
                     &t.iter().map(|x| x.sold_at).collect::<Vec<_>>(),
                     &t.iter().map(|x| x.sold_by.clone()).collect::<Vec<_>>(),
+                ],
+            )
+            .await?;
+        }
+        if !w.order_updates.is_empty() {
+            let u = &w.order_updates;
+            tx.execute(
+                "UPDATE sales.orders o SET payment_status = u.status, payment_provider = coalesce(u.provider, o.payment_provider),
+                        payment_reference = coalesce(u.reference, o.payment_reference), paid_at = coalesce(u.paid_at, o.paid_at),
+                        rejection_reason = coalesce(u.reason, o.rejection_reason), updated_at = now()
+                   FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
+                     AS u(id, status, provider, reference, paid_at, reason)
+                  WHERE o.id = u.id",
+                &[
+                    &u.iter().map(|x| x.0).collect::<Vec<_>>(),
+                    &u.iter().map(|x| x.1.clone()).collect::<Vec<_>>(),
+                    &u.iter().map(|x| x.2.clone()).collect::<Vec<_>>(),
+                    &u.iter().map(|x| x.3.clone()).collect::<Vec<_>>(),
+                    &u.iter().map(|x| x.4).collect::<Vec<_>>(),
+                    &u.iter().map(|x| x.5.clone()).collect::<Vec<_>>(),
                 ],
             )
             .await?;
