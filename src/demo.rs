@@ -275,16 +275,16 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let ingest_state = Arc::new(ingest::IngestState {
-        pool: pool.clone(),
-        producer: platform::kafka::producer(&brokers, 5_000)?,
-        config: ingest::IngestConfig {
+    let ingest_state = Arc::new(ingest::IngestState::new(
+        pool.clone(),
+        platform::kafka::producer(&brokers, 5_000)?,
+        ingest::IngestConfig {
             webhook_secret: SECRET.as_bytes().to_vec(),
             webhook_tolerance_s: 300,
             order_tickets_max: 500,
             sales_topic: topics.sales.clone(),
         },
-    });
+    ));
     let mut ingest_stop = stopped.clone();
     let ingest_task = tokio::spawn(ingest::serve(ingest_state, listener, async move {
         let _ = ingest_stop.changed().await;

@@ -54,11 +54,7 @@ pub async fn ingest() -> anyhow::Result<()> {
         format!("cannot listen on {addr} for ingest; set RAFFLE_INGEST_ADDR to a free address")
     })?;
     println!("ingest listening on http://{}/v1", listener.local_addr()?);
-    let state = Arc::new(ingest::IngestState {
-        pool,
-        producer,
-        config: settings,
-    });
+    let state = Arc::new(ingest::IngestState::new(pool, producer, settings));
     ingest::serve(state, listener, async {
         let _ = tokio::signal::ctrl_c().await;
     })
@@ -72,17 +68,17 @@ pub async fn import_rsu(rsu: uuid::Uuid, file: std::path::PathBuf) -> anyhow::Re
     let brokers = brokers(&config)?;
     let (_, pool) = database(&config, 4).await?;
     let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let state = ingest::IngestState {
+    let state = ingest::IngestState::new(
         pool,
-        producer: platform::kafka::producer(&brokers, 5_000)?,
-        config: ingest::IngestConfig {
+        platform::kafka::producer(&brokers, 5_000)?,
+        ingest::IngestConfig {
             // Imports carry no webhooks.
             webhook_secret: Vec::new(),
             webhook_tolerance_s: 300,
             order_tickets_max: 500,
             sales_topic: config.topics.sales.clone(),
         },
-    };
+    );
     let (_, answer) = ingest::rsu::import(&state, rsu, &body)
         .await
         .map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;

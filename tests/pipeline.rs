@@ -27,16 +27,16 @@ const RSU_COUNT: usize = 3;
 
 /// The real ingest server on a free port, stopped when the returned sender drops.
 async fn spawn_ingest(env: &TestEnv) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let state = Arc::new(IngestState {
-        pool: env.pool.clone(),
-        producer: platform::kafka::producer(&env.brokers, 10_000).unwrap(),
-        config: IngestConfig {
+    let state = Arc::new(IngestState::new(
+        env.pool.clone(),
+        platform::kafka::producer(&env.brokers, 10_000).unwrap(),
+        IngestConfig {
             webhook_secret: WEBHOOK_SECRET.to_vec(),
             webhook_tolerance_s: 300,
             order_tickets_max: 500,
             sales_topic: env.topics.sales.clone(),
         },
-    });
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -901,4 +901,55 @@ async fn a_jurisdiction_that_forbids_offline_sales_refuses_offline_rsu_records()
     .await
     .expect("HTTP request");
     assert_eq!(r.status, 401);
+}
+
+/// Payment webhooks' order look-ups are batched across concurrent webhooks: under any mix of
+/// repeated, unknown and distinct orders, each caller gets its own order and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_order_lookups_each_get_their_own_order() {
+    let env = TestEnv::new().await;
+    let s = admin::seed::raffle_on_sale(&env.pool, &admin::seed::Options::default())
+        .await
+        .unwrap();
+    let client = env.pool.get().await.unwrap();
+    // Each order's amount is its own, so an answer given to the wrong caller shows.
+    let orders: Vec<(Uuid, i64)> = client
+        .query(
+            "INSERT INTO sales.orders (raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency, source)
+             SELECT $1, $2, 'VAL-L' || lpad(g::text, 6, '0'), 5, 1000 + g, 'USD', 'online' FROM generate_series(1, 300) g
+             RETURNING id, total_amount_minor",
+            &[&s.raffle_id, &s.package_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    drop(client);
+    let lookup = Arc::new(ingest::lookup::OrderLookup::start(env.pool.clone()));
+    let mut asks: Vec<(Uuid, Option<i64>)> = Vec::new();
+    for round in 0..3 {
+        asks.extend(orders.iter().map(|(id, amount)| (*id, Some(*amount))));
+        asks.extend((0..40).map(|_| (Uuid::now_v7(), None)));
+        if round == 1 {
+            asks.reverse();
+        }
+    }
+    // All at once: most of them wait in the queue and go in shared queries.
+    let answers = futures::future::join_all(asks.iter().map(|(id, expected)| {
+        let lookup = lookup.clone();
+        async move { (lookup.get(*id).await.expect("look-up"), *expected) }
+    }))
+    .await;
+    for (answer, expected) in answers {
+        assert_eq!(answer.as_ref().map(|o| o.amount_minor), expected);
+        if let Some(order) = answer {
+            assert_eq!(
+                (order.raffle_id, order.package_id, order.ticket_count),
+                (s.raffle_id, s.package_id, 5)
+            );
+            assert_eq!(order.payment_status, "pending");
+            assert!(order.online_range.is_some(), "the sale's range partition");
+        }
+    }
 }

@@ -12,6 +12,7 @@
 
 pub mod bench;
 mod checkout;
+pub mod lookup;
 pub mod rsu;
 pub mod signature;
 mod webhooks;
@@ -70,6 +71,8 @@ pub struct IngestState {
     pub pool: Pool,
     pub producer: FutureProducer,
     pub config: IngestConfig,
+    /// Payment webhooks' order look-ups, batched across concurrent webhooks.
+    pub orders: lookup::OrderLookup,
 }
 
 /// Body limits: a webhook or checkout is small; an RSU batch holds up to `rsu::BATCH_RECORDS_MAX`.
@@ -79,6 +82,16 @@ const BATCH_BODY_BYTES: usize = 1024 * 1024;
 type Reply = (StatusCode, Value);
 
 impl IngestState {
+    /// The state of one ingest server; starts its order look-up on the current runtime.
+    pub fn new(pool: Pool, producer: FutureProducer, config: IngestConfig) -> Self {
+        Self {
+            orders: lookup::OrderLookup::start(pool.clone()),
+            pool,
+            producer,
+            config,
+        }
+    }
+
     /// Produces `event` to the sales topic keyed by its range partition; returns once the
     /// broker acknowledged it, or 503 naming why not.
     pub async fn publish(&self, event: &schemas::SaleEvent) -> Result<(), Problem> {
