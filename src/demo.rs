@@ -276,6 +276,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let ingest_state = Arc::new(ingest::IngestState::new(
+        &db,
         pool.clone(),
         platform::kafka::producer(&brokers, 5_000)?,
         ingest::IngestConfig {
@@ -284,7 +285,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             order_tickets_max: 500,
             sales_topic: topics.sales.clone(),
         },
-    ));
+    )?);
     let mut ingest_stop = stopped.clone();
     let ingest_task = tokio::spawn(ingest::serve(ingest_state, listener, async move {
         let _ = ingest_stop.changed().await;

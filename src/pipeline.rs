@@ -36,7 +36,7 @@ async fn ctrl_c(tx: tokio::sync::watch::Sender<bool>) {
 pub async fn ingest() -> anyhow::Result<()> {
     let config = StackConfig::from_env()?;
     let brokers = brokers(&config)?;
-    let (_, pool) = database(&config, 32).await?;
+    let (db, pool) = database(&config, 32).await?;
     platform::kafka::health(
         &brokers,
         &[&config.topics.sales],
@@ -54,7 +54,7 @@ pub async fn ingest() -> anyhow::Result<()> {
         format!("cannot listen on {addr} for ingest; set RAFFLE_INGEST_ADDR to a free address")
     })?;
     println!("ingest listening on http://{}/v1", listener.local_addr()?);
-    let state = Arc::new(ingest::IngestState::new(pool, producer, settings));
+    let state = Arc::new(ingest::IngestState::new(&db, pool, producer, settings)?);
     ingest::serve(state, listener, async {
         let _ = tokio::signal::ctrl_c().await;
     })
@@ -66,9 +66,10 @@ pub async fn ingest() -> anyhow::Result<()> {
 pub async fn import_rsu(rsu: uuid::Uuid, file: std::path::PathBuf) -> anyhow::Result<()> {
     let config = StackConfig::from_env()?;
     let brokers = brokers(&config)?;
-    let (_, pool) = database(&config, 4).await?;
+    let (db, pool) = database(&config, 4).await?;
     let body = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
     let state = ingest::IngestState::new(
+        &db,
         pool,
         platform::kafka::producer(&brokers, 5_000)?,
         ingest::IngestConfig {
@@ -78,7 +79,7 @@ pub async fn import_rsu(rsu: uuid::Uuid, file: std::path::PathBuf) -> anyhow::Re
             order_tickets_max: 500,
             sales_topic: config.topics.sales.clone(),
         },
-    );
+    )?;
     let (_, answer) = ingest::rsu::import(&state, rsu, &body)
         .await
         .map_err(|p| anyhow::anyhow!("{}: {p}", file.display()))?;

@@ -27,16 +27,20 @@ const RSU_COUNT: usize = 3;
 
 /// The real ingest server on a free port, stopped when the returned sender drops.
 async fn spawn_ingest(env: &TestEnv) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let state = Arc::new(IngestState::new(
-        env.pool.clone(),
-        platform::kafka::producer(&env.brokers, 10_000).unwrap(),
-        IngestConfig {
-            webhook_secret: WEBHOOK_SECRET.to_vec(),
-            webhook_tolerance_s: 300,
-            order_tickets_max: 500,
-            sales_topic: env.topics.sales.clone(),
-        },
-    ));
+    let state = Arc::new(
+        IngestState::new(
+            &env.db,
+            env.pool.clone(),
+            platform::kafka::producer(&env.brokers, 10_000).unwrap(),
+            IngestConfig {
+                webhook_secret: WEBHOOK_SECRET.to_vec(),
+                webhook_tolerance_s: 300,
+                order_tickets_max: 500,
+                sales_topic: env.topics.sales.clone(),
+            },
+        )
+        .unwrap(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -926,7 +930,7 @@ async fn concurrent_order_lookups_each_get_their_own_order() {
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     drop(client);
-    let lookup = Arc::new(ingest::lookup::OrderLookup::start(env.pool.clone()));
+    let lookup = Arc::new(ingest::lookup::OrderLookup::start(&env.db).unwrap());
     let mut asks: Vec<(Uuid, Option<i64>)> = Vec::new();
     for round in 0..3 {
         asks.extend(orders.iter().map(|(id, amount)| (*id, Some(*amount))));

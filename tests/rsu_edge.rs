@@ -29,16 +29,20 @@ async fn ingest(env: &TestEnv, addr: Option<SocketAddr>) -> Ingest {
         .await
         .expect("bind ingest");
     let addr = listener.local_addr().unwrap();
-    let state = Arc::new(ingest::IngestState::new(
-        env.pool.clone(),
-        platform::kafka::producer(&env.brokers, 5_000).unwrap(),
-        ingest::IngestConfig {
-            webhook_secret: b"whsec_rsu_edge_tests_secret".to_vec(),
-            webhook_tolerance_s: 300,
-            order_tickets_max: 500,
-            sales_topic: env.topics.sales.clone(),
-        },
-    ));
+    let state = Arc::new(
+        ingest::IngestState::new(
+            &env.db,
+            env.pool.clone(),
+            platform::kafka::producer(&env.brokers, 5_000).unwrap(),
+            ingest::IngestConfig {
+                webhook_secret: b"whsec_rsu_edge_tests_secret".to_vec(),
+                webhook_tolerance_s: 300,
+                order_tickets_max: 500,
+                sales_topic: env.topics.sales.clone(),
+            },
+        )
+        .unwrap(),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(ingest::serve(state, listener, async move {
         let _ = stopped.await;

@@ -82,14 +82,19 @@ const BATCH_BODY_BYTES: usize = 1024 * 1024;
 type Reply = (StatusCode, Value);
 
 impl IngestState {
-    /// The state of one ingest server; starts its order look-up on the current runtime.
-    pub fn new(pool: Pool, producer: FutureProducer, config: IngestConfig) -> Self {
-        Self {
-            orders: lookup::OrderLookup::start(pool.clone()),
+    /// The state of one ingest server on `db`; starts its order look-up on the current runtime.
+    pub fn new(
+        db: &platform::db::DbTarget,
+        pool: Pool,
+        producer: FutureProducer,
+        config: IngestConfig,
+    ) -> Result<Self, platform::db::DbError> {
+        Ok(Self {
+            orders: lookup::OrderLookup::start(db)?,
             pool,
             producer,
             config,
-        }
+        })
     }
 
     /// Produces `event` to the sales topic keyed by its range partition; returns once the

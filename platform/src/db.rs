@@ -154,8 +154,32 @@ impl DbTarget {
     }
 
     pub fn pool(&self, size_max: usize) -> Result<Pool, DbError> {
+        self.pool_with_config(size_max, self.config.clone())
+    }
+
+    /// A pool whose sessions always run prepared statements with their generic plan, for a
+    /// caller with one hot statement whose custom plan would be rebuilt on every execution
+    /// (Postgres keeps choosing custom plans for `= ANY($1)` over arrays of varying size).
+    pub fn pool_with_generic_plans(
+        &self,
+        size_max: usize,
+        application_name: &str,
+    ) -> Result<Pool, DbError> {
+        let mut config = self.config.clone();
+        // Kept after any options the database URL already gives.
+        let options = match config.get_options() {
+            Some(given) if !given.is_empty() => {
+                format!("{given} -c plan_cache_mode=force_generic_plan")
+            }
+            _ => "-c plan_cache_mode=force_generic_plan".to_owned(),
+        };
+        config.application_name(application_name).options(&options);
+        self.pool_with_config(size_max, config)
+    }
+
+    fn pool_with_config(&self, size_max: usize, config: Config) -> Result<Pool, DbError> {
         let manager = Manager::from_config(
-            self.config.clone(),
+            config,
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,

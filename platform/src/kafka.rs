@@ -50,7 +50,9 @@ pub fn producer(brokers: &str, message_timeout_ms: u64) -> Result<FutureProducer
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "none")
-        .set("linger.ms", "5")
+        // Fuller produce requests: the broker's and librdkafka's cost is largely per request.
+        // 10 ms (from 5) gave more orders/s under load at the same p99 at 1,000 webhooks/s.
+        .set("linger.ms", "10")
         .set("message.timeout.ms", message_timeout_ms.to_string())
         .create()
         .map_err(|e| KafkaError::Client {

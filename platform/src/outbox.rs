@@ -128,12 +128,17 @@ impl OutboxRelay {
     /// Publishes one batch; returns how many rows were published.
     pub async fn relay_once(&self) -> Result<usize, String> {
         let client = self.pool.get().await.map_err(|e| e.to_string())?;
-        let rows = client
-            .query(
+        // Prepared once per connection: the relay polls, and parsing and planning each poll
+        // cost more than the poll.
+        let pending = client
+            .prepare_cached(
                 "SELECT id, topic, message_key, payload, headers FROM platform.outbox
                   WHERE published_at IS NULL ORDER BY id LIMIT $1",
-                &[&self.batch_size_max],
             )
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let rows = client
+            .query(&pending, &[&self.batch_size_max])
             .await
             .map_err(|e| error_chain(&e))?;
         if rows.is_empty() {
@@ -182,11 +187,14 @@ impl OutboxRelay {
             }
         }
         if !published.is_empty() {
-            client
-                .execute(
+            let mark = client
+                .prepare_cached(
                     "UPDATE platform.outbox SET published_at = now() WHERE id = ANY($1)",
-                    &[&published],
                 )
+                .await
+                .map_err(|e| error_chain(&e))?;
+            client
+                .execute(&mark, &[&published])
                 .await
                 .map_err(|e| error_chain(&e))?;
         }
