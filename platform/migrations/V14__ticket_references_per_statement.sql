@@ -37,6 +37,7 @@ DROP FUNCTION sales.check_new_ticket_numbers();
 CREATE FUNCTION sales.check_new_tickets() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     bad record;
+    holder record;
 BEGIN
     SELECT n.order_id, n.raffle_id, o.raffle_id AS order_raffle INTO bad
       FROM (SELECT DISTINCT order_id, raffle_id FROM new_tickets) n
@@ -49,47 +50,31 @@ BEGIN
             USING ERRCODE = 'foreign_key_violation';
     END IF;
 
-    -- Per range: the lowest and highest number of the statement against the range's bounds;
-    -- the offending ticket is looked up only to name it.
-    SELECT n.range_id AS holder, n.raffle_id, g.id IS NULL AS missing, g.raffle_id AS holder_raffle,
-           g.start_number AS lo, g.end_number AS hi INTO bad
-      FROM (SELECT range_id, raffle_id, min(draw_number) AS low, max(draw_number) AS high
-              FROM new_tickets GROUP BY range_id, raffle_id) n
-      LEFT JOIN LATERAL (SELECT g.id, g.raffle_id, g.start_number, g.end_number FROM catalog.raffle_ranges g
-                          WHERE g.id = n.range_id FOR KEY SHARE) g ON true
-     WHERE g.id IS NULL OR g.raffle_id <> n.raffle_id OR n.low < g.start_number OR n.high > g.end_number
-     LIMIT 1;
-    IF FOUND THEN
-        IF bad.missing OR bad.holder_raffle <> bad.raffle_id THEN
-            RAISE EXCEPTION 'ticket of raffle % refers to range %, which %', bad.raffle_id, bad.holder,
-                CASE WHEN bad.missing THEN 'does not exist' ELSE 'is of raffle ' || bad.holder_raffle END
-                USING ERRCODE = 'foreign_key_violation';
+    -- Per range, then per allocation: the statement's lowest and highest number against the
+    -- holder's bounds; the offending ticket is looked up only to name it.
+    FOR holder IN SELECT * FROM (VALUES ('range', 'range_id', 'catalog.raffle_ranges'),
+                                        ('allocation', 'rsu_allocation_id', 'catalog.rsu_allocations')) h(kind, col, tab)
+    LOOP
+        EXECUTE format(
+            'SELECT n.holder, n.raffle_id, h.id IS NULL AS missing, h.raffle_id AS holder_raffle, h.start_number AS lo,
+                    h.end_number AS hi, (SELECT t.draw_number FROM new_tickets t WHERE t.%1$I = n.holder
+                                            AND (t.draw_number < h.start_number OR t.draw_number > h.end_number) LIMIT 1) AS number
+               FROM (SELECT %1$I AS holder, raffle_id, min(draw_number) AS low, max(draw_number) AS high
+                       FROM new_tickets WHERE %1$I IS NOT NULL GROUP BY 1, 2) n
+               LEFT JOIN LATERAL (SELECT h.id, h.raffle_id, h.start_number, h.end_number FROM %2$s h
+                                   WHERE h.id = n.holder FOR KEY SHARE) h ON true
+              WHERE h.id IS NULL OR h.raffle_id <> n.raffle_id OR n.low < h.start_number OR n.high > h.end_number
+              LIMIT 1', holder.col, holder.tab) INTO bad;
+        IF bad.holder IS NOT NULL THEN
+            IF bad.missing OR bad.holder_raffle <> bad.raffle_id THEN
+                RAISE EXCEPTION 'ticket of raffle % refers to % %, which %', bad.raffle_id, holder.kind, bad.holder,
+                    CASE WHEN bad.missing THEN 'does not exist' ELSE 'is of raffle ' || bad.holder_raffle END
+                    USING ERRCODE = 'foreign_key_violation';
+            END IF;
+            RAISE EXCEPTION 'draw number % of raffle % lies outside % % (%..%)',
+                bad.number, bad.raffle_id, holder.kind, bad.holder, bad.lo, bad.hi USING ERRCODE = 'check_violation';
         END IF;
-        RAISE EXCEPTION 'draw number % of raffle % lies outside range % (%..%)',
-            (SELECT t.draw_number FROM new_tickets t WHERE t.range_id = bad.holder
-                AND (t.draw_number < bad.lo OR t.draw_number > bad.hi) LIMIT 1),
-            bad.raffle_id, bad.holder, bad.lo, bad.hi USING ERRCODE = 'check_violation';
-    END IF;
-
-    SELECT n.allocation_id AS holder, n.raffle_id, a.id IS NULL AS missing, a.raffle_id AS holder_raffle,
-           a.start_number AS lo, a.end_number AS hi INTO bad
-      FROM (SELECT rsu_allocation_id AS allocation_id, raffle_id, min(draw_number) AS low, max(draw_number) AS high
-              FROM new_tickets WHERE rsu_allocation_id IS NOT NULL GROUP BY rsu_allocation_id, raffle_id) n
-      LEFT JOIN LATERAL (SELECT a.id, a.raffle_id, a.start_number, a.end_number FROM catalog.rsu_allocations a
-                          WHERE a.id = n.allocation_id FOR KEY SHARE) a ON true
-     WHERE a.id IS NULL OR a.raffle_id <> n.raffle_id OR n.low < a.start_number OR n.high > a.end_number
-     LIMIT 1;
-    IF FOUND THEN
-        IF bad.missing OR bad.holder_raffle <> bad.raffle_id THEN
-            RAISE EXCEPTION 'ticket of raffle % refers to allocation %, which %', bad.raffle_id, bad.holder,
-                CASE WHEN bad.missing THEN 'does not exist' ELSE 'is of raffle ' || bad.holder_raffle END
-                USING ERRCODE = 'foreign_key_violation';
-        END IF;
-        RAISE EXCEPTION 'draw number % of raffle % lies outside allocation % (%..%)',
-            (SELECT t.draw_number FROM new_tickets t WHERE t.rsu_allocation_id = bad.holder
-                AND (t.draw_number < bad.lo OR t.draw_number > bad.hi) LIMIT 1),
-            bad.raffle_id, bad.holder, bad.lo, bad.hi USING ERRCODE = 'check_violation';
-    END IF;
+    END LOOP;
     RETURN NULL;
 END $$;
 CREATE TRIGGER tickets_refer_to_what_exists AFTER INSERT ON sales.tickets
