@@ -105,38 +105,31 @@ CREATE TRIGGER ticket_references_kept BEFORE UPDATE OF order_id, range_id, rsu_a
 CREATE FUNCTION sales.keep_what_tickets_refer_to() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     ticket record;
+    -- An empty interval: a delete or a new identity keeps no ticket.
+    kept_lo bigint := 1;
+    kept_hi bigint := 0;
 BEGIN
     IF TG_TABLE_NAME = 'orders' THEN
         IF TG_OP = 'UPDATE' AND (NEW.id, NEW.raffle_id) IS NOT DISTINCT FROM (OLD.id, OLD.raffle_id) THEN
             RETURN NEW;
         END IF;
         SELECT t.id, t.draw_number INTO ticket FROM sales.tickets t WHERE t.order_id = OLD.id LIMIT 1;
-    ELSIF TG_TABLE_NAME = 'raffle_ranges' THEN
-        IF TG_OP = 'UPDATE' AND (NEW.id, NEW.raffle_id) IS NOT DISTINCT FROM (OLD.id, OLD.raffle_id) THEN
-            SELECT t.id, t.draw_number INTO ticket FROM sales.tickets t
-             WHERE t.raffle_id = OLD.raffle_id AND t.draw_number BETWEEN OLD.start_number AND OLD.end_number
-               AND t.range_id = OLD.id AND t.draw_number NOT BETWEEN NEW.start_number AND NEW.end_number
-             LIMIT 1;
-        ELSE
-            SELECT t.id, t.draw_number INTO ticket FROM sales.tickets t
-             WHERE t.raffle_id = OLD.raffle_id AND t.draw_number BETWEEN OLD.start_number AND OLD.end_number
-               AND t.range_id = OLD.id
-             LIMIT 1;
-        END IF;
     ELSE
+        -- A range or an allocation: the tickets inside its old bounds that are its own and lie
+        -- outside what it keeps (nothing, unless an update keeps its identity).
         IF TG_OP = 'UPDATE' AND (NEW.id, NEW.raffle_id) IS NOT DISTINCT FROM (OLD.id, OLD.raffle_id) THEN
-            SELECT t.id, t.draw_number INTO ticket FROM sales.tickets t
-             WHERE t.raffle_id = OLD.raffle_id AND t.draw_number BETWEEN OLD.start_number AND OLD.end_number
-               AND t.rsu_allocation_id = OLD.id AND t.draw_number NOT BETWEEN NEW.start_number AND NEW.end_number
-             LIMIT 1;
-        ELSE
-            SELECT t.id, t.draw_number INTO ticket FROM sales.tickets t
-             WHERE t.raffle_id = OLD.raffle_id AND t.draw_number BETWEEN OLD.start_number AND OLD.end_number
-               AND t.rsu_allocation_id = OLD.id
-             LIMIT 1;
+            kept_lo := NEW.start_number;
+            kept_hi := NEW.end_number;
         END IF;
+        EXECUTE format(
+            'SELECT t.id, t.draw_number FROM sales.tickets t
+              WHERE t.raffle_id = $1 AND t.draw_number BETWEEN $2 AND $3 AND t.%I = $4
+                AND NOT (t.draw_number BETWEEN $5 AND $6)
+              LIMIT 1',
+            CASE TG_TABLE_NAME WHEN 'raffle_ranges' THEN 'range_id' ELSE 'rsu_allocation_id' END)
+            INTO ticket USING OLD.raffle_id, OLD.start_number, OLD.end_number, OLD.id, kept_lo, kept_hi;
     END IF;
-    IF FOUND THEN
+    IF ticket.id IS NOT NULL THEN
         RAISE EXCEPTION '% of %.% % refused: ticket % (draw number % of raffle %) refers to it',
             TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME, OLD.id, ticket.id, ticket.draw_number, OLD.raffle_id
             USING ERRCODE = 'foreign_key_violation';
