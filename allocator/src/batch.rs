@@ -1114,15 +1114,20 @@ impl<'a> Work<'a> {
         // locked for update, and a lock record per order once the update made a new version.
         if !w.tickets.is_empty() {
             let t = &w.tickets;
+            // Time-ordered ids (v7), made here: each lands at the right edge of the primary
+            // key instead of on a random leaf page (and its full-page image in the WAL after
+            // every checkpoint). 5,000 tickets in psql: 57 → 41 ms.
+            let ids: Vec<Uuid> = t.iter().map(|_| Uuid::now_v7()).collect();
             tx.execute(
-                "INSERT INTO sales.tickets (raffle_id, order_id, range_id, rsu_allocation_id, draw_number, state, sold_at, sold_by,
+                "INSERT INTO sales.tickets (id, raffle_id, order_id, range_id, rsu_allocation_id, draw_number, state, sold_at, sold_by,
                                             voided_at, voided_by, voided_reason)
-                 SELECT u.raffle_id, u.order_id, u.range_id, u.allocation_id, u.number,
+                 SELECT u.id, u.raffle_id, u.order_id, u.range_id, u.allocation_id, u.number,
                         CASE WHEN u.voided THEN 'voided' ELSE 'sold' END, u.sold_at, u.sold_by,
                         CASE WHEN u.voided THEN u.sold_at END, CASE WHEN u.voided THEN u.sold_by END,
                         CASE WHEN u.voided THEN 'voided on the RSU before sync' END
-                   FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[], $6::bool[], $7::timestamptz[], $8::text[])
-                     AS u(raffle_id, order_id, range_id, allocation_id, number, voided, sold_at, sold_by)",
+                   FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::bigint[], $6::bool[], $7::timestamptz[], $8::text[],
+                               $9::uuid[])
+                     AS u(raffle_id, order_id, range_id, allocation_id, number, voided, sold_at, sold_by, id)",
                 &[
                     &t.iter().map(|x| x.raffle_id).collect::<Vec<_>>(),
                     &t.iter().map(|x| x.order_id).collect::<Vec<_>>(),
@@ -1132,6 +1137,7 @@ impl<'a> Work<'a> {
                     &t.iter().map(|x| x.voided).collect::<Vec<_>>(),
                     &t.iter().map(|x| x.sold_at).collect::<Vec<_>>(),
                     &t.iter().map(|x| x.sold_by.clone()).collect::<Vec<_>>(),
+                    &ids,
                 ],
             )
             .await?;

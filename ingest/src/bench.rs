@@ -245,18 +245,17 @@ pub async fn pipeline(
         .await
         .map_err(|p| p.to_string())?;
     let client = pool.get().await.map_err(|e| e.to_string())?;
-    let orders: Vec<Uuid> = client
-        .query(
-            "INSERT INTO sales.orders (raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency, source)
-             SELECT $1, $2, 'VAL-B' || lpad(g::text, 11, '0'), 5, 2000, 'USD', 'online' FROM generate_series(1, $3::int) g
-             RETURNING id",
-            &[&scenario.raffle_id, &scenario.package_id, &(total as i32)],
+    // Ids as checkout makes them (time-ordered), paid in the order they were created.
+    let orders: Vec<Uuid> = (0..total).map(|_| Uuid::now_v7()).collect();
+    client
+        .execute(
+            "INSERT INTO sales.orders (id, raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency, source)
+             SELECT u.id, $1, $2, 'VAL-B' || lpad(u.g::text, 11, '0'), 5, 2000, 'USD', 'online'
+               FROM unnest($3::uuid[]) WITH ORDINALITY AS u(id, g)",
+            &[&scenario.raffle_id, &scenario.package_id, &orders],
         )
         .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        .map_err(|e| e.to_string())?;
     drop(client);
 
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
