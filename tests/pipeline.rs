@@ -833,6 +833,112 @@ async fn a_sold_out_raffle_rejects_later_sales_and_garbage_goes_to_the_dlq() {
     );
 }
 
+/// One payment pays one order. A sale naming a payment that already paid another order, in
+/// the same batch or an earlier one, is rejected with the reason (so the refund can follow)
+/// and the sales behind it in the partition still go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_that_already_paid_an_order_cannot_pay_another() {
+    let env = TestEnv::new().await;
+    let s = admin::seed::raffle_on_sale(&env.pool, &admin::seed::Options::default())
+        .await
+        .expect("seed a raffle");
+    let client = env.client().await;
+    let partition = common::online_partition(&client, s.raffle_id).await;
+    let producer = platform::kafka::producer(&env.brokers, 10_000).unwrap();
+    let mut orders = Vec::new();
+    let mut sell = async |name: &str, reference: &str| {
+        let (order, mut event) =
+            common::pending_order_and_sale(&client, &s, partition, name, Utc::now()).await;
+        event.payment = Some(schemas::PaymentRef {
+            provider: "stripe".into(),
+            reference: reference.into(),
+            provider_event_id: format!("evt_{name}"),
+        });
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(&env.topics.sales)
+                    .key(&partition.to_string())
+                    .payload(&schemas::encode(&event).unwrap()),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .expect("broker ack");
+        orders.push(order);
+    };
+    // Before the allocator starts, so that the first three are decided in one batch.
+    sell("VAL-PAY-A", "pi_shared").await;
+    sell("VAL-PAY-B", "pi_shared").await;
+    sell("VAL-PAY-C", "pi_c").await;
+    let decided = |pending: i64| {
+        let env = &env;
+        async move {
+            scalar(
+                env,
+                "SELECT count(*) FROM sales.orders WHERE payment_status = 'pending'",
+            )
+            .await
+                == pending
+        }
+    };
+    let running = common::allocator(&env);
+    common::eventually("the first three sales to be decided", || decided(0)).await;
+    // A later batch: the payment of C is in the database by now.
+    sell("VAL-PAY-D", "pi_c").await;
+    sell("VAL-PAY-E", "pi_e").await;
+    common::eventually("the last two sales to be decided", || decided(0)).await;
+    running.stop().await;
+    let statuses: Vec<(String, i64)> = client
+        .query(
+            "SELECT o.payment_status, (SELECT count(*) FROM sales.tickets t WHERE t.order_id = o.id)
+               FROM sales.orders o WHERE o.id = ANY($1) ORDER BY o.validation_number",
+            &[&orders],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected = [
+        ("completed", 5),
+        ("rejected", 0),
+        ("completed", 5),
+        ("rejected", 0),
+        ("completed", 5),
+    ];
+    let expected: Vec<(String, i64)> = expected.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+    assert_eq!(
+        statuses, expected,
+        "A, C and E paid; B and D reused a payment"
+    );
+    let reasons: Vec<String> = client
+        .query(
+            "SELECT reason FROM sales.rejected_sales WHERE reason_code = 'payment_reused' ORDER BY reason",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("pi_shared") && r.contains(&orders[0].to_string())),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("pi_c") && r.contains(&orders[2].to_string())),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        scalar(&env, "SELECT total_sold FROM catalog.raffle_events").await,
+        15
+    );
+}
+
 /// Where the jurisdiction forbids offline sales, an offline RSU record is refused at upload
 /// with the reason, and a sale made while connected still goes through.
 #[tokio::test]

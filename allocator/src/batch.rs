@@ -161,6 +161,9 @@ struct Work<'a> {
     taken_numbers: HashSet<(Uuid, i64)>,
     taken_validation: HashSet<(Uuid, String)>,
     seen_rsu_sales: HashSet<(Uuid, String)>,
+    /// The order each payment (provider, reference) of the batch already paid, from the
+    /// database and from earlier sales of this batch: one payment never pays two orders.
+    paid_by: HashMap<(String, String), Uuid>,
     offline_expiry_minutes: i64,
     writes: Writes,
     tickets_topic: String,
@@ -290,6 +293,7 @@ impl<'a> Work<'a> {
             taken_numbers: HashSet::new(),
             taken_validation: HashSet::new(),
             seen_rsu_sales: HashSet::new(),
+            paid_by: HashMap::new(),
             offline_expiry_minutes: 1440,
             writes: Writes::default(),
             tickets_topic: tickets_topic.to_owned(),
@@ -412,6 +416,28 @@ impl<'a> Work<'a> {
                 row.get(0),
                 PackageState { raffle_id: row.get(1), ticket_count: row.get(2), price_minor: row.get(3), currency: row.get(4) },
             );
+        }
+        // Payments the batch's online sales name that may already have paid an order: the
+        // order's unique (provider, reference) would otherwise fail the whole batch, again at
+        // every retry, and hold up the partition behind it.
+        let (providers, references): (Vec<&str>, Vec<&str>) = events
+            .iter()
+            .filter(|e| e.kind == SaleEventKind::SaleCompleted)
+            .filter_map(|e| e.payment.as_ref())
+            .map(|p| (p.provider.as_str(), p.reference.as_str()))
+            .unzip();
+        if !providers.is_empty() {
+            for row in tx
+                .query(
+                    "SELECT o.payment_provider, o.payment_reference, o.id FROM sales.orders o
+                       JOIN unnest($1::text[], $2::text[]) AS c(provider, reference)
+                         ON c.provider = o.payment_provider AND c.reference = o.payment_reference",
+                    &[&providers, &references],
+                )
+                .await?
+            {
+                work.paid_by.insert((row.get(0), row.get(1)), row.get(2));
+            }
         }
         // What RSU events claim that may already be taken: numbers, validation numbers, sales.
         let rsu_events: Vec<&&SaleEvent> = events.iter().filter(|e| e.rsu_sale.is_some()).collect();
@@ -642,6 +668,19 @@ impl<'a> Work<'a> {
                 format!("payment does not match order {order_id} (raffle, amount or currency)"),
             );
         }
+        if let Some(p) = &event.payment
+            && let Some(&other) = self.paid_by.get(&(p.provider.clone(), p.reference.clone()))
+            && other != order_id
+        {
+            return self.reject(
+                &event,
+                "payment_reused",
+                format!(
+                    "payment {} of {} already paid order {other}; it cannot pay order {order_id}",
+                    p.reference, p.provider
+                ),
+            );
+        }
         let count = i64::from(order.ticket_count);
         if let Err((code, reason)) = self.admit(&event, count) {
             return self.reject(&event, code, reason);
@@ -695,6 +734,10 @@ impl<'a> Work<'a> {
             o.status = "completed".into();
         }
         let payment = event.payment.as_ref();
+        if let Some(p) = payment {
+            self.paid_by
+                .insert((p.provider.clone(), p.reference.clone()), order_id);
+        }
         self.writes.order_updates.push((
             order_id,
             "completed".into(),
