@@ -235,6 +235,14 @@ async fn upload(addr: SocketAddr, key: &str, records: &[Value]) -> Value {
     r.json().unwrap()
 }
 
+async fn pending_orders(env: &TestEnv) -> i64 {
+    scalar(
+        env,
+        "SELECT count(*) FROM sales.orders WHERE payment_status = 'pending'",
+    )
+    .await
+}
+
 async fn scalar(env: &TestEnv, sql: &str) -> i64 {
     env.client().await.query_one(sql, &[]).await.unwrap().get(0)
 }
@@ -769,12 +777,7 @@ async fn a_sold_out_raffle_rejects_later_sales_and_garbage_goes_to_the_dlq() {
     common::eventually("the three sales to be decided", || {
         let env = &env;
         async move {
-            scalar(
-                env,
-                "SELECT count(*) FROM sales.orders WHERE payment_status = 'pending'",
-            )
-            .await
-                == 0
+            pending_orders(env).await == 0
                 && scalar(
                     env,
                     "SELECT count(*) FROM platform.outbox WHERE published_at IS NULL",
@@ -869,23 +872,13 @@ async fn a_payment_that_already_paid_an_order_cannot_pay_another() {
     sell("VAL-PAY-A", "pi_shared").await;
     sell("VAL-PAY-B", "pi_shared").await;
     sell("VAL-PAY-C", "pi_c").await;
-    let decided = |pending: i64| {
-        let env = &env;
-        async move {
-            scalar(
-                env,
-                "SELECT count(*) FROM sales.orders WHERE payment_status = 'pending'",
-            )
-            .await
-                == pending
-        }
-    };
+    let decided = || async { pending_orders(&env).await == 0 };
     let running = common::allocator(&env);
-    common::eventually("the first three sales to be decided", || decided(0)).await;
+    common::eventually("the first three sales to be decided", decided).await;
     // A later batch: the payment of C is in the database by now.
     sell("VAL-PAY-D", "pi_c").await;
     sell("VAL-PAY-E", "pi_e").await;
-    common::eventually("the last two sales to be decided", || decided(0)).await;
+    common::eventually("the last two sales to be decided", decided).await;
     running.stop().await;
     let statuses: Vec<(String, i64)> = client
         .query(
