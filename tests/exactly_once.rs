@@ -2,7 +2,8 @@
 //! (a) a consumer killed in the middle of a batch and restarted applies every message once;
 //! (b) two consumers on one partition never both commit, also when the owner is stale;
 //! (c) a re-delivered message is a no-op;
-//! and a record that cannot be decoded goes to the DLQ without blocking its partition.
+//! and a record that cannot be decoded, or whose effects the database refuses, goes to the DLQ
+//! without blocking its partition.
 
 mod common;
 
@@ -112,7 +113,8 @@ async fn prepare(env: &TestEnv) {
         .await
         .batch_execute(
             "CREATE TABLE test_effects (event_id text NOT NULL, consumer text NOT NULL,
-                                        amount bigint NOT NULL, kafka_offset bigint NOT NULL);
+                                        amount bigint NOT NULL CONSTRAINT amount_not_negative CHECK (amount >= 0),
+                                        kafka_offset bigint NOT NULL);
              CREATE TABLE test_totals (total bigint NOT NULL);
              INSERT INTO test_totals VALUES (0);",
         )
@@ -472,4 +474,48 @@ async fn an_undecodable_record_goes_to_the_dlq_and_the_partition_moves_on() {
     );
     assert_eq!(letter.error_kind, "undecodable");
     assert_eq!(letter.consumer_group, group);
+}
+
+/// A record whose effects the database refuses (a negative amount against a CHECK) is found by
+/// retrying its batch in halves; it goes to the DLQ with the database's reason, and every
+/// record around it is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_database_refuses_goes_to_the_dlq_and_the_rest_is_applied() {
+    let env = TestEnv::new().await;
+    prepare(&env).await;
+    let group = format!("{}-alloc", env.unique);
+    let topic = env.topics.sales.clone();
+    let mut records = events(0..40);
+    let poison = serde_json::json!({"event_id": "evt-poison", "amount": -5});
+    records.insert(23, ("poison-key".into(), poison.to_string().into_bytes()));
+    produce(&env, &topic, PARTITION, &records).await;
+    let consumer = start(
+        &env,
+        config(&env, &group, "c"),
+        Arc::new(EffectHandler::new(&group, "c")),
+    );
+    wait_for_offset(&env, &group, &topic, PARTITION, 41).await;
+    assert_eq!(ConsumerStats::get(&consumer.stats.dead_letters), 1);
+    consumer.shutdown().await;
+    assert_eq!(
+        effects(&env).await,
+        (40, 40, sum(0..40)),
+        "every other record applied, once"
+    );
+    let row = env
+        .client()
+        .await
+        .query_one(
+            "SELECT headers->>'dlq.error_kind', headers->>'dlq.reason', headers->>'dlq.offset', message_key
+               FROM platform.outbox WHERE topic = $1",
+            &[&env.topics.dlq],
+        )
+        .await
+        .expect("one dead letter");
+    let (kind, reason, offset, key): (String, String, String, Vec<u8>) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(kind, "refused_by_database");
+    assert!(reason.contains("amount_not_negative"), "{reason}");
+    assert_eq!(offset, "23");
+    assert_eq!(key, b"poison-key");
 }

@@ -8,6 +8,12 @@
 //! after commit is not replayed; a stale owner's commit is refused by the compare-and-set.
 //! Handlers dedupe re-delivered messages by their own idempotency keys
 //! ([`claim_event`] or a unique constraint of their own).
+//!
+//! A batch the database refuses (a data or integrity error, SQLSTATE classes 22 and 23) holds
+//! a record that cannot be applied as it is. The consumer retries the same offsets in halves
+//! until the refused record stands alone, sends that record to the DLQ with the database's
+//! reason, and goes on: the records around it are applied, and the partition is not held up
+//! by one record retried for ever.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -66,12 +72,28 @@ pub enum HandlerError {
     /// Retrying will not help; the consumer stops and says why.
     #[error("fatal: {0}")]
     Fatal(String),
+    /// The database refused what the batch wrote: one of its records cannot be applied as
+    /// it is. The consumer narrows the batch down to that record and dead-letters it.
+    #[error("refused by the database: {0}")]
+    Refused(String),
 }
 
 impl From<tokio_postgres::Error> for HandlerError {
     fn from(e: tokio_postgres::Error) -> Self {
-        HandlerError::Transient(error_chain(&e))
+        if refused(&e) {
+            HandlerError::Refused(error_chain(&e))
+        } else {
+            HandlerError::Transient(error_chain(&e))
+        }
     }
+}
+
+/// A data exception (class 22) or an integrity constraint violation (class 23, which the
+/// schema's own triggers raise too): the same statement with the same data fails again.
+/// Serialization failures, deadlocks, lost connections and shutdowns are worth a retry.
+pub fn refused(e: &tokio_postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
 }
 
 /// Applies a batch of records inside the consumer's transaction.
@@ -294,6 +316,10 @@ impl PartitionConsumer {
         let mut next_offset = lease.next_offset;
         let mut consumer = self.kafka_consumer(next_offset)?;
         let mut backoff_ms = self.config.retry_backoff_ms;
+        // Records a batch may hold: halved after the database refused a batch, until the
+        // consumer is past that batch's last offset.
+        let mut limit = self.config.batch_size_max;
+        let mut narrowed_until: Option<i64> = None;
         loop {
             if *shutdown.borrow() {
                 return Ok(Stop::Shutdown);
@@ -301,7 +327,7 @@ impl PartitionConsumer {
             if !lease.is_alive() {
                 return Ok(Stop::LeaseLost);
             }
-            let batch = match self.fetch(&consumer, next_offset).await {
+            let batch = match self.fetch(&consumer, next_offset, limit).await {
                 Ok(batch) => batch,
                 Err(reason) => {
                     tracing::warn!(lease = %lease.key, offset = next_offset, %reason, "fetch failed; retrying");
@@ -326,6 +352,34 @@ impl PartitionConsumer {
                 Ok(committed) => {
                     next_offset = committed;
                     backoff_ms = self.config.retry_backoff_ms;
+                    if narrowed_until.is_some_and(|last| committed > last) {
+                        narrowed_until = None;
+                        limit = self.config.batch_size_max;
+                    }
+                }
+                Err(BatchError::Refused(reason)) if batch.len() == 1 => {
+                    tracing::warn!(lease = %lease.key, offset = batch[0].offset, %reason, "record refused by the database; sending it to the DLQ");
+                    match self
+                        .commit_refused(lease, &batch[0], next_offset, &reason)
+                        .await
+                    {
+                        Ok(committed) => next_offset = committed,
+                        Err(BatchError::LeaseLost) => return Ok(Stop::LeaseLost),
+                        Err(BatchError::Fatal(e)) => return Err(e),
+                        Err(BatchError::Transient(reason) | BatchError::Refused(reason)) => {
+                            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(lease = %lease.key, offset = next_offset, %reason, "dead-lettering the refused record failed; retrying");
+                            self.pause(&mut backoff_ms, shutdown).await;
+                        }
+                    }
+                    consumer = self.kafka_consumer(next_offset)?;
+                }
+                Err(BatchError::Refused(reason)) => {
+                    let last = batch[batch.len() - 1].offset;
+                    limit = batch.len() / 2;
+                    narrowed_until = Some(narrowed_until.map_or(last, |l| l.max(last)));
+                    tracing::warn!(lease = %lease.key, offset = next_offset, records = batch.len(), %reason, "batch refused by the database; retrying it in halves to find the record");
+                    consumer = self.kafka_consumer(next_offset)?;
                 }
                 Err(BatchError::LeaseLost) => return Ok(Stop::LeaseLost),
                 Err(BatchError::Fatal(e)) => return Err(e),
@@ -356,11 +410,12 @@ impl PartitionConsumer {
         *backoff_ms = (*backoff_ms * 2).min(self.config.retry_backoff_max_ms);
     }
 
-    /// Up to `batch_size_max` records at or after `next_offset`; empty after `poll_ms` of quiet.
+    /// Up to `limit` records at or after `next_offset`; empty after `poll_ms` of quiet.
     async fn fetch(
         &self,
         consumer: &StreamConsumer,
         next_offset: i64,
+        limit: usize,
     ) -> Result<Vec<Record>, String> {
         let mut batch = Vec::new();
         let first =
@@ -371,7 +426,7 @@ impl PartitionConsumer {
             Ok(Ok(m)) => push_owned(&mut batch, &m, next_offset),
         }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.linger_ms);
-        while batch.len() < self.config.batch_size_max {
+        while batch.len() < limit {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
                 Err(_) => break,
                 Ok(Err(e)) => return Err(e.to_string()),
@@ -400,9 +455,10 @@ impl PartitionConsumer {
             .get()
             .await
             .map_err(|e| BatchError::Transient(e.to_string()))?;
-        let tx = client.transaction().await.map_err(transient)?;
+        let tx = client.transaction().await.map_err(batch_error)?;
         let dispositions = handler.handle(&tx, batch).await.map_err(|e| match e {
             HandlerError::Transient(reason) => BatchError::Transient(reason),
+            HandlerError::Refused(reason) => BatchError::Refused(reason),
             HandlerError::Fatal(reason) => BatchError::Fatal(ConsumerError::Handler {
                 lease: key.clone(),
                 offset: first,
@@ -433,35 +489,12 @@ impl PartitionConsumer {
                         reason,
                     )
                     .await
-                    .map_err(transient)?;
+                    .map_err(batch_error)?;
                 }
             }
         }
         let committed = last + 1;
-        let updated = tx
-            .execute(
-                "UPDATE platform.consumer_offsets
-                    SET next_offset = $5, committed_at = now()
-                  WHERE consumer_group = $1 AND topic = $2 AND partition = $3
-                    AND next_offset = $4 AND lease_epoch = $6",
-                &[
-                    &key.consumer_group,
-                    &key.topic,
-                    &key.partition,
-                    &next_offset,
-                    &committed,
-                    &lease.epoch,
-                ],
-            )
-            .await
-            .map_err(transient)?;
-        if updated != 1 {
-            // Another owner took over: our effects are rolled back with the transaction.
-            drop(tx);
-            tracing::warn!(lease = %key, epoch = lease.epoch, "offset compare-and-set refused; batch rolled back");
-            return Err(BatchError::LeaseLost);
-        }
-        tx.commit().await.map_err(transient)?;
+        advance_and_commit(tx, lease, next_offset, committed).await?;
         let s = &self.stats;
         s.batches.fetch_add(1, Ordering::Relaxed);
         s.records.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -469,6 +502,40 @@ impl PartitionConsumer {
         s.duplicates.fetch_add(duplicates, Ordering::Relaxed);
         s.dead_letters.fetch_add(dead, Ordering::Relaxed);
         tracing::debug!(lease = %key, committed, applied, duplicates, dead, "batch committed");
+        Ok(committed)
+    }
+
+    /// Sends one record the database refused to the DLQ, alone in its transaction, and moves
+    /// the stored offset past it.
+    async fn commit_refused(
+        &self,
+        lease: &Lease,
+        record: &Record,
+        next_offset: i64,
+        reason: &str,
+    ) -> Result<i64, BatchError> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| BatchError::Transient(e.to_string()))?;
+        let tx = client.transaction().await.map_err(batch_error)?;
+        outbox::enqueue_dead_letter(
+            &tx,
+            &self.config.dlq_topic,
+            &self.config.consumer_group,
+            record,
+            "refused_by_database",
+            reason,
+        )
+        .await
+        .map_err(batch_error)?;
+        let committed = record.offset + 1;
+        advance_and_commit(tx, lease, next_offset, committed).await?;
+        let s = &self.stats;
+        s.batches.fetch_add(1, Ordering::Relaxed);
+        s.records.fetch_add(1, Ordering::Relaxed);
+        s.dead_letters.fetch_add(1, Ordering::Relaxed);
         Ok(committed)
     }
 
@@ -494,12 +561,54 @@ impl PartitionConsumer {
 
 enum BatchError {
     Transient(String),
+    /// The database refused the batch's writes; see [`HandlerError::Refused`].
+    Refused(String),
     LeaseLost,
     Fatal(ConsumerError),
 }
 
-fn transient(e: tokio_postgres::Error) -> BatchError {
-    BatchError::Transient(error_chain(&e))
+fn batch_error(e: tokio_postgres::Error) -> BatchError {
+    if refused(&e) {
+        BatchError::Refused(error_chain(&e))
+    } else {
+        BatchError::Transient(error_chain(&e))
+    }
+}
+
+/// Moves the stored offset from `next_offset` to `committed` under the lease's epoch and
+/// commits `tx` with it. Refused (and everything in `tx` rolled back) when another owner has
+/// taken the partition. The commit runs deferred checks, so a refusal can come from there too.
+async fn advance_and_commit(
+    tx: deadpool_postgres::Transaction<'_>,
+    lease: &Lease,
+    next_offset: i64,
+    committed: i64,
+) -> Result<(), BatchError> {
+    let key = &lease.key;
+    let updated = tx
+        .execute(
+            "UPDATE platform.consumer_offsets
+                SET next_offset = $5, committed_at = now()
+              WHERE consumer_group = $1 AND topic = $2 AND partition = $3
+                AND next_offset = $4 AND lease_epoch = $6",
+            &[
+                &key.consumer_group,
+                &key.topic,
+                &key.partition,
+                &next_offset,
+                &committed,
+                &lease.epoch,
+            ],
+        )
+        .await
+        .map_err(batch_error)?;
+    if updated != 1 {
+        // Another owner took over: our effects are rolled back with the transaction.
+        drop(tx);
+        tracing::warn!(lease = %key, epoch = lease.epoch, "offset compare-and-set refused; batch rolled back");
+        return Err(BatchError::LeaseLost);
+    }
+    tx.commit().await.map_err(batch_error)
 }
 
 fn push_owned<M: Message>(batch: &mut Vec<Record>, m: &M, next_offset: i64) {
