@@ -450,11 +450,7 @@ impl PartitionConsumer {
             first >= next_offset,
             "{key}: record {first} is before stored offset {next_offset}"
         );
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| BatchError::Transient(e.to_string()))?;
+        let mut client = self.connection().await?;
         let tx = client.transaction().await.map_err(batch_error)?;
         let dispositions = handler.handle(&tx, batch).await.map_err(|e| match e {
             HandlerError::Transient(reason) => BatchError::Transient(reason),
@@ -505,6 +501,13 @@ impl PartitionConsumer {
         Ok(committed)
     }
 
+    async fn connection(&self) -> Result<deadpool_postgres::Object, BatchError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| BatchError::Transient(e.to_string()))
+    }
+
     /// Sends one record the database refused to the DLQ, alone in its transaction, and moves
     /// the stored offset past it.
     async fn commit_refused(
@@ -514,11 +517,7 @@ impl PartitionConsumer {
         next_offset: i64,
         reason: &str,
     ) -> Result<i64, BatchError> {
-        let mut client = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| BatchError::Transient(e.to_string()))?;
+        let mut client = self.connection().await?;
         let tx = client.transaction().await.map_err(batch_error)?;
         outbox::enqueue_dead_letter(
             &tx,
