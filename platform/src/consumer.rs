@@ -11,9 +11,10 @@
 //!
 //! A batch the database refuses (a data or integrity error, SQLSTATE classes 22 and 23) holds
 //! a record that cannot be applied as it is. The consumer retries the same offsets in halves
-//! until the refused record stands alone, sends that record to the DLQ with the database's
-//! reason, and goes on: the records around it are applied, and the partition is not held up
-//! by one record retried for ever.
+//! until the refused record stands alone, tries it alone once more (a unique violation can
+//! come from a concurrent writer, which the retry's fresh reads then see), sends it to the DLQ
+//! with the database's reason, and goes on: the records around it are applied, and the
+//! partition is not held up by one record retried for ever.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -320,6 +321,9 @@ impl PartitionConsumer {
         // consumer is past that batch's last offset.
         let mut limit = self.config.batch_size_max;
         let mut narrowed_until: Option<i64> = None;
+        // A record refused alone is tried once more before it is dead-lettered: a unique
+        // violation can come from a concurrent writer, and the retry's fresh reads see it.
+        let mut refused_alone: Option<i64> = None;
         loop {
             if *shutdown.borrow() {
                 return Ok(Stop::Shutdown);
@@ -356,6 +360,17 @@ impl PartitionConsumer {
                         narrowed_until = None;
                         limit = self.config.batch_size_max;
                     }
+                }
+                Err(BatchError::Refused(reason))
+                    if batch.len() == 1 && refused_alone != Some(batch[0].offset) =>
+                {
+                    let offset = batch[0].offset;
+                    refused_alone = Some(offset);
+                    limit = 1;
+                    narrowed_until = Some(narrowed_until.map_or(offset, |l| l.max(offset)));
+                    tracing::warn!(lease = %lease.key, offset = batch[0].offset, %reason, "record refused by the database; trying it once more");
+                    self.pause(&mut backoff_ms, shutdown).await;
+                    consumer = self.kafka_consumer(next_offset)?;
                 }
                 Err(BatchError::Refused(reason)) if batch.len() == 1 => {
                     tracing::warn!(lease = %lease.key, offset = batch[0].offset, %reason, "record refused by the database; sending it to the DLQ");
