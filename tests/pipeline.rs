@@ -102,6 +102,10 @@ fn webhook(kind: &str, event_id: &str, order: &str, amount: i64) -> Value {
 }
 
 async fn deliver(addr: SocketAddr, body: &Value, secret: &[u8]) -> u16 {
+    deliver_for_answer(addr, body, secret).await.status
+}
+
+async fn deliver_for_answer(addr: SocketAddr, body: &Value, secret: &[u8]) -> Response {
     let bytes = serde_json::to_vec(body).unwrap();
     let signature = ingest::signature::sign(secret, &bytes, Utc::now().timestamp());
     let headers = [
@@ -111,7 +115,6 @@ async fn deliver(addr: SocketAddr, body: &Value, secret: &[u8]) -> u16 {
     request(addr, "POST", "/v1/webhooks/payments", &headers, &bytes)
         .await
         .expect("HTTP request")
-        .status
 }
 
 #[derive(Default, Debug)]
@@ -929,6 +932,84 @@ async fn a_payment_that_already_paid_an_order_cannot_pay_another() {
     assert_eq!(
         scalar(&env, "SELECT total_sold FROM catalog.raffle_events").await,
         15
+    );
+}
+
+/// A buyer who paid twice for one order: the second payment (another payment intent) is not a
+/// re-delivery. Ingest passes it on, the allocator rejects it with the reason, and the order keeps
+/// its tickets from the first payment, so that the second is refunded, not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_payment_for_a_paid_order_is_rejected_so_that_it_is_refunded() {
+    let env = TestEnv::new().await;
+    let s = admin::seed::raffle_on_sale(&env.pool, &admin::seed::Options::default())
+        .await
+        .expect("seed a raffle");
+    let client = env.client().await;
+    let partition = common::online_partition(&client, s.raffle_id).await;
+    let (order, _) =
+        common::pending_order_and_sale(&client, &s, partition, "VAL-TWICE", Utc::now()).await;
+    let (addr, _stop) = spawn_ingest(&env).await;
+    let running = common::allocator(&env);
+    let paid = |event_id: &str, intent: &str| {
+        json!({"id": event_id, "type": "payment_intent.succeeded", "created": Utc::now().timestamp(),
+               "data": {"object": {"id": intent, "amount": 2000, "currency": "usd",
+                                    "metadata": {"order_id": order.to_string()}}}})
+    };
+    let status = |answer: Response| {
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        serde_json::from_slice::<Value>(&answer.body).unwrap()["status"].clone()
+    };
+    let first = deliver_for_answer(addr, &paid("evt_first", "pi_first"), WEBHOOK_SECRET).await;
+    assert_eq!(status(first), "accepted");
+    common::eventually("the first payment to issue the tickets", || async {
+        pending_orders(&env).await == 0
+    })
+    .await;
+    let again = deliver_for_answer(addr, &paid("evt_first", "pi_first"), WEBHOOK_SECRET).await;
+    assert_eq!(status(again), "duplicate", "the same payment re-delivered");
+    let second = deliver_for_answer(addr, &paid("evt_second", "pi_second"), WEBHOOK_SECRET).await;
+    assert_eq!(
+        status(second),
+        "accepted",
+        "another payment is not a re-delivery"
+    );
+    let rejected =
+        "SELECT count(*) FROM sales.rejected_sales WHERE reason_code = 'order_already_paid'";
+    common::eventually("the second payment to be rejected", || async {
+        scalar(&env, rejected).await == 1
+    })
+    .await;
+    running.stop().await;
+    let row = client
+        .query_one(
+            "SELECT o.payment_status, o.payment_reference, (SELECT count(*) FROM sales.tickets t WHERE t.order_id = o.id),
+                    r.reason, r.amount_minor, r.order_id
+               FROM sales.orders o JOIN sales.rejected_sales r ON r.order_id = o.id
+              WHERE o.id = $1",
+            &[&order],
+        )
+        .await
+        .unwrap();
+    let (status, reference, tickets): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        (status.as_str(), reference.as_str(), tickets),
+        ("completed", "pi_first", 5),
+        "the order keeps the first payment and its tickets"
+    );
+    let reason: String = row.get(3);
+    assert!(
+        reason.contains("pi_first") && reason.contains("pi_second"),
+        "{reason}"
+    );
+    assert_eq!(row.get::<_, i64>(4), 2000, "the amount to refund");
+    assert_eq!(
+        scalar(&env, "SELECT total_sold FROM catalog.raffle_events").await,
+        5
     );
 }
 

@@ -82,6 +82,8 @@ struct OrderState {
     currency: String,
     status: String,
     source: String,
+    /// (provider, reference) of the payment that paid it, once paid.
+    paid_by: Option<(String, String)>,
 }
 
 struct PackageState {
@@ -386,7 +388,8 @@ impl<'a> Work<'a> {
         }
         for row in tx
             .query(
-                "SELECT id, raffle_id, package_id, ticket_count, total_amount_minor, currency, payment_status, source
+                "SELECT id, raffle_id, package_id, ticket_count, total_amount_minor, currency, payment_status, source,
+                        payment_provider, payment_reference
                    FROM sales.orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
                 &[&order_ids],
             )
@@ -402,6 +405,9 @@ impl<'a> Work<'a> {
                     currency: row.get(5),
                     status: row.get(6),
                     source: row.get(7),
+                    paid_by: row
+                        .get::<_, Option<String>>(8)
+                        .zip(row.get::<_, Option<String>>(9)),
                 },
             );
         }
@@ -636,9 +642,24 @@ impl<'a> Work<'a> {
                 format!("order {order_id} does not exist"),
             );
         };
+        let payment = event
+            .payment
+            .as_ref()
+            .map(|p| (p.provider.clone(), p.reference.clone()));
         match order.status.as_str() {
             "pending" => {}
-            "completed" => return Outcome::Duplicate,
+            // The same payment again is a re-delivery; another payment for a paid order (a
+            // buyer who paid twice) is rejected with the reason, so that it is refunded.
+            "completed" => match (&payment, &order.paid_by) {
+                (Some(new), Some(old)) if new != old => {
+                    let reason = format!(
+                        "order {order_id} is already paid by payment {} of {}; payment {} of {} is to be refunded",
+                        old.1, old.0, new.1, new.0
+                    );
+                    return self.reject(&event, "order_already_paid", reason);
+                }
+                _ => return Outcome::Duplicate,
+            },
             other => {
                 let reason =
                     format!("order {order_id} is {other}; a payment for it cannot issue tickets");
@@ -732,12 +753,12 @@ impl<'a> Work<'a> {
         self.count_sale(event.raffle_id, count, paid);
         if let Some(o) = self.orders.get_mut(&order_id) {
             o.status = "completed".into();
+            o.paid_by.clone_from(&payment);
+        }
+        if let Some(p) = payment {
+            self.paid_by.insert(p, order_id);
         }
         let payment = event.payment.as_ref();
-        if let Some(p) = payment {
-            self.paid_by
-                .insert((p.provider.clone(), p.reference.clone()), order_id);
-        }
         self.writes.order_updates.push((
             order_id,
             "completed".into(),

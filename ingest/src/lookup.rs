@@ -32,6 +32,8 @@ pub struct OrderForPayment {
     pub amount_minor: i64,
     pub currency: String,
     pub payment_status: String,
+    /// The provider's reference of the payment that paid it, once paid.
+    pub payment_reference: Option<String>,
     /// The raffle's first top-level online range: the sale's range partition.
     pub online_range: Option<Uuid>,
 }
@@ -118,6 +120,7 @@ async fn fetch(pool: &Pool, ids: &[Uuid]) -> Result<HashMap<Uuid, OrderForPaymen
     let statement = client
         .prepare_cached(
             "SELECT o.id, o.raffle_id, o.package_id, o.ticket_count, o.total_amount_minor, o.currency, o.payment_status,
+                    o.payment_reference,
                     (SELECT g.id FROM catalog.raffle_ranges g WHERE g.raffle_id = o.raffle_id AND g.range_type = 'online'
                         AND g.parent_range_id IS NULL ORDER BY g.start_number LIMIT 1)
                FROM sales.orders o WHERE o.id = ANY($1::uuid[]) AND o.source = 'online'",
@@ -136,7 +139,8 @@ async fn fetch(pool: &Pool, ids: &[Uuid]) -> Result<HashMap<Uuid, OrderForPaymen
                     amount_minor: row.get(4),
                     currency: row.get(5),
                     payment_status: row.get(6),
-                    online_range: row.get(7),
+                    payment_reference: row.get(7),
+                    online_range: row.get(8),
                 },
             )
         })

@@ -116,6 +116,7 @@ pub async fn receive(
         amount_minor: amount,
         currency: order_currency,
         payment_status: status,
+        payment_reference: paid_by,
         online_range: range,
     } = order;
     let paid = match kind {
@@ -145,13 +146,22 @@ pub async fn receive(
         .await;
         return Err(Problem::invalid("data.object.amount", reason));
     }
-    // Re-deliveries of what is already done need no second trip through Kafka.
-    let done = matches!(
-        (kind, status.as_str()),
-        (SaleEventKind::SaleCompleted, "completed")
-            | (SaleEventKind::PaymentFailed, "failed")
-            | (SaleEventKind::RefundRequested, "refunded")
-    );
+    let reference = event
+        .data
+        .object
+        .payment_intent
+        .clone()
+        .unwrap_or_else(|| event.data.object.id.clone());
+    // Re-deliveries of what is already done need no second trip through Kafka. A second,
+    // different payment for a paid order is not one: it goes on, and the allocator rejects
+    // it with the reason so that it is refunded.
+    let done = match (kind, status.as_str()) {
+        (SaleEventKind::SaleCompleted, "completed") => paid_by.as_deref() == Some(&reference),
+        (SaleEventKind::PaymentFailed, "failed") | (SaleEventKind::RefundRequested, "refunded") => {
+            true
+        }
+        _ => false,
+    };
     if done {
         return Ok((
             StatusCode::OK,
@@ -182,12 +192,7 @@ pub async fn receive(
         received_at_us: now.timestamp_micros(),
         payment: Some(PaymentRef {
             provider: "stripe".into(),
-            reference: event
-                .data
-                .object
-                .payment_intent
-                .clone()
-                .unwrap_or_else(|| event.data.object.id.clone()),
+            reference,
             provider_event_id: event.id.clone(),
         }),
         rsu_sale: None,
