@@ -238,6 +238,18 @@ async fn upload(addr: SocketAddr, key: &str, records: &[Value]) -> Value {
     r.json().unwrap()
 }
 
+/// A raffle on sale (the seed's defaults), a client, and the raffle's online partition.
+async fn raffle_on_sale(
+    env: &TestEnv,
+) -> (Scenario, tokio_postgres::Client, schemas::RangePartition) {
+    let s = admin::seed::raffle_on_sale(&env.pool, &admin::seed::Options::default())
+        .await
+        .expect("seed a raffle");
+    let client = env.client().await;
+    let partition = common::online_partition(&client, s.raffle_id).await;
+    (s, client, partition)
+}
+
 async fn pending_orders(env: &TestEnv) -> i64 {
     scalar(
         env,
@@ -845,11 +857,7 @@ async fn a_sold_out_raffle_rejects_later_sales_and_garbage_goes_to_the_dlq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_that_already_paid_an_order_cannot_pay_another() {
     let env = TestEnv::new().await;
-    let s = admin::seed::raffle_on_sale(&env.pool, &admin::seed::Options::default())
-        .await
-        .expect("seed a raffle");
-    let client = env.client().await;
-    let partition = common::online_partition(&client, s.raffle_id).await;
+    let (s, client, partition) = raffle_on_sale(&env).await;
     let producer = platform::kafka::producer(&env.brokers, 10_000).unwrap();
     let mut orders = Vec::new();
     let mut sell = async |name: &str, reference: &str| {
@@ -941,11 +949,7 @@ async fn a_payment_that_already_paid_an_order_cannot_pay_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_payment_for_a_paid_order_is_rejected_so_that_it_is_refunded() {
     let env = TestEnv::new().await;
-    let s = admin::seed::raffle_on_sale(&env.pool, &admin::seed::Options::default())
-        .await
-        .expect("seed a raffle");
-    let client = env.client().await;
-    let partition = common::online_partition(&client, s.raffle_id).await;
+    let (s, client, partition) = raffle_on_sale(&env).await;
     let (order, _) =
         common::pending_order_and_sale(&client, &s, partition, "VAL-TWICE", Utc::now()).await;
     let (addr, _stop) = spawn_ingest(&env).await;
