@@ -689,16 +689,15 @@ impl<'a> Work<'a> {
                 format!("payment does not match order {order_id} (raffle, amount or currency)"),
             );
         }
-        if let Some(p) = &event.payment
-            && let Some(&other) = self.paid_by.get(&(p.provider.clone(), p.reference.clone()))
+        if let Some(key @ (provider, reference)) = &payment
+            && let Some(&other) = self.paid_by.get(key)
             && other != order_id
         {
             return self.reject(
                 &event,
                 "payment_reused",
                 format!(
-                    "payment {} of {} already paid order {other}; it cannot pay order {order_id}",
-                    p.reference, p.provider
+                    "payment {reference} of {provider} already paid order {other}; it cannot pay order {order_id}"
                 ),
             );
         }
@@ -755,15 +754,15 @@ impl<'a> Work<'a> {
             o.status = "completed".into();
             o.paid_by.clone_from(&payment);
         }
+        let (provider, reference) = payment.clone().unzip();
         if let Some(p) = payment {
             self.paid_by.insert(p, order_id);
         }
-        let payment = event.payment.as_ref();
         self.writes.order_updates.push((
             order_id,
             "completed".into(),
-            payment.map(|p| p.provider.clone()),
-            payment.map(|p| p.reference.clone()),
+            provider,
+            reference,
             Some(paid),
             None,
         ));
