@@ -139,17 +139,21 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
         ));
     }
     let validation_number = online_validation_number();
+    // Time-ordered (v7): orders are paid roughly in the order they were created, so the
+    // order's key, and the tickets' index by order, grow at their right edge.
+    let order_id = Uuid::now_v7();
     let insert = client
         .prepare_cached(
             "INSERT INTO sales.orders (id, raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency,
                  source, customer_name, customer_email, customer_phone, created_by)
-             VALUES ($10, $1, $2, $3, $4, $5, $6, 'online', $7, $8, $9, 'checkout') RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'online', $8, $9, $10, 'checkout')",
         )
         .await?;
-    let order_id: Uuid = client
-        .query_one(
+    client
+        .execute(
             &insert,
             &[
+                &order_id,
                 &input.raffle_id,
                 &input.package_id,
                 &validation_number,
@@ -159,14 +163,10 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
                 &customer.name,
                 &customer.email,
                 &customer.phone,
-                // Time-ordered (v7): orders are paid roughly in the order they were created,
-                // so the order's key, and the tickets' index by order, grow at their right edge.
-                &Uuid::now_v7(),
             ],
         )
         .await
-        .map_err(|e| admin::problem::from_db("creating the order", &e))?
-        .get(0);
+        .map_err(|e| admin::problem::from_db("creating the order", &e))?;
     tracing::info!(raffle = %input.raffle_id, order = %order_id, tickets = count, amount_minor = price, "checkout");
     Ok((
         StatusCode::CREATED,
