@@ -61,10 +61,7 @@ pub async fn run(action: AdminAction) -> anyhow::Result<()> {
                 listener.local_addr()?
             );
             let reports = ledger::report::routes(state.clone());
-            admin::serve_with(state, reports, listener, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await;
+            admin::serve_with(state, reports, listener, platform::service::termination()).await;
             Ok(())
         }
         AdminAction::Call {

@@ -284,6 +284,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             webhook_tolerance_s: 300,
             order_tickets_max: 500,
             sales_topic: topics.sales.clone(),
+            brokers: brokers.clone(),
         },
     )?);
     let mut ingest_stop = stopped.clone();

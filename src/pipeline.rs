@@ -27,9 +27,36 @@ pub(crate) fn brokers(config: &StackConfig) -> anyhow::Result<String> {
     }
 }
 
-async fn ctrl_c(tx: tokio::sync::watch::Sender<bool>) {
-    let _ = tokio::signal::ctrl_c().await;
-    let _ = tx.send(true);
+/// Where a consumer service serves its `/health`: the variable `name`, else `default`.
+fn health_addr(name: &str, default: &str) -> anyhow::Result<SocketAddr> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned())
+        .trim()
+        .parse()
+        .with_context(|| format!("{name} must be an address like {default}"))
+}
+
+/// Serves `health` on `addr` in the background until `stop` turns true.
+async fn serve_health(
+    service: &str,
+    variable: &str,
+    addr: SocketAddr,
+    health: Arc<platform::health::Health>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} for the {service}'s health endpoint; set {variable} to a free address")
+    })?;
+    eprintln!(
+        "{service} health on http://{}/health",
+        listener.local_addr()?
+    );
+    tokio::spawn(platform::health::serve(health, listener, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }));
+    Ok(())
 }
 
 /// Serves checkout, payment webhooks and RSU uploads on RAFFLE_INGEST_ADDR (default 127.0.0.1:8080).
@@ -43,8 +70,8 @@ pub async fn ingest() -> anyhow::Result<()> {
         std::time::Duration::from_secs(5),
     )
     .await?;
-    let settings =
-        ingest::IngestConfig::from_env(&config.topics.sales).map_err(anyhow::Error::msg)?;
+    let settings = ingest::IngestConfig::from_env(&config.topics.sales, &brokers)
+        .map_err(anyhow::Error::msg)?;
     let producer = platform::kafka::producer(&brokers, 5_000)?;
     let addr: SocketAddr = std::env::var("RAFFLE_INGEST_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:8080".into())
@@ -55,10 +82,7 @@ pub async fn ingest() -> anyhow::Result<()> {
     })?;
     println!("ingest listening on http://{}/v1", listener.local_addr()?);
     let state = Arc::new(ingest::IngestState::new(&db, pool, producer, settings)?);
-    ingest::serve(state, listener, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await;
+    ingest::serve(state, listener, platform::service::termination()).await;
     Ok(())
 }
 
@@ -78,6 +102,7 @@ pub async fn import_rsu(rsu: uuid::Uuid, file: std::path::PathBuf) -> anyhow::Re
             webhook_tolerance_s: 300,
             order_tickets_max: 500,
             sales_topic: config.topics.sales.clone(),
+            brokers: brokers.clone(),
         },
     )?;
     let (_, answer) = ingest::rsu::import(&state, rsu, &body)
@@ -98,45 +123,73 @@ pub async fn import_rsu(rsu: uuid::Uuid, file: std::path::PathBuf) -> anyhow::Re
     Ok(())
 }
 
-/// Consumes every partition of the sales topic it can lease, and relays the outbox.
+/// Consumes every partition of the sales topic it can lease, and relays the outbox; serves its
+/// health on RAFFLE_ALLOCATOR_HEALTH_ADDR (default 127.0.0.1:8082). Exits non-zero when a
+/// partition's consumer cannot recover, so that a supervisor restarts it.
 pub async fn allocator() -> anyhow::Result<()> {
     let config = StackConfig::from_env()?;
     let brokers = brokers(&config)?;
-    let (db, pool) = database(&config, 8).await?;
+    let variable = "RAFFLE_ALLOCATOR_HEALTH_ADDR";
+    let addr = health_addr(variable, "127.0.0.1:8082")?;
+    let partitions = config.topics.sales_partitions as usize;
+    // A pooled connection per partition's batch, the relay's and the health check's.
+    let (db, pool) = database(&config, partitions + 4).await?;
     platform::kafka::health(
         &brokers,
         &[&config.topics.sales],
         std::time::Duration::from_secs(5),
     )
     .await?;
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(ctrl_c(tx));
+    let service = allocator::service(&db, &pool, &brokers, &config.topics)?;
+    let health = platform::health::Health::start(platform::health::HealthConfig {
+        brokers: Some(brokers.clone()),
+        produces: vec![config.topics.tickets.clone(), config.topics.dlq.clone()],
+        leases: service.leases(),
+        stats: service.stats(),
+        outbox: true,
+        ..platform::health::HealthConfig::database_only("allocator", pool.clone())
+    });
+    let stop = platform::service::stop_on_termination();
+    serve_health("allocator", variable, addr, health, stop.clone()).await?;
     eprintln!(
         "allocator consuming {} ({} partitions)",
         config.topics.sales, config.topics.sales_partitions
     );
-    allocator::run(db, pool, &brokers, &config.topics, rx).await?;
+    service.run(stop).await?;
     Ok(())
 }
 
-/// Posts every ticket event it can lease a partition of, until interrupted.
+/// Posts every ticket event it can lease a partition of, until interrupted; serves its health
+/// on RAFFLE_LEDGER_HEALTH_ADDR (default 127.0.0.1:8083). Exits non-zero when a partition's
+/// consumer cannot recover, so that a supervisor restarts it.
 pub async fn ledger() -> anyhow::Result<()> {
     let config = StackConfig::from_env()?;
     let brokers = brokers(&config)?;
-    let (db, pool) = database(&config, 8).await?;
+    let variable = "RAFFLE_LEDGER_HEALTH_ADDR";
+    let addr = health_addr(variable, "127.0.0.1:8083")?;
+    let partitions = config.topics.tickets_partitions as usize;
+    let (db, pool) = database(&config, partitions + 4).await?;
     platform::kafka::health(
         &brokers,
         &[&config.topics.tickets],
         std::time::Duration::from_secs(5),
     )
     .await?;
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(ctrl_c(tx));
+    let service = ledger::service(&db, &pool, &brokers, &config.topics);
+    let health = platform::health::Health::start(platform::health::HealthConfig {
+        brokers: Some(brokers.clone()),
+        produces: vec![config.topics.dlq.clone()],
+        leases: service.leases(),
+        stats: service.stats(),
+        ..platform::health::HealthConfig::database_only("ledger", pool.clone())
+    });
+    let stop = platform::service::stop_on_termination();
+    serve_health("ledger", variable, addr, health, stop.clone()).await?;
     eprintln!(
         "ledger consuming {} ({} partitions)",
         config.topics.tickets, config.topics.tickets_partitions
     );
-    ledger::run(db, pool, &brokers, &config.topics, rx).await?;
+    service.run(stop).await?;
     Ok(())
 }
 

@@ -38,7 +38,8 @@ pub async fn run(action: StackAction) -> anyhow::Result<()> {
                                  "migrations_total": health.migrations.total, "healthy": true},
                     "broker": {"brokers": health.broker.brokers, "pid": health.broker.pid,
                                "started_by_stack": health.broker.started_here,
-                               "broker_count": health.kafka.broker_count, "healthy": true},
+                               "broker_count": health.kafka.broker_count, "healthy": true,
+                               "restarted_because": health.restarted},
                     "topics": topics,
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
@@ -57,8 +58,11 @@ pub async fn run(action: StackAction) -> anyhow::Result<()> {
                     }
                     _ => "from KAFKA_BROKERS".to_owned(),
                 };
+                if let Some(why) = &health.restarted {
+                    println!("broker    RESTARTED: it listened but did not work ({why})");
+                }
                 println!(
-                    "broker    healthy  {} ({origin}), {} broker(s)",
+                    "broker    healthy  {} ({origin}), {} broker(s), a record produced and read back",
                     health.broker.brokers, health.kafka.broker_count
                 );
                 for (name, partitions) in &health.kafka.topics {

@@ -37,6 +37,7 @@ async fn spawn_ingest(env: &TestEnv) -> (SocketAddr, tokio::sync::oneshot::Sende
                 webhook_tolerance_s: 300,
                 order_tickets_max: 500,
                 sales_topic: env.topics.sales.clone(),
+                brokers: env.brokers.clone(),
             },
         )
         .unwrap(),
@@ -69,6 +70,7 @@ impl Drop for AllocatorProcess {
 fn start_allocator(env: &TestEnv) -> AllocatorProcess {
     let child = Command::new(env!("CARGO_BIN_EXE_raffle"))
         .args(["allocator", "run"])
+        .env("RAFFLE_ALLOCATOR_HEALTH_ADDR", "127.0.0.1:0")
         .env("DATABASE_URL", &env.database_url)
         .env("KAFKA_BROKERS", &env.brokers)
         .env("RAFFLE_TOPIC_PREFIX", format!("{}.", env.unique))

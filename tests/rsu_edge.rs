@@ -39,6 +39,7 @@ async fn ingest(env: &TestEnv, addr: Option<SocketAddr>) -> Ingest {
                 webhook_tolerance_s: 300,
                 order_tickets_max: 500,
                 sales_topic: env.topics.sales.clone(),
+                brokers: env.brokers.clone(),
             },
         )
         .unwrap(),

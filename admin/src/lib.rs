@@ -31,6 +31,7 @@ use std::time::Duration;
 use bytes::Buf;
 use deadpool_postgres::Pool;
 use futures::StreamExt;
+use platform::health::{Health, HealthConfig};
 use serde_json::{Value, json};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -318,6 +319,7 @@ pub fn routes_with(
     + Sync
     + 'static,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let health = Health::start(HealthConfig::database_only("admin", state.pool.clone()));
     let with_state = warp::any().map(move || state.clone());
     let api = warp::path("v1")
         .and(with_state)
@@ -331,11 +333,7 @@ pub fn routes_with(
                 handle_http(state, method, tail, query, authorization, Box::pin(body)).await
             },
         );
-    let health = warp::path!("health").map(|| {
-        use warp::Reply;
-        warp::reply::json(&json!({"status": "ok"})).into_response()
-    });
-    health
+    platform::health::routes(health)
         .or(extra)
         .unify()
         .or(api)

@@ -17,12 +17,12 @@
 mod batch;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use deadpool_postgres::Pool;
-use platform::consumer::{ConsumerConfig, ConsumerStats, PartitionConsumer};
+use platform::consumer::{ConsumerConfig, ConsumerStats};
 use platform::db::DbTarget;
 use platform::outbox::OutboxRelay;
+use platform::service::ConsumerService;
 use platform::{ConsumerError, TopicNames};
 use tokio::sync::watch;
 
@@ -34,21 +34,16 @@ pub const CONSUMER_GROUP: &str = "allocator";
 /// Most sale records applied in one transaction.
 pub const BATCH_SIZE_MAX: usize = 1000;
 
-/// Runs the allocator: a partition consumer for every partition of the sales topic (each
-/// waits for its lease, so several instances share the work) and the outbox relay, until
-/// `shutdown` turns true. Returns the consumers' statistics.
-pub async fn run(
-    db: DbTarget,
-    pool: Pool,
+/// The allocator service: a partition consumer for every partition of the sales topic (each
+/// waits for its lease, so several instances share the work) and the outbox relay.
+pub fn service(
+    db: &DbTarget,
+    pool: &Pool,
     brokers: &str,
     topics: &TopicNames,
-    shutdown: watch::Receiver<bool>,
-) -> Result<Vec<Arc<ConsumerStats>>, ConsumerError> {
-    let handler = Arc::new(Allocator::new(CONSUMER_GROUP, &topics.tickets));
-    let mut tasks = Vec::new();
-    let mut stats = Vec::new();
-    for partition in 0..topics.sales_partitions {
-        let config = ConsumerConfig {
+) -> Result<ConsumerService<Allocator>, ConsumerError> {
+    let configs = (0..topics.sales_partitions)
+        .map(|partition| ConsumerConfig {
             // One raffle's online sales are one partition, applied one transaction after
             // another; its fixed costs (round trips, locks, counters, commit) are per batch.
             // 500 → 1,000 records a batch: about +20 % orders/s in `raffle bench pipeline`.
@@ -60,15 +55,8 @@ pub async fn run(
                 partition,
                 &topics.dlq,
             )
-        };
-        let consumer = PartitionConsumer::new(config, db.clone(), pool.clone());
-        stats.push(consumer.stats());
-        let handler = handler.clone();
-        let shutdown = shutdown.clone();
-        tasks.push(tokio::spawn(async move {
-            consumer.run(handler.as_ref(), shutdown).await
-        }));
-    }
+        })
+        .collect();
     let relay = OutboxRelay {
         db: db.clone(),
         pool: pool.clone(),
@@ -84,26 +72,18 @@ pub async fn run(
         batch_size_max: 1000,
         idle_ms: 20,
     };
-    let relay_shutdown = shutdown.clone();
-    let relay_task = tokio::spawn(async move {
-        if let Err(e) = relay.run(relay_shutdown).await {
-            tracing::error!(error = %e, "outbox relay stopped");
-        }
-    });
-    let mut first_error = None;
-    for task in tasks {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "partition consumer stopped");
-                first_error.get_or_insert(e);
-            }
-            Err(e) => tracing::error!(error = %e, "partition consumer task failed"),
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), relay_task).await;
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(stats),
-    }
+    let handler = Allocator::new(CONSUMER_GROUP, &topics.tickets);
+    Ok(ConsumerService::new(db, pool, configs, handler).with_relay(relay))
+}
+
+/// Runs the allocator [`service`] until `shutdown` turns true; returns the consumers'
+/// statistics, or the error of a consumer that could not recover.
+pub async fn run(
+    db: DbTarget,
+    pool: Pool,
+    brokers: &str,
+    topics: &TopicNames,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Vec<Arc<ConsumerStats>>, ConsumerError> {
+    service(&db, &pool, brokers, topics)?.run(shutdown).await
 }

@@ -25,8 +25,9 @@ use std::time::Duration;
 use admin::problem::Problem;
 use admin::problem_response;
 use deadpool_postgres::Pool;
+use platform::health::{Health, HealthConfig};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::Instrument;
 use warp::Filter;
 use warp::http::{Method, StatusCode};
@@ -40,10 +41,12 @@ pub struct IngestConfig {
     /// `INGEST_ORDER_TICKETS_MAX`: tickets one order may hold.
     pub order_tickets_max: i32,
     pub sales_topic: String,
+    /// The broker, for the readiness check.
+    pub brokers: String,
 }
 
 impl IngestConfig {
-    pub fn from_env(sales_topic: &str) -> Result<Self, String> {
+    pub fn from_env(sales_topic: &str, brokers: &str) -> Result<Self, String> {
         let secret = std::env::var("INGEST_WEBHOOK_SECRET")
             .ok()
             .filter(|s| s.len() >= 16)
@@ -63,6 +66,7 @@ impl IngestConfig {
             webhook_tolerance_s: 300,
             order_tickets_max,
             sales_topic: sales_topic.to_owned(),
+            brokers: brokers.to_owned(),
         })
     }
 }
@@ -73,6 +77,8 @@ pub struct IngestState {
     pub config: IngestConfig,
     /// Payment webhooks' order look-ups, batched across concurrent webhooks.
     pub orders: lookup::OrderLookup,
+    /// `/health`: Postgres and the broker, checked every second.
+    pub health: Arc<Health>,
 }
 
 /// Body limits: a webhook or checkout is small; an RSU batch holds up to `rsu::BATCH_RECORDS_MAX`.
@@ -89,8 +95,14 @@ impl IngestState {
         producer: FutureProducer,
         config: IngestConfig,
     ) -> Result<Self, platform::db::DbError> {
+        let health = Health::start(HealthConfig {
+            produces: vec![config.sales_topic.clone()],
+            brokers: Some(config.brokers.clone()),
+            ..HealthConfig::database_only("ingest", pool.clone())
+        });
         Ok(Self {
             orders: lookup::OrderLookup::start(db)?,
+            health,
             pool,
             producer,
             config,
@@ -193,6 +205,7 @@ async fn route(
 pub fn routes(
     state: Arc<IngestState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let health = state.health.clone();
     let with_state = warp::any().map(move || state.clone());
     let api = warp::path("v1")
         .and(with_state)
@@ -204,11 +217,7 @@ pub fn routes(
         .and_then(|state, method, tail, query, headers, body| async move {
             route(state, method, tail, query, headers, Box::pin(body)).await
         });
-    let health = warp::path!("health").map(|| {
-        use warp::Reply;
-        warp::reply::json(&json!({"status": "ok"})).into_response()
-    });
-    health
+    platform::health::routes(health)
         .or(api)
         .unify()
         .recover(|r: warp::Rejection| async move {

@@ -203,8 +203,9 @@ pub async fn upload(
     body: &[u8],
 ) -> Result<Reply, Problem> {
     let (client, rsu) = device(state, authorization).await?;
+    drop(client);
     let upload: Upload = admin::api::parse(body)?;
-    accept(state, &client, rsu, &upload.records).await
+    accept(state, rsu, &upload.records).await
 }
 
 #[derive(Deserialize)]
@@ -241,7 +242,7 @@ pub async fn import(state: &IngestState, rsu: Uuid, body: &[u8]) -> Result<Reply
     }
     let (mut accepted, mut duplicate, mut results) = (0, 0, Vec::new());
     for chunk in export.records.chunks(BATCH_RECORDS_MAX) {
-        let (_, answer) = accept(state, &client, rsu, chunk).await?;
+        let (_, answer) = accept(state, rsu, chunk).await?;
         accepted += answer["accepted"].as_u64().unwrap_or(0);
         duplicate += answer["duplicate"].as_u64().unwrap_or(0);
         results.extend(answer["results"].as_array().cloned().unwrap_or_default());
@@ -253,13 +254,10 @@ pub async fn import(state: &IngestState, rsu: Uuid, body: &[u8]) -> Result<Reply
     ))
 }
 
-/// Checks and publishes one batch of an RSU's records; a result per record.
-async fn accept(
-    state: &IngestState,
-    client: &tokio_postgres::Client,
-    rsu: Uuid,
-    records: &[Value],
-) -> Result<Reply, Problem> {
+/// Checks and publishes one batch of an RSU's records; a result per record. Holds a pooled
+/// connection while it reads and while it records what was taken, never while it waits for
+/// the broker: a slow broker must not starve checkout of connections.
+async fn accept(state: &IngestState, rsu: Uuid, records: &[Value]) -> Result<Reply, Problem> {
     if records.len() > BATCH_RECORDS_MAX {
         return Err(Problem::invalid(
             "records",
@@ -267,6 +265,8 @@ async fn accept(
         ));
     }
     let now = Utc::now();
+    let pooled = admin::pooled(&state.pool).await?;
+    let client: &tokio_postgres::Client = &pooled;
     let allocations: HashMap<Uuid, Allocation> = client
         .query("SELECT id, raffle_id, start_number, end_number FROM catalog.rsu_allocations WHERE entity_id = $1", &[&rsu])
         .await?
@@ -388,6 +388,7 @@ async fn accept(
             }
         }
     }
+    drop(pooled);
     // Every accepted record is on the broker before the device hears "accepted".
     let sends = pending.iter().map(|(_, event)| state.publish(event));
     let outcomes = futures::future::join_all(sends).await;
@@ -400,7 +401,8 @@ async fn accept(
         .iter()
         .map(|((local, voided), _)| (local.as_str(), *voided))
         .unzip();
-    client
+    admin::pooled(&state.pool)
+        .await?
         .execute(
             "INSERT INTO sales.rsu_receipts (rsu_id, local_id, voided) SELECT $1, l, v FROM unnest($2::text[], $3::bool[]) AS t(l, v)
              ON CONFLICT DO NOTHING",

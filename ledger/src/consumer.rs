@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
 use deadpool_postgres::Pool;
-use platform::consumer::{ConsumerConfig, ConsumerStats, PartitionConsumer};
+use platform::consumer::{ConsumerConfig, ConsumerStats};
 use platform::db::DbTarget;
+use platform::service::ConsumerService;
 use platform::{BatchHandler, ConsumerError, Disposition, HandlerError, Record, TopicNames};
 use schemas::{TicketEvent, TicketEventKind};
 use tokio::sync::watch;
@@ -298,8 +299,36 @@ pub(crate) async fn write(
     Ok(())
 }
 
-/// Runs the ledger: a partition consumer for every partition of the tickets topic, until
-/// `shutdown` turns true.
+/// The ledger service: a partition consumer for every partition of the tickets topic (each
+/// waits for its lease, so several instances share the work).
+pub fn service(
+    db: &DbTarget,
+    pool: &Pool,
+    brokers: &str,
+    topics: &TopicNames,
+) -> ConsumerService<Ledger> {
+    let configs = (0..topics.tickets_partitions)
+        .map(|partition| ConsumerConfig {
+            // Entries are small and a raffle's chain is serial: larger batches spread the
+            // per-batch work (look-ups, chain head, offsets, commit) over more entries.
+            // 5,000 / 20 ms measured best of 2,000 / 10, 5,000 / 20 and 10,000 / 30
+            // (docs/BENCHMARKS.md).
+            batch_size_max: 5_000,
+            linger_ms: 20,
+            ..ConsumerConfig::new(
+                brokers,
+                CONSUMER_GROUP,
+                &topics.tickets,
+                partition,
+                &topics.dlq,
+            )
+        })
+        .collect();
+    ConsumerService::new(db, pool, configs, Ledger)
+}
+
+/// Runs the ledger [`service`] until `shutdown` turns true; returns the consumers'
+/// statistics, or the error of a consumer that could not recover.
 pub async fn run(
     db: DbTarget,
     pool: Pool,
@@ -307,40 +336,7 @@ pub async fn run(
     topics: &TopicNames,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Vec<Arc<ConsumerStats>>, ConsumerError> {
-    let handler = Arc::new(Ledger);
-    let mut tasks = Vec::new();
-    let mut stats = Vec::new();
-    for partition in 0..topics.tickets_partitions {
-        let mut config = ConsumerConfig::new(
-            brokers,
-            CONSUMER_GROUP,
-            &topics.tickets,
-            partition,
-            &topics.dlq,
-        );
-        // Entries are small and a raffle's chain is serial: larger batches spread the per-batch
-        // work (look-ups, chain head, offsets, commit) over more entries. 5,000 / 20 ms measured
-        // best of 2,000 / 10, 5,000 / 20 and 10,000 / 30 (docs/BENCHMARKS.md).
-        config.batch_size_max = 5_000;
-        config.linger_ms = 20;
-        let consumer = PartitionConsumer::new(config, db.clone(), pool.clone());
-        stats.push(consumer.stats());
-        let (handler, shutdown) = (handler.clone(), shutdown.clone());
-        tasks.push(tokio::spawn(async move {
-            consumer.run(handler.as_ref(), shutdown).await
-        }));
-    }
-    let mut first_error = None;
-    for task in tasks {
-        if let Ok(Err(e)) = task.await {
-            tracing::error!(error = %e, "ledger partition consumer stopped");
-            first_error.get_or_insert(e);
-        }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(stats),
-    }
+    service(&db, &pool, brokers, topics).run(shutdown).await
 }
 
 /// The account `code` of the raffle in `currency`, created on first use.

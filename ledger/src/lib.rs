@@ -30,7 +30,7 @@ pub mod tickets;
 mod verify;
 
 pub use chain::{EntryText, GENESIS};
-pub use consumer::{CONSUMER_GROUP, Ledger, append, run};
+pub use consumer::{CONSUMER_GROUP, Ledger, append, run, service};
 pub use seal::{SealError, SealRecord, SealRequest, seal};
 pub use verify::{
     ChainEntry, SealMismatch, Verification, balances, check_chain, load_entries, verify,

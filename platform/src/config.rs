@@ -104,6 +104,13 @@ impl StackConfig {
                 *slot = n;
             }
         }
+        if let Err(reason) = crate::db::pool_wait_from_env() {
+            return Err(ConfigError {
+                name: "DATABASE_POOL_WAIT_MS",
+                value: var("DATABASE_POOL_WAIT_MS").unwrap_or_default(),
+                reason: reason.to_owned(),
+            });
+        }
         Ok(Self {
             database_url: var("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             kafka_brokers: var("KAFKA_BROKERS"),

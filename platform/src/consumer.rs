@@ -15,11 +15,19 @@
 //! come from a concurrent writer, which the retry's fresh reads then see), sends it to the DLQ
 //! with the database's reason, and goes on: the records around it are applied, and the
 //! partition is not held up by one record retried for ever.
+//!
+//! Nothing outside the consumer's control stops it. Postgres refusing connections, restarting
+//! or dropping the lease connection sends it back to taking its lease, retried with backoff
+//! until it holds it again; a broker outage is ridden out by librdkafka's reconnects, and a
+//! partition whose records wait at the broker while none arrive (measured after broker
+//! restarts) gets a fresh Kafka client. Only a fault that retrying cannot cure ends [`run`]
+//! with an error — a handler's fatal error, or trouble that lasted longer than
+//! `give_up_after_ms` — so that the service exits non-zero and its supervisor restarts it.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -33,6 +41,7 @@ use crate::db::{DbError, DbTarget, error_chain};
 use crate::kafka::base_config;
 use crate::lease::{Lease, LeaseKey};
 use crate::outbox;
+use crate::retry::{Backoff, sleep_or_shutdown};
 
 /// One consumed message, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,9 +133,14 @@ pub struct ConsumerConfig {
     pub poll_ms: u64,
     /// How often a standby retries the lease.
     pub lease_retry_ms: u64,
-    /// Backoff after a failed batch, doubled up to `retry_backoff_max_ms`.
+    /// Backoff after a failed batch or lease attempt, doubled up to `retry_backoff_max_ms`.
     pub retry_backoff_ms: u64,
     pub retry_backoff_max_ms: u64,
+    /// Quiet time with records waiting at the broker after which the Kafka client is rebuilt.
+    pub stall_check_ms: u64,
+    /// Trouble (no lease for want of Postgres, batches failing) lasting this long ends the run
+    /// with an error, for the process's supervisor to restart it.
+    pub give_up_after_ms: u64,
 }
 
 impl ConsumerConfig {
@@ -149,7 +163,11 @@ impl ConsumerConfig {
             poll_ms: 200,
             lease_retry_ms: 500,
             retry_backoff_ms: 100,
-            retry_backoff_max_ms: 5_000,
+            // Retries keep coming at least every 2 s: a partition resumes within about 2 s of
+            // the database's return.
+            retry_backoff_max_ms: 2_000,
+            stall_check_ms: 3_000,
+            give_up_after_ms: 300_000,
         }
     }
 
@@ -195,6 +213,16 @@ pub enum ConsumerError {
         offset: i64,
         reason: String,
     },
+    #[error(
+        "{lease}: no progress for {seconds} s, giving up so that the process is restarted: {reason}"
+    )]
+    GaveUp {
+        lease: LeaseKey,
+        seconds: u64,
+        reason: String,
+    },
+    #[error("{lease}: the consumer task panicked: {reason}")]
+    Panicked { lease: LeaseKey, reason: String },
 }
 
 /// Counters a benchmark or health endpoint can read while the consumer runs.
@@ -208,6 +236,12 @@ pub struct ConsumerStats {
     pub retries: AtomicU64,
     pub leases_taken: AtomicU64,
     pub leases_lost: AtomicU64,
+    /// Kafka clients rebuilt because records waited at the broker and none arrived.
+    pub kafka_reconnects: AtomicU64,
+    /// This instance holds the partition's lease now.
+    pub holding: AtomicBool,
+    /// The next offset to consume, as last committed by this instance.
+    pub next_offset: AtomicI64,
 }
 
 impl ConsumerStats {
@@ -244,14 +278,28 @@ impl PartitionConsumer {
         self.stats.clone()
     }
 
-    /// Runs until `shutdown` turns true. A lost lease sends the instance back to standby;
-    /// an unrecoverable error ends the run with the reason.
+    pub fn lease_key(&self) -> LeaseKey {
+        self.config.lease_key()
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(
+            self.config.retry_backoff_ms,
+            self.config.retry_backoff_max_ms,
+        )
+    }
+
+    /// Runs until `shutdown` turns true. A lost lease sends the instance back to standby; a
+    /// lease that cannot be taken (Postgres unreachable) is retried with backoff. Ends with an
+    /// error only for a fault retrying cannot cure (see the module's documentation).
     pub async fn run<H: BatchHandler>(
         &self,
         handler: &H,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), ConsumerError> {
         let key = self.config.lease_key();
+        let mut trouble = Trouble::default();
+        let mut backoff = self.backoff();
         loop {
             let lease = Lease::acquire(
                 &self.db,
@@ -260,26 +308,38 @@ impl PartitionConsumer {
                 Duration::from_millis(self.config.lease_retry_ms),
                 &mut shutdown,
             )
-            .await
-            .map_err(|source| ConsumerError::Db {
-                lease: key.clone(),
-                source,
-            })?;
-            let Some(lease) = lease else {
-                return Ok(());
+            .await;
+            let lease = match lease {
+                Ok(Some(lease)) => lease,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    let reason = error_chain(&e);
+                    trouble.note(&self.config, &key, &reason)?;
+                    tracing::warn!(lease = %key, %reason, retry_in_ms = backoff.ms, "cannot take the partition lease; retrying");
+                    backoff.pause(&mut shutdown).await;
+                    continue;
+                }
             };
+            backoff.reset();
+            trouble.clear(&key);
             self.stats.leases_taken.fetch_add(1, Ordering::Relaxed);
-            match self.consume(&lease, handler, &mut shutdown).await? {
+            self.stats
+                .next_offset
+                .store(lease.next_offset, Ordering::Relaxed);
+            self.stats.holding.store(true, Ordering::Relaxed);
+            let stop = self.consume(&lease, handler, &mut shutdown).await;
+            self.stats.holding.store(false, Ordering::Relaxed);
+            match stop? {
                 Stop::Shutdown => return Ok(()),
                 Stop::LeaseLost => {
                     self.stats.leases_lost.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(lease = %key, epoch = lease.epoch, "lease lost; back to standby");
+                    tracing::warn!(lease = %key, epoch = lease.epoch, "lease lost; taking it again");
                 }
             }
         }
     }
 
-    fn kafka_consumer(&self, next_offset: i64) -> Result<StreamConsumer, ConsumerError> {
+    fn kafka_consumer(&self, next_offset: i64) -> Result<Arc<StreamConsumer>, ConsumerError> {
         let key = self.config.lease_key();
         let kafka_err = |e: rdkafka::error::KafkaError| ConsumerError::Kafka {
             lease: key.clone(),
@@ -305,7 +365,7 @@ impl PartitionConsumer {
         )
         .map_err(kafka_err)?;
         consumer.assign(&tpl).map_err(kafka_err)?;
-        Ok(consumer)
+        Ok(Arc::new(consumer))
     }
 
     async fn consume<H: BatchHandler>(
@@ -316,7 +376,10 @@ impl PartitionConsumer {
     ) -> Result<Stop, ConsumerError> {
         let mut next_offset = lease.next_offset;
         let mut consumer = self.kafka_consumer(next_offset)?;
-        let mut backoff_ms = self.config.retry_backoff_ms;
+        let mut backoff = self.backoff();
+        let mut trouble = Trouble::default();
+        let mut fetch_errors = 0u64;
+        let mut watch = StallWatch::new(&self.config);
         // Records a batch may hold: halved after the database refused a batch, until the
         // consumer is past that batch's last offset.
         let mut limit = self.config.batch_size_max;
@@ -334,14 +397,32 @@ impl PartitionConsumer {
             let batch = match self.fetch(&consumer, next_offset, limit).await {
                 Ok(batch) => batch,
                 Err(reason) => {
-                    tracing::warn!(lease = %lease.key, offset = next_offset, %reason, "fetch failed; retrying");
-                    self.pause(&mut backoff_ms, shutdown).await;
+                    // librdkafka reports a broker it cannot reach once per attempt and keeps
+                    // reconnecting by itself: a short, fixed pause, not a backoff that grows
+                    // with every queued report (that stalled partitions for 20 s after a 2 s
+                    // outage). A broker outage is not a reason to give up: a restarted
+                    // process would wait for the same broker.
+                    if fetch_errors == 0 {
+                        tracing::warn!(lease = %lease.key, offset = next_offset, %reason, "fetch failed; the broker client reconnects");
+                    }
+                    fetch_errors += 1;
+                    sleep_or_shutdown(Duration::from_millis(self.config.poll_ms), shutdown).await;
                     continue;
                 }
             };
+            if fetch_errors > 0 && !batch.is_empty() {
+                tracing::info!(lease = %lease.key, offset = next_offset, fetch_errors, "records arrive again");
+                fetch_errors = 0;
+            }
             if batch.is_empty() {
+                if watch.due() && self.stalled(&consumer, next_offset).await {
+                    self.stats.kafka_reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(lease = %lease.key, offset = next_offset, "records wait at the broker but none arrive; reconnecting to the broker");
+                    consumer = self.kafka_consumer(next_offset)?;
+                }
                 continue;
             }
+            watch.progress();
             let span = tracing::info_span!(
                 "batch",
                 lease = %lease.key,
@@ -355,7 +436,9 @@ impl PartitionConsumer {
             match result {
                 Ok(committed) => {
                     next_offset = committed;
-                    backoff_ms = self.config.retry_backoff_ms;
+                    self.stats.next_offset.store(committed, Ordering::Relaxed);
+                    backoff.reset();
+                    trouble.clear(&lease.key);
                     if narrowed_until.is_some_and(|last| committed > last) {
                         narrowed_until = None;
                         limit = self.config.batch_size_max;
@@ -369,7 +452,7 @@ impl PartitionConsumer {
                     limit = 1;
                     narrowed_until = Some(narrowed_until.map_or(offset, |l| l.max(offset)));
                     tracing::warn!(lease = %lease.key, offset = batch[0].offset, %reason, "record refused by the database; trying it once more");
-                    self.pause(&mut backoff_ms, shutdown).await;
+                    backoff.pause(shutdown).await;
                     consumer = self.kafka_consumer(next_offset)?;
                 }
                 Err(BatchError::Refused(reason)) if batch.len() == 1 => {
@@ -378,13 +461,17 @@ impl PartitionConsumer {
                         .commit_refused(lease, &batch[0], next_offset, &reason)
                         .await
                     {
-                        Ok(committed) => next_offset = committed,
+                        Ok(committed) => {
+                            next_offset = committed;
+                            self.stats.next_offset.store(committed, Ordering::Relaxed);
+                        }
                         Err(BatchError::LeaseLost) => return Ok(Stop::LeaseLost),
                         Err(BatchError::Fatal(e)) => return Err(e),
                         Err(BatchError::Transient(reason) | BatchError::Refused(reason)) => {
                             self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                            trouble.note(&self.config, &lease.key, &reason)?;
                             tracing::warn!(lease = %lease.key, offset = next_offset, %reason, "dead-lettering the refused record failed; retrying");
-                            self.pause(&mut backoff_ms, shutdown).await;
+                            backoff.pause(shutdown).await;
                         }
                     }
                     consumer = self.kafka_consumer(next_offset)?;
@@ -400,8 +487,14 @@ impl PartitionConsumer {
                 Err(BatchError::Fatal(e)) => return Err(e),
                 Err(BatchError::Transient(reason)) => {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(lease = %lease.key, offset = next_offset, %reason, "batch failed; retrying it");
-                    self.pause(&mut backoff_ms, shutdown).await;
+                    trouble.note(&self.config, &lease.key, &reason)?;
+                    tracing::warn!(lease = %lease.key, offset = next_offset, %reason, retry_in_ms = backoff.ms, "batch failed; retrying it");
+                    backoff.pause(shutdown).await;
+                    if !lease.is_alive() {
+                        // The database dropped the lease connection (a restart, an outage):
+                        // take the lease again before anything else.
+                        return Ok(Stop::LeaseLost);
+                    }
                     // The commit may have landed before the error: ask Postgres where we are.
                     next_offset = match self.stored_offset(lease).await {
                         Ok(Some(offset)) => offset,
@@ -417,18 +510,26 @@ impl PartitionConsumer {
         }
     }
 
-    async fn pause(&self, backoff_ms: &mut u64, shutdown: &mut watch::Receiver<bool>) {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(*backoff_ms)) => {}
-            _ = shutdown.changed() => {}
-        }
-        *backoff_ms = (*backoff_ms * 2).min(self.config.retry_backoff_max_ms);
+    /// True when the broker holds records at or after `next_offset` (the consumer has been
+    /// quiet, so none are arriving). A broker that does not answer is not a stall: the
+    /// client's own reconnects deal with it, and fetch errors say so.
+    async fn stalled(&self, consumer: &Arc<StreamConsumer>, next_offset: i64) -> bool {
+        let (consumer, topic, partition) = (
+            consumer.clone(),
+            self.config.topic.clone(),
+            self.config.partition,
+        );
+        let high = tokio::task::spawn_blocking(move || {
+            consumer.fetch_watermarks(&topic, partition, Duration::from_secs(2))
+        })
+        .await;
+        matches!(high, Ok(Ok((_, high))) if high > next_offset)
     }
 
     /// Up to `limit` records at or after `next_offset`; empty after `poll_ms` of quiet.
     async fn fetch(
         &self,
-        consumer: &StreamConsumer,
+        consumer: &Arc<StreamConsumer>,
         next_offset: i64,
         limit: usize,
     ) -> Result<Vec<Record>, String> {
@@ -570,6 +671,74 @@ impl PartitionConsumer {
             .await
             .map_err(|e| error_chain(&e))?;
         Ok(row.map(|r| r.get(0)))
+    }
+}
+
+/// How long the consumer has been failing without progress; long enough, and it gives up.
+#[derive(Default)]
+struct Trouble {
+    since: Option<Instant>,
+    reports: u64,
+}
+
+impl Trouble {
+    /// Counts one failure; an error once the trouble has lasted `give_up_after_ms`.
+    fn note(
+        &mut self,
+        config: &ConsumerConfig,
+        lease: &LeaseKey,
+        reason: &str,
+    ) -> Result<(), ConsumerError> {
+        let since = *self.since.get_or_insert_with(Instant::now);
+        self.reports += 1;
+        if since.elapsed() >= Duration::from_millis(config.give_up_after_ms) {
+            return Err(ConsumerError::GaveUp {
+                lease: lease.clone(),
+                seconds: since.elapsed().as_secs(),
+                reason: reason.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self, lease: &LeaseKey) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                %lease,
+                failures = self.reports,
+                seconds = since.elapsed().as_secs_f64(),
+                "recovered"
+            );
+        }
+        self.reports = 0;
+    }
+}
+
+/// When to look at the broker's high watermark: after `stall_check_ms` without a record, and
+/// then at most once per `stall_check_ms`.
+struct StallWatch {
+    every: Duration,
+    last: Instant,
+}
+
+impl StallWatch {
+    fn new(config: &ConsumerConfig) -> Self {
+        Self {
+            every: Duration::from_millis(config.stall_check_ms),
+            last: Instant::now(),
+        }
+    }
+
+    fn progress(&mut self) {
+        self.last = Instant::now();
+    }
+
+    fn due(&mut self) -> bool {
+        if self.last.elapsed() < self.every {
+            return false;
+        }
+        self.last = Instant::now();
+        true
     }
 }
 

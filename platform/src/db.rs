@@ -3,7 +3,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -12,6 +12,13 @@ mod embedded {
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a pooled connection before it is told the database is busy
+/// (`DATABASE_POOL_WAIT_MS`): a request that cannot get a connection answers 503 at once
+/// instead of queueing behind a stalled one, and a consumer retries its batch.
+const POOL_WAIT_DEFAULT: Duration = Duration::from_secs(3);
+/// A pooled connection's liveness check on hand-out; a server that does not answer within
+/// this is treated as gone.
+const POOL_RECYCLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Serialises migration runs of several services starting at once against one database.
 const MIGRATION_LOCK_KEY: i64 = 0x7261_6666_6c65_6d67; // "rafflemg"
 
@@ -187,6 +194,10 @@ impl DbTarget {
         );
         Pool::builder(manager)
             .max_size(size_max)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(pool_wait()))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(POOL_RECYCLE_TIMEOUT))
             .build()
             .map_err(|e| DbError::Pool {
                 target: self.description.clone(),
@@ -218,6 +229,31 @@ impl DbTarget {
             .await?
             .get(0);
         Ok(MigrationReport { applied_now, total })
+    }
+}
+
+/// `DATABASE_POOL_WAIT_MS`, or [`POOL_WAIT_DEFAULT`]; an unparsable value keeps the default
+/// (the services check it at start through [`pool_wait_from_env`]).
+fn pool_wait() -> Duration {
+    pool_wait_from_env()
+        .ok()
+        .flatten()
+        .unwrap_or(POOL_WAIT_DEFAULT)
+}
+
+/// `DATABASE_POOL_WAIT_MS` as given: `None` when unset, an error saying what was expected
+/// when it is not a whole number of milliseconds from 1 to 60,000.
+pub fn pool_wait_from_env() -> Result<Option<Duration>, &'static str> {
+    match std::env::var("DATABASE_POOL_WAIT_MS") {
+        Err(_) => Ok(None),
+        Ok(v) if v.trim().is_empty() => Ok(None),
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| (1..=60_000).contains(ms))
+            .map(|ms| Some(Duration::from_millis(ms)))
+            .ok_or("expected a whole number of milliseconds from 1 to 60000"),
     }
 }
 

@@ -60,7 +60,12 @@ pub struct StackHealth {
     pub migrations: MigrationReport,
     pub broker: BrokerProcess,
     pub kafka: BrokerHealth,
+    /// Why the broker was restarted, when `up` found it alive but not working.
+    pub restarted: Option<String>,
 }
+
+/// How long the broker gets to take a record and hand it back before it counts as wedged.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Finds the tansu binary: `$TANSU_BIN`, then PATH, then `~/.cargo/bin`.
 pub fn find_tansu() -> Option<PathBuf> {
@@ -118,15 +123,31 @@ pub fn ensure_broker(config: &StackConfig) -> Result<BrokerProcess, StackError> 
     if let Some(running) = running_tansu(dir) {
         return Ok(running);
     }
-    let binary = find_tansu().ok_or(StackError::TansuMissing)?;
-    let port = match config.tansu_port {
+    // A broker recorded here that died: start the new one where the services look for it.
+    let recorded_port = recorded_tansu(dir).and_then(|p| p.port);
+    let port = match config.tansu_port.or(recorded_port) {
         Some(port) if port_open(port) => return Err(StackError::PortInUse { port }),
         Some(port) => port,
         None => free_port().map_err(state_dir_err)?,
     };
+    start_tansu(dir, port)
+}
+
+/// Starts Tansu on `port` with its data in `dir` and records it in the state file.
+fn start_tansu(dir: &Path, port: u16) -> Result<BrokerProcess, StackError> {
+    let state_dir_err = |e: std::io::Error| StackError::StateDir {
+        dir: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    let binary = find_tansu().ok_or(StackError::TansuMissing)?;
     let dir = std::fs::canonicalize(dir).map_err(state_dir_err)?;
     let log_path = dir.join("tansu.log");
-    let log = std::fs::File::create(&log_path).map_err(state_dir_err)?;
+    // Appended to: the log of a broker that was restarted says why.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(state_dir_err)?;
     let log_err = log.try_clone().map_err(state_dir_err)?;
     let url = format!("tcp://127.0.0.1:{port}");
     let start_err = |reason: String| StackError::TansuStart {
@@ -145,6 +166,9 @@ pub fn ensure_broker(config: &StackConfig) -> Result<BrokerProcess, StackError> 
         ])
         // Tansu 0.6.0 reads the sqlite URL's path relative to its working directory.
         .args(["--storage-engine", "sqlite://tansu.db"])
+        // Not the services' RUST_LOG: at `info` the broker logs every request (2.4 GB in five
+        // minutes of load was measured).
+        .env("RUST_LOG", tansu_log_filter())
         .current_dir(&dir)
         .stdin(Stdio::null())
         .stdout(log)
@@ -161,10 +185,9 @@ pub fn ensure_broker(config: &StackConfig) -> Result<BrokerProcess, StackError> 
             if !exited {
                 let _ = child.kill();
             }
-            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: String = tail.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
             return Err(start_err(format!(
-                "it did not listen on port {port} ({tail})"
+                "it did not listen on port {port} ({})",
+                log_tail(&log_path)
             )));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -181,22 +204,67 @@ pub fn ensure_broker(config: &StackConfig) -> Result<BrokerProcess, StackError> 
     Ok(process)
 }
 
+/// `RAFFLE_TANSU_LOG`, else `warn`: the broker's own log filter.
+fn tansu_log_filter() -> String {
+    std::env::var("RAFFLE_TANSU_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "warn".to_owned())
+}
+
+/// The last lines of a log, on one line.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut lines: Vec<&str> = text.lines().rev().take(5).collect();
+    lines.reverse();
+    lines.join(" | ")
+}
+
+/// Stops the Tansu this stack started, however wedged it is, and starts it again on the same
+/// port with the same data.
+fn restart_tansu(dir: &Path, process: &BrokerProcess) -> Result<BrokerProcess, StackError> {
+    if let Some(pid) = process.pid {
+        kill_and_wait(pid, "-KILL");
+    }
+    let port = process.port.ok_or_else(|| StackError::TansuStart {
+        binary: "tansu".into(),
+        reason: "the stack's state file has no port to restart it on".into(),
+        log: dir.join("tansu.log").display().to_string(),
+    })?;
+    start_tansu(dir, port)
+}
+
+fn kill_and_wait(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pid_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The Tansu recorded in the state directory, if it still runs and listens.
 pub fn running_tansu(dir: &Path) -> Option<BrokerProcess> {
-    let text = std::fs::read_to_string(state_file(dir)).ok()?;
-    let process: BrokerProcess = serde_json::from_str(&text).ok()?;
+    let process = recorded_tansu(dir)?;
     let alive = process.pid.is_some_and(pid_alive) && process.port.is_some_and(port_open);
     alive.then_some(process)
+}
+
+/// The Tansu the state file records, running or not.
+fn recorded_tansu(dir: &Path) -> Option<BrokerProcess> {
+    let text = std::fs::read_to_string(state_file(dir)).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// Stops the Tansu this state directory started. Returns its pid if one was running.
 pub fn stop_tansu(dir: &Path) -> Option<u32> {
     let process = running_tansu(dir)?;
     let pid = process.pid?;
-    let _ = Command::new("kill").arg(pid.to_string()).status();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pid_alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
+    kill_and_wait(pid, "-TERM");
+    if pid_alive(pid) {
+        // A wedged broker may not answer SIGTERM.
+        kill_and_wait(pid, "-KILL");
     }
     let _ = std::fs::remove_file(state_file(dir));
     Some(pid)
@@ -216,14 +284,31 @@ pub async fn up(config: &StackConfig) -> Result<StackHealth, StackError> {
         .get(0);
 
     let cfg = config.clone();
-    let broker = tokio::task::spawn_blocking(move || ensure_broker(&cfg))
+    let mut broker = tokio::task::spawn_blocking(move || ensure_broker(&cfg))
         .await
         .map_err(|e| StackError::TansuStart {
             binary: "tansu".into(),
             reason: e.to_string(),
             log: String::new(),
         })??;
-    kafka::health(&broker.brokers, &[], Duration::from_secs(5)).await?;
+    let mut restarted = None;
+    if let Err(wedged) = kafka::round_trip(&broker.brokers, PROBE_TIMEOUT).await {
+        if !broker.started_here {
+            return Err(wedged.into());
+        }
+        // Alive and listening, but not doing its job: the only cure is a fresh process.
+        tracing::warn!(pid = ?broker.pid, error = %wedged, "the broker does not work; restarting it");
+        let (dir, running) = (config.state_dir.clone(), broker.clone());
+        broker = tokio::task::spawn_blocking(move || restart_tansu(&dir, &running))
+            .await
+            .map_err(|e| StackError::TansuStart {
+                binary: "tansu".into(),
+                reason: e.to_string(),
+                log: String::new(),
+            })??;
+        kafka::round_trip(&broker.brokers, PROBE_TIMEOUT).await?;
+        restarted = Some(wedged.to_string());
+    }
     kafka::ensure_topics(
         &broker.brokers,
         &config.topics.all(),
@@ -238,5 +323,6 @@ pub async fn up(config: &StackConfig) -> Result<StackHealth, StackError> {
         migrations,
         broker,
         kafka,
+        restarted,
     })
 }

@@ -182,6 +182,94 @@ pub async fn ensure_topics(
     })
 }
 
+/// The topic the stack's round trip writes to and reads back (one partition, no prefix: it
+/// checks the broker, not a deployment).
+pub const PROBE_TOPIC: &str = "_raffle_stack_probe";
+
+/// A real round trip through the broker: one record produced by an idempotent producer (as the
+/// services produce) and read back by offset. A broker that is alive and listening but fails
+/// requests — seen with Tansu 0.6.0 after an outage — fails this where a metadata request
+/// alone may pass. Returns how long it took.
+pub async fn round_trip(brokers: &str, timeout: Duration) -> Result<Duration, KafkaError> {
+    let started = std::time::Instant::now();
+    let unreachable = |reason: String| KafkaError::Unreachable {
+        brokers: brokers.to_owned(),
+        reason,
+    };
+    let attempt = async {
+        ensure_topics(brokers, &[(PROBE_TOPIC, 1)], 1).await?;
+        let producer = producer(brokers, timeout.as_millis() as u64)?;
+        let marker = uuid::Uuid::new_v4().to_string();
+        let rdkafka::producer::future_producer::Delivery {
+            partition, offset, ..
+        } = producer
+            .send(
+                rdkafka::producer::FutureRecord::to(PROBE_TOPIC)
+                    .key("probe")
+                    .payload(&marker),
+                timeout,
+            )
+            .await
+            .map_err(|(e, _)| unreachable(format!("producing to {PROBE_TOPIC}: {e}")))?;
+        let brokers = brokers.to_owned();
+        tokio::task::spawn_blocking(move || {
+            read_back(&brokers, partition, offset, &marker, timeout)
+        })
+        .await
+        .map_err(|e| unreachable(e.to_string()))?
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| unreachable(format!("no round trip within {} ms", timeout.as_millis())))??;
+    Ok(started.elapsed())
+}
+
+/// Reads the record at (`partition`, `offset`) of the probe topic and checks it is `marker`.
+fn read_back(
+    brokers: &str,
+    partition: i32,
+    offset: i64,
+    marker: &str,
+    timeout: Duration,
+) -> Result<(), KafkaError> {
+    use rdkafka::message::Message;
+    let unreachable = |reason: String| KafkaError::Unreachable {
+        brokers: brokers.to_owned(),
+        reason,
+    };
+    let consumer: BaseConsumer = base_config(brokers)
+        .set("group.id", "raffle-stack-probe")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| KafkaError::Client {
+            brokers: brokers.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(PROBE_TOPIC, partition, rdkafka::Offset::Offset(offset))
+        .and_then(|()| consumer.assign(&tpl))
+        .map_err(|e| unreachable(e.to_string()))?;
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) if m.offset() == offset => {
+                return if m.payload() == Some(marker.as_bytes()) {
+                    Ok(())
+                } else {
+                    Err(unreachable(format!(
+                        "{PROBE_TOPIC}[{partition}] at offset {offset} holds another record than the one produced"
+                    )))
+                };
+            }
+            Some(Ok(_)) | None => {}
+            Some(Err(e)) => return Err(unreachable(format!("fetching from {PROBE_TOPIC}: {e}"))),
+        }
+    }
+    Err(unreachable(format!(
+        "the record produced to {PROBE_TOPIC}[{partition}] at offset {offset} could not be read back"
+    )))
+}
+
 /// The high watermark (next offset to be written) of each partition of `topic`.
 pub async fn high_watermarks(
     brokers: &str,

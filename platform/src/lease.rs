@@ -51,7 +51,7 @@ impl Lease {
     ) -> Result<Option<Lease>, DbError> {
         let application_name = format!("raffle-lease {owner} {key}");
         let mut client = db.connect(&truncate(&application_name, 63)).await?;
-        let lock_name = format!("{}\u{1f}{}", key.consumer_group, key.topic);
+        let lock_name = lock_name(&key);
         loop {
             if *shutdown.borrow() {
                 return Ok(None);
@@ -117,6 +117,11 @@ impl Lease {
             .await?
             .get(0))
     }
+}
+
+/// The advisory lock of a lease is `(hashtext(lock_name), partition)`.
+pub fn lock_name(key: &LeaseKey) -> String {
+    format!("{}\u{1f}{}", key.consumer_group, key.topic)
 }
 
 fn truncate(s: &str, max: usize) -> String {

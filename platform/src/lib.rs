@@ -18,10 +18,13 @@ pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod devstack;
+pub mod health;
 pub mod http_client;
 pub mod kafka;
 pub mod lease;
 pub mod outbox;
+pub mod retry;
+pub mod service;
 pub mod telemetry;
 pub mod version;
 

@@ -13,8 +13,9 @@ use tokio::sync::watch;
 use tokio_postgres::Transaction;
 
 use crate::consumer::Record;
-use crate::db::{DbError, DbTarget, error_chain};
+use crate::db::{DbTarget, error_chain};
 use crate::lease::{Lease, LeaseKey};
+use crate::retry::{Backoff, sleep_or_shutdown};
 
 /// Writes one message to the outbox inside `tx`.
 pub async fn enqueue(
@@ -69,12 +70,6 @@ pub async fn enqueue_dead_letter(
     enqueue(tx, dlq_topic, record.key.as_deref(), &payload, &headers).await
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    #[error("outbox relay: {0}")]
-    Db(#[from] DbError),
-}
-
 /// Publishes outbox rows in id order and marks them published.
 pub struct OutboxRelay {
     pub db: DbTarget,
@@ -86,42 +81,53 @@ pub struct OutboxRelay {
 }
 
 impl OutboxRelay {
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> Result<(), RelayError> {
+    /// Relays until `shutdown` turns true. One relay at a time holds the outbox's lease; the
+    /// others wait. A lease that cannot be taken (Postgres unreachable) and a batch that
+    /// fails (database or broker down) are retried with backoff for as long as it takes:
+    /// the relay never stops by itself.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
         let key = LeaseKey {
             consumer_group: "outbox-relay".into(),
             topic: "platform.outbox".into(),
             partition: 0,
         };
+        let mut backoff = Backoff::new(100, 2_000);
         loop {
-            let Some(lease) = Lease::acquire(
+            let lease = Lease::acquire(
                 &self.db,
                 key.clone(),
                 &self.owner,
                 Duration::from_millis(500),
                 &mut shutdown,
             )
-            .await?
-            else {
-                return Ok(());
+            .await;
+            let lease = match lease {
+                Ok(Some(lease)) => lease,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(lease = %key, reason = %error_chain(&e), retry_in_ms = backoff.ms, "outbox relay cannot take its lease; retrying");
+                    backoff.pause(&mut shutdown).await;
+                    continue;
+                }
             };
+            backoff.reset();
             while lease.is_alive() && !*shutdown.borrow() {
                 match self.relay_once().await {
                     Ok(0) => {
-                        tokio::select! {
-                            _ = tokio::time::sleep(Duration::from_millis(self.idle_ms)) => {}
-                            _ = shutdown.changed() => {}
-                        }
+                        backoff.reset();
+                        sleep_or_shutdown(Duration::from_millis(self.idle_ms), &mut shutdown).await;
                     }
-                    Ok(_) => {}
+                    Ok(_) => backoff.reset(),
                     Err(reason) => {
-                        tracing::warn!(%reason, "outbox relay batch failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        tracing::warn!(lease = %key, %reason, retry_in_ms = backoff.ms, "outbox relay batch failed; retrying");
+                        backoff.pause(&mut shutdown).await;
                     }
                 }
             }
             if *shutdown.borrow() {
-                return Ok(());
+                return;
             }
+            tracing::warn!(lease = %key, "outbox relay lost its lease connection; taking it again");
         }
     }
 
