@@ -278,7 +278,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let ingest_state = Arc::new(ingest::IngestState::new(
         &db,
         pool.clone(),
-        platform::kafka::producer(&brokers, 5_000)?,
+        platform::kafka::producer(&brokers, ingest::DELIVERY_TIMEOUT_MS)?,
         ingest::IngestConfig {
             webhook_secret: SECRET.as_bytes().to_vec(),
             webhook_tolerance_s: 300,

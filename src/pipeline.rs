@@ -72,7 +72,7 @@ pub async fn ingest() -> anyhow::Result<()> {
     .await?;
     let settings = ingest::IngestConfig::from_env(&config.topics.sales, &brokers)
         .map_err(anyhow::Error::msg)?;
-    let producer = platform::kafka::producer(&brokers, 5_000)?;
+    let producer = platform::kafka::producer(&brokers, ingest::DELIVERY_TIMEOUT_MS)?;
     let addr: SocketAddr = std::env::var("RAFFLE_INGEST_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:8080".into())
         .parse()
@@ -95,7 +95,7 @@ pub async fn import_rsu(rsu: uuid::Uuid, file: std::path::PathBuf) -> anyhow::Re
     let state = ingest::IngestState::new(
         &db,
         pool,
-        platform::kafka::producer(&brokers, 5_000)?,
+        platform::kafka::producer(&brokers, ingest::DELIVERY_TIMEOUT_MS)?,
         ingest::IngestConfig {
             // Imports carry no webhooks.
             webhook_secret: Vec::new(),

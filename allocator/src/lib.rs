@@ -60,14 +60,15 @@ pub fn service(
     let relay = OutboxRelay {
         db: db.clone(),
         pool: pool.clone(),
-        producer: platform::kafka::producer(brokers, 30_000).map_err(|e| ConsumerError::Kafka {
-            lease: platform::lease::LeaseKey {
-                consumer_group: CONSUMER_GROUP.into(),
-                topic: topics.tickets.clone(),
-                partition: -1,
-            },
-            reason: e.to_string(),
-        })?,
+        producer: platform::kafka::producer(brokers, platform::outbox::DELIVERY_TIMEOUT_MS)
+            .map_err(|e| ConsumerError::Kafka {
+                lease: platform::lease::LeaseKey {
+                    consumer_group: CONSUMER_GROUP.into(),
+                    topic: topics.tickets.clone(),
+                    partition: -1,
+                },
+                reason: e.to_string(),
+            })?,
         owner: platform::consumer::default_owner(),
         batch_size_max: 1000,
         idle_ms: 20,

@@ -110,21 +110,42 @@ impl IngestState {
     }
 
     /// Produces `event` to the sales topic keyed by its range partition; returns once the
-    /// broker acknowledged it, or 503 naming why not.
+    /// broker acknowledged it, or 503 naming why not — at the latest after [`ACK_WAIT`]. A
+    /// sale not acknowledged by then stays queued for delivery (up to [`DELIVERY_TIMEOUT_MS`]):
+    /// if it lands after all, the provider's retry is a duplicate the allocator ignores.
     pub async fn publish(&self, event: &schemas::SaleEvent) -> Result<(), Problem> {
         let payload =
             schemas::encode(event).map_err(|e| Problem::internal("encoding the sale", &e))?;
         let key = event.range_partition.to_string();
-        self.producer
-            .send(FutureRecord::to(&self.config.sales_topic).key(&key).payload(&payload), Duration::from_secs(10))
-            .await
-            .map(|_| ())
-            .map_err(|(e, _)| {
-                tracing::warn!(error = %e, raffle = %event.raffle_id, "broker did not acknowledge a sale");
-                Problem::unavailable(format!("the sale could not be recorded durably ({e}); retry"))
-            })
+        let record = FutureRecord::to(&self.config.sales_topic)
+            .key(&key)
+            .payload(&payload);
+        let unavailable = |why: String| {
+            tracing::warn!(raffle = %event.raffle_id, order = ?event.order_id, reason = %why, "broker did not acknowledge a sale");
+            Problem::unavailable(format!(
+                "the sale could not be recorded durably ({why}); retry"
+            ))
+        };
+        match tokio::time::timeout(ACK_WAIT, self.producer.send(record, ACK_WAIT)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(unavailable(e.to_string())),
+            Err(_) => Err(unavailable(format!(
+                "no acknowledgement within {} s",
+                ACK_WAIT.as_secs()
+            ))),
+        }
     }
 }
+
+/// How long a request waits for the broker's acknowledgement of its sale before it answers
+/// 503 (the provider or the device retries).
+pub const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// How long the producer keeps a sale queued for delivery. Longer than any broker outage
+/// ingest should ride out: a sale that times out makes librdkafka bump the idempotent
+/// producer's epoch, and the development broker (Tansu 0.6.0, sqlite) panicked on the bumped
+/// epoch after a 10 s outage and then refused every request (docs/RESILIENCE.md).
+pub const DELIVERY_TIMEOUT_MS: u64 = 300_000;
 
 async fn route(
     state: Arc<IngestState>,

@@ -70,6 +70,11 @@ pub async fn enqueue_dead_letter(
     enqueue(tx, dlq_topic, record.key.as_deref(), &payload, &headers).await
 }
 
+/// How long the relay's producer keeps a message queued for delivery: longer than any broker
+/// outage it should ride out, so that an outage does not time messages out (which bumps the
+/// idempotent producer's epoch; see `ingest::DELIVERY_TIMEOUT_MS`).
+pub const DELIVERY_TIMEOUT_MS: u64 = 300_000;
+
 /// Publishes outbox rows in id order and marks them published.
 pub struct OutboxRelay {
     pub db: DbTarget,
