@@ -36,6 +36,9 @@ const SECRET: &str = "whsec_chaos_test_secret_0123456789";
 const PREFIX: &str = "chaos.";
 /// Buyers at once; each buys, pays, and starts again.
 const BUYERS: usize = 12;
+/// New orders a second at most, all buyers together: steady load that does not sell the
+/// raffle out on a fast machine.
+const ORDERS_PER_S: u32 = 150;
 /// The longest a fault's recovery may take (the promise).
 const RECOVERY_MAX: Duration = Duration::from_secs(10);
 
@@ -353,10 +356,12 @@ async fn buyer(
     book: Arc<Mutex<Ledger>>,
     stop: Arc<AtomicBool>,
     n: Arc<AtomicUsize>,
+    pace: Arc<Mutex<tokio::time::Interval>>,
 ) {
     let checkout =
         serde_json::to_vec(&json!({"raffle_id": raffle, "package_id": package})).expect("JSON");
     while !stop.load(Ordering::Relaxed) {
+        pace.lock().await.tick().await;
         let order = loop {
             match call(
                 addr,
@@ -404,16 +409,21 @@ struct Probe {
 }
 
 impl Probe {
-    async fn ready(&self, addr: SocketAddr) -> bool {
-        matches!(
-            call(addr, "GET", "/health/ready", &[], b"").await,
-            Some((200, _))
-        )
+    /// The service says it is ready, in a report of a check made after `since`.
+    async fn ready(&self, addr: SocketAddr, since: chrono::DateTime<Utc>) -> bool {
+        match call(addr, "GET", "/health/ready", &[], b"").await {
+            Some((200, report)) => report["checked_at"]
+                .as_str()
+                .and_then(|t| t.parse::<chrono::DateTime<Utc>>().ok())
+                .is_some_and(|checked| checked > since),
+            _ => false,
+        }
     }
 
     /// Both consumer services say every partition is owned and their dependencies answer.
-    async fn all_ready(&self) -> bool {
-        self.ready(self.allocator_health).await && self.ready(self.ledger_health).await
+    async fn all_ready(&self, since: chrono::DateTime<Utc>) -> bool {
+        self.ready(self.allocator_health, since).await
+            && self.ready(self.ledger_health, since).await
     }
 
     async fn stored_offsets(&self, group: &str, topic: &str, partitions: i32) -> Option<Vec<i64>> {
@@ -481,10 +491,11 @@ struct FaultReport {
 /// Waits (up to 60 s) for readiness and for a sale applied after `since`; the two delays.
 async fn recovery(probe: &Probe, ended: Instant) -> (f64, f64) {
     eprintln!("  waiting for recovery");
+    let ended_at = Utc::now();
     let before = probe.applied().await.unwrap_or(0);
     let (mut ready, mut consuming) = (None, None);
     while ended.elapsed() < Duration::from_secs(60) && (ready.is_none() || consuming.is_none()) {
-        if ready.is_none() && probe.all_ready().await {
+        if ready.is_none() && probe.all_ready(ended_at).await {
             ready = Some(ended.elapsed().as_secs_f64());
         }
         if consuming.is_none() && probe.applied().await.is_some_and(|n| n > before) {
@@ -588,7 +599,9 @@ async fn every_fault_heals_by_itself_and_nothing_acknowledged_is_lost_or_doubled
         ledger_health,
     };
     let started = Instant::now();
-    while !(probe.all_ready().await
+    while !(probe
+        .all_ready(Utc::now() - chrono::Duration::seconds(60))
+        .await
         && call(ingest_addr, "GET", "/health/ready", &[], b"")
             .await
             .is_some_and(|(s, _)| s == 200))
@@ -607,6 +620,9 @@ async fn every_fault_heals_by_itself_and_nothing_acknowledged_is_lost_or_doubled
     let book = Arc::new(Mutex::new(Ledger::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicUsize::new(0));
+    let mut interval = tokio::time::interval(Duration::from_secs(1) / ORDERS_PER_S);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let pace = Arc::new(Mutex::new(interval));
     let buyers: Vec<_> = (0..BUYERS)
         .map(|_| {
             tokio::spawn(buyer(
@@ -616,6 +632,7 @@ async fn every_fault_heals_by_itself_and_nothing_acknowledged_is_lost_or_doubled
                 book.clone(),
                 stop.clone(),
                 count.clone(),
+                pace.clone(),
             ))
         })
         .collect();
@@ -781,7 +798,11 @@ async fn every_fault_heals_by_itself_and_nothing_acknowledged_is_lost_or_doubled
         .await
         .expect("balances");
 
+    let broker_log =
+        std::fs::read_to_string(dir.join("stack").join("tansu.log")).unwrap_or_default();
     let report = json!({
+        "broker_panicked": broker_log.contains("panicked"),
+        "broker_starts": broker_log.matches("ready in").count(),
         "orders_acknowledged": acknowledged.len(),
         "webhook_deliveries": book.deliveries,
         "webhook_retries": book.retries,

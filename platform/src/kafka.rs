@@ -38,6 +38,9 @@ pub fn base_config(brokers: &str) -> ClientConfig {
     config
         .set("bootstrap.servers", brokers)
         .set("socket.connection.setup.timeout.ms", "5000")
+        // librdkafka backs off up to 10 s between reconnects by default: a broker that is back
+        // would wait that long for its clients. 1 s keeps recovery within a second or two.
+        .set("reconnect.backoff.max.ms", "1000")
         .set("log_level", "4");
     config
 }
