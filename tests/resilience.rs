@@ -211,8 +211,7 @@ async fn waiting_for_a_pooled_connection_has_a_bound() {
     let waited = tokio::time::timeout(Duration::from_secs(20), pool.get()).await;
     let error = waited
         .expect("the wait ends by itself")
-        .err()
-        .expect("no connection while the only one is held");
+        .expect_err("no connection while the only one is held");
     assert!(
         matches!(
             error,
