@@ -99,6 +99,49 @@ fn stack_up_brings_everything_up_and_reports_it_healthy() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A broker that is alive and listening but answers nothing (here: stopped with SIGSTOP; in
+/// the field, Tansu 0.6.0 after a panic in its storage) passes a liveness look. `stack up`
+/// puts a record through it, finds it wedged, and starts it again on the same port.
+#[test]
+fn stack_up_restarts_a_broker_that_listens_but_does_not_work() {
+    let dir = state_dir("wedged");
+    let dir_s = dir.to_str().unwrap();
+    let env = [
+        ("RAFFLE_STATE_DIR", dir_s),
+        ("RAFFLE_TOPIC_PREFIX", "stackwedge."),
+    ];
+    let (o, _) = raffle(&["stack", "up", "--json"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let pid = first["broker"]["pid"].as_u64().unwrap();
+    let stopped = Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+
+    let (o, took) = raffle(&["stack", "up", "--json"], &env);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let second: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        second["broker"]["restarted_because"].is_string(),
+        "the wedged broker was noticed: {second}"
+    );
+    assert_ne!(second["broker"]["pid"], first["broker"]["pid"]);
+    assert_eq!(second["broker"]["brokers"], first["broker"]["brokers"]);
+    assert!(took < Duration::from_secs(60), "answered in {took:?}");
+    // The new one works: a third `up` finds it healthy and keeps it.
+    let (o, _) = raffle(&["stack", "up", "--json"], &env);
+    let third: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(third["broker"]["pid"], second["broker"]["pid"]);
+    assert!(third["broker"]["restarted_because"].is_null());
+    let _ = raffle(&["stack", "down"], &env);
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn an_unreachable_postgres_is_named_with_the_fix() {
     let (o, took) = raffle(
