@@ -57,6 +57,14 @@ ensure_postgres() {
     fi
 }
 
+# The chaos test runs a Postgres cluster of its own (so that it may restart it): it needs the
+# server binaries even where DATABASE_URL points at a server elsewhere.
+ensure_postgres_binaries() {
+    if [ -n "${PG_BIN:-}" ] && [ -x "$PG_BIN/pg_ctl" ]; then return 0; fi
+    if ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then return 0; fi
+    apt_install postgresql
+}
+
 # The broker: KAFKA_BROKERS if set; otherwise Tansu $TANSU_VERSION, built once with cargo.
 ensure_tansu() {
     if [ -n "${KAFKA_BROKERS:-}" ]; then return 0; fi

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 ensure_toolchain
 ensure_postgres
+ensure_postgres_binaries
 ensure_tansu
 
 if [ -z "${RAFFLE_SKIP_LINT:-}" ]; then

@@ -87,6 +87,12 @@ enum Command {
         #[command(subcommand)]
         action: draw::DrawAction,
     },
+    /// Ask a service's health endpoint (for container health checks, which have no curl):
+    /// exits 0 when it answers 200, else 1; prints the report.
+    Health {
+        /// For example http://127.0.0.1:8082/health/ready
+        url: String,
+    },
     /// Benchmarks that print their figures (`--json` too).
     Bench {
         #[command(subcommand)]
@@ -249,6 +255,7 @@ fn main() -> ExitCode {
                 action: AllocatorAction::Run,
             } => pipeline::allocator().await,
             Command::Bench { action } => bench::run(action).await,
+            Command::Health { url } => stack::health(&url).await,
             Command::Draw { action } => draw::run(action).await,
             Command::Report {
                 action:

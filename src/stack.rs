@@ -106,3 +106,29 @@ pub async fn migrate() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `raffle health URL`: GET the URL; success only on 200.
+pub async fn health(url: &str) -> anyhow::Result<()> {
+    let rest = url.strip_prefix("http://").with_context(|| {
+        format!("{url:?}: give an http:// URL, like http://127.0.0.1:8082/health/ready")
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/health"),
+    };
+    let addr = tokio::net::lookup_host(authority)
+        .await
+        .with_context(|| format!("cannot resolve {authority:?}"))?
+        .next()
+        .with_context(|| format!("{authority:?} resolves to no address"))?;
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        platform::http_client::request(addr, "GET", path, &[], b""),
+    )
+    .await
+    .with_context(|| format!("{url} did not answer within 5 s"))?
+    .with_context(|| format!("cannot reach {url}"))?;
+    println!("{}", String::from_utf8_lossy(&answer.body));
+    anyhow::ensure!(answer.status == 200, "{url} answered {}", answer.status);
+    Ok(())
+}

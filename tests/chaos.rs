@@ -636,6 +636,10 @@ async fn every_fault_heals_by_itself_and_nothing_acknowledged_is_lost_or_doubled
             ))
         })
         .collect();
+    assert!(
+        health_check(allocator_health) && health_check(ledger_health),
+        "`raffle health` agrees the services are ready"
+    );
     progress(t0, "services ready, buyers buying");
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -682,6 +686,7 @@ async fn every_fault_heals_by_itself_and_nothing_acknowledged_is_lost_or_doubled
         ))
         .await
         .expect("refuse connections");
+    let mut unready_seen = false;
     while began.elapsed() < Duration::from_secs(30) {
         admin
             .execute(
@@ -691,6 +696,8 @@ async fn every_fault_heals_by_itself_and_nothing_acknowledged_is_lost_or_doubled
             .await
             .expect("kill connections");
         tokio::time::sleep(Duration::from_secs(1)).await;
+        // What a container health check sees meanwhile.
+        unready_seen |= began.elapsed() > Duration::from_secs(5) && !health_check(allocator_health);
     }
     admin
         .batch_execute(&format!("ALTER DATABASE {database} ALLOW_CONNECTIONS true"))
@@ -852,6 +859,10 @@ async fn every_fault_heals_by_itself_and_nothing_acknowledged_is_lost_or_doubled
         "revenue in the ledger: {balances:?}"
     );
 
+    assert!(
+        unready_seen,
+        "`raffle health` said not ready while the database refused every connection"
+    );
     // The three faults no one restarts anything for.
     assert_eq!(
         survivors,
@@ -879,6 +890,16 @@ async fn every_fault_heals_by_itself_and_nothing_acknowledged_is_lost_or_doubled
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `raffle health` on a consumer service's readiness, as a container health check runs it.
+fn health_check(addr: SocketAddr) -> bool {
+    Command::new(RAFFLE)
+        .args(["health", &format!("http://{addr}/health/ready")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Stops the test's broker when the test ends, however it ends.

@@ -164,8 +164,7 @@ fn start_tansu(dir: &Path, port: u16) -> Result<BrokerProcess, StackError> {
             "--advertised-listener-url",
             &url,
         ])
-        // Tansu 0.6.0 reads the sqlite URL's path relative to its working directory.
-        .args(["--storage-engine", "sqlite://tansu.db"])
+        .args(["--storage-engine", &tansu_storage()])
         // Not the services' RUST_LOG: at `info` the broker logs every request (2.4 GB in five
         // minutes of load was measured).
         .env("RUST_LOG", tansu_log_filter())
@@ -202,6 +201,17 @@ fn start_tansu(dir: &Path, port: u16) -> Result<BrokerProcess, StackError> {
     std::fs::write(state_file(&dir), json).map_err(state_dir_err)?;
     tracing::info!(pid, port, "started Tansu");
     Ok(process)
+}
+
+/// `RAFFLE_TANSU_STORAGE`, else sqlite in the state directory (Tansu 0.6.0 reads the sqlite
+/// URL's path relative to its working directory). A `postgres://` URL needs Tansu's schema in
+/// that database first (`etc/initdb.d/010-schema.sql` of Tansu's repository at its release);
+/// docs/RESILIENCE.md compares the two.
+fn tansu_storage() -> String {
+    std::env::var("RAFFLE_TANSU_STORAGE")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| "sqlite://tansu.db".to_owned())
 }
 
 /// `RAFFLE_TANSU_LOG`, else `warn`: the broker's own log filter.
