@@ -836,3 +836,68 @@ async fn a_seed_sealed_under_a_key_is_unreadable_until_the_draw_reveals_it() {
     let v = draw_engine::verify(&client, f.raffle_id).await.unwrap();
     assert!(v.ok(), "{:#?}", v.checks);
 }
+
+/// A critical event that cannot be written makes the claim fail, instead of a COMMIT that
+/// the server turns into a ROLLBACK while the claimant is told the prize was paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_critical_event_cannot_be_written_fails_and_pays_nothing() {
+    let env = TestEnv::new().await;
+    let f = sealed(&env, FixtureOptions::default()).await;
+    let outcome = draw_engine::run(&env.pool, &request(f.raffle_id))
+        .await
+        .unwrap();
+    let client = env.client().await;
+    let winner = &outcome.winners[0];
+    let validation: String = client
+        .query_one(
+            "SELECT o.validation_number FROM sales.tickets t JOIN sales.orders o ON o.id = t.order_id
+              WHERE t.raffle_id = $1 AND t.draw_number = $2",
+            &[&f.raffle_id, &winner.draw_number],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(
+            "CREATE FUNCTION test_refuse_claim_events() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.event_type = 'PRIZE_CLAIMED' THEN RAISE EXCEPTION 'the audit trail is full'; END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER test_refuse_claim_events BEFORE INSERT ON audit.critical_events
+                 FOR EACH ROW EXECUTE FUNCTION test_refuse_claim_events();",
+        )
+        .await
+        .unwrap();
+    let claim = draw_engine::ClaimRequest {
+        raffle_id: f.raffle_id,
+        draw_number: winner.draw_number,
+        validation_number: validation,
+        claimed_by: "winner".into(),
+    };
+    let e = draw_engine::claim(&env.pool, &claim)
+        .await
+        .expect_err("the claim cannot succeed without its critical event");
+    assert!(
+        matches!(&e, DrawError::Failed(why) if why.contains("PRIZE_CLAIMED")),
+        "{e}"
+    );
+    let claimed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM draw.prize_claims c JOIN draw.draw_results r ON r.id = c.draw_result_id
+               JOIN draw.draw_executions e ON e.id = r.draw_execution_id WHERE e.raffle_event_id = $1",
+            &[&f.raffle_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(claimed, 0, "nothing paid");
+
+    client
+        .batch_execute("DROP TRIGGER test_refuse_claim_events ON audit.critical_events")
+        .await
+        .unwrap();
+    draw_engine::claim(&env.pool, &claim)
+        .await
+        .expect("with its trail writable the same claim is paid");
+}

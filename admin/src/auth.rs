@@ -149,8 +149,11 @@ impl Verifier {
                 Problem::unauthenticated("Authorization header must be 'Bearer <token>'")
             })?
             .trim();
-        let jwt_header = decode_header(token)
-            .map_err(|e| Problem::unauthenticated(format!("token is malformed: {e}")))?;
+        // What the parser says stays in the server's log: a caller learns only what to fix.
+        let jwt_header = decode_header(token).map_err(|e| {
+            tracing::debug!(error = %e, "bearer token header does not parse");
+            Problem::unauthenticated("token is not a JWT (header.payload.signature, base64url)")
+        })?;
         let (key, algorithm) = match &self.keys {
             Keys::Hs256(key) => (key.clone(), Algorithm::HS256),
             Keys::Jwks(set) => {
@@ -162,8 +165,10 @@ impl Verifier {
                 .ok_or_else(|| {
                     Problem::unauthenticated("token's key id is not in the configured key set")
                 })?;
-                let key = DecodingKey::from_jwk(jwk)
-                    .map_err(|e| Problem::unauthenticated(format!("unusable key: {e}")))?;
+                let key = DecodingKey::from_jwk(jwk).map_err(|e| {
+                    tracing::warn!(kid = ?jwt_header.kid, error = %e, "a key of the configured JWKS is unusable");
+                    Problem::unauthenticated("token's key cannot be used to verify it")
+                })?;
                 (key, Algorithm::RS256)
             }
         };
@@ -175,15 +180,25 @@ impl Verifier {
         }
         let mut validation = Validation::new(algorithm);
         validation.leeway = 30;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        // A configured issuer or audience is required, not only checked when present: a
+        // token without `iss` / `aud` was accepted before.
+        let mut required = vec!["exp", "sub"];
         match &self.issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
             None => validation.iss = None,
         }
         match &self.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         let data = decode::<Claims>(token, &key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind::*;
             let why = match e.kind() {
@@ -191,8 +206,12 @@ impl Verifier {
                 InvalidSignature => "token signature does not verify".to_owned(),
                 InvalidIssuer => "token issuer is not accepted".to_owned(),
                 InvalidAudience => "token audience is not accepted".to_owned(),
-                ImmatureSignature => "token is not valid yet".to_owned(),
-                other => format!("token refused: {other:?}"),
+                ImmatureSignature => "token is not valid yet (nbf)".to_owned(),
+                MissingRequiredClaim(claim) => format!("token lacks the required claim {claim:?}"),
+                other => {
+                    tracing::debug!(error = ?other, "bearer token refused");
+                    "token claims do not verify".to_owned()
+                }
             };
             Problem::unauthenticated(why)
         })?;
@@ -278,5 +297,91 @@ pub fn require_platform_admin(actor: &Actor) -> Result<(), Problem> {
             "{} is not a platform administrator; jurisdictions, regulations and system configuration are theirs",
             actor.sub
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    use serde_json::json;
+
+    const SECRET: &[u8] = b"a-development-secret-of-32-bytes!";
+
+    fn token(claims: serde_json::Value) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .expect("sign")
+    }
+
+    fn now() -> i64 {
+        chrono::Utc::now().timestamp()
+    }
+
+    fn strict() -> Verifier {
+        Verifier::hs256(SECRET)
+            .with_issuer(Some("https://id.example".into()))
+            .with_audience(Some("raffle-admin".into()))
+    }
+
+    fn refusal(v: &Verifier, t: &str) -> String {
+        v.verify(Some(&format!("Bearer {t}")))
+            .expect_err("refused")
+            .detail
+    }
+
+    #[test]
+    fn a_configured_issuer_and_audience_are_required_not_only_checked() {
+        let v = strict();
+        let good = json!({"sub": "ada", "exp": now() + 600, "iss": "https://id.example", "aud": "raffle-admin"});
+        assert_eq!(
+            v.verify(Some(&format!("Bearer {}", token(good))))
+                .expect("accepted")
+                .0,
+            "ada"
+        );
+        let no_aud = json!({"sub": "ada", "exp": now() + 600, "iss": "https://id.example"});
+        assert!(refusal(&v, &token(no_aud)).contains("\"aud\""));
+        let no_iss = json!({"sub": "ada", "exp": now() + 600, "aud": "raffle-admin"});
+        assert!(refusal(&v, &token(no_iss)).contains("\"iss\""));
+        let other_aud = json!({"sub": "ada", "exp": now() + 600, "iss": "https://id.example", "aud": "billing"});
+        assert_eq!(
+            refusal(&v, &token(other_aud)),
+            "token audience is not accepted"
+        );
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        let v = Verifier::hs256(SECRET);
+        let later = json!({"sub": "ada", "exp": now() + 7200, "nbf": now() + 3600});
+        assert_eq!(refusal(&v, &token(later)), "token is not valid yet (nbf)");
+        let within_leeway = json!({"sub": "ada", "exp": now() + 7200, "nbf": now() + 10});
+        assert!(
+            v.verify(Some(&format!("Bearer {}", token(within_leeway))))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn refusals_do_not_echo_the_parsers_internals() {
+        let v = Verifier::hs256(SECRET);
+        for junk in [
+            "not-a-token",
+            "a.b.c",
+            "eyJhbGciOiJIUzI1NiJ9.e30.",
+            "\u{0}\u{1}",
+        ] {
+            let detail = refusal(&v, junk).to_lowercase();
+            assert!(
+                ["error", "base64", "json", "utf", "invalid"]
+                    .iter()
+                    .all(|internal| !detail.contains(internal)),
+                "{junk:?}: {detail}"
+            );
+        }
     }
 }

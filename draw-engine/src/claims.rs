@@ -95,7 +95,7 @@ pub async fn claim_at(
                 json!({"draw_number": request.draw_number, "code": code}),
             ),
         )
-        .await;
+        .await?;
         tx.commit().await.map_err(failed)?;
     }
     outcome
@@ -263,7 +263,7 @@ async fn try_claim(
             json!(&record),
         ),
     )
-    .await;
+    .await?;
     tx.commit().await.map_err(failed)?;
     Ok(record)
 }
@@ -432,7 +432,7 @@ pub async fn expire_unclaimed_at(
             expiry.expired.len(),
             expiry.returned_to_proceeds_minor
         ), json!(&expiry)))
-    .await;
+    .await?;
     tx.commit().await.map_err(failed)?;
     Ok(expiry)
 }

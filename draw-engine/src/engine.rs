@@ -67,16 +67,22 @@ pub(crate) fn event<'a>(
         .change(None, Some(after))
 }
 
-/// Writes a critical event; a failure to write it is logged, never hides the outcome.
+/// Writes a critical event. A failure is an error of the whole operation: inside a
+/// transaction the failed insert has aborted it, and committing anyway would turn the COMMIT
+/// into a ROLLBACK while the caller reported success.
 pub(crate) async fn record_event(
     client: &impl GenericClient,
     by: &str,
     event: admin::audit::Event<'_>,
-) {
+) -> Result<(), DrawError> {
     let (raffle_id, event_type) = (event.raffle_id, event.event_type.to_owned());
-    if let Err(e) = admin::audit::record(client, Some(&actor(by)), event).await {
-        tracing::error!(raffle_id = ?raffle_id, event_type, error = %e, "could not record a critical event");
-    }
+    admin::audit::record(client, Some(&actor(by)), event)
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            tracing::error!(raffle_id = ?raffle_id, event_type, error = %e, "could not record a critical event");
+            DrawError::Failed(format!("recording the critical event {event_type}: {e}"))
+        })
 }
 
 /// One prize as the seal valued it.
@@ -476,7 +482,7 @@ async fn refuse(
     error: DrawError,
 ) -> DrawError {
     if let DrawError::Refused { code, reason } = &error {
-        record_event(
+        let recorded = record_event(
             client,
             &request.conducted_by,
             event(
@@ -489,6 +495,12 @@ async fn refuse(
             ),
         )
         .await;
+        // The refusal stands either way; the caller also learns it is not on the trail.
+        if let Err(DrawError::Failed(why)) = recorded {
+            return DrawError::Failed(format!(
+                "draw refused ({code}: {reason}), and the refusal could not be recorded: {why}"
+            ));
+        }
     }
     error
 }
@@ -636,7 +648,7 @@ async fn draw_locked(
                 "DRAW_STARTED"
             }, admin::audit::Severity::Info, description, json!({"execution_id": prepared.execution_id, "seed_commitment": hex::encode(prepared.commitment),
                    "seal_head_hash": hex::encode(prepared.seal_head), "tickets_eligible": prepared.eligible.len()})))
-        .await;
+        .await?;
         tx.commit().await.map_err(failed)?;
     }
 
@@ -717,7 +729,7 @@ async fn draw_locked(
             json!(&outcome),
         ),
     )
-    .await;
+    .await?;
     tx.commit().await.map_err(failed)?;
     tracing::info!(raffle_id = %raffle_id, execution_id = %prepared.execution_id, winners = outcome.winners.len(), "draw completed");
     Ok(outcome)
@@ -884,6 +896,6 @@ pub async fn export_barrel(
             json!({"tickets": p.eligible.len(), "ticket_set_digest": digest}),
         ),
     )
-    .await;
+    .await?;
     Ok((p.eligible.len(), digest))
 }
