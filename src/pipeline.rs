@@ -235,22 +235,30 @@ pub async fn audit_verify(raffle: uuid::Uuid, json: bool) -> anyhow::Result<()> 
             }
         }
     }
-    if let Some(m) = seal.filter(|m| !m.is_empty()) {
-        let fields: Vec<&str> = m.iter().map(|x| x.field).collect();
-        anyhow::bail!(
-            "the seal of raffle {raffle} does not match its books: {}",
-            fields.join(", ")
+    if !json && let Some(f) = &verification.first_failure {
+        println!(
+            "  FIRST FAILURE: entry {} (sequence {}): {}",
+            f.entry_id, f.sequence, f.reason
         );
     }
-    match verification.first_failure {
-        None => Ok(()),
-        Some(f) => anyhow::bail!(
+    // The entry first: a changed entry usually changes the seal's figures too, and the entry
+    // is what an auditor has to find.
+    let mut failures = Vec::new();
+    if let Some(f) = &verification.first_failure {
+        failures.push(format!(
             "entry {} (sequence {}) does not verify: {}",
-            f.entry_id,
-            f.sequence,
-            f.reason
-        ),
+            f.entry_id, f.sequence, f.reason
+        ));
     }
+    if let Some(m) = seal.filter(|m| !m.is_empty()) {
+        let fields: Vec<&str> = m.iter().map(|x| x.field).collect();
+        failures.push(format!(
+            "the seal of raffle {raffle} does not match its books: {}",
+            fields.join(", ")
+        ));
+    }
+    anyhow::ensure!(failures.is_empty(), "{}", failures.join("; "));
+    Ok(())
 }
 
 /// Seals a raffle's books and prints the seal.

@@ -674,3 +674,48 @@ async fn the_seal_refuses_while_sales_are_in_flight_and_closes_the_books_once_th
         "a raffle is sealed once"
     );
 }
+
+/// `raffle audit verify` in text mode names the changed entry, also when the change breaks
+/// the seal's figures too (which it reported alone before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_in_text_names_the_changed_entry_of_a_sealed_raffle() {
+    let env = TestEnv::new().await;
+    let f = draw_engine::fixture::sealed_raffle(
+        &env.pool,
+        &env.brokers,
+        &env.topics,
+        &draw_engine::fixture::FixtureOptions::default(),
+    )
+    .await
+    .expect("a sealed raffle");
+    env.client()
+        .await
+        .batch_execute(&format!(
+            "BEGIN; SET LOCAL session_replication_role = replica;
+             UPDATE ledger.postings p SET amount_minor = amount_minor * 2 FROM ledger.journal_entries e
+              WHERE e.id = p.entry_id AND e.sequence = 3 AND e.raffle_id = '{}';
+             COMMIT;",
+            f.raffle_id
+        ))
+        .await
+        .expect("tampering as superuser");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raffle"))
+        .args(["audit", "verify", "--raffle", &f.raffle_id.to_string()])
+        .env("DATABASE_URL", &env.database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("raffle audit verify");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("(sequence 3)") && stderr.contains("(sequence 3)"),
+        "the entry is named in the report and the error:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("seal"),
+        "the seal's mismatch is still said: {stderr}"
+    );
+}
