@@ -1143,3 +1143,74 @@ async fn concurrent_order_lookups_each_get_their_own_order() {
         }
     }
 }
+
+/// Sales end when they are closed, not only at the configured end: a payment made after an
+/// early close is rejected for refund; one made before it is issued even if it arrives late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_made_after_an_early_close_is_rejected_for_refund() {
+    let env = TestEnv::new().await;
+    let (s, client, partition) = raffle_on_sale(&env).await;
+    let before_close = Utc::now() - chrono::Duration::seconds(5);
+    admin::seed::call_as(
+        &env.pool,
+        "admin",
+        warp::http::Method::POST,
+        &format!(
+            "organizations/{}/raffles/{}/transitions",
+            s.organization_id, s.raffle_id
+        ),
+        json!({"to": "sales_closed", "reason": "the gates closed early"}),
+    )
+    .await
+    .expect("close sales early");
+    let after_close = Utc::now() + chrono::Duration::seconds(1);
+    let (paid_before, early) =
+        common::pending_order_and_sale(&client, &s, partition, "VAL-EARLY-OK", before_close).await;
+    let (paid_after, late) =
+        common::pending_order_and_sale(&client, &s, partition, "VAL-EARLY-LATE", after_close).await;
+    let records: Vec<(String, Vec<u8>)> = [early, late]
+        .iter()
+        .map(|e| (partition.to_string(), schemas::encode(e).unwrap()))
+        .collect();
+    let p = platform::kafka::producer(&env.brokers, 10_000).unwrap();
+    for (key, payload) in &records {
+        p.send(
+            rdkafka::producer::FutureRecord::to(&env.topics.sales)
+                .key(key)
+                .payload(payload),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .expect("broker ack");
+    }
+    let running = common::allocator(&env);
+    common::eventually("both sales decided", || async {
+        pending_orders(&env).await == 0
+    })
+    .await;
+    running.stop().await;
+    let status = |order: Uuid| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT payment_status FROM sales.orders WHERE id = $1",
+                    &[&order],
+                )
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(status(paid_before).await, "completed");
+    assert_ne!(status(paid_after).await, "completed");
+    let reason: String = client
+        .query_one(
+            "SELECT reason_code FROM sales.rejected_sales WHERE order_id = $1",
+            &[&paid_after],
+        )
+        .await
+        .expect("the late payment is on the list to refund")
+        .get(0);
+    assert_eq!(reason, "outside_sales_window");
+}

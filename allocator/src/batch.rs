@@ -304,8 +304,13 @@ impl<'a> Work<'a> {
         // of one raffle never deadlock each other.
         for row in tx
             .query(
-                "SELECT id, state, sales_start_time, sales_end_time, max_tickets, total_sold, first_sale_at
-                   FROM catalog.raffle_events WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                // Sales end at the configured end or when they were closed, whichever came
+                // first: a payment after an early close is rejected for refund.
+                "SELECT r.id, r.state, r.sales_start_time,
+                        least(r.sales_end_time, (SELECT min(t.occurred_at) FROM catalog.raffle_transitions t
+                                                  WHERE t.raffle_id = r.id AND t.to_state = 'sales_closed')),
+                        r.max_tickets, r.total_sold, r.first_sale_at
+                   FROM catalog.raffle_events r WHERE r.id = ANY($1) ORDER BY r.id FOR UPDATE OF r",
                 &[&raffle_ids],
             )
             .await?
