@@ -1509,3 +1509,86 @@ async fn the_reconciliation_report_is_served_to_the_organisations_finance_and_au
         404
     );
 }
+
+/// An address belongs to the organisation that made it: another organisation cannot attach it
+/// to its contact and then read it through its own address list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_organisations_address_cannot_be_attached_or_read() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let theirs = app
+        .ok(
+            "admin",
+            "POST",
+            &format!("organizations/{}/addresses", w.org),
+            json!({"street": "1 Private Lane", "city": "Hometown", "country": "US"}),
+            201,
+        )
+        .await;
+    let mine = app
+        .ok(
+            "mallory",
+            "POST",
+            "organizations",
+            json!({"name": "Mallory's Raffles", "primary_currency": "USD", "operating_fee": {"type": "percentage", "percent": "1"}}),
+            201,
+        )
+        .await;
+    let mine = mine["id"].as_str().unwrap();
+    let p = app
+        .refused(
+            "mallory",
+            "POST",
+            &format!("organizations/{mine}/contacts"),
+            json!({"name": "Eve", "address_id": theirs["id"]}),
+            422,
+        )
+        .await;
+    assert_eq!(p["field"], "address_id", "{p}");
+    let listed = app
+        .ok(
+            "mallory",
+            "GET",
+            &format!("organizations/{mine}/addresses"),
+            Value::Null,
+            200,
+        )
+        .await;
+    assert!(
+        !listed.to_string().contains("Private Lane"),
+        "another organisation's address is not listed: {listed}"
+    );
+    // The database holds it too, whatever the code path.
+    let forced = app
+        .env
+        .client()
+        .await
+        .execute(
+            &format!(
+                "INSERT INTO catalog.contacts (organization_id, name, address_id) VALUES ('{mine}', 'Eve', '{}')",
+                theirs["id"].as_str().unwrap()
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(common::sqlstate(forced), "23503");
+    // Its own organisation lists it, and may use it.
+    let listed = app
+        .ok(
+            "admin",
+            "GET",
+            &format!("organizations/{}/addresses", w.org),
+            Value::Null,
+            200,
+        )
+        .await;
+    assert!(listed.to_string().contains("Private Lane"), "{listed}");
+    app.ok(
+        "admin",
+        "POST",
+        &format!("organizations/{}/contacts", w.org),
+        json!({"name": "Ada", "address_id": theirs["id"]}),
+        201,
+    )
+    .await;
+}

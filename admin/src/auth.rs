@@ -152,7 +152,9 @@ impl Verifier {
         // What the parser says stays in the server's log: a caller learns only what to fix.
         let jwt_header = decode_header(token).map_err(|e| {
             tracing::debug!(error = %e, "bearer token header does not parse");
-            Problem::unauthenticated("token is not a JWT (header.payload.signature, base64url)")
+            Problem::unauthenticated(
+                "token is malformed: a JWT is three dot-separated parts, header.payload.signature",
+            )
         })?;
         let (key, algorithm) = match &self.keys {
             Keys::Hs256(key) => (key.clone(), Algorithm::HS256),

@@ -34,7 +34,13 @@ pub struct AddressInput {
     country: String,
 }
 
-async fn insert_address(ctx: &Ctx<'_, '_>, a: &AddressInput, field: &str) -> Result<Uuid, Problem> {
+/// A new address of organisation `org` (only its own row, venues and contacts may refer to it).
+async fn insert_address(
+    ctx: &Ctx<'_, '_>,
+    org: Uuid,
+    a: &AddressInput,
+    field: &str,
+) -> Result<Uuid, Problem> {
     let street = text(&format!("{field}.street"), &a.street, 200)?;
     let city = text(&format!("{field}.city"), &a.city, 100)?;
     if a.country.len() != 2 || !a.country.bytes().all(|b| b.is_ascii_uppercase()) {
@@ -48,8 +54,9 @@ async fn insert_address(ctx: &Ctx<'_, '_>, a: &AddressInput, field: &str) -> Res
     let row = ctx
         .tx
         .query_one(
-            "INSERT INTO catalog.addresses (street, city, state, zip_code, country) VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            &[&street, &city, &state, &zip, &a.country],
+            "INSERT INTO catalog.addresses (street, city, state, zip_code, country, organization_id)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            &[&street, &city, &state, &zip, &a.country, &org],
         )
         .await?;
     Ok(row.get(0))
@@ -176,10 +183,6 @@ pub async fn create(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
         &input.default_revenue_calculation_method,
     )?;
     let prefix = validation_prefix(&input.rsu_validation_number_prefix)?;
-    let address_id = match &input.address {
-        Some(a) => Some(insert_address(ctx, a, "address").await?),
-        None => None,
-    };
     let by = &ctx.actor.sub;
     let row = ctx
         .tx
@@ -198,7 +201,7 @@ pub async fn create(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
                 &currency,
                 &opt_text("contact_email", &input.contact_email, 254)?,
                 &opt_text("contact_phone", &input.contact_phone, 40)?,
-                &address_id,
+                &None::<Uuid>,
                 &method,
                 &tax,
                 &input.tax_included,
@@ -213,6 +216,16 @@ pub async fn create(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
         )
         .await?;
     let id: Uuid = row.get(0);
+    // The organisation's own address belongs to it, so it is written once the row exists.
+    if let Some(a) = &input.address {
+        let address = insert_address(ctx, id, a, "address").await?;
+        ctx.tx
+            .execute(
+                "UPDATE catalog.organizations SET address_id = $2 WHERE id = $1",
+                &[&id, &address],
+            )
+            .await?;
+    }
     ctx.tx
         .execute(
             "INSERT INTO catalog.organization_memberships (user_id, organization_id, role, is_default)
@@ -333,8 +346,7 @@ pub async fn update(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
 pub async fn create_address(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
     require(ctx.tx, ctx.actor, org, rights::CHANGE_SETUP).await?;
     let input: AddressInput = parse(ctx.body)?;
-    let id = insert_address(ctx, &input, "address").await?;
-    // Addresses are shared rows; the organisation's contact refers to them. Record who made it.
+    let id = insert_address(ctx, org, &input, "address").await?;
     let after = row_json(ctx.tx, "catalog.addresses", id, "address").await?;
     super::created_with(
         ctx,
@@ -356,6 +368,22 @@ struct ContactInput {
 pub async fn create_contact(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
     require(ctx.tx, ctx.actor, org, rights::CHANGE_SETUP).await?;
     let c: ContactInput = parse(ctx.body)?;
+    if let Some(address) = c.address_id {
+        let own = ctx
+            .tx
+            .query_opt(
+                "SELECT 1 FROM catalog.addresses WHERE id = $1 AND organization_id = $2",
+                &[&address, &org],
+            )
+            .await?;
+        if own.is_none() {
+            // Another organisation's address looks the same as none at all.
+            return Err(Problem::invalid(
+                "address_id",
+                format!("organization {org} has no address {address}"),
+            ));
+        }
+    }
     let row = ctx
         .tx
         .query_one(
@@ -420,7 +448,7 @@ pub async fn create_venue(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem
         return Err(Problem::invalid("capacity", "must not be negative"));
     }
     let address_id = match &v.address {
-        Some(a) => Some(insert_address(ctx, a, "address").await?),
+        Some(a) => Some(insert_address(ctx, org, a, "address").await?),
         None => None,
     };
     let row = ctx
@@ -472,10 +500,7 @@ pub async fn list(ctx: &Ctx<'_, '_>, org: Uuid, what: Listing) -> Result<Reply, 
     require(ctx.tx, ctx.actor, org, rights::READ_SETUP).await?;
     let sql = match what {
         Listing::Addresses => {
-            "SELECT to_jsonb(a) FROM catalog.addresses a WHERE a.id IN (
-                 SELECT address_id FROM catalog.organizations WHERE id = $1
-                 UNION SELECT address_id FROM catalog.venues WHERE organization_id = $1
-                 UNION SELECT address_id FROM catalog.contacts WHERE organization_id = $1) ORDER BY a.created_at"
+            "SELECT to_jsonb(a) FROM catalog.addresses a WHERE a.organization_id = $1 ORDER BY a.created_at"
         }
         Listing::Contacts => "SELECT to_jsonb(c) FROM catalog.contacts c WHERE organization_id = $1 ORDER BY created_at",
         Listing::Venues => "SELECT to_jsonb(v) FROM catalog.venues v WHERE organization_id = $1 ORDER BY name",
