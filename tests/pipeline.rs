@@ -1214,3 +1214,78 @@ async fn a_payment_made_after_an_early_close_is_rejected_for_refund() {
         .get(0);
     assert_eq!(reason, "outside_sales_window");
 }
+
+/// A device asking for blocks itself holds at most two with numbers left in a raffle, each at
+/// most the range's block size: one key cannot drain the RSU range from the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_take_more_numbers_than_its_blocks_allow() {
+    let env = TestEnv::new().await;
+    let options = admin::seed::Options {
+        rsu_count: 1,
+        allocation_size: 100,
+        ..Default::default()
+    };
+    let s = admin::seed::raffle_on_sale(&env.pool, &options)
+        .await
+        .expect("seed a raffle");
+    let (addr, _stop) = spawn_ingest(&env).await;
+    let auth = format!("Bearer {}", s.rsus[0].api_key);
+    let ask = |body: Value| {
+        let auth = auth.clone();
+        async move {
+            post(
+                addr,
+                "/v1/rsu/allocations",
+                &[
+                    ("Authorization", auth.as_str()),
+                    ("Content-Type", "application/json"),
+                ],
+                &body,
+            )
+            .await
+        }
+    };
+    let too_big = ask(json!({"raffle_id": s.raffle_id, "size": 48_000})).await;
+    assert_eq!(
+        too_big.status,
+        422,
+        "{}",
+        String::from_utf8_lossy(&too_big.body)
+    );
+    assert_eq!(too_big.json().unwrap()["field"], "size");
+    // The seed gave it one block; it may take the next.
+    let second = ask(json!({"raffle_id": s.raffle_id})).await;
+    assert_eq!(
+        second.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&second.body)
+    );
+    let mut refused = 0;
+    for _ in 0..20 {
+        let r = ask(json!({"raffle_id": s.raffle_id})).await;
+        if r.status == 409 {
+            refused += 1;
+            assert!(
+                r.json().unwrap()["type"]
+                    .as_str()
+                    .unwrap()
+                    .contains("rsu-holds-enough"),
+                "{}",
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+    }
+    assert_eq!(refused, 20);
+    let held: i64 = env
+        .client()
+        .await
+        .query_one(
+            "SELECT coalesce(sum(total_tickets), 0)::bigint FROM catalog.rsu_allocations WHERE entity_id = $1",
+            &[&s.rsus[0].id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(held <= 200, "the device holds {held} numbers");
+}

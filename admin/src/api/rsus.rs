@@ -264,7 +264,16 @@ struct AllocationInput {
     size: Option<i64>,
     #[serde(default = "rsu_range")]
     range_type: String,
+    /// The device asks for itself (with its API key), not an operator for it: bounded by
+    /// [`DEVICE_OPEN_BLOCKS_MAX`] and the range's block size.
+    #[serde(skip)]
+    by_device: bool,
 }
+
+/// Blocks with numbers left that a device may hold in one raffle when it asks for another
+/// itself: the one running low and the next. Without a bound one device key took 48,000
+/// numbers in blocks of 100, starving every other device of the range.
+pub const DEVICE_OPEN_BLOCKS_MAX: i64 = 2;
 
 fn rsu_range() -> String {
     "rsu".into()
@@ -334,6 +343,14 @@ async fn allocate_block(
         Some(s) => positive("size", s, 100_000)?,
         None => i64::from(default_size),
     };
+    if a.by_device && size > i64::from(default_size) {
+        return Err(Problem::invalid(
+            "size",
+            format!(
+                "a device may ask for at most {default_size} numbers, the range's block size; an operator can allocate more"
+            ),
+        ));
+    }
     if next + size - 1 > end {
         return Err(Problem::conflict(
             "range-exhausted",
@@ -546,6 +563,25 @@ pub async fn device_allocate(
             if !owned {
                 return Err(Problem::not_found(format!("raffle {raffle} of this RSU's organization")));
             }
+            // One request of a device at a time, so that the count below holds.
+            ctx.tx
+                .execute("SELECT 1 FROM catalog.rsus WHERE id = $1 FOR UPDATE", &[&rsu])
+                .await?;
+            let open: i64 = ctx
+                .tx
+                .query_one(
+                    "SELECT count(*) FROM catalog.rsu_allocations
+                      WHERE entity_id = $1 AND raffle_id = $2 AND state = 'active' AND tickets_available > 0",
+                    &[&rsu, &raffle],
+                )
+                .await?
+                .get(0);
+            if open >= DEVICE_OPEN_BLOCKS_MAX {
+                return Err(Problem::conflict(
+                    "rsu-holds-enough",
+                    format!("RSU {rsu} already holds {open} blocks of raffle {raffle} with numbers left; it gets another once one is used up or returned"),
+                ));
+            }
             allocate_block(
                 ctx,
                 org,
@@ -554,6 +590,7 @@ pub async fn device_allocate(
                     rsu_id: rsu,
                     size,
                     range_type: rsu_range(),
+                    by_device: true,
                 },
             )
             .await
