@@ -869,10 +869,7 @@ impl<'a> Work<'a> {
                 );
             }
         }
-        let sequence = sale
-            .validation_number
-            .strip_prefix(prefix.as_str())
-            .and_then(|s| s.parse::<i32>().ok())
+        let sequence = schemas::ValidationNumber::sequence_in(&sale.validation_number, &prefix)
             .filter(|s| *s >= first_seq && *s < first_seq + block_size);
         let Some(sequence) = sequence else {
             return self.reject(

@@ -393,7 +393,12 @@ pub fn sell(db: &Path, request: &SaleRequest<'_>) -> Result<Receipt> {
             ))
         })?;
     let (block_id, first, prefix, validation_seq) = block;
-    let validation = format!("{prefix}{validation_seq:04}");
+    let sequence = i32::try_from(validation_seq).map_err(|_| {
+        EdgeError::SaleRefused(format!(
+            "validation sequence {validation_seq} of block {block_id} is out of range"
+        ))
+    })?;
+    let validation = schemas::ValidationNumber::in_block(&prefix, sequence);
     tx.execute(
         "UPDATE blocks SET next_number = next_number + ?2, validation_next = validation_next + 1 WHERE id = ?1",
         params![block_id, count],

@@ -216,6 +216,24 @@ impl ValidationNumber {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The one spelling of sequence `sequence` of the block `prefix`: at least four digits,
+    /// zero-padded (`RSU001-2026-0001`), no other leading zeros.
+    pub fn in_block(prefix: &str, sequence: i32) -> String {
+        format!("{prefix}{sequence:04}")
+    }
+
+    /// The sequence of `value` in the block `prefix`, only when `value` is spelled the one way
+    /// [`ValidationNumber::in_block`] spells it: `RSU001-2026-1` and `RSU001-2026-00001` are
+    /// not other names for `RSU001-2026-0001`.
+    pub fn sequence_in(value: &str, prefix: &str) -> Option<i32> {
+        let digits = value.strip_prefix(prefix)?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let sequence = digits.parse::<i32>().ok()?;
+        (Self::in_block(prefix, sequence) == value).then_some(sequence)
+    }
 }
 
 impl TryFrom<String> for ValidationNumber {
@@ -334,6 +352,41 @@ impl FromStr for RangePartition {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_validation_number_has_one_spelling_in_its_block() {
+        let prefix = "RSU001-2026-";
+        assert_eq!(ValidationNumber::in_block(prefix, 1), "RSU001-2026-0001");
+        assert_eq!(
+            ValidationNumber::sequence_in("RSU001-2026-0001", prefix),
+            Some(1)
+        );
+        assert_eq!(
+            ValidationNumber::sequence_in("RSU001-2026-12345", prefix),
+            Some(12345)
+        );
+        for other in [
+            "RSU001-2026-1",
+            "RSU001-2026-00001",
+            "RSU001-2026-+001",
+            "RSU001-2026-",
+            "RSU002-2026-0001",
+        ] {
+            assert_eq!(
+                ValidationNumber::sequence_in(other, prefix),
+                None,
+                "{other}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn every_sequence_reads_back_from_its_spelling(sequence in 0i32..i32::MAX) {
+            let text = ValidationNumber::in_block("RSU007-2030-", sequence);
+            prop_assert_eq!(ValidationNumber::sequence_in(&text, "RSU007-2030-"), Some(sequence));
+        }
+    }
 
     #[test]
     fn currency_accepts_iso_codes_only() {
