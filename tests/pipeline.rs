@@ -1289,3 +1289,108 @@ async fn a_device_cannot_take_more_numbers_than_its_blocks_allow() {
         .get(0);
     assert!(held <= 200, "the device holds {held} numbers");
 }
+
+/// Bytes the database cannot store, or that would forge a log line, are refused at the edge
+/// with the field named — one record of a batch alone, the rest applied — never accepted and
+/// then dropped by the allocator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bytes_are_refused_at_the_edge_and_only_the_bad_record_is() {
+    let env = TestEnv::new().await;
+    let s = admin::seed::raffle_on_sale(&env.pool, &admin::seed::Options::default())
+        .await
+        .expect("seed a raffle");
+    let (addr, _stop) = spawn_ingest(&env).await;
+    let running = common::allocator(&env);
+    let created = Utc::now() - Span::minutes(1);
+    let good = rsu_record(&s, 0, 0, created);
+    let mut nul_operator = rsu_record(&s, 0, 1, created);
+    nul_operator["operatorId"] = json!("seller\u{0}1");
+    let mut nul_name = rsu_record(&s, 0, 2, created);
+    nul_name["customerInfo"] = json!({"name": "Ada\u{0}Lovelace"});
+    let mut nul_local = rsu_record(&s, 0, 3, created);
+    nul_local["localId"] = json!("r0-3\u{0}");
+    let mut forged_log = rsu_record(&s, 0, 4, created);
+    forged_log["localId"] = json!("r0-4\n2026-12-01T00:00:00Z  INFO RSU batch accepted=500");
+    let answer = upload(
+        addr,
+        &s.rsus[0].api_key,
+        &[good, nul_operator, nul_name, nul_local, forged_log],
+    )
+    .await;
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results[0]["status"], "accepted", "{answer}");
+    for (i, field) in [
+        (1, "operatorId"),
+        (2, "customerInfo.name"),
+        (3, "localId"),
+        (4, "localId"),
+    ] {
+        assert_eq!(results[i]["status"], "rejected", "{answer}");
+        let reason = results[i]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!("records[{i}].{field}")),
+            "{reason}"
+        );
+    }
+    common::eventually("the good record to be issued", || async {
+        scalar(&env, "SELECT count(*) FROM sales.orders WHERE source = 'rsu' AND payment_status = 'completed'").await == 1
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(
+        scalar(
+            &env,
+            "SELECT count(*) FROM platform.outbox WHERE topic LIKE '%dlq%'"
+        )
+        .await,
+        0,
+        "nothing reached the allocator that it had to refuse"
+    );
+
+    // Checkout and the admin API: 422 naming the field, not a 500.
+    let nul_customer = post(
+        addr,
+        "/v1/checkout",
+        &[("Content-Type", "application/json")],
+        &json!({"raffle_id": s.raffle_id, "package_id": s.package_id, "customer": {"name": "Eve\u{0}"}}),
+    )
+    .await;
+    assert_eq!(
+        nul_customer.status,
+        422,
+        "{}",
+        String::from_utf8_lossy(&nul_customer.body)
+    );
+    assert_eq!(nul_customer.json().unwrap()["field"], "customer.name");
+    let newline_name = post(
+        addr,
+        "/v1/checkout",
+        &[("Content-Type", "application/json")],
+        &json!({"raffle_id": s.raffle_id, "package_id": s.package_id, "customer": {"name": "Eve\nINFO forged"}}),
+    )
+    .await;
+    assert_eq!(newline_name.status, 422);
+    let org = admin::seed::call_as(
+        &env.pool,
+        "admin",
+        warp::http::Method::POST,
+        "organizations",
+        json!({"name": "Bad\u{0}Name", "primary_currency": "USD", "operating_fee": {"type": "percentage", "percent": "1"}}),
+    )
+    .await
+    .expect_err("a NUL in a name is refused");
+    assert_eq!((org.status, org.field.as_deref()), (422, Some("name")));
+    let described = admin::seed::call_as(
+        &env.pool,
+        "admin",
+        warp::http::Method::POST,
+        "organizations",
+        json!({"name": "Good Name", "description": "two\nlines", "primary_currency": "USD",
+               "operating_fee": {"type": "percentage", "percent": "1"}}),
+    )
+    .await;
+    assert!(
+        described.is_ok(),
+        "a description keeps its line breaks: {described:?}"
+    );
+}

@@ -520,7 +520,7 @@ impl<'a> Work<'a> {
     }
 
     fn reject(&mut self, event: &SaleEvent, code: &'static str, reason: String) -> Outcome {
-        tracing::info!(raffle = %event.raffle_id, order = ?event.order_id, code, %reason, "sale rejected");
+        tracing::info!(raffle = %event.raffle_id, order = ?event.order_id, code, reason = ?reason, "sale rejected");
         if let Some(order) = event.order_id
             && let Some(o) = self.orders.get_mut(&order)
             && o.status == "pending"

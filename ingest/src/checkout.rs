@@ -36,32 +36,20 @@ pub fn online_validation_number() -> String {
     format!("VAL-{code}")
 }
 
-fn short(field: &str, v: &Option<String>, max: usize) -> Result<(), Problem> {
-    match v {
-        Some(s) if s.chars().count() > max => Err(Problem::invalid(
-            field,
-            format!("must be at most {max} characters"),
-        )),
-        _ => Ok(()),
-    }
-}
-
 pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> {
     let input: CheckoutInput = admin::api::parse(body)?;
-    let customer = input.customer.unwrap_or(Customer {
+    let given = input.customer.unwrap_or(Customer {
         name: None,
         email: None,
         phone: None,
     });
-    short("customer.name", &customer.name, 200)?;
-    short("customer.email", &customer.email, 254)?;
-    short("customer.phone", &customer.phone, 40)?;
-    if customer.email.as_deref().is_some_and(|e| !e.contains('@')) {
-        return Err(Problem::invalid(
-            "customer.email",
-            "is not an email address",
-        ));
-    }
+    let customer = crate::customer(
+        "customer",
+        given.name.as_deref(),
+        given.email.as_deref(),
+        given.phone.as_deref(),
+    )
+    .map_err(|(field, why)| Problem::invalid(&field, why))?;
     let client = admin::pooled(&state.pool).await?;
     let offer = client
         .prepare_cached(

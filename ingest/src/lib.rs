@@ -264,6 +264,49 @@ pub async fn serve(
         .await;
 }
 
+/// What a buyer gave about themselves, checked as the edge must: each field optional (empty
+/// counts as absent), one line of text without control characters, bounded; the e-mail shaped
+/// like one. A refusal names the field under `prefix` (`customer.name`,
+/// `records[3].customerInfo.name`).
+pub(crate) fn customer(
+    prefix: &str,
+    name: Option<&str>,
+    email: Option<&str>,
+    phone: Option<&str>,
+) -> Result<schemas::Customer, (String, String)> {
+    let field = |name: &str, value: Option<&str>, max: usize| {
+        let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        schemas::text::line(value, max)
+            .map(|()| Some(value.to_owned()))
+            .map_err(|e| (format!("{prefix}.{name}"), e.to_string()))
+    };
+    let customer = schemas::Customer {
+        name: field("name", name, 200)?,
+        email: field("email", email, 254)?,
+        phone: field("phone", phone, 40)?,
+    };
+    if customer.email.as_deref().is_some_and(|e| !e.contains('@')) {
+        return Err((format!("{prefix}.email"), "is not an email address".into()));
+    }
+    Ok(customer)
+}
+
+/// A payment provider's id of an event, a payment or a charge (`evt_…`, `pi_…`): 1-255
+/// printable ASCII characters, nothing that could forge a log line or fail to store.
+pub(crate) fn provider_id(field: &str, value: &str) -> Result<(), Problem> {
+    let ok = !value.is_empty() && value.len() <= 255 && value.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::invalid(
+            field,
+            "must be 1-255 printable ASCII characters, as the provider's ids are",
+        ))
+    }
+}
+
 /// Records a sale refused at the edge, so it is visible with its reason.
 pub(crate) async fn record_rejection(
     client: &impl tokio_postgres::GenericClient,

@@ -13,12 +13,38 @@ use warp::http::StatusCode;
 
 use crate::{IngestState, Reply, record_rejection};
 use schemas::{
-    Currency, Customer, DrawNumber, RangePartition, RangeRef, RsuSale, SaleEvent, SaleEventKind,
+    Currency, DrawNumber, RangePartition, RangeRef, RsuSale, SaleEvent, SaleEventKind,
     ValidationNumber,
 };
 
 /// Records one upload may carry.
 pub const BATCH_RECORDS_MAX: usize = 500;
+/// The longest local id a device may give a sale.
+const LOCAL_ID_CHARS_MAX: usize = 100;
+
+/// The record's text fields hold what can be stored and printed on a receipt; otherwise the
+/// reason, naming the field. Checked before anything is published: the allocator would
+/// refuse the bytes, and the sale would miss the draw after the device heard "accepted".
+fn text_fields(i: usize, r: &Record) -> Result<(), String> {
+    let named = |field: &str, e: schemas::text::TextError| format!("records[{i}].{field}: {e}");
+    schemas::text::line(&r.local_id, LOCAL_ID_CHARS_MAX).map_err(|e| named("localId", e))?;
+    if let Some(operator) = &r.operator_id {
+        schemas::text::line(operator, 100).map_err(|e| named("operatorId", e))?;
+    }
+    if let Some(reason) = &r.void_reason {
+        schemas::text::prose(reason, 500).map_err(|e| named("voidReason", e))?;
+    }
+    if let Some(c) = &r.customer_info {
+        crate::customer(
+            &format!("records[{i}].customerInfo"),
+            c.name.as_deref(),
+            c.email.as_deref(),
+            c.phone.as_deref(),
+        )
+        .map_err(|(field, why)| format!("{field}: {why}"))?;
+    }
+    Ok(())
+}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -104,9 +130,6 @@ fn check(
     allocations: &HashMap<Uuid, Allocation>,
     now: DateTime<Utc>,
 ) -> Result<SaleEvent, (&'static str, String)> {
-    if record.local_id.is_empty() || record.local_id.len() > 100 {
-        return Err(("invalid", "localId must be 1-100 characters".into()));
-    }
     let a = allocations.get(&record.allocation_id).ok_or((
         "unknown_allocation",
         format!("allocation {} is not this RSU's", record.allocation_id),
@@ -157,11 +180,19 @@ fn check(
             ),
         ));
     }
-    let customer = record.customer_info.as_ref().map(|c| Customer {
-        name: c.name.clone(),
-        email: c.email.clone(),
-        phone: c.phone.clone(),
-    });
+    // Checked by `text_fields` before: the same answer, the fields trimmed.
+    let customer = match &record.customer_info {
+        None => None,
+        Some(c) => Some(
+            crate::customer(
+                "customerInfo",
+                c.name.as_deref(),
+                c.email.as_deref(),
+                c.phone.as_deref(),
+            )
+            .map_err(|(field, why)| ("invalid", format!("{field}: {why}")))?,
+        ),
+    };
     Ok(SaleEvent {
         event_id: Uuid::now_v7(),
         idempotency_key: format!("rsu:{rsu}:{}", record.local_id),
@@ -204,7 +235,8 @@ pub async fn upload(
 ) -> Result<Reply, Problem> {
     let (client, rsu) = device(state, authorization).await?;
     drop(client);
-    let upload: Upload = admin::api::parse(body)?;
+    // Each record is judged by itself: a bad one must not refuse the others.
+    let upload: Upload = admin::api::parse_unchecked(body)?;
     accept(state, rsu, &upload.records).await
 }
 
@@ -221,7 +253,7 @@ struct Export {
 /// `rsu` (an operator's action: the device's key may be gone with it). The records take the
 /// same path as a batch upload, in batches; already-uploaded ones come back as duplicates.
 pub async fn import(state: &IngestState, rsu: Uuid, body: &[u8]) -> Result<Reply, Problem> {
-    let export: Export = admin::api::parse(body)?;
+    let export: Export = admin::api::parse_unchecked(body)?;
     let client = admin::pooled(&state.pool).await?;
     let device: String = client
         .query_opt(
@@ -273,9 +305,12 @@ async fn accept(state: &IngestState, rsu: Uuid, records: &[Value]) -> Result<Rep
         .iter()
         .map(|r| (r.get(0), Allocation { raffle_id: r.get(1), start: r.get(2), end: r.get(3) }))
         .collect();
+    // A local id that cannot be stored is that record's problem alone: it stays out of the
+    // look-ups below (which it would fail for the whole batch) and is rejected by itself.
     let local_ids: Vec<&str> = records
         .iter()
         .filter_map(|r| r.get("localId").and_then(Value::as_str))
+        .filter(|id| schemas::text::line(id, LOCAL_ID_CHARS_MAX).is_ok())
         .collect();
     let already: HashMap<String, String> = client
         .query(
@@ -305,11 +340,15 @@ async fn accept(state: &IngestState, rsu: Uuid, records: &[Value]) -> Result<Rep
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        let parsed: Result<Record, _> = serde_path_to_error::deserialize(raw);
+        let parsed = serde_path_to_error::deserialize::<_, Record>(raw)
+            .map_err(|e| format!("records[{i}].{}: {}", e.path(), e.inner()))
+            .and_then(|r| text_fields(i, &r).map(|()| r));
         let record = match parsed {
             Ok(r) => r,
-            Err(e) => {
-                let reason = format!("records[{i}].{}: {}", e.path(), e.inner());
+            Err(reason) => {
+                // The local id is kept as the device sent it, escaped so that it can be
+                // stored and shown.
+                let local_id: String = local_id.escape_default().take(LOCAL_ID_CHARS_MAX).collect();
                 record_rejection(
                     client,
                     None,
@@ -371,7 +410,7 @@ async fn accept(state: &IngestState, rsu: Uuid, records: &[Value]) -> Result<Rep
                 pending.push(((record.local_id.clone(), record.voided), event));
             }
             Err((code, reason)) => {
-                tracing::info!(rsu = %rsu, local_id = %record.local_id, code, %reason, "RSU record rejected");
+                tracing::info!(rsu = %rsu, local_id = ?record.local_id, code, reason = ?reason, "RSU record rejected");
                 record_rejection(
                     client,
                     Some(record.event_id),

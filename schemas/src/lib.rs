@@ -4,14 +4,15 @@
 //! (`schemas/avro/<topic>/vN.avsc`, every version ever published), their Rust types, the one
 //! encode/decode path ([`codec`]) and the domain value types that every stage shares
 //! ([`Money`], [`Currency`], [`DrawNumber`], [`ValidationNumber`], [`RangePartition`],
-//! [`Percentage`]). Those types can only be built through their parsers, so code that holds
-//! one knows it is valid.
+//! [`Percentage`]) and what any text from outside may hold ([`text`]). Those types can only be
+//! built through their parsers, so code that holds one knows it is valid.
 //!
 //! Must not touch: Postgres, Kafka, HTTP. This crate is pure data; the stages turn untrusted
 //! bytes into these types at their edges and trust them inside.
 
 pub mod codec;
 pub mod events;
+pub mod text;
 mod values;
 
 pub use codec::{Contract, DecodeError, EncodeError, decode, encode};

@@ -8,7 +8,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::raffles::{ensure_money_editable, raffle_json};
-use super::{Ctx, Reply, currency, money, ok, opt_text, parse, percent, positive, rows_json, text};
+use super::{
+    Ctx, Reply, currency, money, ok, opt_prose, parse, percent, positive, rows_json, text,
+};
 use crate::audit::Event;
 use crate::auth::{require, rights};
 use crate::problem::Problem;
@@ -51,7 +53,7 @@ pub async fn create_package_template(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Rep
             &[
                 &org,
                 &text("name", &t.name, 200)?,
-                &opt_text("description", &t.description, 2000)?,
+                &opt_prose("description", &t.description, 2000)?,
                 &(positive("ticket_count", t.ticket_count, 10_000)? as i32),
                 &money("price_minor", t.price_minor)?,
                 &currency("currency", &t.currency)?,
@@ -125,7 +127,7 @@ pub async fn create_prize_template(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply
             "INSERT INTO catalog.prize_templates (organization_id, name, description, prize_type, value_minor, percentage,
                  currency, created_by, updated_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING to_jsonb(prize_templates.*)",
-            &[&org, &text("name", &t.name, 200)?, &opt_text("description", &t.description, 2000)?, &t.kind, &value, &pct, &currency("currency", &t.currency)?, &ctx.actor.sub],
+            &[&org, &text("name", &t.name, 200)?, &opt_prose("description", &t.description, 2000)?, &t.kind, &value, &pct, &currency("currency", &t.currency)?, &ctx.actor.sub],
         )
         .await?;
     let after: Value = row.get(0);
@@ -340,7 +342,7 @@ pub async fn update_package(
             &[
                 &package,
                 &p.name.as_deref().map(|n| text("name", n, 200)).transpose()?,
-                &opt_text("description", &p.description, 2000)?,
+                &opt_prose("description", &p.description, 2000)?,
                 &p.is_active,
                 &p.display_order,
                 &p.price_minor,

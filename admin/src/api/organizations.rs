@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{
-    Ctx, Reply, currency, ok, opt_text, parse, percent, positive, row_json, rows_json, text,
+    Ctx, Reply, currency, ok, opt_prose, opt_text, parse, percent, positive, row_json, rows_json,
+    text,
 };
 use crate::audit::{self, Event};
 use crate::auth::{Role, require, rights};
@@ -196,7 +197,7 @@ pub async fn create(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
              RETURNING id",
             &[
                 &name,
-                &opt_text("description", &input.description, 2000)?,
+                &opt_prose("description", &input.description, 2000)?,
                 &opt_text("license_number", &input.license_number, 100)?,
                 &currency,
                 &opt_text("contact_email", &input.contact_email, 254)?,
@@ -309,7 +310,7 @@ pub async fn update(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
             &[
                 &org,
                 &name,
-                &opt_text("description", &p.description, 2000)?,
+                &opt_prose("description", &p.description, 2000)?,
                 &opt_text("license_number", &p.license_number, 100)?,
                 &opt_text("contact_email", &p.contact_email, 254)?,
                 &opt_text("contact_phone", &p.contact_phone, 40)?,
@@ -460,7 +461,7 @@ pub async fn create_venue(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem
             &[
                 &org,
                 &text("name", &v.name, 200)?,
-                &opt_text("description", &v.description, 2000)?,
+                &opt_prose("description", &v.description, 2000)?,
                 &address_id,
                 &v.capacity,
                 &v.amenities,

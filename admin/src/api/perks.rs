@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{Ctx, Reply, opt_text, parse, text};
+use super::{Ctx, Reply, opt_prose, opt_text, parse, text};
 use crate::audit::Event;
 use crate::auth::{require, rights};
 use crate::problem::Problem;
@@ -58,7 +58,7 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
             "INSERT INTO catalog.perks (organization_id, name, description, perk_type, category, requires_inventory,
                  inventory_total, metadata)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING to_jsonb(perks.*)",
-            &[&org, &text("name", &p.name, 200)?, &opt_text("description", &p.description, 2000)?, &p.kind, &opt_text("category", &p.category, 100)?, &p.requires_inventory, &p.inventory_total, &metadata],
+            &[&org, &text("name", &p.name, 200)?, &opt_prose("description", &p.description, 2000)?, &p.kind, &opt_text("category", &p.category, 100)?, &p.requires_inventory, &p.inventory_total, &metadata],
         )
         .await?;
     let after: Value = row.get(0);

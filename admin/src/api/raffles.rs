@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use super::{Ctx, Reply, currency, ok, opt_text, parse, positive, rows_json, text};
+use super::{Ctx, Reply, currency, ok, opt_prose, parse, positive, rows_json, text};
 use crate::audit::{self, Event, Severity};
 use crate::auth::{Role, require, rights};
 use crate::problem::Problem;
@@ -238,7 +238,7 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
                 &org,
                 &r.venue_id,
                 &name,
-                &opt_text("description", &r.description, 2000)?,
+                &opt_prose("description", &r.description, 2000)?,
                 &identifier,
                 &r.sales_start_time,
                 &r.sales_end_time,
@@ -448,7 +448,7 @@ pub async fn update(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Reply,
                 &raffle,
                 &org,
                 &p.name.as_deref().map(|n| text("name", n, 200)).transpose()?,
-                &opt_text("description", &p.description, 2000)?,
+                &opt_prose("description", &p.description, 2000)?,
                 &start,
                 &end,
                 &draw,
@@ -563,7 +563,7 @@ async fn check_activation(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<
 pub async fn transition(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Reply, Problem> {
     let role = require(ctx.tx, ctx.actor, org, rights::OPERATE).await?;
     let t: TransitionInput = parse(ctx.body)?;
-    let reason = opt_text("reason", &t.reason, 500)?.unwrap_or_else(|| "requested".into());
+    let reason = opt_prose("reason", &t.reason, 500)?.unwrap_or_else(|| "requested".into());
     let (from, _) = lock(ctx, org, raffle).await?;
     let to = t.to.as_str();
     let admin_only = |role: Role| {

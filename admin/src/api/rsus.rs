@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{Ctx, Reply, created, ok, opt_text, parse, positive, rows_json, text};
+use super::{Ctx, Reply, created, ok, opt_prose, parse, positive, rows_json, text};
 use crate::audit::{self, Event, Severity};
 use crate::auth::{require, rights};
 use crate::problem::Problem;
@@ -92,7 +92,7 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
                 &org,
                 &r.venue_id,
                 &text("name", &r.name, 100)?,
-                &opt_text("description", &r.description, 2000)?,
+                &opt_prose("description", &r.description, 2000)?,
                 &text("device_identifier", &r.device_identifier, 100)?,
                 &(max_offline as i32),
                 &(interval as i32),
