@@ -531,7 +531,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     )?;
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
-    std::fs::write(&html, ledger::report::to_html(&report))
+    platform::files::write_private(&html, ledger::report::to_html(&report).as_bytes())
         .with_context(|| format!("writing {}", html.display()))?;
     let chain = ledger::verify(&client, raffle).await?;
     let seal_mismatches = ledger::verify_seal(&client, raffle)

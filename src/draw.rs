@@ -164,7 +164,7 @@ pub async fn run(action: DrawAction) -> anyhow::Result<()> {
             );
         }
         DrawAction::Barrel { raffle, out, by } => {
-            let file = std::fs::File::create(&out)
+            let file = platform::files::open_private(&out)
                 .with_context(|| format!("creating {}", out.display()))?;
             let mut writer = std::io::BufWriter::new(file);
             let (count, digest) =

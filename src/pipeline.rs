@@ -320,7 +320,8 @@ pub async fn reconciliation(
     };
     match out {
         Some(path) => {
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            platform::files::write_private(&path, text.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
             eprintln!("report written to {}", path.display());
         }
         None => println!("{text}"),

@@ -41,7 +41,7 @@ pub async fn export(
     dir: &Path,
     software: &str,
 ) -> Result<Value, AuditError> {
-    std::fs::create_dir_all(dir).map_err(|e| files_err(dir, e))?;
+    platform::files::private_dir(dir).map_err(|e| files_err(dir, e))?;
     let entries = load_entries(client, raffle_id).await?;
     let mut lines = String::new();
     for e in &entries {
@@ -101,7 +101,8 @@ pub async fn export(
     ];
     let mut digests = serde_json::Map::new();
     for (name, text) in FILES.iter().zip(&contents) {
-        std::fs::write(dir.join(name), text).map_err(|e| files_err(dir, e))?;
+        platform::files::write_private(&dir.join(name), text.as_bytes())
+            .map_err(|e| files_err(dir, e))?;
         digests.insert(
             (*name).to_owned(),
             json!(hex::encode(Sha256::digest(text.as_bytes()))),
@@ -114,9 +115,11 @@ pub async fn export(
         "entries": entries.len(),
         "files_sha256": digests,
     });
-    std::fs::write(
-        dir.join("manifest.json"),
-        serde_json::to_string_pretty(&manifest).unwrap_or_default(),
+    platform::files::write_private(
+        &dir.join("manifest.json"),
+        serde_json::to_string_pretty(&manifest)
+            .unwrap_or_default()
+            .as_bytes(),
     )
     .map_err(|e| files_err(dir, e))?;
     Ok(manifest)

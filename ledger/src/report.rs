@@ -316,15 +316,27 @@ pub async fn reconciliation(
     })
 }
 
+/// One CSV cell. A text that a spreadsheet would run as a formula (it starts with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return: a seller's name `=HYPERLINK(...)`) is prefixed with
+/// `'`, so it shows as the text it is; numbers, negative amounts included, stay numbers.
+pub fn csv_cell(s: &str) -> String {
+    let is_number = s.parse::<i64>().is_ok() || s.parse::<rust_decimal::Decimal>().is_ok();
+    let formula = !is_number && s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let s = if formula {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
+    if formula || s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
 /// The report as CSV: one row per figure, `section,item,field,value`.
 pub fn to_csv(report: &Report) -> String {
-    fn cell(s: &str) -> String {
-        if s.contains([',', '"', '\n']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_owned()
-        }
-    }
+    let cell = csv_cell;
     fn flat(v: &Value) -> String {
         match v {
             Value::String(s) => s.clone(),
@@ -723,4 +735,24 @@ async fn serve_report(
         warp::http::HeaderValue::from_static(content_type),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_cell;
+
+    #[test]
+    fn a_cell_a_spreadsheet_would_run_is_shown_as_text() {
+        assert_eq!(
+            csv_cell("=HYPERLINK(\"http://x\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\")\""
+        );
+        for formula in ["+1+1", "-1+cmd|' /C calc'!A0", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(csv_cell(formula).starts_with("\"'"), "{formula:?}");
+        }
+        assert_eq!(csv_cell("-2000"), "-2000");
+        assert_eq!(csv_cell("-20.50"), "-20.50");
+        assert_eq!(csv_cell("seller-1"), "seller-1");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+    }
 }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod devstack;
+pub mod files;
 pub mod health;
 pub mod http_client;
 pub mod kafka;
