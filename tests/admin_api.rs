@@ -1592,3 +1592,48 @@ async fn another_organisations_address_cannot_be_attached_or_read() {
     )
     .await;
 }
+
+/// Money has bounds at the edge: a package priced i64::MAX passed the ticket-price limit
+/// before (`price + count - 1` wrapped), and jackpots had no upper bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amounts_beyond_the_configured_bound_are_refused_naming_the_field() {
+    let app = spawn_app().await;
+    let w = world(&app).await;
+    let r = raffle(&app, &w).await;
+    let base = format!("organizations/{}/raffles/{r}", w.org);
+    let p = app
+        .refused(
+            "admin",
+            "POST",
+            &format!("{base}/packages"),
+            json!({"name": "Everything", "ticket_count": 2, "price_minor": i64::MAX, "currency": "USD"}),
+            422,
+        )
+        .await;
+    assert_eq!(p["field"], "price_minor", "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("RAFFLE_AMOUNT_MINOR_MAX"),
+        "{p}"
+    );
+    let p = app
+        .refused(
+            "admin",
+            "POST",
+            &format!("{base}/prizes"),
+            json!({"name": "A planet", "type": "fixed", "value_minor": 9_000_000_000_000_000_000i64, "position": 3}),
+            422,
+        )
+        .await;
+    assert_eq!(p["field"], "value_minor", "{p}");
+    app.ok(
+        "admin",
+        "POST",
+        &format!("{base}/packages"),
+        json!({"name": "Big but sane", "ticket_count": 1, "price_minor": 100_000_00, "currency": "USD"}),
+        201,
+    )
+    .await;
+}

@@ -168,8 +168,12 @@ fn check(
     }
     ValidationNumber::parse(&record.validation_number).map_err(|e| ("invalid", e.to_string()))?;
     let currency = Currency::parse(&record.currency).map_err(|e| ("invalid", e.to_string()))?;
-    if record.total_amount < 0 {
-        return Err(("invalid", "totalAmount must not be negative".into()));
+    let amount_max = platform::config::amount_minor_max();
+    if !(0..=amount_max).contains(&record.total_amount) {
+        return Err((
+            "invalid",
+            format!("totalAmount must be 0 to {amount_max} minor units"),
+        ));
     }
     if record.created_at > now + Duration::minutes(5) {
         return Err((

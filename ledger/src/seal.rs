@@ -68,6 +68,20 @@ fn refused(code: &'static str, reason: impl Into<String>) -> SealError {
     }
 }
 
+fn overflow(what: &str) -> SealError {
+    refused(
+        "amount-overflow",
+        format!("the {what} does not fit in 64-bit minor units"),
+    )
+}
+
+fn checked_sum(amounts: &[i64], what: &str) -> Result<i64, SealError> {
+    amounts
+        .iter()
+        .try_fold(0i64, |sum, a| sum.checked_add(*a))
+        .ok_or_else(|| overflow(what))
+}
+
 fn failed(e: impl std::error::Error + 'static) -> SealError {
     SealError::Failed(platform::error_chain(&e))
 }
@@ -253,7 +267,9 @@ pub async fn seal(
     let mut written_off = 0;
     for r in &open {
         let (allocation, rsu, unaccounted): (Uuid, Uuid, i64) = (r.get(0), r.get(1), r.get(2));
-        let value = unaccounted * per_ticket;
+        let value = unaccounted
+            .checked_mul(per_ticket)
+            .ok_or_else(|| overflow("value of the written-off numbers"))?;
         tx.execute(
             "UPDATE catalog.rsu_allocations SET state = 'written_off' WHERE id = $1",
             &[&allocation],
@@ -285,7 +301,7 @@ pub async fn seal(
             .await
             .map_err(failed)?;
         }
-        written_off += value;
+        written_off = checked_sum(&[written_off, value], "written-off receipts")?;
     }
 
     let verification = crate::verify(&*tx, raffle).await.map_err(failed)?;
@@ -299,9 +315,16 @@ pub async fn seal(
         ));
     }
     let balances = crate::balances(&*tx, raffle, None).await.map_err(failed)?;
-    let gross_sales = -balances.get(GROSS_TICKET_REVENUE).copied().unwrap_or(0) - written_off;
+    let revenue = balances.get(GROSS_TICKET_REVENUE).copied().unwrap_or(0);
+    let gross_sales = revenue
+        .checked_neg()
+        .and_then(|r| r.checked_sub(written_off))
+        .ok_or_else(|| overflow("gross sales"))?;
     let refunds = balances.get(REFUNDS_AND_VOIDS).copied().unwrap_or(0);
-    let gross_receipts = gross_sales + written_off - refunds;
+    let gross_receipts = gross_sales
+        .checked_add(written_off)
+        .and_then(|g| g.checked_sub(refunds))
+        .ok_or_else(|| overflow("gross receipts"))?;
 
     let prize_rows = tx
         .query(
@@ -331,12 +354,18 @@ pub async fn seal(
         jackpot_starting_minor: row.get(4),
         prizes,
         operating_fee: fee,
-    });
+    })
+    .map_err(|e| refused("amount-overflow", e.to_string()))?;
+    let parts: Vec<i64> = money
+        .prizes_minor
+        .iter()
+        .copied()
+        .chain([money.operating_fee_minor, money.net_proceeds_minor])
+        .collect();
     assert_eq!(
-        money.prizes_minor.iter().sum::<i64>()
-            + money.operating_fee_minor
-            + money.net_proceeds_minor,
-        gross_receipts
+        checked_sum(&parts, "split")?,
+        gross_receipts,
+        "the split of raffle {raffle} adds up to its gross"
     );
 
     // Prizes and fee become liabilities; revenue and expenses close to net proceeds.

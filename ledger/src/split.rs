@@ -46,49 +46,84 @@ pub struct Split {
     pub prize_basis_minor: i64,
 }
 
-fn to_minor(d: Decimal) -> i64 {
-    d.to_i64().unwrap_or(i64::MAX)
+/// A figure of the split does not fit in minor units of `i64`: the inputs are beyond any
+/// raffle (the edges bound every amount; this is the last line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {what} does not fit in 64-bit minor units")]
+pub struct SplitOverflow {
+    pub what: &'static str,
 }
 
-pub fn split(input: &SplitInput) -> Split {
-    let gross = Decimal::from(input.gross_receipts_minor);
+fn to_minor(d: Option<Decimal>, what: &'static str) -> Result<i64, SplitOverflow> {
+    d.and_then(|d| d.to_i64()).ok_or(SplitOverflow { what })
+}
+
+/// `share` percent of `base`, exactly, as a decimal.
+fn share_of(base: i64, percent: &Decimal) -> Option<Decimal> {
+    Decimal::from(base)
+        .checked_mul(*percent)?
+        .checked_div(Decimal::ONE_HUNDRED)
+}
+
+pub fn split(input: &SplitInput) -> Result<Split, SplitOverflow> {
     let fee = match &input.operating_fee {
         OperatingFee::Percentage { percent } => to_minor(
-            (gross * percent / Decimal::ONE_HUNDRED)
-                .round_dp_with_strategy(0, RoundingStrategy::MidpointNearestEven),
-        ),
+            share_of(input.gross_receipts_minor, percent)
+                .map(|d| d.round_dp_with_strategy(0, RoundingStrategy::MidpointNearestEven)),
+            "operating fee",
+        )?,
         OperatingFee::Fixed { amount_minor } => *amount_minor,
     };
     let basis = if input.revenue_method_net {
-        (input.gross_receipts_minor - fee).max(0)
+        input
+            .gross_receipts_minor
+            .checked_sub(fee)
+            .ok_or(SplitOverflow {
+                what: "prize basis",
+            })?
+            .max(0)
     } else {
         input.gross_receipts_minor
     };
     let mut main_seen = false;
-    let prizes_minor: Vec<i64> = input
-        .prizes
-        .iter()
-        .map(|p| match p {
+    let mut prizes_minor = Vec::with_capacity(input.prizes.len());
+    for p in &input.prizes {
+        let amount = match p {
             PrizeValue::Fixed { value_minor } => *value_minor,
             PrizeValue::Percentage { percent } => {
-                let share =
-                    to_minor((Decimal::from(basis) * percent / Decimal::ONE_HUNDRED).ceil());
+                let share = to_minor(share_of(basis, percent).map(|d| d.ceil()), "prize share")?;
                 if main_seen {
                     share
                 } else {
                     main_seen = true;
-                    (share + input.jackpot_starting_minor).max(input.jackpot_seed_minor)
+                    share
+                        .checked_add(input.jackpot_starting_minor)
+                        .ok_or(SplitOverflow { what: "main prize" })?
+                        .max(input.jackpot_seed_minor)
                 }
             }
-        })
-        .collect();
-    let prizes_total: i64 = prizes_minor.iter().sum();
-    Split {
-        net_proceeds_minor: input.gross_receipts_minor - prizes_total - fee,
+        };
+        prizes_minor.push(amount);
+    }
+    let prizes_total = prizes_minor
+        .iter()
+        .try_fold(0i64, |sum, p| sum.checked_add(*p))
+        .ok_or(SplitOverflow {
+            what: "prize total",
+        })?;
+    let net_proceeds_minor = input
+        .gross_receipts_minor
+        .checked_sub(prizes_total)
+        .and_then(|n| n.checked_sub(fee))
+        .ok_or(SplitOverflow {
+            what: "net proceeds",
+        })?;
+    Ok(Split {
+        net_proceeds_minor,
         prizes_minor,
         operating_fee_minor: fee,
         prize_basis_minor: basis,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -100,9 +135,42 @@ mod tests {
         p.parse().unwrap()
     }
 
+    fn split_ok(input: SplitInput) -> Split {
+        split(&input).expect("a split within bounds")
+    }
+
+    #[test]
+    fn amounts_beyond_i64_are_an_error_not_a_wrap() {
+        let huge = SplitInput {
+            gross_receipts_minor: i64::MAX,
+            revenue_method_net: false,
+            jackpot_seed_minor: 0,
+            jackpot_starting_minor: i64::MAX,
+            prizes: vec![PrizeValue::Percentage { percent: pct("50") }],
+            operating_fee: OperatingFee::Fixed { amount_minor: 0 },
+        };
+        assert_eq!(split(&huge), Err(SplitOverflow { what: "main prize" }));
+        let two_prizes = SplitInput {
+            jackpot_starting_minor: 0,
+            prizes: vec![
+                PrizeValue::Fixed {
+                    value_minor: i64::MAX,
+                },
+                PrizeValue::Fixed { value_minor: 1 },
+            ],
+            ..huge
+        };
+        assert_eq!(
+            split(&two_prizes),
+            Err(SplitOverflow {
+                what: "prize total"
+            })
+        );
+    }
+
     #[test]
     fn a_fifty_fifty_rounds_the_prize_up_and_the_fee_half_even() {
-        let s = split(&SplitInput {
+        let s = split_ok(SplitInput {
             gross_receipts_minor: 1_000_001,
             revenue_method_net: false,
             jackpot_seed_minor: 0,
@@ -118,7 +186,7 @@ mod tests {
             "45,000.045 rounds to the nearest"
         );
         assert_eq!(s.net_proceeds_minor, 1_000_001 - 500_001 - 45_000);
-        let tie = split(&SplitInput {
+        let tie = split_ok(SplitInput {
             gross_receipts_minor: 100,
             revenue_method_net: false,
             jackpot_seed_minor: 0,
@@ -133,7 +201,7 @@ mod tests {
 
     #[test]
     fn the_guaranteed_minimum_and_the_starting_amount_lift_the_main_prize_only() {
-        let s = split(&SplitInput {
+        let s = split_ok(SplitInput {
             gross_receipts_minor: 10_000,
             revenue_method_net: false,
             jackpot_seed_minor: 100_000,
@@ -165,7 +233,7 @@ mod tests {
             let fee_pct = Decimal::new(fee_bp.into(), 2);
             let mut prizes = vec![PrizeValue::Percentage { percent: main_pct }];
             if early > 0 { prizes.push(PrizeValue::Percentage { percent: early_pct }); }
-            let s = split(&SplitInput {
+            let s = split_ok(SplitInput {
                 gross_receipts_minor: gross,
                 revenue_method_net: net,
                 jackpot_seed_minor: seed,

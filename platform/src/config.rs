@@ -58,6 +58,34 @@ impl TopicNames {
     }
 }
 
+/// The largest amount of money, in minor units, that any input may name (a price, a prize, a
+/// jackpot, a fee, an RSU sale's total): `RAFFLE_AMOUNT_MINOR_MAX`, by default
+/// 100,000,000,000 (a billion in a currency of cents; the record 50/50 was $15.2M). Sums of
+/// such amounts stay far from `i64::MAX`, and every sum is checked besides.
+pub fn amount_minor_max() -> i64 {
+    static MAX: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        amount_minor_max_from_env()
+            .ok()
+            .flatten()
+            .unwrap_or(AMOUNT_MINOR_MAX_DEFAULT)
+    })
+}
+
+pub const AMOUNT_MINOR_MAX_DEFAULT: i64 = 100_000_000_000;
+
+fn amount_minor_max_from_env() -> Result<Option<i64>, ConfigError> {
+    let reason = "expected a whole number of minor units from 1 to 1000000000000000";
+    match parse_var::<i64>("RAFFLE_AMOUNT_MINOR_MAX", reason)? {
+        Some(n) if !(1..=1_000_000_000_000_000).contains(&n) => Err(ConfigError {
+            name: "RAFFLE_AMOUNT_MINOR_MAX",
+            value: n.to_string(),
+            reason: reason.to_owned(),
+        }),
+        other => Ok(other),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("configuration variable {name}={value:?} is invalid: {reason}")]
 pub struct ConfigError {
@@ -104,6 +132,7 @@ impl StackConfig {
                 *slot = n;
             }
         }
+        amount_minor_max_from_env()?;
         if let Err(reason) = crate::db::pool_wait_from_env() {
             return Err(ConfigError {
                 name: "DATABASE_POOL_WAIT_MS",

@@ -25,7 +25,10 @@ pub fn check_package_price(
     ticket_count: i32,
     currency: &str,
 ) -> Result<(), Problem> {
-    let per_ticket = (price_minor + i64::from(ticket_count) - 1) / i64::from(ticket_count.max(1));
+    // Rounded up without `price + count - 1`, which wraps for a price near i64::MAX and let
+    // such a package pass the limit.
+    let count = i64::from(ticket_count.max(1));
+    let per_ticket = price_minor / count + i64::from(price_minor % count != 0);
     rules::check_amount(rules, "ticket_price_limit", field, per_ticket, currency)
 }
 

@@ -375,6 +375,13 @@ pub fn money(field: &str, amount_minor: i64) -> Result<i64, Problem> {
             "must be a non-negative integer of minor units (cents)",
         ));
     }
+    let max = platform::config::amount_minor_max();
+    if amount_minor > max {
+        return Err(Problem::invalid(
+            field,
+            format!("must be at most {max} minor units (RAFFLE_AMOUNT_MINOR_MAX)"),
+        ));
+    }
     Ok(amount_minor)
 }
 
