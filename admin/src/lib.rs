@@ -18,6 +18,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+mod failures;
 pub mod problem;
 pub mod rules;
 pub mod seed;
@@ -96,7 +97,7 @@ pub async fn call(
 
 /// Records a refused request as a critical event, on its own: the request's transaction is
 /// gone. Reads that found nothing are not refusals worth an event.
-async fn record_refusal(
+pub(crate) async fn record_refusal(
     client: &tokio_postgres::Client,
     actor: Option<&Actor>,
     method: &Method,
@@ -197,12 +198,14 @@ pub async fn read_body(
     Ok(body)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle_http(
     state: Arc<AppState>,
     method: Method,
     tail: warp::path::Tail,
     query: HashMap<String, String>,
     authorization: Option<String>,
+    source: Option<SocketAddr>,
     body: impl futures::Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
 ) -> Result<warp::reply::Response, Infallible> {
     let path = tail.as_str().to_owned();
@@ -223,6 +226,10 @@ async fn handle_http(
     };
     let actor = match actor {
         Ok(a) => a,
+        Err(problem) if problem.status == 401 => {
+            let answer = failures::note(&state.pool, source, &method, &path, &problem).await;
+            return Ok(problem_response(&answer));
+        }
         Err(problem) => {
             if let Ok(client) = state.pool.get().await {
                 let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -327,10 +334,20 @@ pub fn routes_with(
         .and(warp::path::tail())
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::header::optional::<String>("authorization"))
+        .and(warp::addr::remote())
         .and(warp::body::stream())
         .and_then(
-            |state, method, tail, query, authorization, body| async move {
-                handle_http(state, method, tail, query, authorization, Box::pin(body)).await
+            |state, method, tail, query, authorization, source, body| async move {
+                handle_http(
+                    state,
+                    method,
+                    tail,
+                    query,
+                    authorization,
+                    source,
+                    Box::pin(body),
+                )
+                .await
             },
         );
     platform::health::routes(health)

@@ -49,6 +49,21 @@ impl Problem {
         )
     }
 
+    /// The caller is past a rate limit; the detail says until when.
+    pub fn too_many(detail: impl Into<String>) -> Self {
+        Self::new(
+            "too-many-requests",
+            "Too many requests",
+            StatusCode::TOO_MANY_REQUESTS,
+            detail,
+        )
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
     pub fn too_large(limit_bytes: usize) -> Self {
         Self::new(
             "body-too-large",
