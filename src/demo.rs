@@ -127,12 +127,30 @@ async fn post_json(
     Ok((r.status, value))
 }
 
+/// The receipts the demo's buyers keep: the check code of each validation number, which a
+/// winner needs to claim (the platform keeps only its hash).
+#[derive(Default)]
+struct Receipts(std::sync::Mutex<std::collections::HashMap<String, String>>);
+
+impl Receipts {
+    fn keep(&self, validation_number: &str, check_code: &str) {
+        if let Ok(mut r) = self.0.lock() {
+            r.insert(validation_number.to_owned(), check_code.to_owned());
+        }
+    }
+
+    fn check_code(&self, validation_number: &str) -> Option<String> {
+        self.0.lock().ok()?.get(validation_number).cloned()
+    }
+}
+
 /// One online buyer: checkout, pay; the provider retries some deliveries; buyer 1's card is
 /// declined; buyer 2 is refunded later. Returns the order and its refund webhook, if any.
 async fn buyer(
     addr: SocketAddr,
     scenario: &admin::seed::Scenario,
     i: usize,
+    receipts: &Receipts,
 ) -> anyhow::Result<Option<Value>> {
     let (package, amount) = match scenario.windowed_package_id {
         Some(p) if i % 10 == 3 => (p, 1000),
@@ -148,6 +166,10 @@ async fn buyer(
     if status != 201 {
         bail!("checkout {i} answered {status}: {order}");
     }
+    receipts.keep(
+        order["validation_number"].as_str().unwrap_or_default(),
+        order["check_code"].as_str().unwrap_or_default(),
+    );
     let order = order["order_id"].as_str().unwrap_or_default().to_owned();
     if i == 1 {
         let declined = payment_webhook(
@@ -190,6 +212,7 @@ fn rsu_record(
     r: usize,
     j: usize,
     created: chrono::DateTime<Utc>,
+    receipts: &Receipts,
 ) -> Value {
     let alloc = &scenario.rsus[r].allocation;
     let start = alloc["start_number"].as_i64().unwrap_or_default();
@@ -197,9 +220,16 @@ fn rsu_record(
     let prefix = block["prefix"].as_str().unwrap_or_default();
     let first = block["first_sequence"].as_i64().unwrap_or_default();
     let j = j as i64;
+    let validation = schemas::ValidationNumber::in_block(prefix, (first + j) as i32);
+    // As the device does: a code on the receipt, its hash in the record.
+    let mut random = [0u8; 8];
+    random.copy_from_slice(&Uuid::new_v4().as_bytes()[..8]);
+    let code = schemas::CheckCode::from_random(random);
+    receipts.keep(&validation, &code.display());
     json!({
         "localId": format!("demo-{r}-{j}"), "eventId": scenario.raffle_id, "allocationId": alloc["id"],
-        "validationNumber": format!("{prefix}{:04}", first + j),
+        "validationNumber": validation,
+        "checkCodeHash": hex::encode(code.hash(scenario.raffle_id, &validation)),
         "drawNumbers": (0..5).map(|k| start + 5 * j + k).collect::<Vec<_>>(),
         "packageId": scenario.package_id, "ticketCount": 5, "totalAmount": 2000, "currency": "USD",
         "operatorId": format!("seller-{}", r + 1), "createdAt": created, "isOfflineSale": true,
@@ -323,9 +353,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let progress = Progress::new("online orders", options.orders);
     let next = Arc::new(AtomicUsize::new(0));
     let scenario = Arc::new(scenario);
+    let receipts = Arc::new(Receipts::default());
     let mut workers = Vec::new();
     for _ in 0..options.clients.max(1) {
         let (next, scenario, progress) = (next.clone(), scenario.clone(), progress.clone());
+        let receipts = receipts.clone();
         let total = options.orders;
         workers.push(tokio::spawn(async move {
             let mut refunds = Vec::new();
@@ -334,7 +366,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
                 if i >= total {
                     return Ok::<_, anyhow::Error>(refunds);
                 }
-                refunds.extend(buyer(addr, &scenario, i).await?);
+                refunds.extend(buyer(addr, &scenario, i, &receipts).await?);
                 progress.tick();
             }
         }));
@@ -353,7 +385,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let mut offline = Vec::new();
     for r in 0..options.rsus {
         let mut records: Vec<Value> = (0..options.rsu_sales)
-            .map(|j| rsu_record(&scenario, r, j, now - chrono::Duration::minutes(5)))
+            .map(|j| {
+                rsu_record(
+                    &scenario,
+                    r,
+                    j,
+                    now - chrono::Duration::minutes(5),
+                    &receipts,
+                )
+            })
             .collect();
         if r == 0 && records.len() > 3 {
             records[3]["voided"] = json!(true);
@@ -366,6 +406,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
                 r,
                 options.rsu_sales,
                 now - chrono::Duration::days(2),
+                &receipts,
             ));
             eprintln!(
                 "  RSU-{:03}: one sale dated before the sales window (to be rejected)",
@@ -496,7 +537,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         },
     )
     .await?;
-    // The early-bird winner claims with the validation number on the receipt.
+    // The early-bird winner claims with the validation number and the check code of the receipt.
     let claimed = match outcome.winners.iter().find(|w| w.position == 2) {
         Some(w) => {
             let validation: String = client
@@ -512,8 +553,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
                     &draw_engine::ClaimRequest {
                         raffle_id: raffle,
                         draw_number: w.draw_number,
+                        check_code: receipts.check_code(&validation).unwrap_or_default(),
                         validation_number: validation,
                         claimed_by: "early-bird winner".into(),
+                        source: "demo".into(),
                     },
                 )
                 .await?,

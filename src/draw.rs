@@ -57,6 +57,9 @@ pub enum DrawAction {
         number: i64,
         #[arg(long)]
         validation: String,
+        /// The check code printed on the receipt (the buyer's secret), e.g. K7QF2-M9XPA.
+        #[arg(long)]
+        check_code: String,
         /// Who claims (the winner, or the staff member acting for them).
         #[arg(long = "as")]
         by: String,
@@ -200,6 +203,7 @@ pub async fn run(action: DrawAction) -> anyhow::Result<()> {
             raffle,
             number,
             validation,
+            check_code,
             by,
         } => {
             let record = draw_engine::claim(
@@ -208,6 +212,8 @@ pub async fn run(action: DrawAction) -> anyhow::Result<()> {
                     raffle_id: raffle,
                     draw_number: number,
                     validation_number: validation,
+                    check_code,
+                    source: format!("cli:{by}"),
                     claimed_by: by,
                 },
             )

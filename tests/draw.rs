@@ -514,7 +514,9 @@ async fn winners_claim_within_the_period_and_unclaimed_prizes_return_to_proceeds
         raffle_id: f.raffle_id,
         draw_number: number,
         validation_number: validation.into(),
+        check_code: draw_engine::fixture::CHECK_CODE.into(),
         claimed_by: "winner".into(),
+        source: "test".into(),
     };
     let e = draw_engine::claim(&env.pool, &claim(50_001, "X"))
         .await
@@ -873,7 +875,9 @@ async fn a_claim_whose_critical_event_cannot_be_written_fails_and_pays_nothing()
         raffle_id: f.raffle_id,
         draw_number: winner.draw_number,
         validation_number: validation,
+        check_code: draw_engine::fixture::CHECK_CODE.into(),
         claimed_by: "winner".into(),
+        source: "test".into(),
     };
     let e = draw_engine::claim(&env.pool, &claim)
         .await
@@ -900,4 +904,133 @@ async fn a_claim_whose_critical_event_cannot_be_written_fails_and_pays_nothing()
     draw_engine::claim(&env.pool, &claim)
         .await
         .expect("with its trail writable the same claim is paid");
+}
+
+/// The winner's validation number can be worked out from another receipt (RSU numbers are
+/// sequential); without the receipt's check code the claim is refused, and wrong claims are
+/// limited atomically with their judgement, per number and per source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_needs_the_receipts_check_code_and_wrong_ones_are_limited_atomically() {
+    let env = TestEnv::new().await;
+    let f = sealed(
+        &env,
+        FixtureOptions {
+            tickets: 200,
+            early_bird_winners: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let outcome = draw_engine::run(&env.pool, &request(f.raffle_id))
+        .await
+        .unwrap();
+    let client = env.client().await;
+    let validation_of = |number: i64| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT o.validation_number FROM sales.tickets t JOIN sales.orders o ON o.id = t.order_id
+                      WHERE t.raffle_id = $1 AND t.draw_number = $2",
+                    &[&f.raffle_id, &number],
+                )
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    let claim =
+        |number: i64, validation: String, code: &str, source: &str| draw_engine::ClaimRequest {
+            raffle_id: f.raffle_id,
+            draw_number: number,
+            validation_number: validation,
+            check_code: code.into(),
+            claimed_by: "someone".into(),
+            source: source.into(),
+        };
+    let jackpot = outcome.winners[0].draw_number;
+    let validation = validation_of(jackpot).await;
+
+    // The right validation number and a guessed check code: refused.
+    let e = draw_engine::claim(
+        &env.pool,
+        &claim(jackpot, validation.clone(), "ABCDE-12345", "impostor-1"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&e), "wrong-check-code");
+
+    // Twelve wrong claims at once on one number: five judged, the rest refused unjudged.
+    let tries = (0..12).map(|i| {
+        let request = claim(
+            jackpot,
+            validation.clone(),
+            "ZZZZZ-ZZZZZ",
+            &format!("crowd-{i}"),
+        );
+        let pool = env.pool.clone();
+        async move { draw_engine::claim(&pool, &request).await }
+    });
+    let results = futures::future::join_all(tries).await;
+    let codes: Vec<&str> = results
+        .iter()
+        .map(|r| code(r.as_ref().unwrap_err()))
+        .collect();
+    let judged = codes.iter().filter(|c| **c == "wrong-check-code").count();
+    let limited = codes.iter().filter(|c| **c == "rate-limited").count();
+    assert_eq!(
+        (judged, limited),
+        (4, 8),
+        "five judgements in the window (one before the crowd): {codes:?}"
+    );
+    // Even the true holder waits now; the limit is per number.
+    let e = draw_engine::claim(
+        &env.pool,
+        &claim(
+            jackpot,
+            validation.clone(),
+            draw_engine::fixture::CHECK_CODE,
+            "holder",
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&e), "rate-limited");
+
+    // Per source: twenty refusals from one source, across numbers, and it waits too.
+    let winning: Vec<i64> = outcome.winners.iter().map(|w| w.draw_number).collect();
+    let mut losers = (50_001i64..).filter(|n| !winning.contains(n));
+    for _ in 0..draw_engine::MAX_REFUSED_PER_SOURCE {
+        let n = losers.next().unwrap();
+        let _ = draw_engine::claim(
+            &env.pool,
+            &claim(n, "VAL-WRONG".into(), "ABCDE-12345", "one-desk"),
+        )
+        .await;
+    }
+    let early = outcome.winners[1].draw_number;
+    let e = draw_engine::claim(
+        &env.pool,
+        &claim(
+            early,
+            validation_of(early).await,
+            draw_engine::fixture::CHECK_CODE,
+            "one-desk",
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&e), "rate-limited");
+    // From another source, the true holder of that number is paid.
+    draw_engine::claim(
+        &env.pool,
+        &claim(
+            early,
+            validation_of(early).await,
+            draw_engine::fixture::CHECK_CODE,
+            "another-desk",
+        ),
+    )
+    .await
+    .expect("the holder with the check code is paid");
 }

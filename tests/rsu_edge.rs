@@ -180,6 +180,7 @@ async fn offline_sales_sync_later_exactly_once_and_a_killed_sale_loses_nothing()
             "by RSU RSU-001",
             "price 20.00 USD",
             "draw ",
+            "check code ",
         ] {
             assert!(
                 out.contains(required),
@@ -252,6 +253,29 @@ async fn offline_sales_sync_later_exactly_once_and_a_killed_sale_loses_nothing()
     })
     .await;
     assert_eq!(issued(&env, rsu).await, (1..=20).collect::<Vec<i64>>());
+    // The server holds each receipt's check code only as its hash, and the hash is the one of
+    // the code printed on the receipt.
+    let receipt = &first_numbers[0];
+    let field = |prefix: &str| {
+        receipt
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    };
+    let (validation, printed) = (field("validation "), field("check code "));
+    let stored: Option<Vec<u8>> = env
+        .client()
+        .await
+        .query_one(
+            "SELECT check_code_hash FROM sales.orders WHERE rsu_id = $1 AND validation_number = $2",
+            &[&rsu, &validation],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let code = schemas::CheckCode::parse(&printed).expect("the receipt's check code reads back");
+    assert_eq!(stored, Some(code.hash(s.raffle_id, &validation).to_vec()));
     let out = ok(&db, &["sync"]).await;
     assert!(
         out.contains("uploaded 0") && out.contains("4 issued"),

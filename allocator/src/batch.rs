@@ -132,6 +132,7 @@ struct NewOrder {
     customer_name: Option<String>,
     customer_email: Option<String>,
     customer_phone: Option<String>,
+    check_code_hash: Option<Vec<u8>>,
 }
 
 struct NewTicket {
@@ -983,6 +984,12 @@ impl<'a> Work<'a> {
             customer_name: customer.name,
             customer_email: customer.email,
             customer_phone: customer.phone,
+            // Checked as 64 hex digits at the edge; anything else would be no code at all.
+            check_code_hash: sale
+                .check_code_hash
+                .as_deref()
+                .and_then(|h| hex::decode(h).ok())
+                .filter(|h| h.len() == 32),
         });
         let mut issued = event.clone();
         issued.order_id = Some(order_id);
@@ -1142,15 +1149,15 @@ impl<'a> Work<'a> {
                 "INSERT INTO sales.orders (id, raffle_id, package_id, validation_number, ticket_count, total_amount_minor,
                      currency, payment_status, idempotency_key, source, rsu_id, rsu_allocation_id, operator_id,
                      is_offline_sale, offline_sync_status, offline_created_at, rsu_local_id, customer_name, customer_email,
-                     customer_phone, paid_at, created_by)
+                     customer_phone, paid_at, created_by, check_code_hash)
                  SELECT u.id, u.raffle_id, u.package_id, u.validation_number, u.ticket_count, u.amount, u.currency, u.status,
                         u.key, 'rsu', u.rsu_id, u.allocation_id, u.operator_id, u.offline, 'synced', u.created, u.local_id,
-                        u.name, u.email, u.phone, u.created, 'allocator'
+                        u.name, u.email, u.phone, u.created, 'allocator', u.check_code_hash
                    FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int[], $6::bigint[], $7::text[], $8::text[],
                                $9::text[], $10::uuid[], $11::uuid[], $12::text[], $13::bool[], $14::timestamptz[], $15::text[],
-                               $16::text[], $17::text[], $18::text[])
+                               $16::text[], $17::text[], $18::text[], $19::bytea[])
                      AS u(id, raffle_id, package_id, validation_number, ticket_count, amount, currency, status, key, rsu_id,
-                          allocation_id, operator_id, offline, created, local_id, name, email, phone)",
+                          allocation_id, operator_id, offline, created, local_id, name, email, phone, check_code_hash)",
                 &[
                     &o.iter().map(|x| x.id).collect::<Vec<_>>(),
                     &o.iter().map(|x| x.raffle_id).collect::<Vec<_>>(),
@@ -1170,6 +1177,7 @@ impl<'a> Work<'a> {
                     &o.iter().map(|x| x.customer_name.clone()).collect::<Vec<_>>(),
                     &o.iter().map(|x| x.customer_email.clone()).collect::<Vec<_>>(),
                     &o.iter().map(|x| x.customer_phone.clone()).collect::<Vec<_>>(),
+                    &o.iter().map(|x| x.check_code_hash.clone()).collect::<Vec<_>>(),
                 ],
             )
             .await?;

@@ -1,7 +1,8 @@
-//! Prize claims: a winner claims by winning number and the validation number printed on the
-//! receipt, within the claim period (the raffle's draw time plus `claim_period_days`). An
+//! Prize claims: a winner claims by winning number, the validation number printed on the
+//! receipt and the receipt's secret check code, within the claim period (the raffle's draw time plus `claim_period_days`). An
 //! accepted claim records the claim, marks the ticket claimed and posts the payout; a refused one
-//! is recorded with its reason. Wrong claims for one number are rate-limited. After the period,
+//! is recorded with its reason. Wrong claims for one number, and from one source, are
+//! rate-limited, atomically with the judgement. After the period,
 //! unclaimed prizes return to the charity's net proceeds.
 
 use chrono::{DateTime, Duration, Utc};
@@ -17,6 +18,8 @@ use crate::engine::{DrawError, event, failed, record_event, refused};
 /// refused outright.
 pub const MAX_REFUSED_ATTEMPTS: i64 = 5;
 pub const RATE_WINDOW_MINUTES: i64 = 15;
+/// Refused attempts from one source within [`RATE_WINDOW_MINUTES`], whatever the numbers.
+pub const MAX_REFUSED_PER_SOURCE: i64 = 20;
 
 /// The account prize money leaves the charity by.
 pub const PRIZE_DISBURSEMENTS: &str = "prize_disbursements";
@@ -25,7 +28,12 @@ pub struct ClaimRequest {
     pub raffle_id: Uuid,
     pub draw_number: i64,
     pub validation_number: String,
+    /// The secret printed on the receipt (`schemas::CheckCode`), as the claimant gives it.
+    pub check_code: String,
     pub claimed_by: String,
+    /// Where the claim comes from, for the limit per source: the staff member and the
+    /// address of the request, or the CLI's operator.
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +70,12 @@ pub async fn claim(pool: &Pool, request: &ClaimRequest) -> Result<ClaimRecord, D
 }
 
 /// Claims as of `at` (tests and drills use a moment past the deadline; the CLI passes now).
+///
+/// One transaction judges and records: the rate limits, the judgement, and the attempt (and
+/// its critical event) that the next judgement counts. Claims for one number, and claims from
+/// one source, wait for each other, so that twelve wrong claims at once are judged five times
+/// and refused as rate-limited seven (they were judged eleven times when the count and the
+/// record were apart).
 pub async fn claim_at(
     pool: &Pool,
     request: &ClaimRequest,
@@ -69,68 +83,150 @@ pub async fn claim_at(
 ) -> Result<ClaimRecord, DrawError> {
     let mut client = pool.get().await.map_err(failed)?;
     let (organization, deadline) = claim_deadline(&**client, request.raffle_id).await?;
-    let outcome = try_claim(&mut client, request, at, deadline).await;
-    if let Err(DrawError::Refused { code, reason }) = &outcome {
-        // The refusal is evidence, and what the rate limit counts: its own transaction.
-        let tx = client.transaction().await.map_err(failed)?;
+    let tx = client.transaction().await.map_err(failed)?;
+    // Number before source, always: no two claims can wait for each other in a circle.
+    for key in [
+        format!("claim/{}/{}", request.raffle_id, request.draw_number),
+        format!("claim-source/{}", request.source),
+    ] {
         tx.execute(
-            "INSERT INTO draw.claim_attempts (raffle_id, winning_number, claimed_by, outcome, reason, attempted_at)
-             VALUES ($1, $2, $3, 'refused', $4, $5)",
-            &[&request.raffle_id, &request.draw_number, &request.claimed_by, &format!("{code}: {reason}"), &at],
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&key],
         )
         .await
         .map_err(failed)?;
-        record_event(
-            &*tx,
-            &request.claimed_by,
-            event(
-                Some(organization),
-                request.raffle_id,
-                "PRIZE_CLAIM_REFUSED",
-                admin::audit::Severity::Warning,
-                format!(
-                    "claim for number {} of raffle {} refused: {reason}",
-                    request.draw_number, request.raffle_id
-                ),
-                json!({"draw_number": request.draw_number, "code": code}),
-            ),
-        )
-        .await?;
-        tx.commit().await.map_err(failed)?;
     }
-    outcome
+    match judge(&tx, request, at, deadline).await {
+        Ok(record) => {
+            record_event(
+                &*tx,
+                &request.claimed_by,
+                event(
+                    Some(organization),
+                    request.raffle_id,
+                    "PRIZE_CLAIMED",
+                    admin::audit::Severity::Info,
+                    format!(
+                        "{} won by number {} claimed and paid: {} {}",
+                        record.prize_name, record.draw_number, record.amount_minor, record.currency
+                    ),
+                    json!(&record),
+                ),
+            )
+            .await?;
+            attempt(&tx, request, at, "accepted", None).await?;
+            tx.commit().await.map_err(failed)?;
+            Ok(record)
+        }
+        Err(DrawError::Refused { code, reason }) => {
+            // The refusal is evidence, and what the rate limits count.
+            attempt(
+                &tx,
+                request,
+                at,
+                "refused",
+                Some(&format!("{code}: {reason}")),
+            )
+            .await?;
+            record_event(
+                &*tx,
+                &request.claimed_by,
+                event(
+                    Some(organization),
+                    request.raffle_id,
+                    "PRIZE_CLAIM_REFUSED",
+                    admin::audit::Severity::Warning,
+                    format!(
+                        "claim for number {} of raffle {} refused: {reason}",
+                        request.draw_number, request.raffle_id
+                    ),
+                    json!({"draw_number": request.draw_number, "code": code, "source": request.source}),
+                ),
+            )
+            .await?;
+            tx.commit().await.map_err(failed)?;
+            Err(DrawError::Refused { code, reason })
+        }
+        Err(other) => Err(other),
+    }
 }
 
-async fn try_claim(
-    client: &mut tokio_postgres::Client,
+async fn attempt(
+    tx: &tokio_postgres::Transaction<'_>,
+    request: &ClaimRequest,
+    at: DateTime<Utc>,
+    outcome: &str,
+    reason: Option<&str>,
+) -> Result<(), DrawError> {
+    tx.execute(
+        "INSERT INTO draw.claim_attempts (raffle_id, winning_number, claimed_by, outcome, reason, attempted_at, source)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[&request.raffle_id, &request.draw_number, &request.claimed_by, &outcome, &reason, &at, &request.source],
+    )
+    .await
+    .map_err(failed)?;
+    Ok(())
+}
+
+/// Refused attempts within the window, on this number and from this source.
+async fn recent_refusals(
+    tx: &tokio_postgres::Transaction<'_>,
+    request: &ClaimRequest,
+    at: DateTime<Utc>,
+) -> Result<(i64, i64), DrawError> {
+    let since = at - Duration::minutes(RATE_WINDOW_MINUTES);
+    let row = tx
+        .query_one(
+            "SELECT count(*) FILTER (WHERE raffle_id = $1 AND winning_number = $2),
+                    count(*) FILTER (WHERE source = $3)
+               FROM draw.claim_attempts
+              WHERE outcome = 'refused' AND attempted_at > $4
+                AND ((raffle_id = $1 AND winning_number = $2) OR source = $3)",
+            &[
+                &request.raffle_id,
+                &request.draw_number,
+                &request.source,
+                &since,
+            ],
+        )
+        .await
+        .map_err(failed)?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Decides the claim inside `tx`; on acceptance, records it, marks the ticket claimed and
+/// posts the payout.
+async fn judge(
+    tx: &tokio_postgres::Transaction<'_>,
     request: &ClaimRequest,
     at: DateTime<Utc>,
     deadline: DateTime<Utc>,
 ) -> Result<ClaimRecord, DrawError> {
     let (raffle, number) = (request.raffle_id, request.draw_number);
-    let recent: i64 = client
-        .query_one(
-            "SELECT count(*) FROM draw.claim_attempts
-              WHERE raffle_id = $1 AND winning_number = $2 AND outcome = 'refused' AND attempted_at > $3",
-            &[&raffle, &number, &(at - Duration::minutes(RATE_WINDOW_MINUTES))],
-        )
-        .await
-        .map_err(failed)?
-        .get(0);
-    if recent >= MAX_REFUSED_ATTEMPTS {
+    let (on_number, from_source) = recent_refusals(tx, request, at).await?;
+    if on_number >= MAX_REFUSED_ATTEMPTS {
         return Err(refused(
             "rate-limited",
             format!(
-                "{recent} refused claims for number {number} in the last {RATE_WINDOW_MINUTES} minutes; try again later or ask the raffle's staff"
+                "{on_number} refused claims for number {number} in the last {RATE_WINDOW_MINUTES} minutes; try again later or ask the raffle's staff"
             ),
         ));
     }
-    let tx = client.transaction().await.map_err(failed)?;
+    if from_source >= MAX_REFUSED_PER_SOURCE {
+        return Err(refused(
+            "rate-limited",
+            format!(
+                "{from_source} refused claims from {} in the last {RATE_WINDOW_MINUTES} minutes; try again later",
+                request.source
+            ),
+        ));
+    }
     let row = tx
         .query_opt(
             "SELECT r.id, p.name, r.prize_value_at_draw_minor, r.currency, r.winning_ticket_id, o.validation_number,
                     EXISTS (SELECT 1 FROM draw.prize_claims c WHERE c.draw_result_id = r.id),
-                    EXISTS (SELECT 1 FROM draw.unclaimed_prizes u WHERE u.draw_result_id = r.id)
+                    EXISTS (SELECT 1 FROM draw.unclaimed_prizes u WHERE u.draw_result_id = r.id),
+                    o.check_code_hash
                FROM draw.draw_results r
                JOIN draw.draw_executions e ON e.id = r.draw_execution_id AND e.state = 'completed'
                JOIN catalog.prizes p ON p.id = r.prize_id
@@ -178,6 +274,7 @@ async fn try_claim(
         row.get(4),
         row.get(5),
     );
+    let check_code_hash: Option<Vec<u8>> = row.get(8);
     if row.get::<_, bool>(6) {
         return Err(refused(
             "already-claimed",
@@ -197,11 +294,29 @@ async fn try_claim(
             format!("the validation number does not match the one issued with number {number}"),
         ));
     }
+    // The validation number is on the receipt for people and can be worked out from another
+    // receipt; the check code is the buyer's secret.
+    let Some(stored) = check_code_hash else {
+        return Err(refused(
+            "no-check-code",
+            format!(
+                "the receipt of number {number} was issued without a check code; the raffle's staff verify the winner in person"
+            ),
+        ));
+    };
+    let code = schemas::CheckCode::parse(&request.check_code)
+        .map_err(|e| refused("wrong-check-code", e.to_string()))?;
+    if !constant_time_eq(&code.hash(raffle, &validation), &stored) {
+        return Err(refused(
+            "wrong-check-code",
+            format!("the check code does not match the receipt of number {number}"),
+        ));
+    }
     let (claim_id, claimed_at): (Uuid, DateTime<Utc>) = {
         let r = tx
             .query_one(
                 "INSERT INTO draw.prize_claims (draw_result_id, claimed_at, claimed_by, verification_method, verified_by)
-                 VALUES ($1, $2, $3, 'validation_number', 'validation number match') RETURNING id, claimed_at",
+                 VALUES ($1, $2, $3, 'validation_number', 'validation number and check code match') RETURNING id, claimed_at",
                 &[&result_id, &at, &request.claimed_by],
             )
             .await
@@ -215,7 +330,7 @@ async fn try_claim(
     .await
     .map_err(failed)?;
     settle_payable(
-        &tx,
+        tx,
         raffle,
         result_id,
         amount,
@@ -225,13 +340,7 @@ async fn try_claim(
         )),
     )
     .await?;
-    tx.execute(
-        "INSERT INTO draw.claim_attempts (raffle_id, winning_number, claimed_by, outcome, attempted_at) VALUES ($1, $2, $3, 'accepted', $4)",
-        &[&raffle, &number, &request.claimed_by, &at],
-    )
-    .await
-    .map_err(failed)?;
-    let record = ClaimRecord {
+    Ok(ClaimRecord {
         claim_id,
         raffle_id: raffle,
         draw_number: number,
@@ -239,33 +348,7 @@ async fn try_claim(
         amount_minor: amount,
         currency,
         claimed_at,
-    };
-    let organization: Uuid = tx
-        .query_one(
-            "SELECT organization_id FROM catalog.raffle_events WHERE id = $1",
-            &[&raffle],
-        )
-        .await
-        .map_err(failed)?
-        .get(0);
-    record_event(
-        &tx,
-        &request.claimed_by,
-        event(
-            Some(organization),
-            raffle,
-            "PRIZE_CLAIMED",
-            admin::audit::Severity::Info,
-            format!(
-                "{} won by number {number} claimed and paid: {} {}",
-                record.prize_name, record.amount_minor, record.currency
-            ),
-            json!(&record),
-        ),
-    )
-    .await?;
-    tx.commit().await.map_err(failed)?;
-    Ok(record)
+    })
 }
 
 /// How a winner's payable prize is settled, with the entry's description.

@@ -35,6 +35,9 @@ impl Default for FixtureOptions {
     }
 }
 
+/// The check code on every receipt of the fixture (as printed).
+pub const CHECK_CODE: &str = "FXTRC-0DE00";
+
 pub struct SealedRaffle {
     pub raffle_id: Uuid,
     pub organization_id: Uuid,
@@ -103,12 +106,17 @@ pub async fn sealed_raffle(
             .map_err(e)?;
     }
     tx.execute(
+        // Every order's check code is CHECK_CODE; its hash is schemas::CheckCode::hash,
+        // written out in SQL (claims in the tests check the two agree).
         "INSERT INTO sales.orders (id, raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency,
-             payment_status, payment_provider, payment_reference, idempotency_key, source, paid_at, created_by)
-         SELECT md5($1::uuid::text || ':' || g)::uuid, $1::uuid, $2, 'VAL-' || lpad(g::text, 9, '0'), 5, 2000, 'USD',
-                'completed', 'fixture', $1::uuid::text || ':' || g, 'fixture:' || $1::uuid::text || ':' || g, 'online', now(), 'fixture'
-           FROM generate_series(0::bigint, $3::bigint - 1) g",
-        &[&raffle, &scenario.package_id, &orders],
+             payment_status, payment_provider, payment_reference, idempotency_key, source, paid_at, created_by,
+             check_code_hash)
+         SELECT md5($1::uuid::text || ':' || g)::uuid, $1::uuid, $2, v.number, 5, 2000, 'USD',
+                'completed', 'fixture', $1::uuid::text || ':' || g, 'fixture:' || $1::uuid::text || ':' || g, 'online', now(), 'fixture',
+                sha256(convert_to('raffle-check-code/v1', 'UTF8') || '\\x00'::bytea || uuid_send($1::uuid)
+                       || convert_to(v.number, 'UTF8') || '\\x00'::bytea || convert_to($4, 'UTF8'))
+           FROM generate_series(0::bigint, $3::bigint - 1) g, LATERAL (SELECT 'VAL-' || lpad(g::text, 9, '0') AS number) v",
+        &[&raffle, &scenario.package_id, &orders, &CHECK_CODE.replace('-', "")],
     )
     .await
     .map_err(e)?;

@@ -19,7 +19,8 @@ pub mod select;
 mod verify;
 
 pub use claims::{
-    ClaimRecord, ClaimRequest, Expiry, claim, claim_at, expire_unclaimed, expire_unclaimed_at,
+    ClaimRecord, ClaimRequest, Expiry, MAX_REFUSED_ATTEMPTS, MAX_REFUSED_PER_SOURCE, claim,
+    claim_at, expire_unclaimed, expire_unclaimed_at,
 };
 pub use engine::{
     DrawError, DrawOutcome, DrawRequest, ManualRequest, Prepared, PrizeSlot, Timings, Winner,

@@ -36,6 +36,13 @@ pub fn online_validation_number() -> String {
     format!("VAL-{code}")
 }
 
+/// A check code from the operating system's CSPRNG (rand's thread generator is seeded from it).
+fn new_check_code() -> schemas::CheckCode {
+    let mut bytes = [0u8; 8];
+    rand::rng().fill(&mut bytes);
+    schemas::CheckCode::from_random(bytes)
+}
+
 pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> {
     let input: CheckoutInput = admin::api::parse(body)?;
     let given = input.customer.unwrap_or(Customer {
@@ -127,14 +134,18 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
         ));
     }
     let validation_number = online_validation_number();
+    let check_code = new_check_code();
+    let check_code_hash = check_code
+        .hash(input.raffle_id, &validation_number)
+        .to_vec();
     // Time-ordered (v7): orders are paid roughly in the order they were created, so the
     // order's key, and the tickets' index by order, grow at their right edge.
     let order_id = Uuid::now_v7();
     let insert = client
         .prepare_cached(
             "INSERT INTO sales.orders (id, raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency,
-                 source, customer_name, customer_email, customer_phone, created_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'online', $8, $9, $10, 'checkout')",
+                 source, customer_name, customer_email, customer_phone, created_by, check_code_hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'online', $8, $9, $10, 'checkout', $11)",
         )
         .await?;
     client
@@ -151,6 +162,7 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
                 &customer.name,
                 &customer.email,
                 &customer.phone,
+                &check_code_hash,
             ],
         )
         .await
@@ -158,7 +170,10 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
     tracing::info!(raffle = %input.raffle_id, order = %order_id, tickets = count, amount_minor = price, "checkout");
     Ok((
         StatusCode::CREATED,
+        // The check code is the buyer's alone: said once, here (and in the confirmation
+        // e-mail), stored only as its hash.
         json!({"order_id": order_id, "amount_minor": price, "currency": currency, "ticket_count": count,
-               "validation_number": validation_number, "payment_status": "pending"}),
+               "validation_number": validation_number, "check_code": check_code.display(),
+               "payment_status": "pending"}),
     ))
 }

@@ -34,6 +34,16 @@ fn text_fields(i: usize, r: &Record) -> Result<(), String> {
     if let Some(reason) = &r.void_reason {
         schemas::text::prose(reason, 500).map_err(|e| named("voidReason", e))?;
     }
+    if let Some(hash) = &r.check_code_hash
+        && (hash.len() != 64
+            || !hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    {
+        return Err(format!(
+            "records[{i}].checkCodeHash: must be 64 lower-case hex digits (the SHA-256 of the receipt's check code)"
+        ));
+    }
     if let Some(c) = &r.customer_info {
         crate::customer(
             &format!("records[{i}].customerInfo"),
@@ -70,6 +80,10 @@ struct Record {
     voided: bool,
     #[serde(default)]
     void_reason: Option<String>,
+    /// Hex SHA-256 of the check code printed on the receipt (`schemas::CheckCode::hash` of the
+    /// raffle and validation number); the code itself stays with the buyer.
+    #[serde(default)]
+    check_code_hash: Option<String>,
     // Device-side bookkeeping the seed's record carries; the server does not act on it.
     #[serde(default)]
     #[allow(dead_code)]
@@ -226,6 +240,7 @@ fn check(
             draw_numbers: numbers,
             operator_id: record.operator_id.clone(),
             is_offline_sale: record.is_offline_sale,
+            check_code_hash: record.check_code_hash.clone(),
         }),
         customer,
         reason: record.void_reason.clone(),

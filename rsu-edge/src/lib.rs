@@ -207,6 +207,8 @@ pub struct Receipt {
     pub price_minor: i64,
     pub currency: String,
     pub validation_number: String,
+    /// The buyer's secret for a prize claim; none on sales made before check codes existed.
+    pub check_code: Option<String>,
     pub rules_url: String,
     pub claim_by: String,
     pub reprint: bool,
@@ -242,6 +244,12 @@ impl std::fmt::Display for Receipt {
             self.currency
         )?;
         writeln!(f, "validation {}", self.validation_number)?;
+        if let Some(code) = &self.check_code {
+            writeln!(
+                f,
+                "check code {code} (keep it secret: a prize is paid only with it)"
+            )?;
+        }
         writeln!(f, "rules {}", self.rules_url)?;
         write!(f, "claim prizes by {}", self.claim_by)
     }
@@ -253,7 +261,7 @@ fn receipt(conn: &Connection, local_id: &str, reprint: bool) -> Result<Receipt> 
     let row = conn
         .query_row(
             "SELECT raffle_id, package_name, first_number, last_number, amount_minor, currency, validation_number,
-                    created_at, voided
+                    created_at, voided, check_code
                FROM sales WHERE local_id = ?1",
             [local_id],
             |r| {
@@ -267,6 +275,7 @@ fn receipt(conn: &Connection, local_id: &str, reprint: bool) -> Result<Receipt> 
                     r.get::<_, String>(6)?,
                     r.get::<_, String>(7)?,
                     r.get::<_, bool>(8)?,
+                    r.get::<_, Option<String>>(9)?,
                 ))
             },
         )
@@ -288,6 +297,7 @@ fn receipt(conn: &Connection, local_id: &str, reprint: bool) -> Result<Receipt> 
         price_minor: row.4,
         currency: row.5,
         validation_number: row.6,
+        check_code: row.9,
         rules_url: format!("{}{}", device.server_url, s(&setup["rules_url"])),
         claim_by: s(&r["claim_by"]),
         reprint,
@@ -399,6 +409,11 @@ pub fn sell(db: &Path, request: &SaleRequest<'_>) -> Result<Receipt> {
         ))
     })?;
     let validation = schemas::ValidationNumber::in_block(&prefix, sequence);
+    let check_code = {
+        let mut bytes = [0u8; 8];
+        rand::Rng::fill(&mut rand::rng(), &mut bytes);
+        schemas::CheckCode::from_random(bytes).display()
+    };
     tx.execute(
         "UPDATE blocks SET next_number = next_number + ?2, validation_next = validation_next + 1 WHERE id = ?1",
         params![block_id, count],
@@ -412,8 +427,8 @@ pub fn sell(db: &Path, request: &SaleRequest<'_>) -> Result<Receipt> {
     }
     tx.execute(
         "INSERT INTO sales (local_id, raffle_id, block_id, package_id, package_name, ticket_count, first_number, last_number,
-             validation_number, amount_minor, currency, customer_name, operator_id, created_at, is_offline)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+             validation_number, amount_minor, currency, customer_name, operator_id, created_at, is_offline, check_code)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             local_id,
             raffle,
@@ -430,6 +445,7 @@ pub fn sell(db: &Path, request: &SaleRequest<'_>) -> Result<Receipt> {
             request.operator_id,
             at.to_rfc3339(),
             !online,
+            check_code,
         ],
     )?;
     tx.commit()?;
@@ -494,6 +510,14 @@ pub fn reprint(db: &Path, local_id: &str) -> Result<Receipt> {
 fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
     let (first, count): (i64, i64) = (row.get("first_number")?, row.get("ticket_count")?);
     let customer: Option<String> = row.get("customer_name")?;
+    let (raffle, validation): (String, String) =
+        (row.get("raffle_id")?, row.get("validation_number")?);
+    // Only the hash leaves the device; the code is on the buyer's receipt.
+    let check_code_hash = row
+        .get::<_, Option<String>>("check_code")?
+        .and_then(|c| schemas::CheckCode::parse(&c).ok())
+        .zip(raffle.parse::<uuid::Uuid>().ok())
+        .map(|(code, raffle)| hex::encode(code.hash(raffle, &validation)));
     Ok(json!({
         "localId": row.get::<_, String>("local_id")?,
         "eventId": row.get::<_, String>("raffle_id")?,
@@ -510,6 +534,7 @@ fn record(row: &rusqlite::Row<'_>) -> rusqlite::Result<Value> {
         "isOfflineSale": row.get::<_, bool>("is_offline")?,
         "voided": row.get::<_, bool>("voided")?,
         "voidReason": row.get::<_, Option<String>>("void_reason")?,
+        "checkCodeHash": check_code_hash,
         "syncStatus": row.get::<_, String>("sync_status")?,
         "syncAttempts": row.get::<_, i64>("sync_attempts")?,
     }))

@@ -97,7 +97,23 @@ pub fn open(path: &Path) -> Result<Connection, EdgeError> {
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(corrupt)?;
     conn.execute_batch(SCHEMA).map_err(corrupt)?;
+    upgrade(&conn).map_err(corrupt)?;
     Ok(conn)
+}
+
+/// Columns added after the first release of the store, added to an older store on open.
+fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
+    let has_check_code: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('sales') WHERE name = 'check_code'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_check_code {
+        // The receipt's secret, kept for reprints; only its hash is uploaded. Sales made
+        // before it existed have none (their prizes are verified by staff).
+        conn.execute_batch("ALTER TABLE sales ADD COLUMN check_code TEXT")?;
+    }
+    Ok(())
 }
 
 pub struct Device {

@@ -32,6 +32,11 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
         json: include_str!("../avro/raffle.sales.v1/v1.avsc"),
     },
     SchemaFile {
+        topic: "raffle.sales.v1",
+        version: 2,
+        json: include_str!("../avro/raffle.sales.v1/v2.avsc"),
+    },
+    SchemaFile {
         topic: "raffle.tickets.v1",
         version: 1,
         json: include_str!("../avro/raffle.tickets.v1/v1.avsc"),

@@ -35,6 +35,10 @@ pub struct RsuSale {
     pub draw_numbers: Vec<DrawNumber>,
     pub operator_id: Option<String>,
     pub is_offline_sale: bool,
+    /// Hex SHA-256 of the receipt's check code ([`crate::CheckCode::hash`]), when the device
+    /// printed one (schema v2).
+    #[serde(default)]
+    pub check_code_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

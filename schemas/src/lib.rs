@@ -21,7 +21,8 @@ pub use events::{
     TicketEventKind,
 };
 pub use values::{
-    Currency, DrawNumber, Money, Percentage, RangePartition, RangeRef, ValidationNumber, ValueError,
+    CheckCode, Currency, DrawNumber, Money, Percentage, RangePartition, RangeRef, ValidationNumber,
+    ValueError,
 };
 
 /// Topic base names. Deployments may prefix them (tests do, so each test owns its topics).

@@ -22,6 +22,8 @@ pub enum ValueError {
     DrawNumber(i64),
     #[error("validation number must be 1-40 characters of A-Z, 0-9 and '-', got {0:?}")]
     ValidationNumber(String),
+    #[error("a check code is ten letters and digits as printed on the receipt, like K7QF2-M9XPA")]
+    CheckCode,
     #[error("percentage must be between 0 and 100, got {0}")]
     Percentage(Decimal),
     #[error(
@@ -236,6 +238,82 @@ impl ValidationNumber {
     }
 }
 
+/// The secret on a buyer's receipt that a prize claim needs besides the (public) winning number
+/// and the (guessable: RSU validation numbers are sequential) validation number. Ten
+/// characters of Crockford base32, 50 random bits, shown as `K7QF2-M9XPA`; read back
+/// forgivingly (any case, hyphens and spaces ignored, `O` as `0`, `I` and `L` as `1`). The
+/// platform stores only [`CheckCode::hash`]; the code lives on the receipt and in the buyer's
+/// e-mail.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CheckCode([u8; CheckCode::CHARS]);
+
+impl CheckCode {
+    pub const CHARS: usize = 10;
+    const ALPHABET: &'static [u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+    /// A code from 8 random bytes (the caller draws them from the operating system's CSPRNG);
+    /// 50 of their 64 bits are used.
+    pub fn from_random(bytes: [u8; 8]) -> Self {
+        let mut bits = u64::from_le_bytes(bytes);
+        let mut out = [0u8; Self::CHARS];
+        for c in &mut out {
+            *c = Self::ALPHABET[(bits & 31) as usize];
+            bits >>= 5;
+        }
+        Self(out)
+    }
+
+    /// Reads a code as a person types it.
+    pub fn parse(input: &str) -> Result<Self, ValueError> {
+        let mut out = [0u8; Self::CHARS];
+        let mut n = 0;
+        for c in input.chars() {
+            let c = match c.to_ascii_uppercase() {
+                '-' | ' ' => continue,
+                'O' => '0',
+                'I' | 'L' => '1',
+                other => other,
+            };
+            if n == Self::CHARS || !c.is_ascii() || !Self::ALPHABET.contains(&(c as u8)) {
+                return Err(ValueError::CheckCode);
+            }
+            out[n] = c as u8;
+            n += 1;
+        }
+        if n == Self::CHARS {
+            Ok(Self(out))
+        } else {
+            Err(ValueError::CheckCode)
+        }
+    }
+
+    /// As printed: two groups of five.
+    pub fn display(&self) -> String {
+        let text = std::str::from_utf8(&self.0).unwrap_or("");
+        format!("{}-{}", &text[..5], &text[5..])
+    }
+
+    /// What is stored: SHA-256 over a domain tag, the raffle, the validation number and the
+    /// code, so that equal codes of two receipts never hash alike.
+    pub fn hash(&self, raffle_id: uuid::Uuid, validation_number: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"raffle-check-code/v1\0");
+        h.update(raffle_id.as_bytes());
+        h.update(validation_number.as_bytes());
+        h.update(b"\0");
+        h.update(self.0);
+        h.finalize().into()
+    }
+}
+
+/// Never shown in logs or debug output: the code is the buyer's secret.
+impl fmt::Debug for CheckCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CheckCode(…)")
+    }
+}
+
 impl TryFrom<String> for ValidationNumber {
     type Error = ValueError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
@@ -352,6 +430,42 @@ impl FromStr for RangePartition {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_check_code_reads_back_as_a_person_types_it() {
+        let code = CheckCode::from_random([7, 1, 2, 3, 4, 5, 6, 9]);
+        let shown = code.display();
+        assert_eq!(shown.len(), 11);
+        assert_eq!(CheckCode::parse(&shown), Ok(code.clone()));
+        assert_eq!(
+            CheckCode::parse(&shown.to_lowercase().replace('-', " ")),
+            Ok(code.clone())
+        );
+        assert_eq!(
+            CheckCode::parse("o1l1I-00000"),
+            CheckCode::parse("01111-00000")
+        );
+        for bad in [
+            "",
+            "K7QF2-M9XP",
+            "K7QF2-M9XPAB",
+            "K7QF2-M9XPU",
+            "K7QF2\u{0}M9XPA",
+        ] {
+            assert!(CheckCode::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(!format!("{code:?}").contains(&shown[..5]));
+        let raffle = uuid::Uuid::nil();
+        assert_ne!(code.hash(raffle, "VAL-1"), code.hash(raffle, "VAL-2"));
+    }
+
+    proptest! {
+        #[test]
+        fn every_code_parses_back(bytes in any::<[u8; 8]>()) {
+            let code = CheckCode::from_random(bytes);
+            prop_assert_eq!(CheckCode::parse(&code.display()), Ok(code));
+        }
+    }
 
     #[test]
     fn a_validation_number_has_one_spelling_in_its_block() {

@@ -43,6 +43,7 @@ fn sale() -> SaleEvent {
             validation_number: "RSU001-2025-0001".into(),
             draw_numbers: (1001..=1005).map(|n| DrawNumber::new(n).unwrap()).collect(),
             operator_id: None,
+            check_code_hash: None,
             is_offline_sale: true,
         }),
         customer: Some(Customer {
