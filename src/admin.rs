@@ -60,7 +60,14 @@ pub async fn run(action: AdminAction) -> anyhow::Result<()> {
                 "admin API listening on http://{}/v1",
                 listener.local_addr()?
             );
-            let reports = ledger::report::routes(state.clone());
+            // Served beside the API by the crates that own them: the reconciliation report
+            // (ledger) and prize claims by staff (draw engine).
+            let reports = {
+                use warp::Filter;
+                ledger::report::routes(state.clone())
+                    .or(draw_engine::claims::routes(state.clone()))
+                    .unify()
+            };
             admin::serve_with(state, reports, listener, platform::service::termination()).await;
             Ok(())
         }

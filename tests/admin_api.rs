@@ -38,8 +38,14 @@ async fn spawn_app_with(verifier: Verifier) -> App {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    // As `raffle admin serve` runs it: with the ledger's report documents in front.
-    let reports = ledger::report::routes(state.clone());
+    // As `raffle admin serve` runs it: with the ledger's report documents and the draw
+    // engine's claims in front.
+    let reports = {
+        use warp::Filter;
+        ledger::report::routes(state.clone())
+            .or(draw_engine::claims::routes(state.clone()))
+            .unify()
+    };
     tokio::spawn(admin::serve_with(state, reports, listener, async move {
         let _ = stopped.await;
     }));
@@ -1692,4 +1698,97 @@ async fn amounts_beyond_the_configured_bound_are_refused_naming_the_field() {
         201,
     )
     .await;
+}
+
+/// Staff claim prizes over HTTP with the rules of the CLI: the check code is required, a
+/// wrong one is named, the limits hold, and only admins and operators may claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_claim_a_prize_over_http_with_the_receipts_check_code() {
+    let app = spawn_app().await;
+    let f = draw_engine::fixture::sealed_raffle(
+        &app.env.pool,
+        &app.env.brokers,
+        &app.env.topics,
+        &draw_engine::fixture::FixtureOptions::default(),
+    )
+    .await
+    .expect("a sealed raffle");
+    let outcome = draw_engine::run(
+        &app.env.pool,
+        &draw_engine::DrawRequest {
+            raffle_id: f.raffle_id,
+            conducted_by: "draw-officer".into(),
+            interrupt_after_prizes: None,
+            seed_key: None,
+        },
+    )
+    .await
+    .expect("drawn");
+    let winner = outcome.winners[0].draw_number;
+    let validation: String = app
+        .env
+        .client()
+        .await
+        .query_one(
+            "SELECT o.validation_number FROM sales.tickets t JOIN sales.orders o ON o.id = t.order_id
+              WHERE t.raffle_id = $1 AND t.draw_number = $2",
+            &[&f.raffle_id, &winner],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let path = format!(
+        "organizations/{}/raffles/{}/claims",
+        f.organization_id, f.raffle_id
+    );
+    let body = |code: &str| json!({"draw_number": winner, "validation_number": validation, "check_code": code, "claimant": "Jo Winner"});
+    let p = app
+        .refused("admin", "POST", &path, body("ABCDE-12345"), 422)
+        .await;
+    assert_eq!(p["field"], "check_code", "{p}");
+    let p = app
+        .refused(
+            "outsider",
+            "POST",
+            &path,
+            body(draw_engine::fixture::CHECK_CODE),
+            403,
+        )
+        .await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("not a member"),
+        "{p}"
+    );
+    let paid = app
+        .ok(
+            "admin",
+            "POST",
+            &path,
+            body(draw_engine::fixture::CHECK_CODE),
+            201,
+        )
+        .await;
+    assert_eq!(paid["draw_number"], winner);
+    let p = app
+        .refused(
+            "admin",
+            "POST",
+            &path,
+            body(draw_engine::fixture::CHECK_CODE),
+            409,
+        )
+        .await;
+    assert!(
+        p["type"].as_str().unwrap().contains("already-claimed"),
+        "{p}"
+    );
+    let claimed_by: String = app
+        .env
+        .client()
+        .await
+        .query_one("SELECT claimed_by FROM draw.prize_claims", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(claimed_by, "Jo Winner (verified by admin)");
 }

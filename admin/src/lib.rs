@@ -271,34 +271,57 @@ async fn recover(rejection: warp::Rejection) -> Result<warp::reply::Response, In
 /// serve next to this API (the ledger's reports), which cannot live here without a cycle.
 pub async fn authorize(
     state: &AppState,
-    authorization: Option<&str>,
-    path: &str,
+    request: &RouteRequest<'_>,
     organization_id: Uuid,
     allowed: &[auth::Role],
 ) -> Result<Actor, Problem> {
     let client = crate::pooled(&state.pool).await?;
     let mut actor = None;
-    let result = async {
-        let (sub, name) = state.verifier.verify(authorization)?;
+    let result: Result<Actor, Problem> = async {
+        let (sub, name) = state.verifier.verify(request.authorization)?;
         let a = auth::resolve_actor(&**client, &sub, name.as_deref(), "http").await?;
         actor = Some(a.clone());
         auth::require(&**client, &a, organization_id, allowed).await?;
         Ok(a)
     }
     .await;
-    if let Err(problem) = &result {
-        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        record_refusal(
-            &client,
-            actor.as_ref(),
-            &Method::GET,
-            path,
-            &segments,
-            problem,
-        )
-        .await;
+    match result {
+        Err(problem) if problem.status == 401 => {
+            drop(client);
+            Err(failures::note(
+                &state.pool,
+                request.source,
+                request.method,
+                request.path,
+                &problem,
+            )
+            .await)
+        }
+        Err(problem) => {
+            let segments: Vec<&str> = request.path.split('/').filter(|s| !s.is_empty()).collect();
+            record_refusal(
+                &client,
+                actor.as_ref(),
+                request.method,
+                request.path,
+                &segments,
+                &problem,
+            )
+            .await;
+            Err(problem)
+        }
+        ok => ok,
     }
-    result
+}
+
+/// What a route served beside the API (reports, claims) knows of its request, for
+/// [`authorize`].
+pub struct RouteRequest<'a> {
+    pub method: &'a Method,
+    /// Under `/v1`, without the leading slash.
+    pub path: &'a str,
+    pub authorization: Option<&'a str>,
+    pub source: Option<SocketAddr>,
 }
 
 /// The warp filter of the whole API.

@@ -662,14 +662,23 @@ pub fn routes(
         ))
         .and(warp::query::<std::collections::HashMap<String, String>>())
         .and(warp::header::optional::<String>("authorization"))
+        .and(warp::addr::remote())
         .and(warp::any().map(move || state.clone()))
         .then(
             |org: Uuid,
              raffle: Uuid,
              query: std::collections::HashMap<String, String>,
              authorization: Option<String>,
+             source: Option<std::net::SocketAddr>,
              state: std::sync::Arc<admin::AppState>| async move {
-                match serve_report(&state, org, raffle, &query, authorization.as_deref()).await {
+                let path = format!("organizations/{org}/raffles/{raffle}/reports/reconciliation");
+                let request = admin::RouteRequest {
+                    method: &warp::http::Method::GET,
+                    path: &path,
+                    authorization: authorization.as_deref(),
+                    source,
+                };
+                match serve_report(&state, org, raffle, &query, &request).await {
                     Ok(response) => response,
                     Err(problem) => admin::problem_response(&problem),
                 }
@@ -682,11 +691,10 @@ async fn serve_report(
     org: Uuid,
     raffle: Uuid,
     query: &std::collections::HashMap<String, String>,
-    authorization: Option<&str>,
+    request: &admin::RouteRequest<'_>,
 ) -> Result<warp::reply::Response, admin::problem::Problem> {
     use admin::problem::Problem;
     use warp::Reply;
-    let path = format!("organizations/{org}/raffles/{raffle}/reports/reconciliation");
     let format = query.get("format").map(String::as_str).unwrap_or("json");
     let content_type = match format {
         "json" => "application/json",
@@ -699,14 +707,7 @@ async fn serve_report(
             ));
         }
     };
-    admin::authorize(
-        state,
-        authorization,
-        &path,
-        org,
-        admin::auth::rights::READ_AUDIT,
-    )
-    .await?;
+    admin::authorize(state, request, org, admin::auth::rights::READ_AUDIT).await?;
     let client = admin::pooled(&state.pool).await?;
     let found = client
         .query_opt(
