@@ -357,7 +357,7 @@ pub fn routes_with(
         .and(warp::path::tail())
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::header::optional::<String>("authorization"))
-        .and(warp::addr::remote())
+        .and(platform::http_server::client_addr())
         .and(warp::body::stream())
         .and_then(
             |state, method, tail, query, authorization, source, body| async move {
@@ -417,11 +417,13 @@ pub async fn serve_with(
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    warp::serve(routes_with(state, extra))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    platform::http_server::serve(
+        routes_with(state, extra),
+        listener,
+        shutdown,
+        platform::http_server::Limits::default(),
+    )
+    .await;
     sweeper.abort();
 }
 

@@ -544,7 +544,7 @@ pub fn routes(
             "v1" / "organizations" / Uuid / "raffles" / Uuid / "claims"
         ))
         .and(warp::header::optional::<String>("authorization"))
-        .and(warp::addr::remote())
+        .and(platform::http_server::client_addr())
         .and(warp::body::content_length_limit(
             admin::BODY_LIMIT_BYTES as u64,
         ))

@@ -257,11 +257,13 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    warp::serve(routes(state))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    platform::http_server::serve(
+        routes(state),
+        listener,
+        shutdown,
+        platform::http_server::Limits::default(),
+    )
+    .await;
 }
 
 /// What a buyer gave about themselves, checked as the edge must: each field optional (empty

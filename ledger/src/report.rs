@@ -662,7 +662,7 @@ pub fn routes(
         ))
         .and(warp::query::<std::collections::HashMap<String, String>>())
         .and(warp::header::optional::<String>("authorization"))
-        .and(warp::addr::remote())
+        .and(platform::http_server::client_addr())
         .and(warp::any().map(move || state.clone()))
         .then(
             |org: Uuid,

@@ -463,17 +463,24 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let routes = routes(health).recover(|_: warp::Rejection| async {
-        use warp::Reply;
-        let body = serde_json::json!({"detail": "the health endpoints are /health, /health/live and /health/ready"});
-        Ok::<_, std::convert::Infallible>(
-            warp::reply::with_status(warp::reply::json(&body), StatusCode::NOT_FOUND)
-                .into_response(),
-        )
-    });
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    let routes = routes(health)
+        .recover(|_: warp::Rejection| async {
+            use warp::Reply;
+            let body = serde_json::json!({"detail": "the health endpoints are /health, /health/live and /health/ready"});
+            Ok::<_, std::convert::Infallible>(
+                warp::reply::with_status(warp::reply::json(&body), StatusCode::NOT_FOUND)
+                    .into_response(),
+            )
+        })
+        .unify();
+    crate::http_server::serve(
+        routes,
+        listener,
+        shutdown,
+        crate::http_server::Limits {
+            connections_max: 64,
+            ..crate::http_server::Limits::default()
+        },
+    )
+    .await;
 }

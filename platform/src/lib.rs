@@ -21,6 +21,7 @@ pub mod devstack;
 pub mod files;
 pub mod health;
 pub mod http_client;
+pub mod http_server;
 pub mod kafka;
 pub mod lease;
 pub mod outbox;
