@@ -703,3 +703,113 @@ async fn a_batch_with_one_ticket_outside_its_range_or_allocation_writes_nothing(
         "ok(3)"
     );
 }
+
+/// Each service's role writes only what its service owns (V18): ingest cannot write the
+/// books, nothing but the ledger's code writes `ledger.*`, and no service can switch off or
+/// skip the triggers that hold the invariants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_service_role_writes_only_what_its_service_owns() {
+    let env = TestEnv::new().await;
+    let mut refused = Vec::new();
+    let attempts: &[(&str, &str)] = &[
+        (
+            "raffle_ingest",
+            "INSERT INTO ledger.accounts (raffle_id, code, kind, currency) VALUES (gen_random_uuid(), 'x', 'asset', 'USD')",
+        ),
+        (
+            "raffle_ingest",
+            "INSERT INTO sales.tickets (raffle_id, order_id, range_id, draw_number, state) VALUES (gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 1, 'sold')",
+        ),
+        (
+            "raffle_ingest",
+            "UPDATE catalog.organizations SET name = 'mine'",
+        ),
+        (
+            "raffle_allocator",
+            "INSERT INTO ledger.accounts (raffle_id, code, kind, currency) VALUES (gen_random_uuid(), 'x', 'asset', 'USD')",
+        ),
+        (
+            "raffle_allocator",
+            "UPDATE catalog.organizations SET name = 'mine'",
+        ),
+        (
+            "raffle_ledger",
+            "INSERT INTO sales.tickets (raffle_id, order_id, range_id, draw_number, state) VALUES (gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 1, 'sold')",
+        ),
+        (
+            "raffle_ledger",
+            "UPDATE sales.orders SET payment_status = 'completed'",
+        ),
+        (
+            "raffle_admin",
+            "INSERT INTO ledger.accounts (raffle_id, code, kind, currency) VALUES (gen_random_uuid(), 'x', 'asset', 'USD')",
+        ),
+        ("raffle_admin", "UPDATE sales.tickets SET state = 'voided'"),
+        (
+            "raffle_draw",
+            "UPDATE sales.orders SET payment_status = 'completed'",
+        ),
+        (
+            "raffle_ingest",
+            "ALTER TABLE sales.orders DISABLE TRIGGER ALL",
+        ),
+        (
+            "raffle_ledger",
+            "ALTER TABLE ledger.postings DISABLE TRIGGER ALL",
+        ),
+        ("raffle_allocator", "SET session_replication_role = replica"),
+        ("raffle_admin", "CREATE TABLE catalog.mine (x int)"),
+    ];
+    for (group, sql) in attempts {
+        let login = env.service_login(group).await;
+        let client = login
+            .db
+            .connect("raffle-test-role")
+            .await
+            .expect("connect as the service role");
+        let outcome = client.batch_execute(sql).await;
+        let state = outcome
+            .as_ref()
+            .err()
+            .and_then(|e| e.code())
+            .map(|c| c.code().to_owned());
+        if state.as_deref() != Some("42501") {
+            refused.push(format!("{group}: {sql} -> {outcome:?}"));
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "allowed, or refused for another reason: {refused:#?}"
+    );
+
+    // And what each service needs is allowed: a refusal ingest records, an outbox message
+    // the allocator writes.
+    let ingest = env
+        .service_login("raffle_ingest")
+        .await
+        .db
+        .connect("raffle-test-role")
+        .await
+        .unwrap();
+    ingest
+        .execute(
+            "INSERT INTO sales.rejected_sales (source, reason_code, reason, rejected_by) VALUES ('online', 'test', 'test', 'ingest')",
+            &[],
+        )
+        .await
+        .expect("ingest records refusals");
+    let allocator = env
+        .service_login("raffle_allocator")
+        .await
+        .db
+        .connect("raffle-test-role")
+        .await
+        .unwrap();
+    allocator
+        .execute(
+            "INSERT INTO platform.outbox (topic, payload) VALUES ('t', '\\x00')",
+            &[],
+        )
+        .await
+        .expect("the allocator writes its outbox");
+}

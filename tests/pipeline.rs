@@ -68,17 +68,23 @@ impl Drop for AllocatorProcess {
 }
 
 fn start_allocator(env: &TestEnv) -> AllocatorProcess {
+    start_service(env, &["allocator", "run"], &env.database_url)
+}
+
+/// `raffle ARGS` as its own process on the test's stack, with `database_url`.
+fn start_service(env: &TestEnv, args: &[&str], database_url: &str) -> AllocatorProcess {
     let child = Command::new(env!("CARGO_BIN_EXE_raffle"))
-        .args(["allocator", "run"])
+        .args(args)
         .env("RAFFLE_ALLOCATOR_HEALTH_ADDR", "127.0.0.1:0")
-        .env("DATABASE_URL", &env.database_url)
+        .env("RAFFLE_LEDGER_HEALTH_ADDR", "127.0.0.1:0")
+        .env("DATABASE_URL", database_url)
         .env("KAFKA_BROKERS", &env.brokers)
         .env("RAFFLE_TOPIC_PREFIX", format!("{}.", env.unique))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start the allocator");
+        .expect("start a service");
     AllocatorProcess(child)
 }
 
@@ -1393,4 +1399,156 @@ async fn bad_bytes_are_refused_at_the_edge_and_only_the_bad_record_is() {
         described.is_ok(),
         "a description keeps its line breaks: {described:?}"
     );
+}
+
+/// The pipeline as a deployment runs it: each service under its own least-privilege role
+/// (V18), the allocator and the ledger as processes. Online and RSU sales become tickets and
+/// entries; nothing needs more than its role grants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_runs_under_its_least_privilege_roles() {
+    let env = TestEnv::new().await;
+    let options = admin::seed::Options {
+        rsu_count: 1,
+        allocation_size: 100,
+        ..Default::default()
+    };
+    let s = admin::seed::raffle_on_sale(&env.pool, &options)
+        .await
+        .expect("seed a raffle");
+    let ingest_login = env.service_login("raffle_ingest").await;
+    let state = Arc::new(
+        IngestState::new(
+            &ingest_login.db,
+            ingest_login.db.pool(8).unwrap(),
+            platform::kafka::producer(&env.brokers, 10_000).unwrap(),
+            IngestConfig {
+                webhook_secret: WEBHOOK_SECRET.to_vec(),
+                webhook_tolerance_s: 300,
+                order_tickets_max: 500,
+                sales_topic: env.topics.sales.clone(),
+                brokers: env.brokers.clone(),
+            },
+        )
+        .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(ingest::serve(state, listener, std::future::pending()));
+    let allocator_url = env.service_login("raffle_allocator").await.database_url;
+    let ledger_url = env.service_login("raffle_ledger").await.database_url;
+    let _allocator = start_service(&env, &["allocator", "run"], &allocator_url);
+    let _ledger = start_service(&env, &["ledger", "run"], &ledger_url);
+
+    for i in 0..10 {
+        let r = post(
+            addr,
+            "/v1/checkout",
+            &[("Content-Type", "application/json")],
+            &json!({"raffle_id": s.raffle_id, "package_id": s.package_id, "customer": {"name": format!("Buyer {i}")}}),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let order = r.json().unwrap()["order_id"].as_str().unwrap().to_owned();
+        let paid = webhook(
+            "payment_intent.succeeded",
+            &format!("evt_role_{i}"),
+            &order,
+            2000,
+        );
+        assert_eq!(deliver(addr, &paid, WEBHOOK_SECRET).await, 200);
+    }
+    let created = Utc::now() - Span::minutes(1);
+    let records: Vec<Value> = (0..3).map(|j| rsu_record(&s, 0, j, created)).collect();
+    let answer = upload(addr, &s.rsus[0].api_key, &records).await;
+    assert_eq!(answer["accepted"], 3, "{answer}");
+    let auth = format!("Bearer {}", s.rsus[0].api_key);
+    let block = post(
+        addr,
+        "/v1/rsu/allocations",
+        &[
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        &json!({"raffle_id": s.raffle_id}),
+    )
+    .await;
+    assert_eq!(
+        block.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&block.body)
+    );
+
+    common::eventually("every sale issued and posted", || async {
+        scalar(
+            &env,
+            "SELECT count(*) FROM sales.orders WHERE payment_status = 'completed'",
+        )
+        .await
+            == 13
+            && scalar(&env, "SELECT count(*) FROM ledger.journal_entries").await >= 13
+            && scalar(
+                &env,
+                "SELECT count(*) FROM platform.outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0
+    })
+    .await;
+
+    // The night of the draw, each step under its own role: staff close sales (admin API), the
+    // ledger seals, the draw engine draws.
+    let admin_pool = env.service_login("raffle_admin").await.db.pool(2).unwrap();
+    admin::seed::call_as(
+        &admin_pool,
+        "admin",
+        warp::http::Method::POST,
+        &format!(
+            "organizations/{}/raffles/{}/transitions",
+            s.organization_id, s.raffle_id
+        ),
+        json!({"to": "sales_closed", "reason": "the gates closed"}),
+    )
+    .await
+    .expect("the admin role closes sales");
+    let blocks: Vec<Uuid> = env
+        .client()
+        .await
+        .query(
+            "SELECT id FROM catalog.rsu_allocations WHERE raffle_id = $1",
+            &[&s.raffle_id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let ledger_pool = env.service_login("raffle_ledger").await.db.pool(4).unwrap();
+    ledger::seal(
+        &ledger_pool,
+        &env.brokers,
+        &env.topics,
+        &ledger::SealRequest {
+            raffle_id: s.raffle_id,
+            sealed_by: "finance".into(),
+            grace_seconds: 0,
+            write_off: blocks,
+            seed_key: None,
+        },
+    )
+    .await
+    .expect("the ledger role seals");
+    let draw_pool = env.service_login("raffle_draw").await.db.pool(4).unwrap();
+    let drawn = draw_engine::run(
+        &draw_pool,
+        &draw_engine::DrawRequest {
+            raffle_id: s.raffle_id,
+            conducted_by: "draw-officer".into(),
+            interrupt_after_prizes: None,
+            seed_key: None,
+        },
+    )
+    .await
+    .expect("the draw role draws");
+    assert!(!drawn.winners.is_empty());
 }

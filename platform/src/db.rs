@@ -205,18 +205,38 @@ impl DbTarget {
             })
     }
 
-    /// Applies every pending migration, one process at a time.
+    /// Applies every pending migration, one process at a time. When none is pending nothing
+    /// is run, so a service whose role may not change the schema (V18) starts on a database
+    /// the migration owner has brought up to date; when some are pending and this role cannot
+    /// apply them, the error says who can.
     pub async fn migrate(&self) -> Result<MigrationReport, DbError> {
         let mut client = self.connect("raffle-migrate").await?;
+        let known = embedded::migrations::runner().get_migrations().len() as i64;
+        if let Some(applied) = applied_migrations(&client).await
+            && applied >= known
+        {
+            return Ok(MigrationReport {
+                applied_now: 0,
+                total: applied,
+            });
+        }
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
             .await?;
         let result = embedded::migrations::runner()
             .run_async(&mut client)
             .await
-            .map_err(|e| DbError::Migration {
-                target: self.description.clone(),
-                reason: e.to_string(),
+            .map_err(|e| {
+                let text = e.to_string();
+                let reason = if text.contains("permission denied") || text.contains("must be owner") {
+                    format!("{text}; this role may not change the schema: run `raffle migrate` as the migration owner")
+                } else {
+                    text
+                };
+                DbError::Migration {
+                    target: self.description.clone(),
+                    reason,
+                }
             });
         // The lock is released with the session if this fails.
         let _ = client
@@ -230,6 +250,15 @@ impl DbTarget {
             .get(0);
         Ok(MigrationReport { applied_now, total })
     }
+}
+
+/// How many migrations the database records as applied; `None` before the first.
+async fn applied_migrations(client: &Client) -> Option<i64> {
+    client
+        .query_one("SELECT count(*) FROM refinery_schema_history", &[])
+        .await
+        .ok()
+        .map(|r| r.get(0))
 }
 
 /// `DATABASE_POOL_WAIT_MS`, or [`POOL_WAIT_DEFAULT`]; an unparsable value keeps the default

@@ -157,6 +157,51 @@ impl TestEnv {
     }
 }
 
+/// A login role of this test that is a member of the service role `group` (V18), with
+/// what a service started under it needs: its database target and URL.
+pub struct ServiceLogin {
+    pub role: String,
+    pub db: DbTarget,
+    pub database_url: String,
+}
+
+impl TestEnv {
+    /// Creates (once) a login role for this test in the service role `group`
+    /// (`raffle_ingest`, `raffle_allocator`, ...): what a deployment runs each service as.
+    pub async fn service_login(&self, group: &str) -> ServiceLogin {
+        let role = format!("{}_{}", self.unique, group.trim_start_matches("raffle_"));
+        let client = self.client().await;
+        client
+            .batch_execute(&format!(
+                "DO $$ BEGIN
+                     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+                         CREATE ROLE \"{role}\" LOGIN IN ROLE {group};
+                     END IF;
+                 END $$;"
+            ))
+            .await
+            .unwrap_or_else(|e| fail("creating a service login", e));
+        let mut config = self.db.config.clone();
+        config.user(&role);
+        let db = DbTarget {
+            config,
+            description: format!("{} as {role}", self.db.description),
+        };
+        let database_url = match self.database_url.split_once("://") {
+            Some((scheme, rest)) => {
+                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                format!("{scheme}://{role}@{host}")
+            }
+            None => self.database_url.clone(),
+        };
+        ServiceLogin {
+            role,
+            db,
+            database_url,
+        }
+    }
+}
+
 /// `url` with its database name replaced by `name`.
 fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {
@@ -178,6 +223,7 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         let admin = self.admin.clone();
         let name = self.db_name.clone();
+        let logins = format!("{}\\_%", self.unique);
         let pool = self.pool.clone();
         let _ = std::thread::spawn(move || {
             pool.close();
@@ -192,6 +238,21 @@ impl Drop for TestEnv {
                     let _ = client
                         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .await;
+                    // The test's service logins (roles outlive databases).
+                    if let Ok(rows) = client
+                        .query(
+                            "SELECT rolname FROM pg_roles WHERE rolname LIKE $1",
+                            &[&logins],
+                        )
+                        .await
+                    {
+                        for row in rows {
+                            let role: String = row.get(0);
+                            let _ = client
+                                .batch_execute(&format!("DROP ROLE IF EXISTS \"{role}\""))
+                                .await;
+                        }
+                    }
                 }
             });
         })

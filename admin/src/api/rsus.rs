@@ -563,9 +563,13 @@ pub async fn device_allocate(
             if !owned {
                 return Err(Problem::not_found(format!("raffle {raffle} of this RSU's organization")));
             }
-            // One request of a device at a time, so that the count below holds.
+            // One request of a device at a time, so that the count below holds (an advisory
+            // lock: the device's role may not update its RSU row).
             ctx.tx
-                .execute("SELECT 1 FROM catalog.rsus WHERE id = $1 FOR UPDATE", &[&rsu])
+                .execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('rsu-blocks/' || $1::uuid::text, 0))",
+                    &[&rsu],
+                )
                 .await?;
             let open: i64 = ctx
                 .tx
