@@ -57,6 +57,37 @@ ensure_postgres() {
     fi
 }
 
+CARGO_DENY_VERSION=0.20.2
+
+ensure_cargo_deny() {
+    if cargo deny --version 2>/dev/null | grep -q "$CARGO_DENY_VERSION"; then return 0; fi
+    say "installing cargo-deny $CARGO_DENY_VERSION (a few minutes, once)"
+    cargo install cargo-deny --version "$CARGO_DENY_VERSION" --locked >&2 \
+        || die "cargo install cargo-deny failed"
+}
+
+# The dependency audit: licences, banned and duplicate crates, and sources always; the RustSec
+# advisories when their database (on github.com) can be fetched. A vulnerable crate fails the
+# run; an unreachable database is said plainly, not mistaken for a clean bill.
+dependency_audit() {
+    ensure_cargo_deny
+    say "cargo deny: licences, bans, sources"
+    cargo deny --log-level error check licenses bans sources >&2 \
+        || die "cargo deny refused a dependency (see above; the rules are deny.toml)"
+    local log
+    log=$(mktemp)
+    if cargo deny --log-level error check advisories >"$log" 2>&1; then
+        say "cargo deny: no known advisories affect the dependencies"
+    elif grep -q "failed to fetch advisory database" "$log"; then
+        say "WARNING: advisories NOT checked: the RustSec database (github.com) cannot be fetched from this machine"
+    else
+        cat "$log" >&2
+        rm -f "$log"
+        die "cargo deny found advisories against the dependencies (above)"
+    fi
+    rm -f "$log"
+}
+
 # The chaos test runs a Postgres cluster of its own (so that it may restart it): it needs the
 # server binaries even where DATABASE_URL points at a server elsewhere.
 ensure_postgres_binaries() {

@@ -16,6 +16,7 @@ if [ -z "${RAFFLE_SKIP_LINT:-}" ]; then
     cargo fmt --all -- --check || die "code is not formatted: run 'cargo fmt --all'"
     say "cargo clippy"
     cargo clippy --workspace --all-targets --quiet -- -D warnings
+    dependency_audit
 fi
 
 # No Docker engine here: the compose file is checked for syntax and for using the variables
