@@ -55,9 +55,14 @@ pub async fn run(action: AdminAction) -> anyhow::Result<()> {
                 pool: pool(&config).await?,
                 verifier,
             });
+            let tls = platform::tls::server_config_from_env(
+                "RAFFLE_ADMIN_TLS_CERT",
+                "RAFFLE_ADMIN_TLS_KEY",
+            )?;
             let listener = admin::bind(addr).await.map_err(anyhow::Error::msg)?;
             println!(
-                "admin API listening on http://{}/v1",
+                "admin API listening on {}://{}/v1",
+                if tls.is_some() { "https" } else { "http" },
                 listener.local_addr()?
             );
             // Served beside the API by the crates that own them: the reconciliation report
@@ -68,7 +73,14 @@ pub async fn run(action: AdminAction) -> anyhow::Result<()> {
                     .or(draw_engine::claims::routes(state.clone()))
                     .unify()
             };
-            admin::serve_with(state, reports, listener, platform::service::termination()).await;
+            admin::serve_with_tls(
+                state,
+                reports,
+                listener,
+                platform::service::termination(),
+                tls,
+            )
+            .await;
             Ok(())
         }
         AdminAction::Call {

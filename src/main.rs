@@ -92,6 +92,9 @@ enum Command {
     Health {
         /// For example http://127.0.0.1:8082/health/ready
         url: String,
+        /// For an https:// URL: the PEM file of the CA (or certificate) to trust.
+        #[arg(long)]
+        ca: Option<std::path::PathBuf>,
     },
     /// Benchmarks that print their figures (`--json` too).
     Bench {
@@ -255,7 +258,7 @@ fn main() -> ExitCode {
                 action: AllocatorAction::Run,
             } => pipeline::allocator().await,
             Command::Bench { action } => bench::run(action).await,
-            Command::Health { url } => stack::health(&url).await,
+            Command::Health { url, ca } => stack::health(&url, ca.as_deref()).await,
             Command::Draw { action } => draw::run(action).await,
             Command::Report {
                 action:

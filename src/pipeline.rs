@@ -77,12 +77,18 @@ pub async fn ingest() -> anyhow::Result<()> {
         .unwrap_or_else(|_| "127.0.0.1:8080".into())
         .parse()
         .context("RAFFLE_INGEST_ADDR must be an address like 127.0.0.1:8080")?;
+    let tls =
+        platform::tls::server_config_from_env("RAFFLE_INGEST_TLS_CERT", "RAFFLE_INGEST_TLS_KEY")?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("cannot listen on {addr} for ingest; set RAFFLE_INGEST_ADDR to a free address")
     })?;
-    println!("ingest listening on http://{}/v1", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!(
+        "ingest listening on {scheme}://{}/v1",
+        listener.local_addr()?
+    );
     let state = Arc::new(ingest::IngestState::new(&db, pool, producer, settings)?);
-    ingest::serve(state, listener, platform::service::termination()).await;
+    ingest::serve_tls(state, listener, platform::service::termination(), tls).await;
     Ok(())
 }
 

@@ -107,11 +107,16 @@ pub async fn migrate() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `raffle health URL`: GET the URL; success only on 200.
-pub async fn health(url: &str) -> anyhow::Result<()> {
-    let rest = url.strip_prefix("http://").with_context(|| {
-        format!("{url:?}: give an http:// URL, like http://127.0.0.1:8082/health/ready")
-    })?;
+/// `raffle health URL [--ca FILE]`: GET the URL (http, or https trusting `ca` or the system's
+/// roots); success only on 200.
+pub async fn health(url: &str, ca: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let (tls, rest) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        _ => anyhow::bail!(
+            "{url:?}: give an http:// or https:// URL, like http://127.0.0.1:8082/health/ready"
+        ),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/health"),
@@ -121,13 +126,41 @@ pub async fn health(url: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot resolve {authority:?}"))?
         .next()
         .with_context(|| format!("{authority:?} resolves to no address"))?;
-    let answer = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        platform::http_client::request(addr, "GET", path, &[], b""),
-    )
-    .await
-    .with_context(|| format!("{url} did not answer within 5 s"))?
-    .with_context(|| format!("cannot reach {url}"))?;
+    let ask = async {
+        if !tls {
+            return platform::http_client::request(addr, "GET", path, &[], b"")
+                .await
+                .with_context(|| format!("cannot reach {url}"));
+        }
+        let ca_pem = match ca {
+            Some(p) => Some(std::fs::read(p).with_context(|| format!("--ca {}", p.display()))?),
+            None => None,
+        };
+        let config = platform::tls::client_config(ca_pem.as_deref())?;
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .with_context(|| format!("server name {host:?}"))?;
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let mut stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await
+            .with_context(|| format!("TLS with {url}"))?;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        stream.write_all(head.as_bytes()).await?;
+        let mut raw = Vec::new();
+        if let Err(e) = stream.read_to_end(&mut raw).await
+            && raw.is_empty()
+        {
+            return Err(e).with_context(|| format!("reading from {url}"));
+        }
+        Ok(platform::http_client::parse_response(&raw)?)
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), ask)
+        .await
+        .with_context(|| format!("{url} did not answer within 5 s"))??;
     println!("{}", String::from_utf8_lossy(&answer.body));
     anyhow::ensure!(answer.status == 200, "{url} answered {}", answer.status);
     Ok(())

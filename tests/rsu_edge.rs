@@ -25,6 +25,14 @@ struct Ingest {
 
 /// Starts ingest on `addr` (a fresh port when `None`).
 async fn ingest(env: &TestEnv, addr: Option<SocketAddr>) -> Ingest {
+    ingest_with_tls(env, addr, None).await
+}
+
+async fn ingest_with_tls(
+    env: &TestEnv,
+    addr: Option<SocketAddr>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Ingest {
     let listener = tokio::net::TcpListener::bind(addr.unwrap_or(([127, 0, 0, 1], 0).into()))
         .await
         .expect("bind ingest");
@@ -45,9 +53,14 @@ async fn ingest(env: &TestEnv, addr: Option<SocketAddr>) -> Ingest {
         .unwrap(),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(ingest::serve(state, listener, async move {
-        let _ = stopped.await;
-    }));
+    let task = tokio::spawn(ingest::serve_tls(
+        state,
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+        tls,
+    ));
     Ingest { addr, stop, task }
 }
 
@@ -126,6 +139,7 @@ async fn enrolled(db: &Path, addr: SocketAddr, s: &admin::seed::Scenario, r: usi
             &device,
             "--api-key",
             &s.rsus[r].api_key,
+            "--allow-plain-http",
         ],
     )
     .await;
@@ -535,6 +549,7 @@ async fn a_broken_unit_exports_its_sales_and_bad_input_loses_nothing() {
             "MAC:00:1B:44:11:3A:01",
             "--api-key",
             "whatever",
+            "--allow-plain-http",
         ],
     )
     .await;
@@ -587,4 +602,103 @@ fn device_numbers(db: &Path) -> Vec<i64> {
         .collect();
     numbers.sort_unstable();
     numbers
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, written as PEM files; their paths.
+fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Raffle test CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let server_key = rcgen::KeyPair::generate().unwrap();
+    let server =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap()
+            .signed_by(&server_key, &ca, &ca_key)
+            .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, server.pem()).unwrap();
+    std::fs::write(&paths.2, server_key.serialize_pem()).unwrap();
+    paths
+}
+
+/// The device speaks HTTPS: it syncs over TLS with the server's CA, refuses a server it does
+/// not trust, and refuses plain HTTP unless enrolled with the development flag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_speaks_https_and_plain_http_only_by_choice() {
+    let env = TestEnv::new().await;
+    let s = scenario(&env, 1).await;
+    let _allocator = common::allocator(&env);
+    let db = store(&env, "tls");
+    let dir = db.parent().unwrap().join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ca, cert, key) = certificates(&dir);
+    let tls = platform::tls::server_config(&cert, &key).expect("server TLS");
+    let server = ingest_with_tls(&env, None, Some(tls)).await;
+    let https = format!("https://127.0.0.1:{}", server.addr.port());
+    let raffle = s.raffle_id.to_string();
+    let enroll = |url: String, extra: Vec<String>| {
+        let db = db.clone();
+        let key = s.rsus[0].api_key.clone();
+        async move {
+            let mut args = vec![
+                "enroll".to_owned(),
+                "--server".into(),
+                url,
+                "--device".into(),
+                "MAC:00:1B:44:11:3A:00".into(),
+                "--api-key".into(),
+                key,
+            ];
+            args.extend(extra);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            edge(&db, &args, &[]).await
+        }
+    };
+
+    // What a container health check runs against an edge serving HTTPS.
+    let health = std::process::Command::new(env!("CARGO_BIN_EXE_raffle"))
+        .args([
+            "health",
+            &format!("{https}/health/live"),
+            "--ca",
+            &ca.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        health.status.success(),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+
+    // Plain HTTP is refused unless asked for.
+    let r = enroll(format!("http://{}", server.addr), vec![]).await;
+    assert!(!r.ok && r.out.contains("--allow-plain-http"), "{}", r.out);
+
+    // A server whose certificate the device cannot trust: refused, and said so.
+    assert!(enroll(https.clone(), vec![]).await.ok);
+    let r = edge(&db, &["allocate", "--raffle", &raffle], &[]).await;
+    assert!(!r.ok && r.out.contains("not trusted"), "{}", r.out);
+
+    // With the server's CA: the whole round, over TLS.
+    let r = enroll(https.clone(), vec!["--ca".into(), ca.display().to_string()]).await;
+    assert!(r.ok, "{}", r.out);
+    ok(&db, &["allocate", "--raffle", &raffle]).await;
+    ok(&db, &["sell", "--package", "Value Pack"]).await;
+    let out = ok(&db, &["sync"]).await;
+    assert!(out.contains("uploaded 1: 1 accepted"), "{out}");
+    let rsu = s.rsus[0].id;
+    common::eventually("the sale issued", || {
+        let env = &env;
+        async move { issued(env, rsu).await.len() == 5 }
+    })
+    .await;
 }

@@ -391,6 +391,30 @@ pub async fn serve(
     serve_with(state, no_extra_routes(), listener, shutdown).await
 }
 
+/// [`serve_with`], over TLS when `tls` is given (`RAFFLE_ADMIN_TLS_CERT` / `_KEY`).
+pub async fn serve_with_tls(
+    state: Arc<AppState>,
+    extra: impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
+    + Clone
+    + Send
+    + Sync
+    + 'static,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let sweeper = spawn_sweeper(state.pool.clone());
+    platform::http_server::serve_tls(
+        routes_with(state, extra),
+        listener,
+        shutdown,
+        platform::http_server::Limits::default(),
+        tls,
+    )
+    .await;
+    sweeper.abort();
+}
+
 /// [`serve`] with `extra` routes in front of the API.
 pub async fn serve_with(
     state: Arc<AppState>,
@@ -402,10 +426,14 @@ pub async fn serve_with(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let sweeper_pool = state.pool.clone();
-    let sweeper = tokio::spawn(async move {
+    serve_with_tls(state, extra, listener, shutdown, None).await
+}
+
+/// Closes due raffles every second, in the background.
+fn spawn_sweeper(pool: Pool) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
         loop {
-            if let Ok(mut client) = sweeper_pool.get().await {
+            if let Ok(mut client) = pool.get().await {
                 match api::close_due_raffles(&mut client).await {
                     Ok(closed) if !closed.is_empty() => {
                         tracing::info!(?closed, "sales closed at their end time")
@@ -416,15 +444,7 @@ pub async fn serve_with(
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-    });
-    platform::http_server::serve(
-        routes_with(state, extra),
-        listener,
-        shutdown,
-        platform::http_server::Limits::default(),
-    )
-    .await;
-    sweeper.abort();
+    })
 }
 
 /// Binds the admin API address, naming the address if it is taken.

@@ -257,11 +257,22 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    platform::http_server::serve(
+    serve_tls(state, listener, shutdown, None).await
+}
+
+/// [`serve`], over TLS when `tls` is given (`RAFFLE_INGEST_TLS_CERT` / `_KEY`).
+pub async fn serve_tls(
+    state: Arc<IngestState>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    platform::http_server::serve_tls(
         routes(state),
         listener,
         shutdown,
         platform::http_server::Limits::default(),
+        tls,
     )
     .await;
 }

@@ -95,9 +95,28 @@ pub async fn serve<F>(
         + Sync
         + 'static,
 {
+    serve_tls(filter, listener, shutdown, limits, None).await
+}
+
+/// [`serve`], over TLS when `tls` is given: the handshake must finish within the header-read
+/// timeout.
+pub async fn serve_tls<F>(
+    filter: F,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) where
+    F: Filter<Extract = (warp::reply::Response,), Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
     let service = warp::service(filter);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let permits = Arc::new(Semaphore::new(limits.connections_max));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -117,43 +136,84 @@ pub async fn serve<F>(
             },
             () = &mut shutdown => break,
         };
-        let service = service.clone();
-        let handler = hyper::service::service_fn(
-            move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ClientAddr(peer));
-                let mut service = service.clone();
-                async move {
-                    let mut response = match service.call(request).await {
-                        Ok(r) => r,
-                        Err(never) => match never {},
-                    };
-                    secure(&mut response);
-                    Ok::<_, Infallible>(response)
-                }
-            },
-        );
-        let io = TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout));
-        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout);
-        let connection = builder
-            .serve_connection_with_upgrades(io, handler)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (service, acceptor, graceful) = (service.clone(), acceptor.clone(), graceful.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            match acceptor {
+                None => connection(stream, peer, service, limits, &graceful).await,
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                            .await;
+                    match handshake {
+                        Ok(Ok(tls)) => connection(tls, peer, service, limits, &graceful).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(peer = %peer, "TLS handshake took too long"),
+                    }
+                }
             }
             drop(permit);
         });
     }
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still in flight after 10 s of shutdown");
+    match Arc::try_unwrap(graceful) {
+        Ok(graceful) => {
+            if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("requests still in flight after 10 s of shutdown");
+            }
+        }
+        // A handshake still running holds it: nothing to wait for but that.
+        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+    }
+}
+
+/// Serves one connection (plain or TLS) to its end.
+async fn connection<S, Svc>(
+    stream: S,
+    peer: SocketAddr,
+    service: Svc,
+    limits: Limits,
+    graceful: &hyper_util::server::graceful::GracefulShutdown,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    Svc::Future: Send + 'static,
+{
+    let handler =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ClientAddr(peer));
+            let mut service = service.clone();
+            async move {
+                let mut response = match service.call(request).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                };
+                secure(&mut response);
+                Ok::<_, Infallible>(response)
+            }
+        });
+    let io = TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let connection = graceful.watch(
+        builder
+            .serve_connection_with_upgrades(io, handler)
+            .into_owned(),
+    );
+    if let Err(e) = connection.await {
+        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }
 

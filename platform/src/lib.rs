@@ -28,6 +28,7 @@ pub mod outbox;
 pub mod retry;
 pub mod service;
 pub mod telemetry;
+pub mod tls;
 pub mod version;
 
 #[cfg(feature = "testkit")]

@@ -82,11 +82,19 @@ pub fn now() -> DateTime<Utc> {
 
 fn client(conn: &Connection) -> Result<Client> {
     let device = store::device(conn)?;
-    Client::new(&device.server_url, &device.api_key)
+    Client::new(&device.server_url, &device.api_key, &device.transport)
 }
 
-pub fn enroll(db: &Path, server_url: &str, device_identifier: &str, api_key: &str) -> Result<()> {
-    Client::new(server_url, api_key)?;
+/// Enrols the device with its server (`https://`, trusting `transport.ca_pem` or the system's
+/// roots; `http://` only with `transport.allow_plain_http`).
+pub fn enroll(
+    db: &Path,
+    server_url: &str,
+    device_identifier: &str,
+    api_key: &str,
+    transport: client::Transport,
+) -> Result<()> {
+    Client::new(server_url, api_key, &transport)?;
     let conn = store::open(db)?;
     store::enroll(
         &conn,
@@ -94,6 +102,7 @@ pub fn enroll(db: &Path, server_url: &str, device_identifier: &str, api_key: &st
             server_url: server_url.to_owned(),
             device_identifier: device_identifier.to_owned(),
             api_key: api_key.trim().to_owned(),
+            transport,
         },
     )
 }

@@ -113,6 +113,18 @@ fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
         // before it existed have none (their prizes are verified by staff).
         conn.execute_batch("ALTER TABLE sales ADD COLUMN check_code TEXT")?;
     }
+    let has_tls: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('device') WHERE name = 'ca_pem'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_tls {
+        // What the device trusts, and whether plain HTTP was allowed (development).
+        conn.execute_batch(
+            "ALTER TABLE device ADD COLUMN ca_pem TEXT;
+             ALTER TABLE device ADD COLUMN allow_plain_http INTEGER NOT NULL DEFAULT 0;",
+        )?;
+    }
     Ok(())
 }
 
@@ -120,17 +132,22 @@ pub struct Device {
     pub server_url: String,
     pub device_identifier: String,
     pub api_key: String,
+    pub transport: crate::client::Transport,
 }
 
 pub fn device(conn: &Connection) -> Result<Device, EdgeError> {
     conn.query_row(
-        "SELECT server_url, device_identifier, api_key FROM device WHERE id = 1",
+        "SELECT server_url, device_identifier, api_key, ca_pem, allow_plain_http FROM device WHERE id = 1",
         [],
         |r| {
             Ok(Device {
                 server_url: r.get(0)?,
                 device_identifier: r.get(1)?,
                 api_key: r.get(2)?,
+                transport: crate::client::Transport {
+                    ca_pem: r.get(3)?,
+                    allow_plain_http: r.get(4)?,
+                },
             })
         },
     )
@@ -140,9 +157,18 @@ pub fn device(conn: &Connection) -> Result<Device, EdgeError> {
 
 pub fn enroll(conn: &Connection, device: &Device) -> Result<(), EdgeError> {
     conn.execute(
-        "INSERT INTO device (id, server_url, device_identifier, api_key, enrolled_at) VALUES (1, ?1, ?2, ?3, ?4)
-         ON CONFLICT (id) DO UPDATE SET server_url = ?1, device_identifier = ?2, api_key = ?3, enrolled_at = ?4",
-        params![device.server_url, device.device_identifier, device.api_key, chrono::Utc::now().to_rfc3339()],
+        "INSERT INTO device (id, server_url, device_identifier, api_key, enrolled_at, ca_pem, allow_plain_http)
+         VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO UPDATE SET server_url = ?1, device_identifier = ?2, api_key = ?3, enrolled_at = ?4,
+             ca_pem = ?5, allow_plain_http = ?6",
+        params![
+            device.server_url,
+            device.device_identifier,
+            device.api_key,
+            chrono::Utc::now().to_rfc3339(),
+            device.transport.ca_pem,
+            device.transport.allow_plain_http
+        ],
     )?;
     Ok(())
 }

@@ -24,12 +24,20 @@ struct Cli {
 enum Command {
     /// Register this device with the server: its URL, the device identifier and the API key.
     Enroll {
+        /// https://host:port of ingest.
         #[arg(long)]
         server: String,
         #[arg(long)]
         device: String,
         #[arg(long)]
         api_key: String,
+        /// PEM file of the CA (or the server's certificate) to trust instead of the system's
+        /// roots; kept in the store.
+        #[arg(long)]
+        ca: Option<std::path::PathBuf>,
+        /// Development only: allow a plain http:// server URL.
+        #[arg(long)]
+        allow_plain_http: bool,
     },
     /// Fetch the raffle's set-up (packages, prices, sales window, rules) and a number block.
     Allocate {
@@ -77,8 +85,20 @@ fn run(cli: Cli) -> rsu_edge::Result<()> {
             server,
             device,
             api_key,
+            ca,
+            allow_plain_http,
         } => {
-            rsu_edge::enroll(db, &server, &device, &api_key)?;
+            let ca_pem = match ca {
+                Some(path) => Some(std::fs::read_to_string(&path).map_err(|e| {
+                    rsu_edge::EdgeError::Config(format!("--ca {}: {e}", path.display()))
+                })?),
+                None => None,
+            };
+            let transport = rsu_edge::client::Transport {
+                ca_pem,
+                allow_plain_http,
+            };
+            rsu_edge::enroll(db, &server, &device, &api_key, transport)?;
             println!("enrolled {device} with {server}");
         }
         Command::Allocate { raffle } => {
