@@ -56,6 +56,19 @@ async fn recorded_results(env: &TestEnv, raffle: Uuid) -> i64 {
         .get(0)
 }
 
+/// The validation number printed with winning number `number` of `raffle`.
+async fn validation_of(client: &tokio_postgres::Client, raffle: Uuid, number: i64) -> String {
+    client
+        .query_one(
+            "SELECT o.validation_number FROM sales.tickets t JOIN sales.orders o ON o.id = t.order_id
+              WHERE t.raffle_id = $1 AND t.draw_number = $2",
+            &[&raffle, &number],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Runs `sql` as superuser with triggers off, as someone tampering with the rows would.
 async fn tamper(client: &tokio_postgres::Client, sql: &str) {
     client
@@ -525,20 +538,7 @@ async fn winners_claim_within_the_period_and_unclaimed_prizes_return_to_proceeds
     let outcome = draw_engine::run(&env.pool, &request(f.raffle_id))
         .await
         .unwrap();
-    let validation = |number: i64| {
-        let client = &client;
-        async move {
-            client
-                .query_one(
-                    "SELECT o.validation_number FROM sales.tickets t JOIN sales.orders o ON o.id = t.order_id
-                      WHERE t.raffle_id = $1 AND t.draw_number = $2",
-                    &[&f.raffle_id, &number],
-                )
-                .await
-                .unwrap()
-                .get::<_, String>(0)
-        }
-    };
+    let validation = |number: i64| validation_of(&client, f.raffle_id, number);
     let jackpot = &outcome.winners[0];
     let early = &outcome.winners[1];
     let loser: i64 = client
@@ -850,15 +850,7 @@ async fn a_claim_whose_critical_event_cannot_be_written_fails_and_pays_nothing()
         .unwrap();
     let client = env.client().await;
     let winner = &outcome.winners[0];
-    let validation: String = client
-        .query_one(
-            "SELECT o.validation_number FROM sales.tickets t JOIN sales.orders o ON o.id = t.order_id
-              WHERE t.raffle_id = $1 AND t.draw_number = $2",
-            &[&f.raffle_id, &winner.draw_number],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let validation = validation_of(&client, f.raffle_id, winner.draw_number).await;
     client
         .batch_execute(
             "CREATE FUNCTION test_refuse_claim_events() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -925,20 +917,6 @@ async fn a_claim_needs_the_receipts_check_code_and_wrong_ones_are_limited_atomic
         .await
         .unwrap();
     let client = env.client().await;
-    let validation_of = |number: i64| {
-        let client = &client;
-        async move {
-            client
-                .query_one(
-                    "SELECT o.validation_number FROM sales.tickets t JOIN sales.orders o ON o.id = t.order_id
-                      WHERE t.raffle_id = $1 AND t.draw_number = $2",
-                    &[&f.raffle_id, &number],
-                )
-                .await
-                .unwrap()
-                .get::<_, String>(0)
-        }
-    };
     let claim =
         |number: i64, validation: String, code: &str, source: &str| draw_engine::ClaimRequest {
             raffle_id: f.raffle_id,
@@ -949,7 +927,7 @@ async fn a_claim_needs_the_receipts_check_code_and_wrong_ones_are_limited_atomic
             source: source.into(),
         };
     let jackpot = outcome.winners[0].draw_number;
-    let validation = validation_of(jackpot).await;
+    let validation = validation_of(&client, f.raffle_id, jackpot).await;
 
     // The right validation number and a guessed check code: refused.
     let e = draw_engine::claim(
@@ -1013,7 +991,7 @@ async fn a_claim_needs_the_receipts_check_code_and_wrong_ones_are_limited_atomic
         &env.pool,
         &claim(
             early,
-            validation_of(early).await,
+            validation_of(&client, f.raffle_id, early).await,
             draw_engine::fixture::CHECK_CODE,
             "one-desk",
         ),
@@ -1026,7 +1004,7 @@ async fn a_claim_needs_the_receipts_check_code_and_wrong_ones_are_limited_atomic
         &env.pool,
         &claim(
             early,
-            validation_of(early).await,
+            validation_of(&client, f.raffle_id, early).await,
             draw_engine::fixture::CHECK_CODE,
             "another-desk",
         ),

@@ -27,10 +27,19 @@ const RSU_COUNT: usize = 3;
 
 /// The real ingest server on a free port, stopped when the returned sender drops.
 async fn spawn_ingest(env: &TestEnv) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    spawn_ingest_on(env, &env.db, env.pool.clone()).await
+}
+
+/// [`spawn_ingest`] on the database `db` through `pool` (a service role's, say).
+async fn spawn_ingest_on(
+    env: &TestEnv,
+    db: &platform::db::DbTarget,
+    pool: deadpool_postgres::Pool,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let state = Arc::new(
         IngestState::new(
-            &env.db,
-            env.pool.clone(),
+            db,
+            pool,
             platform::kafka::producer(&env.brokers, 10_000).unwrap(),
             IngestConfig {
                 webhook_secret: WEBHOOK_SECRET.to_vec(),
@@ -1416,24 +1425,8 @@ async fn the_pipeline_runs_under_its_least_privilege_roles() {
         .await
         .expect("seed a raffle");
     let ingest_login = env.service_login("raffle_ingest").await;
-    let state = Arc::new(
-        IngestState::new(
-            &ingest_login.db,
-            ingest_login.db.pool(8).unwrap(),
-            platform::kafka::producer(&env.brokers, 10_000).unwrap(),
-            IngestConfig {
-                webhook_secret: WEBHOOK_SECRET.to_vec(),
-                webhook_tolerance_s: 300,
-                order_tickets_max: 500,
-                sales_topic: env.topics.sales.clone(),
-                brokers: env.brokers.clone(),
-            },
-        )
-        .unwrap(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(ingest::serve(state, listener, std::future::pending()));
+    let (addr, _stop) =
+        spawn_ingest_on(&env, &ingest_login.db, ingest_login.db.pool(8).unwrap()).await;
     let allocator_url = env.service_login("raffle_allocator").await.database_url;
     let ledger_url = env.service_login("raffle_ledger").await.database_url;
     let _allocator = start_service(&env, &["allocator", "run"], &allocator_url);

@@ -42,21 +42,17 @@ pub fn service(
     brokers: &str,
     topics: &TopicNames,
 ) -> Result<ConsumerService<Allocator>, ConsumerError> {
-    let configs = (0..topics.sales_partitions)
-        .map(|partition| ConsumerConfig {
-            // One raffle's online sales are one partition, applied one transaction after
-            // another; its fixed costs (round trips, locks, counters, commit) are per batch.
-            // 500 → 1,000 records a batch: about +20 % orders/s in `raffle bench pipeline`.
-            batch_size_max: BATCH_SIZE_MAX,
-            ..ConsumerConfig::new(
-                brokers,
-                CONSUMER_GROUP,
-                &topics.sales,
-                partition,
-                &topics.dlq,
-            )
-        })
-        .collect();
+    let configs = ConsumerConfig::each_partition(
+        brokers,
+        CONSUMER_GROUP,
+        &topics.sales,
+        topics.sales_partitions,
+        &topics.dlq,
+        // One raffle's online sales are one partition, applied one transaction after
+        // another; its fixed costs (round trips, locks, counters, commit) are per batch.
+        // 500 → 1,000 records a batch: about +20 % orders/s in `raffle bench pipeline`.
+        |c| c.batch_size_max = BATCH_SIZE_MAX,
+    );
     let relay = OutboxRelay {
         db: db.clone(),
         pool: pool.clone(),

@@ -307,23 +307,21 @@ pub fn service(
     brokers: &str,
     topics: &TopicNames,
 ) -> ConsumerService<Ledger> {
-    let configs = (0..topics.tickets_partitions)
-        .map(|partition| ConsumerConfig {
-            // Entries are small and a raffle's chain is serial: larger batches spread the
-            // per-batch work (look-ups, chain head, offsets, commit) over more entries.
-            // 5,000 / 20 ms measured best of 2,000 / 10, 5,000 / 20 and 10,000 / 30
-            // (docs/BENCHMARKS.md).
-            batch_size_max: 5_000,
-            linger_ms: 20,
-            ..ConsumerConfig::new(
-                brokers,
-                CONSUMER_GROUP,
-                &topics.tickets,
-                partition,
-                &topics.dlq,
-            )
-        })
-        .collect();
+    let configs = ConsumerConfig::each_partition(
+        brokers,
+        CONSUMER_GROUP,
+        &topics.tickets,
+        topics.tickets_partitions,
+        &topics.dlq,
+        // Entries are small and a raffle's chain is serial: larger batches spread the
+        // per-batch work (look-ups, chain head, offsets, commit) over more entries.
+        // 5,000 / 20 ms measured best of 2,000 / 10, 5,000 / 20 and 10,000 / 30
+        // (docs/BENCHMARKS.md).
+        |c| {
+            c.batch_size_max = 5_000;
+            c.linger_ms = 20;
+        },
+    );
     ConsumerService::new(db, pool, configs, Ledger)
 }
 

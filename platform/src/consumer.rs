@@ -171,6 +171,25 @@ impl ConsumerConfig {
         }
     }
 
+    /// One configuration per partition of `topic` (`0..partitions`), each adjusted by
+    /// `tune`: what a consumer service runs.
+    pub fn each_partition(
+        brokers: &str,
+        consumer_group: &str,
+        topic: &str,
+        partitions: i32,
+        dlq_topic: &str,
+        tune: impl Fn(&mut ConsumerConfig),
+    ) -> Vec<ConsumerConfig> {
+        (0..partitions)
+            .map(|partition| {
+                let mut config = Self::new(brokers, consumer_group, topic, partition, dlq_topic);
+                tune(&mut config);
+                config
+            })
+            .collect()
+    }
+
     fn lease_key(&self) -> LeaseKey {
         LeaseKey {
             consumer_group: self.consumer_group.clone(),

@@ -280,6 +280,19 @@ pub fn stop_tansu(dir: &Path) -> Option<u32> {
     Some(pid)
 }
 
+/// Runs a start or restart of the broker (blocking: it waits for a port) off the runtime.
+async fn blocking(
+    work: impl FnOnce() -> Result<BrokerProcess, StackError> + Send + 'static,
+) -> Result<BrokerProcess, StackError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StackError::TansuStart {
+            binary: "tansu".into(),
+            reason: e.to_string(),
+            log: String::new(),
+        })?
+}
+
 /// Brings every part up and reports its health: Postgres reachable, database present and
 /// migrated; broker reachable (started if needed) and the topics at their partition counts.
 pub async fn up(config: &StackConfig) -> Result<StackHealth, StackError> {
@@ -294,13 +307,7 @@ pub async fn up(config: &StackConfig) -> Result<StackHealth, StackError> {
         .get(0);
 
     let cfg = config.clone();
-    let mut broker = tokio::task::spawn_blocking(move || ensure_broker(&cfg))
-        .await
-        .map_err(|e| StackError::TansuStart {
-            binary: "tansu".into(),
-            reason: e.to_string(),
-            log: String::new(),
-        })??;
+    let mut broker = blocking(move || ensure_broker(&cfg)).await?;
     let mut restarted = None;
     if let Err(wedged) = kafka::round_trip(&broker.brokers, PROBE_TIMEOUT).await {
         if !broker.started_here {
@@ -309,13 +316,7 @@ pub async fn up(config: &StackConfig) -> Result<StackHealth, StackError> {
         // Alive and listening, but not doing its job: the only cure is a fresh process.
         tracing::warn!(pid = ?broker.pid, error = %wedged, "the broker does not work; restarting it");
         let (dir, running) = (config.state_dir.clone(), broker.clone());
-        broker = tokio::task::spawn_blocking(move || restart_tansu(&dir, &running))
-            .await
-            .map_err(|e| StackError::TansuStart {
-                binary: "tansu".into(),
-                reason: e.to_string(),
-                log: String::new(),
-            })??;
+        broker = blocking(move || restart_tansu(&dir, &running)).await?;
         kafka::round_trip(&broker.brokers, PROBE_TIMEOUT).await?;
         restarted = Some(wedged.to_string());
     }
