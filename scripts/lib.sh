@@ -26,6 +26,8 @@ ensure_toolchain() {
     command -v make >/dev/null || missing+=(make)
     command -v pkg-config >/dev/null || missing+=(pkg-config)
     command -v perl >/dev/null || missing+=(perl)
+    # librdkafka's TLS and SASL/SCRAM (the `ssl` feature) build against the system OpenSSL.
+    pkg-config --exists openssl 2>/dev/null || missing+=(libssl-dev)
     [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
     if ! cargo nextest --version >/dev/null 2>&1; then
         say "installing cargo-nextest"

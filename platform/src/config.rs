@@ -133,6 +133,16 @@ impl StackConfig {
             }
         }
         amount_minor_max_from_env()?;
+        if let Some(protocol) = var("KAFKA_SECURITY_PROTOCOL") {
+            let known = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
+            if !known.contains(&protocol.to_lowercase().as_str()) {
+                return Err(ConfigError {
+                    name: "KAFKA_SECURITY_PROTOCOL",
+                    value: protocol,
+                    reason: "expected one of plaintext, ssl, sasl_plaintext, sasl_ssl".into(),
+                });
+            }
+        }
         if let Err(reason) = crate::db::pool_wait_from_env() {
             return Err(ConfigError {
                 name: "DATABASE_POOL_WAIT_MS",

@@ -32,9 +32,42 @@ pub enum KafkaError {
     },
 }
 
+/// How clients authenticate to the brokers and encrypt the traffic, from the environment:
+/// `KAFKA_SECURITY_PROTOCOL` (`plaintext`, the default; `ssl`, `sasl_plaintext`, `sasl_ssl`),
+/// `KAFKA_SASL_MECHANISM` (`SCRAM-SHA-512` by default; `SCRAM-SHA-256`, `PLAIN`),
+/// `KAFKA_SASL_USERNAME`, `KAFKA_SASL_PASSWORD`, and `KAFKA_SSL_CA_LOCATION` (the brokers'
+/// CA, PEM; the system's roots when unset).
+fn security_settings() -> Vec<(&'static str, String)> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let mut settings = Vec::new();
+    let Some(protocol) = var("KAFKA_SECURITY_PROTOCOL") else {
+        return settings;
+    };
+    settings.push(("security.protocol", protocol.to_lowercase()));
+    if protocol.to_lowercase().starts_with("sasl") {
+        settings.push((
+            "sasl.mechanism",
+            var("KAFKA_SASL_MECHANISM").unwrap_or_else(|| "SCRAM-SHA-512".into()),
+        ));
+        if let Some(user) = var("KAFKA_SASL_USERNAME") {
+            settings.push(("sasl.username", user));
+        }
+        if let Some(password) = var("KAFKA_SASL_PASSWORD") {
+            settings.push(("sasl.password", password));
+        }
+    }
+    if let Some(ca) = var("KAFKA_SSL_CA_LOCATION") {
+        settings.push(("ssl.ca.location", ca));
+    }
+    settings
+}
+
 /// Settings every client shares.
 pub fn base_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
+    for (key, value) in security_settings() {
+        config.set(key, value);
+    }
     config
         .set("bootstrap.servers", brokers)
         .set("socket.connection.setup.timeout.ms", "5000")
@@ -305,4 +338,31 @@ pub async fn high_watermarks(
         brokers: "?".into(),
         reason: e.to_string(),
     })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+    #[test]
+    fn clients_take_sasl_and_tls_from_the_environment() {
+        // nextest runs each test in a process of its own: the variables are this test's.
+        unsafe {
+            std::env::set_var("KAFKA_SECURITY_PROTOCOL", "SASL_SSL");
+            std::env::set_var("KAFKA_SASL_USERNAME", "raffle");
+            std::env::set_var("KAFKA_SASL_PASSWORD", "secret");
+            // A CA file that exists: librdkafka reads it when the client is made.
+            std::env::set_var("KAFKA_SSL_CA_LOCATION", CA_BUNDLE);
+        }
+        let config = base_config("kafka-1:9092");
+        assert_eq!(config.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(config.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(config.get("sasl.username"), Some("raffle"));
+        assert_eq!(config.get("ssl.ca.location"), Some(CA_BUNDLE));
+        // librdkafka was built with TLS and SASL: a client with these settings can be made.
+        let client: Result<rdkafka::producer::BaseProducer, _> = config.create();
+        assert!(client.is_ok(), "{:?}", client.err());
+    }
 }
