@@ -145,7 +145,8 @@ impl Receipts {
 }
 
 /// One online buyer: checkout, pay; the provider retries some deliveries; buyer 1's card is
-/// declined; buyer 2 is refunded later. Returns the order and its refund webhook, if any.
+/// declined and the retry pays; buyer 3 gives up (the payment is cancelled); buyer 2 is
+/// refunded later. Returns the order and its refund webhook, if any.
 async fn buyer(
     addr: SocketAddr,
     scenario: &admin::seed::Scenario,
@@ -172,6 +173,7 @@ async fn buyer(
     );
     let order = order["order_id"].as_str().unwrap_or_default().to_owned();
     if i == 1 {
+        // Declined, then paid on the retry: the failed attempt leaves the order payable.
         let declined = payment_webhook(
             "payment_intent.payment_failed",
             &format!("evt_demo_fail_{i}"),
@@ -179,6 +181,16 @@ async fn buyer(
             amount,
         );
         deliver(addr, &declined).await?;
+    }
+    if i == 3 {
+        // Gives up: the PaymentIntent is cancelled, and the order ends unpaid.
+        let cancelled = payment_webhook(
+            "payment_intent.canceled",
+            &format!("evt_demo_cancel_{i}"),
+            &order,
+            amount,
+        );
+        deliver(addr, &cancelled).await?;
         return Ok(None);
     }
     let paid = payment_webhook(
@@ -376,7 +388,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         refunds.extend(w.await??);
     }
     eprintln!(
-        "  every 25th payment delivered twice at once; buyer 1's card declined; buyer 2 to be refunded"
+        "  every 25th payment delivered twice at once; buyer 1's card declined, then paid on the retry; buyer 3 gave up (payment cancelled); buyer 2 to be refunded"
     );
 
     step("selling on the RSUs");

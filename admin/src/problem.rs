@@ -49,6 +49,16 @@ impl Problem {
         )
     }
 
+    /// A webhook's signature header is missing or cannot be read (the body is not judged).
+    pub fn bad_signature(detail: impl Into<String>) -> Self {
+        Self::new(
+            "signature-missing",
+            "The Stripe-Signature header is missing or malformed",
+            StatusCode::BAD_REQUEST,
+            detail,
+        )
+    }
+
     /// The caller is past a rate limit; the detail says until when.
     pub fn too_many(detail: impl Into<String>) -> Self {
         Self::new(

@@ -164,6 +164,10 @@ struct Work<'a> {
     taken_numbers: HashSet<(Uuid, i64)>,
     taken_validation: HashSet<(Uuid, String)>,
     seen_rsu_sales: HashSet<(Uuid, String)>,
+    /// Idempotency keys already rejected (in the database or earlier in this batch): a
+    /// provider retries an event until it is acknowledged, and a rejection — a refund owed —
+    /// is recorded once, not once per retry.
+    rejected_keys: HashSet<String>,
     /// The order each payment (provider, reference) of the batch already paid, from the
     /// database and from earlier sales of this batch: one payment never pays two orders.
     paid_by: HashMap<(String, String), Uuid>,
@@ -296,6 +300,7 @@ impl<'a> Work<'a> {
             taken_numbers: HashSet::new(),
             taken_validation: HashSet::new(),
             seen_rsu_sales: HashSet::new(),
+            rejected_keys: HashSet::new(),
             paid_by: HashMap::new(),
             offline_expiry_minutes: 1440,
             writes: Writes::default(),
@@ -451,6 +456,16 @@ impl<'a> Work<'a> {
                 work.paid_by.insert((row.get(0), row.get(1)), row.get(2));
             }
         }
+        let keys: Vec<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
+        for row in tx
+            .query(
+                "SELECT idempotency_key FROM sales.rejected_sales WHERE idempotency_key = ANY($1)",
+                &[&keys],
+            )
+            .await?
+        {
+            work.rejected_keys.insert(row.get(0));
+        }
         // What RSU events claim that may already be taken: numbers, validation numbers, sales.
         let rsu_events: Vec<&&SaleEvent> = events.iter().filter(|e| e.rsu_sale.is_some()).collect();
         if !rsu_events.is_empty() {
@@ -521,6 +536,9 @@ impl<'a> Work<'a> {
     }
 
     fn reject(&mut self, event: &SaleEvent, code: &'static str, reason: String) -> Outcome {
+        if !self.rejected_keys.insert(event.idempotency_key.clone()) {
+            return Outcome::Duplicate;
+        }
         tracing::info!(raffle = %event.raffle_id, order = ?event.order_id, code, reason = ?reason, "sale rejected");
         if let Some(order) = event.order_id
             && let Some(o) = self.orders.get_mut(&order)
@@ -667,6 +685,9 @@ impl<'a> Work<'a> {
                 _ => return Outcome::Duplicate,
             },
             other => {
+                if !self.rejected_keys.insert(event.idempotency_key.clone()) {
+                    return Outcome::Duplicate;
+                }
                 let reason =
                     format!("order {order_id} is {other}; a payment for it cannot issue tickets");
                 self.emit(
@@ -1050,6 +1071,13 @@ impl<'a> Work<'a> {
             return Ok(Outcome::Duplicate);
         };
         let status = self.orders.get(&order_id).map(|o| o.status.clone());
+        let paid = self.orders.get(&order_id).map(|o| o.amount_minor);
+        if status.as_deref() == Some("completed") && paid.is_some_and(|p| event.amount_minor < p) {
+            // A partial refund: the tickets stay; ingest noted it for finance
+            // (`sales.provider_events`, partial_refund), and the books issue books the money.
+            tracing::info!(raffle = %event.raffle_id, order = %order_id, refunded_minor = event.amount_minor, "partial refund: tickets kept");
+            return Ok(Outcome::Applied);
+        }
         match status.as_deref() {
             Some("completed") => {}
             Some("refunded") | Some("voided") => return Ok(Outcome::Duplicate),

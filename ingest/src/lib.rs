@@ -15,6 +15,7 @@ mod checkout;
 pub mod lookup;
 pub mod rsu;
 pub mod signature;
+pub mod stripe;
 mod webhooks;
 
 use std::collections::HashMap;

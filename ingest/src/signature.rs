@@ -35,6 +35,7 @@ pub fn verify(
     let header = header.ok_or(SignatureError::Missing)?;
     let mut timestamp = None;
     let mut candidates = Vec::new();
+    let mut malformed_v1 = false;
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", v)) => {
@@ -43,15 +44,26 @@ pub fn verify(
                         .map_err(|_| SignatureError::Malformed("t is not a number"))?,
                 )
             }
-            Some(("v1", v)) => candidates
-                .push(hex::decode(v).map_err(|_| SignatureError::Malformed("v1 is not hex"))?),
+            // A v1 that is not hex cannot match; another beside it may (Stripe may add
+            // schemes and values): it is skipped, not a refusal of the whole header.
+            Some(("v1", v)) => {
+                if let Ok(candidate) = hex::decode(v) {
+                    candidates.push(candidate);
+                } else {
+                    malformed_v1 = true;
+                }
+            }
             Some(_) => {} // other schemes (v0) are ignored, as the provider documents
             None => return Err(SignatureError::Malformed("expected key=value pairs")),
         }
     }
     let timestamp = timestamp.ok_or(SignatureError::Malformed("no t="))?;
     if candidates.is_empty() {
-        return Err(SignatureError::Malformed("no v1="));
+        return Err(SignatureError::Malformed(if malformed_v1 {
+            "no v1= is hex"
+        } else {
+            "no v1="
+        }));
     }
     let age_s = now_s - timestamp;
     if age_s.abs() > tolerance_s {
@@ -129,5 +141,20 @@ mod tests {
             &header.split("v1=").nth(1).unwrap()
         );
         assert_eq!(verify(SECRET, Some(&two), body, 1_000, 300), Ok(1_000));
+        // A malformed v1 beside a good one is skipped, in either order.
+        for header in [
+            format!("{header},v1=not-hex"),
+            format!("t=1000,v1=zz,{}", &header[7..]),
+        ] {
+            assert_eq!(
+                verify(SECRET, Some(&header), body, 1_000, 300),
+                Ok(1_000),
+                "{header}"
+            );
+        }
+        assert_eq!(
+            verify(SECRET, Some("t=1000,v1=zz"), body, 1_000, 300),
+            Err(SignatureError::Malformed("no v1= is hex"))
+        );
     }
 }
