@@ -327,6 +327,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             order_tickets_max: 500,
             sales_topic: topics.sales.clone(),
             brokers: brokers.clone(),
+            hold_minutes: ingest::HOLD_MINUTES_DEFAULT,
         },
     )?);
     let mut ingest_stop = stopped.clone();

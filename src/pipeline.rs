@@ -109,6 +109,7 @@ pub async fn import_rsu(rsu: uuid::Uuid, file: std::path::PathBuf) -> anyhow::Re
             order_tickets_max: 500,
             sales_topic: config.topics.sales.clone(),
             brokers: brokers.clone(),
+            hold_minutes: ingest::HOLD_MINUTES_DEFAULT,
         },
     )?;
     let (_, answer) = ingest::rsu::import(&state, rsu, &body)

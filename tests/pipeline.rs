@@ -47,6 +47,7 @@ async fn spawn_ingest_on(
                 order_tickets_max: 500,
                 sales_topic: env.topics.sales.clone(),
                 brokers: env.brokers.clone(),
+                hold_minutes: ingest::HOLD_MINUTES_DEFAULT,
             },
         )
         .unwrap(),
@@ -1574,4 +1575,135 @@ async fn the_pipeline_runs_under_its_least_privilege_roles() {
     .await
     .expect("the draw role draws");
     assert!(!drawn.winners.is_empty());
+}
+
+/// A sell-out charges nobody for nothing: checkout holds the order's tickets for its payment,
+/// says "sold out" before anyone pays once sold + held reaches the maximum, and a hold comes
+/// back when its payment fails or its time runs out; a payment after its hold ran out and the
+/// tickets went to others is rejected for refund.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sell_out_refuses_checkout_before_payment_and_holds_come_back() {
+    let env = TestEnv::new().await;
+    let options = admin::seed::Options {
+        rsu_count: 0,
+        max_tickets: 15,
+        ..Default::default()
+    };
+    let s = admin::seed::raffle_on_sale(&env.pool, &options)
+        .await
+        .expect("seed a raffle");
+    let (addr, _stop) = spawn_ingest(&env).await;
+    let running = common::allocator(&env);
+    let checkout = || async {
+        post(
+            addr,
+            "/v1/checkout",
+            &[("Content-Type", "application/json")],
+            &json!({"raffle_id": s.raffle_id, "package_id": s.package_id}),
+        )
+        .await
+    };
+    let order_of = |r: &Response| r.json().unwrap()["order_id"].as_str().unwrap().to_owned();
+    let (a, b, c) = (checkout().await, checkout().await, checkout().await);
+    assert_eq!((a.status, b.status, c.status), (201, 201, 201));
+    let (a, b, c) = (order_of(&a), order_of(&b), order_of(&c));
+    let full = checkout().await;
+    assert_eq!(
+        full.status,
+        409,
+        "every ticket is held: {}",
+        String::from_utf8_lossy(&full.body)
+    );
+    assert!(
+        full.json().unwrap()["type"]
+            .as_str()
+            .unwrap()
+            .contains("sold-out")
+    );
+
+    // B gives up: its hold comes back, and D can buy.
+    let cancelled = webhook("payment_intent.canceled", "evt_hold_b", &b, 2000);
+    assert_eq!(deliver(addr, &cancelled, WEBHOOK_SECRET).await, 200);
+    let mut d = None;
+    for _ in 0..100 {
+        let r = checkout().await;
+        if r.status == 201 {
+            d = Some(order_of(&r));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let d = d.expect("the cancelled payment's tickets came back");
+
+    // C's hold runs out (its time is moved back for the test); the sweeper gives it back and
+    // E takes the tickets; C's payment, arriving late, is rejected for refund.
+    let c_id: Uuid = c.parse().unwrap();
+    env.client()
+        .await
+        .execute(
+            "UPDATE sales.orders SET hold_expires_at = now() - interval '1 second' WHERE id = $1",
+            &[&c_id],
+        )
+        .await
+        .unwrap();
+    let released = allocator::release_expired_holds(&env.client().await)
+        .await
+        .unwrap();
+    assert_eq!(released, 5);
+    let e = checkout().await;
+    assert_eq!(e.status, 201);
+    let e = order_of(&e);
+    for (order, id) in [(&a, "a"), (&d, "d"), (&c, "c"), (&e, "e")] {
+        let paid = webhook(
+            "payment_intent.succeeded",
+            &format!("evt_hold_pay_{id}"),
+            order,
+            2000,
+        );
+        assert_eq!(deliver(addr, &paid, WEBHOOK_SECRET).await, 200);
+    }
+    common::eventually("every payment decided", || async {
+        pending_orders(&env).await == 0
+    })
+    .await;
+    running.stop().await;
+    let status = |order: &str| {
+        let order: Uuid = order.parse().unwrap();
+        let env = &env;
+        async move {
+            env.client()
+                .await
+                .query_one(
+                    "SELECT payment_status FROM sales.orders WHERE id = $1",
+                    &[&order],
+                )
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(status(&a).await, "completed");
+    assert_eq!(status(&d).await, "completed");
+    assert_eq!(status(&e).await, "completed");
+    assert_eq!(status(&b).await, "failed");
+    assert_eq!(status(&c).await, "rejected");
+    let reason: String = env
+        .client()
+        .await
+        .query_one(
+            "SELECT reason_code FROM sales.rejected_sales WHERE order_id = $1",
+            &[&c_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        reason, "sold_out_hold_expired",
+        "C is on the list to refund"
+    );
+    assert_eq!(
+        scalar(&env, "SELECT held_tickets FROM sales.capacity_holds").await,
+        0,
+        "every hold given back"
+    );
 }

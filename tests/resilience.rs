@@ -259,6 +259,7 @@ async fn an_rsu_upload_waiting_on_a_stalled_broker_does_not_hold_checkouts_conne
                 order_tickets_max: 500,
                 sales_topic: env.topics.sales.clone(),
                 brokers: broker.clone(),
+                hold_minutes: ingest::HOLD_MINUTES_DEFAULT,
             },
         )
         .expect("ingest state"),

@@ -48,6 +48,7 @@ async fn ingest_with_tls(
                 order_tickets_max: 500,
                 sales_topic: env.topics.sales.clone(),
                 brokers: env.brokers.clone(),
+                hold_minutes: ingest::HOLD_MINUTES_DEFAULT,
             },
         )
         .unwrap(),

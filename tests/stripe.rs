@@ -29,6 +29,7 @@ async fn spawn_ingest(env: &TestEnv) -> SocketAddr {
                 order_tickets_max: 500,
                 sales_topic: env.topics.sales.clone(),
                 brokers: env.brokers.clone(),
+                hold_minutes: ingest::HOLD_MINUTES_DEFAULT,
             },
         )
         .unwrap(),

@@ -45,6 +45,8 @@ struct RaffleState {
     voided_delta: i64,
     first_sale: Option<DateTime<Utc>>,
     first_sale_new: bool,
+    /// Tickets checkout holds for payments in progress (`sales.capacity_holds`), as loaded.
+    held_tickets: i64,
 }
 
 struct RangeState {
@@ -84,6 +86,8 @@ struct OrderState {
     source: String,
     /// (provider, reference) of the payment that paid it, once paid.
     paid_by: Option<(String, String)>,
+    /// Checkout holds its tickets (until decided or the hold's time runs out).
+    held: bool,
 }
 
 struct PackageState {
@@ -311,12 +315,16 @@ impl<'a> Work<'a> {
         for row in tx
             .query(
                 // Sales end at the configured end or when they were closed, whichever came
-                // first: a payment after an early close is rejected for refund.
+                // first: a payment after an early close is rejected for refund. NO KEY
+                // UPDATE: the counters change, the key does not, so checkout's new orders
+                // (whose foreign key takes KEY SHARE) neither wait for a batch nor deadlock
+                // with it over the capacity hold.
                 "SELECT r.id, r.state, r.sales_start_time,
                         least(r.sales_end_time, (SELECT min(t.occurred_at) FROM catalog.raffle_transitions t
                                                   WHERE t.raffle_id = r.id AND t.to_state = 'sales_closed')),
-                        r.max_tickets, r.total_sold, r.first_sale_at
-                   FROM catalog.raffle_events r WHERE r.id = ANY($1) ORDER BY r.id FOR UPDATE OF r",
+                        r.max_tickets, r.total_sold, r.first_sale_at,
+                        coalesce((SELECT h.held_tickets FROM sales.capacity_holds h WHERE h.raffle_id = r.id), 0)
+                   FROM catalog.raffle_events r WHERE r.id = ANY($1) ORDER BY r.id FOR NO KEY UPDATE OF r",
                 &[&raffle_ids],
             )
             .await?
@@ -333,6 +341,7 @@ impl<'a> Work<'a> {
                     voided_delta: 0,
                     first_sale: row.get(6),
                     first_sale_new: false,
+                    held_tickets: row.get(7),
                 },
             );
         }
@@ -400,7 +409,7 @@ impl<'a> Work<'a> {
         for row in tx
             .query(
                 "SELECT id, raffle_id, package_id, ticket_count, total_amount_minor, currency, payment_status, source,
-                        payment_provider, payment_reference
+                        payment_provider, payment_reference, hold_expires_at IS NOT NULL
                    FROM sales.orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
                 &[&order_ids],
             )
@@ -419,6 +428,7 @@ impl<'a> Work<'a> {
                     paid_by: row
                         .get::<_, Option<String>>(8)
                         .zip(row.get::<_, Option<String>>(9)),
+                    held: row.get(10),
                 },
             );
         }
@@ -729,8 +739,20 @@ impl<'a> Work<'a> {
             );
         }
         let count = i64::from(order.ticket_count);
+        let held = order.held;
         if let Err((code, reason)) = self.admit(&event, count) {
             return self.reject(&event, code, reason);
+        }
+        // Its hold's time ran out: what is left may be held for others' payments.
+        if !held
+            && let Some(r) = self.raffles.get(&event.raffle_id)
+            && r.total_sold + r.sold_delta + r.held_tickets + count > r.max_tickets
+        {
+            let reason = format!(
+                "the hold of order {order_id} ran out and the {} tickets left are held for payments in progress",
+                (r.max_tickets - r.total_sold - r.sold_delta).max(0)
+            );
+            return self.reject(&event, "sold_out_hold_expired", reason);
         }
         let RangeRef::Range(range_id) = event.range_partition.range else {
             return self.reject(&event, "invalid", "an online sale must name a range".into());
@@ -1167,6 +1189,37 @@ impl<'a> Work<'a> {
         Ok(Outcome::Applied)
     }
 
+    /// Gives back the holds of the orders just decided (paid, failed, rejected, refunded):
+    /// their tickets are sold now, or free for others.
+    async fn release_holds(&mut self, decided: &[OrderUpdate]) -> Result<(), HandlerError> {
+        let mut released: HashMap<Uuid, i64> = HashMap::new();
+        for update in decided {
+            if let Some(o) = self.orders.get_mut(&update.0)
+                && o.held
+            {
+                o.held = false;
+                *released.entry(o.raffle_id).or_default() += i64::from(o.ticket_count);
+            }
+        }
+        if released.is_empty() {
+            return Ok(());
+        }
+        for (raffle, n) in &released {
+            if let Some(r) = self.raffles.get_mut(raffle) {
+                r.held_tickets = (r.held_tickets - n).max(0);
+            }
+        }
+        let (raffles, counts): (Vec<Uuid>, Vec<i64>) = released.into_iter().unzip();
+        self.tx
+            .execute(
+                "UPDATE sales.capacity_holds h SET held_tickets = h.held_tickets - u.n
+                   FROM unnest($1::uuid[], $2::bigint[]) AS u(raffle_id, n) WHERE h.raffle_id = u.raffle_id",
+                &[&raffles, &counts],
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Writes everything staged so far, and the counters, and clears the stage.
     async fn flush(&mut self) -> Result<(), HandlerError> {
         let w = std::mem::take(&mut self.writes);
@@ -1248,7 +1301,7 @@ impl<'a> Work<'a> {
             tx.execute(
                 "UPDATE sales.orders o SET payment_status = u.status, payment_provider = coalesce(u.provider, o.payment_provider),
                         payment_reference = coalesce(u.reference, o.payment_reference), paid_at = coalesce(u.paid_at, o.paid_at),
-                        rejection_reason = coalesce(u.reason, o.rejection_reason), updated_at = now()
+                        rejection_reason = coalesce(u.reason, o.rejection_reason), hold_expires_at = NULL, updated_at = now()
                    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
                      AS u(id, status, provider, reference, paid_at, reason)
                   WHERE o.id = u.id",
@@ -1263,6 +1316,7 @@ impl<'a> Work<'a> {
             )
             .await?;
         }
+        self.release_holds(&w.order_updates).await?;
         for r in &w.rejections {
             let rsu = r.event.rsu_sale.as_ref();
             tx.execute(

@@ -17,6 +17,7 @@
 mod batch;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use platform::consumer::{ConsumerConfig, ConsumerStats};
@@ -70,7 +71,54 @@ pub fn service(
         idle_ms: 20,
     };
     let handler = Allocator::new(CONSUMER_GROUP, &topics.tickets);
-    Ok(ConsumerService::new(db, pool, configs, handler).with_relay(relay))
+    let sweeper_pool = pool.clone();
+    Ok(ConsumerService::new(db, pool, configs, handler)
+        .with_relay(relay)
+        .with_task(move |stop| release_expired_holds_every(sweeper_pool, HOLD_SWEEP, stop)))
+}
+
+/// How often holds whose time ran out are given back.
+pub const HOLD_SWEEP: Duration = Duration::from_secs(10);
+
+/// Gives back the holds of pending orders whose time ran out (their payment may still come:
+/// it is then honoured if tickets are left, else rejected for refund). Returns the tickets
+/// released. Locks orders before holds, as the allocator's batches do.
+pub async fn release_expired_holds(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<i64, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "WITH expired AS (
+                 UPDATE sales.orders SET hold_expires_at = NULL
+                  WHERE hold_expires_at < now() AND payment_status = 'pending'
+                 RETURNING raffle_id, ticket_count),
+             per_raffle AS (SELECT raffle_id, sum(ticket_count)::bigint AS n FROM expired GROUP BY raffle_id),
+             released AS (
+                 UPDATE sales.capacity_holds h SET held_tickets = greatest(h.held_tickets - p.n, 0)
+                   FROM per_raffle p WHERE h.raffle_id = p.raffle_id RETURNING p.n)
+             SELECT coalesce(sum(n), 0)::bigint FROM released",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+async fn release_expired_holds_every(pool: Pool, every: Duration, mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        match pool.get().await {
+            Ok(client) => match release_expired_holds(&**client).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(tickets = n, "holds whose time ran out given back"),
+                Err(e) => {
+                    tracing::warn!(error = %platform::error_chain(&e), "releasing expired holds failed; retrying")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing expired holds: no connection; retrying")
+            }
+        }
+        platform::retry::sleep_or_shutdown(every, &mut stop).await;
+    }
 }
 
 /// Runs the allocator [`service`] until `shutdown` turns true; returns the consumers'

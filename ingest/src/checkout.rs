@@ -36,6 +36,18 @@ pub fn online_validation_number() -> String {
     format!("VAL-{code}")
 }
 
+/// Sold out, or every ticket left is held for a payment in progress (which may yet fail).
+fn sold_out(left: i64) -> Problem {
+    Problem::conflict(
+        "sold-out",
+        if left > 0 {
+            format!("{left} tickets are left, fewer than this package holds")
+        } else {
+            "every ticket is sold or held for a payment in progress; held tickets come back when a payment fails or its time runs out".to_owned()
+        },
+    )
+}
+
 /// A check code from the operating system's CSPRNG (rand's thread generator is seeded from it).
 fn new_check_code() -> schemas::CheckCode {
     let mut bytes = [0u8; 8];
@@ -115,11 +127,9 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
             ),
         ));
     }
+    // A first look, for a clear answer; the hold below decides.
     if sold + i64::from(count) > max {
-        return Err(Problem::conflict(
-            "sold-out",
-            format!("{} tickets are left", (max - sold).max(0)),
-        ));
+        return Err(sold_out(max - sold));
     }
     let rules = admin::rules::for_raffle(&**client, input.raffle_id, now).await?;
     admin::api::check_package_price(&rules, "package_id", price, count, &currency)?;
@@ -141,14 +151,26 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
     // Time-ordered (v7): orders are paid roughly in the order they were created, so the
     // order's key, and the tickets' index by order, grow at their right edge.
     let order_id = Uuid::now_v7();
+    // One statement: the hold is taken only if sold + held + these tickets fit, and the order
+    // exists only with its hold. The hold's row is locked for this statement alone.
     let insert = client
         .prepare_cached(
-            "INSERT INTO sales.orders (id, raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency,
-                 source, customer_name, customer_email, customer_phone, created_by, check_code_hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'online', $8, $9, $10, 'checkout', $11)",
+            "WITH hold AS (
+                 INSERT INTO sales.capacity_holds AS h (raffle_id, held_tickets)
+                 SELECT r.id, $5::int::bigint FROM catalog.raffle_events r
+                  WHERE r.id = $2 AND r.total_sold + $5::int <= r.max_tickets
+                 ON CONFLICT (raffle_id) DO UPDATE SET held_tickets = h.held_tickets + EXCLUDED.held_tickets
+                  WHERE h.held_tickets + EXCLUDED.held_tickets
+                        + (SELECT r.total_sold FROM catalog.raffle_events r WHERE r.id = h.raffle_id)
+                        <= (SELECT r.max_tickets FROM catalog.raffle_events r WHERE r.id = h.raffle_id)
+                 RETURNING 1)
+             INSERT INTO sales.orders (id, raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency,
+                 source, customer_name, customer_email, customer_phone, created_by, check_code_hash, hold_expires_at)
+             SELECT $1, $2, $3, $4, $5::int, $6, $7, 'online', $8, $9, $10, 'checkout', $11, now() + make_interval(mins => $12)
+               FROM hold",
         )
         .await?;
-    client
+    let inserted = client
         .execute(
             &insert,
             &[
@@ -163,10 +185,14 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
                 &customer.email,
                 &customer.phone,
                 &check_code_hash,
+                &state.config.hold_minutes,
             ],
         )
         .await
         .map_err(|e| admin::problem::from_db("creating the order", &e))?;
+    if inserted == 0 {
+        return Err(sold_out(0));
+    }
     tracing::info!(raffle = %input.raffle_id, order = %order_id, tickets = count, amount_minor = price, "checkout");
     Ok((
         StatusCode::CREATED,
@@ -174,6 +200,6 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
         // e-mail), stored only as its hash.
         json!({"order_id": order_id, "amount_minor": price, "currency": currency, "ticket_count": count,
                "validation_number": validation_number, "check_code": check_code.display(),
-               "payment_status": "pending"}),
+               "payment_status": "pending", "held_for_minutes": state.config.hold_minutes}),
     ))
 }

@@ -44,7 +44,13 @@ pub struct IngestConfig {
     pub sales_topic: String,
     /// The broker, for the readiness check.
     pub brokers: String,
+    /// `INGEST_HOLD_MINUTES`: how long checkout holds an order's tickets for its payment.
+    pub hold_minutes: i32,
 }
+
+/// Tickets are held this long for a payment unless `INGEST_HOLD_MINUTES` says otherwise: a
+/// Stripe Checkout Session lives at least 30 minutes.
+pub const HOLD_MINUTES_DEFAULT: i32 = 30;
 
 impl IngestConfig {
     pub fn from_env(sales_topic: &str, brokers: &str) -> Result<Self, String> {
@@ -62,12 +68,24 @@ impl IngestConfig {
                 ))?,
             Err(_) => 500,
         };
+        let hold_minutes = match std::env::var("INGEST_HOLD_MINUTES") {
+            Ok(v) => v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=24 * 60).contains(n))
+                .ok_or(format!(
+                    "INGEST_HOLD_MINUTES={v:?} must be a whole number of minutes, 1-1440"
+                ))?,
+            Err(_) => HOLD_MINUTES_DEFAULT,
+        };
         Ok(Self {
             webhook_secret: secret.into_bytes(),
             webhook_tolerance_s: 300,
             order_tickets_max,
             sales_topic: sales_topic.to_owned(),
             brokers: brokers.to_owned(),
+            hold_minutes,
         })
     }
 }

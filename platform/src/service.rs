@@ -24,10 +24,15 @@ use crate::outbox::OutboxRelay;
 /// How long the relay gets to finish its batch once the consumers have stopped.
 const RELAY_STOP_WAIT: Duration = Duration::from_secs(5);
 
+/// Work that runs beside the consumers until shutdown (a sweeper, say).
+type Task =
+    Box<dyn FnOnce(watch::Receiver<bool>) -> futures::future::BoxFuture<'static, ()> + Send>;
+
 pub struct ConsumerService<H> {
     consumers: Vec<PartitionConsumer>,
     handler: Arc<H>,
     relay: Option<OutboxRelay>,
+    tasks: Vec<Task>,
 }
 
 impl<H: BatchHandler + 'static> ConsumerService<H> {
@@ -41,7 +46,19 @@ impl<H: BatchHandler + 'static> ConsumerService<H> {
             consumers,
             handler: Arc::new(handler),
             relay: None,
+            tasks: Vec::new(),
         }
+    }
+
+    /// Also runs `task` (given the shutdown watch) beside the consumers; it is stopped with
+    /// them.
+    pub fn with_task<F, Fut>(mut self, task: F) -> Self
+    where
+        F: FnOnce(watch::Receiver<bool>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.push(Box::new(move |stop| Box::pin(task(stop))));
+        self
     }
 
     /// Also runs the outbox relay.
@@ -88,6 +105,11 @@ impl<H: BatchHandler + 'static> ConsumerService<H> {
             let stopping = stopping.clone();
             tokio::spawn(async move { relay.run(stopping).await })
         });
+        let sidecars: Vec<_> = self
+            .tasks
+            .into_iter()
+            .map(|task| tokio::spawn(task(stopping.clone())))
+            .collect();
         let mut first_error = None;
         loop {
             let joined = tokio::select! {
@@ -115,6 +137,14 @@ impl<H: BatchHandler + 'static> ConsumerService<H> {
             && tokio::time::timeout(RELAY_STOP_WAIT, relay).await.is_err()
         {
             tracing::warn!("the outbox relay did not stop in time");
+        }
+        for sidecar in sidecars {
+            if tokio::time::timeout(RELAY_STOP_WAIT, sidecar)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a task beside the consumers did not stop in time");
+            }
         }
         match first_error {
             Some(e) => Err(e),
