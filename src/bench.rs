@@ -27,6 +27,24 @@ pub enum BenchAction {
         #[arg(long)]
         json: bool,
     },
+    /// Buyers checking out through the real ingest server, each checkout holding its tickets
+    /// for the payment, then a sell-out with more buyers than tickets.
+    Checkout {
+        #[arg(long, default_value_t = 20_000)]
+        checkouts: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Tickets of the raffle the sell-out phase empties.
+        #[arg(long, default_value_t = 10_000)]
+        sell_out_tickets: i64,
+        /// Buyers in the sell-out phase, as a multiple of the orders that fit.
+        #[arg(long, default_value_t = 3)]
+        sell_out_demand: usize,
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Journal entries per second from the ticket stream into Postgres.
     Ledger {
         #[arg(long, default_value_t = 100_000)]
@@ -118,6 +136,59 @@ pub async fn run(action: BenchAction) -> anyhow::Result<()> {
                 println!(
                     "  webhook latency at {}/s   p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
                     report.paced_rate_per_s, l.p50_ms, l.p99_ms, l.max_ms
+                );
+                println!("  peak memory (MiB)       {}", report.peak_memory_mib);
+            }
+            Ok(())
+        }
+        BenchAction::Checkout {
+            checkouts,
+            concurrency,
+            sell_out_tickets,
+            sell_out_demand,
+            keep,
+            json,
+        } => {
+            let options = ingest::bench::checkout::CheckoutBenchOptions {
+                checkouts: checkouts.max(1),
+                concurrency: concurrency.max(1),
+                sell_out_tickets: sell_out_tickets.max(5),
+                sell_out_demand,
+                keep,
+            };
+            let report = ingest::bench::checkout::run(&config, &brokers, &options, progress(json))
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("checkout benchmark on {}", report.machine);
+                println!(
+                    "  checkouts with holds    {:>10.0} /s  ({} checkouts, {} concurrent clients; every hold checked against its order)",
+                    report.checkouts_per_s, report.checkouts, report.concurrency
+                );
+                let l = &report.checkout_latency;
+                println!(
+                    "  checkout latency        p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+                    l.p50_ms, l.p99_ms, l.max_ms
+                );
+                println!(
+                    "  HTTP ceiling            {:>10.0} /s (GET /health/live, same server and clients)",
+                    report.http_ceiling_requests_per_s
+                );
+                println!(
+                    "  one-row ceiling         {:>10.0} /s (one counter row updated from ingest's 32 connections)",
+                    report.hot_row_ceiling_updates_per_s
+                );
+                let s = &report.sell_out;
+                println!(
+                    "  sell-out                {} buyers for {} tickets: {} orders taken, {} told sold out, {} tickets held ({:.0} answers/s)",
+                    s.buyers,
+                    s.max_tickets,
+                    s.orders_taken,
+                    s.sold_out_answers,
+                    s.tickets_held,
+                    s.answers_per_s
                 );
                 println!("  peak memory (MiB)       {}", report.peak_memory_mib);
             }

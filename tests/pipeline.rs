@@ -1707,3 +1707,54 @@ async fn a_sell_out_refuses_checkout_before_payment_and_holds_come_back() {
         "every hold given back"
     );
 }
+
+/// Checkouts are decided in batches: many buyers at once for the last tickets get exactly the
+/// tickets there are, and a bad checkout in a batch is refused alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_checkouts_take_exactly_the_tickets_there_are() {
+    let env = TestEnv::new().await;
+    let options = admin::seed::Options {
+        rsu_count: 0,
+        max_tickets: 50,
+        ..Default::default()
+    };
+    let s = admin::seed::raffle_on_sale(&env.pool, &options)
+        .await
+        .expect("seed a raffle");
+    let (addr, _stop) = spawn_ingest(&env).await;
+    let buyers = (0..40).map(|i| {
+        // Every fourth checkout names a package of no raffle: refused alone.
+        let package = if i % 4 == 3 {
+            Uuid::new_v4()
+        } else {
+            s.package_id
+        };
+        async move {
+            post(
+                addr,
+                "/v1/checkout",
+                &[("Content-Type", "application/json")],
+                &json!({"raffle_id": s.raffle_id, "package_id": package}),
+            )
+            .await
+        }
+    });
+    let answers = futures::future::join_all(buyers).await;
+    let count = |status: u16| answers.iter().filter(|r| r.status == status).count();
+    assert_eq!(count(422), 10, "the checkouts naming no package");
+    assert_eq!(count(201), 10, "50 tickets: ten orders of five");
+    assert_eq!(count(409), 20, "the rest told sold out before paying");
+    assert_eq!(
+        scalar(&env, "SELECT held_tickets FROM sales.capacity_holds").await,
+        50
+    );
+    assert_eq!(
+        scalar(
+            &env,
+            "SELECT sum(ticket_count)::bigint FROM sales.orders WHERE hold_expires_at IS NOT NULL AND payment_status = 'pending'"
+        )
+        .await,
+        50,
+        "every held ticket belongs to one pending order"
+    );
+}

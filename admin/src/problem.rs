@@ -189,7 +189,7 @@ pub fn from_db(context: &str, e: &tokio_postgres::Error) -> Problem {
         SqlState::T_R_SERIALIZATION_FAILURE | SqlState::T_R_DEADLOCK_DETECTED => {
             Problem::unavailable(format!("{context}: concurrent change, try again"))
         }
-        _ => Problem::internal(context, e),
+        _ => Problem::internal(context, &platform::db::error_chain(e)),
     }
 }
 

@@ -322,8 +322,7 @@ impl<'a> Work<'a> {
                 "SELECT r.id, r.state, r.sales_start_time,
                         least(r.sales_end_time, (SELECT min(t.occurred_at) FROM catalog.raffle_transitions t
                                                   WHERE t.raffle_id = r.id AND t.to_state = 'sales_closed')),
-                        r.max_tickets, r.total_sold, r.first_sale_at,
-                        coalesce((SELECT h.held_tickets FROM sales.capacity_holds h WHERE h.raffle_id = r.id), 0)
+                        r.max_tickets, r.total_sold, r.first_sale_at
                    FROM catalog.raffle_events r WHERE r.id = ANY($1) ORDER BY r.id FOR NO KEY UPDATE OF r",
                 &[&raffle_ids],
             )
@@ -341,7 +340,7 @@ impl<'a> Work<'a> {
                     voided_delta: 0,
                     first_sale: row.get(6),
                     first_sale_new: false,
-                    held_tickets: row.get(7),
+                    held_tickets: 0,
                 },
             );
         }
@@ -431,6 +430,23 @@ impl<'a> Work<'a> {
                     held: row.get(10),
                 },
             );
+        }
+        // The raffles' hold rows, locked after the orders (as the expired-hold sweeper locks
+        // them) until the commit. Checkout decides on a raffle's sold count under this lock,
+        // so every change of the count made here lands before its read or after its holds.
+        let known: Vec<Uuid> = unique(work.raffles.keys().copied());
+        for row in tx
+            .query(
+                "INSERT INTO sales.capacity_holds AS h (raffle_id) SELECT unnest($1::uuid[]) ORDER BY 1
+                 ON CONFLICT (raffle_id) DO UPDATE SET held_tickets = h.held_tickets
+                 RETURNING raffle_id, held_tickets",
+                &[&known],
+            )
+            .await?
+        {
+            if let Some(r) = work.raffles.get_mut(&row.get::<_, Uuid>(0)) {
+                r.held_tickets = row.get(1);
+            }
         }
         for row in tx
             .query(

@@ -1,10 +1,29 @@
-//! Checkout: a pending order for one package, refused unless the sale could be made now.
+//! Checkout: a pending order for one package, with its tickets held for the payment, refused
+//! unless the sale could be made now.
+//!
+//! Every checkout of a raffle updates one row (`sales.capacity_holds`), which a single
+//! statement per checkout would make the ceiling of the whole sale (about 3,000 updates/s
+//! here, less with the order's own insert and commit under the row's lock). So checkouts are
+//! decided in batches, the way [`crate::lookup`] batches webhooks' look-ups: a checkout
+//! waits in a queue while earlier batches are in flight, and the next free transaction takes
+//! everything queued. One transaction locks the raffles' hold rows (the allocator changes a
+//! raffle's sold count only under the same lock, so the count it then reads stays current),
+//! decides each checkout in the order it came against the raffle, package and regulations,
+//! takes the holds and writes the orders, and commits once. At low load a checkout goes
+//! alone, at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use admin::problem::Problem;
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use platform::db::{DbError, DbTarget};
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 use warp::http::StatusCode;
 
@@ -69,70 +88,438 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
         given.phone.as_deref(),
     )
     .map_err(|(field, why)| Problem::invalid(&field, why))?;
-    let client = admin::pooled(&state.pool).await?;
-    let offer = client
+    let validation_number = online_validation_number();
+    let check_code = new_check_code();
+    let wanted = Wanted {
+        // Time-ordered (v7): orders are paid roughly in the order they were created, so the
+        // order's key, and the tickets' index by order, grow at their right edge.
+        order_id: Uuid::now_v7(),
+        raffle_id: input.raffle_id,
+        package_id: input.package_id,
+        check_code_hash: check_code
+            .hash(input.raffle_id, &validation_number)
+            .to_vec(),
+        validation_number,
+        customer,
+    };
+    let order = state.checkouts.take(wanted).await?;
+    tracing::info!(raffle = %input.raffle_id, order = %order.order_id, tickets = order.ticket_count,
+                   amount_minor = order.amount_minor, "checkout");
+    Ok((
+        StatusCode::CREATED,
+        // The check code is the buyer's alone: said once, here (and in the confirmation
+        // e-mail), stored only as its hash.
+        json!({"order_id": order.order_id, "amount_minor": order.amount_minor, "currency": order.currency,
+               "ticket_count": order.ticket_count, "validation_number": order.validation_number,
+               "check_code": check_code.display(), "payment_status": "pending",
+               "held_for_minutes": state.config.hold_minutes}),
+    ))
+}
+
+/// A checkout as the buyer asked for it, its input checked.
+struct Wanted {
+    order_id: Uuid,
+    raffle_id: Uuid,
+    package_id: Uuid,
+    validation_number: String,
+    check_code_hash: Vec<u8>,
+    customer: schemas::Customer,
+}
+
+/// The order a checkout created, its tickets held.
+pub struct Taken {
+    pub order_id: Uuid,
+    pub validation_number: String,
+    pub ticket_count: i32,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+struct Request {
+    wanted: Wanted,
+    reply: oneshot::Sender<Result<Taken, Problem>>,
+}
+
+/// Transactions in flight at once, each on its own connection. Batches of one raffle queue
+/// on its hold row; two keep one committing while the next decides.
+const TRANSACTIONS_IN_FLIGHT: usize = 2;
+/// Checkouts one transaction decides at most.
+const BATCH_MAX: usize = 256;
+/// Checkouts waiting for a transaction; beyond this a checkout waits to be queued.
+const QUEUE_MAX: usize = 4096;
+/// How long a raffle's regulations, as read, are used before they are read again: a rule
+/// change reaches checkout within this. The raffle's state, sales window, package and
+/// capacity are read in every batch.
+pub const RULES_FRESH_FOR: Duration = Duration::from_secs(2);
+
+type Rules = Arc<BTreeMap<String, admin::rules::InForce>>;
+
+/// What a batch needs besides its checkouts.
+struct Desk {
+    pool: Pool,
+    order_tickets_max: i32,
+    hold_minutes: i32,
+    rules: std::sync::Mutex<HashMap<Uuid, (Instant, Rules)>>,
+}
+
+/// Decides checkouts in batches (see the module's documentation).
+pub struct Checkouts {
+    queue: mpsc::Sender<Request>,
+}
+
+impl Checkouts {
+    /// Starts the batching task on the current runtime, with connections of its own; it ends
+    /// when the checkouts are dropped.
+    pub fn start(db: &DbTarget, config: &crate::IngestConfig) -> Result<Self, DbError> {
+        // Generic plans: the arrays differ in length every time (see crate::lookup).
+        let pool = db.pool_with_generic_plans(TRANSACTIONS_IN_FLIGHT, "raffle-ingest-checkout")?;
+        let desk = Arc::new(Desk {
+            pool,
+            order_tickets_max: config.order_tickets_max,
+            hold_minutes: config.hold_minutes,
+            rules: std::sync::Mutex::new(HashMap::new()),
+        });
+        let (queue, requests) = mpsc::channel(QUEUE_MAX);
+        tokio::spawn(batch_requests(desk, requests));
+        Ok(Self { queue })
+    }
+
+    async fn take(&self, wanted: Wanted) -> Result<Taken, Problem> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || Problem::unavailable("checkout stopped; retry");
+        self.queue
+            .send(Request { wanted, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn batch_requests(desk: Arc<Desk>, mut requests: mpsc::Receiver<Request>) {
+    let permits = Arc::new(Semaphore::new(TRANSACTIONS_IN_FLIGHT));
+    while let Some(first) = requests.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match requests.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let desk = desk.clone();
+        tokio::spawn(async move {
+            answer(&desk, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Decides a batch in one transaction; if the transaction fails, each checkout of a batch of
+/// several is tried alone, so that one cannot fail the others.
+async fn answer(desk: &Desk, batch: Vec<Request>) {
+    let wanted: Vec<&Wanted> = batch.iter().map(|r| &r.wanted).collect();
+    match decide(desk, &wanted).await {
+        Ok(decisions) => {
+            for (r, decision) in batch.into_iter().zip(decisions) {
+                let _ = r.reply.send(decision);
+            }
+        }
+        Err(problem) if batch.len() == 1 => {
+            let _ = batch.into_iter().next().map(|r| r.reply.send(Err(problem)));
+        }
+        Err(problem) => {
+            tracing::warn!(checkouts = batch.len(), detail = %problem.detail, "a checkout batch failed; deciding each alone");
+            for r in batch {
+                let decision = decide(desk, &[&r.wanted]).await.and_then(|mut d| {
+                    d.pop().unwrap_or_else(|| {
+                        Err(Problem::unavailable("checkout decided nothing; retry"))
+                    })
+                });
+                let _ = r.reply.send(decision);
+            }
+        }
+    }
+}
+
+struct RaffleNow {
+    state: String,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    max: i64,
+    sold: i64,
+    /// Held before this batch, plus what this batch has taken so far.
+    held: i64,
+    taken: i64,
+}
+
+struct PackageNow {
+    raffle_id: Uuid,
+    count: i32,
+    price: i64,
+    currency: String,
+    active: bool,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+fn unique(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = ids.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// The regulations in force for `raffle`, as read within [`RULES_FRESH_FOR`].
+async fn rules(
+    desk: &Desk,
+    client: &impl tokio_postgres::GenericClient,
+    raffle: Uuid,
+    now: DateTime<Utc>,
+) -> Result<Rules, Problem> {
+    let cached = desk.rules.lock().ok().and_then(|c| {
+        c.get(&raffle)
+            .filter(|(at, _)| at.elapsed() < RULES_FRESH_FOR)
+            .map(|(_, r)| r.clone())
+    });
+    if let Some(rules) = cached {
+        return Ok(rules);
+    }
+    let rules = Arc::new(admin::rules::for_raffle(client, raffle, now).await?);
+    if let Ok(mut cache) = desk.rules.lock() {
+        cache.insert(raffle, (Instant::now(), rules.clone()));
+    }
+    Ok(rules)
+}
+
+/// One transaction: every checkout's answer, in order; `Err` when the transaction failed and
+/// nothing was written.
+async fn decide(desk: &Desk, batch: &[&Wanted]) -> Result<Vec<Result<Taken, Problem>>, Problem> {
+    let mut client = admin::pooled(&desk.pool).await?;
+    let tx = client.transaction().await?;
+    let now = Utc::now();
+    let raffle_ids = unique(batch.iter().map(|w| w.raffle_id));
+    let package_ids = unique(batch.iter().map(|w| w.package_id));
+    // The hold rows first, locked to the commit: the allocator changes a raffle's sold count
+    // only under its hold row's lock, so the count read next is current until this commits.
+    // A raffle's hold row exists from its first checkout or sale on.
+    let holds_now = tx
         .prepare_cached(
-            "SELECT r.state, r.sales_start_time, r.sales_end_time, r.max_tickets, r.total_sold,
-                    p.ticket_count, p.price_minor, p.currency, p.is_active, p.active_from, p.active_to
-               FROM catalog.raffle_events r JOIN catalog.ticket_packages p ON p.raffle_id = r.id
-              WHERE r.id = $1 AND p.id = $2",
+            "SELECT raffle_id, held_tickets FROM sales.capacity_holds WHERE raffle_id = ANY($1) ORDER BY raffle_id FOR UPDATE",
         )
         .await?;
-    let row = client
-        .query_opt(&offer, &[&input.raffle_id, &input.package_id])
-        .await?
-        .ok_or_else(|| {
-            Problem::invalid(
+    let mut holds = tx.query(&holds_now, &[&raffle_ids]).await?;
+    if holds.len() < raffle_ids.len() {
+        tx.execute(
+            "INSERT INTO sales.capacity_holds (raffle_id)
+             SELECT r.id FROM catalog.raffle_events r WHERE r.id = ANY($1) ORDER BY r.id ON CONFLICT (raffle_id) DO NOTHING",
+            &[&raffle_ids],
+        )
+        .await?;
+        holds = tx.query(&holds_now, &[&raffle_ids]).await?;
+    }
+    let held: HashMap<Uuid, i64> = holds.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let raffles_now = tx
+        .prepare_cached(
+            "SELECT id, state, sales_start_time, sales_end_time, max_tickets, total_sold
+               FROM catalog.raffle_events WHERE id = ANY($1)",
+        )
+        .await?;
+    let mut raffles: HashMap<Uuid, RaffleNow> = HashMap::new();
+    for row in tx.query(&raffles_now, &[&raffle_ids]).await? {
+        let id: Uuid = row.get(0);
+        // No hold row: the raffle did not exist a moment ago; answered as unknown.
+        let Some(held) = held.get(&id).copied() else {
+            continue;
+        };
+        raffles.insert(
+            id,
+            RaffleNow {
+                state: row.get(1),
+                start: row.get(2),
+                end: row.get(3),
+                max: row.get(4),
+                sold: row.get(5),
+                held,
+                taken: 0,
+            },
+        );
+    }
+    let known: Vec<Uuid> = raffle_ids
+        .iter()
+        .copied()
+        .filter(|r| raffles.contains_key(r))
+        .collect();
+    let packages_now = tx
+        .prepare_cached(
+            "SELECT id, raffle_id, ticket_count, price_minor, currency, is_active, active_from, active_to
+               FROM catalog.ticket_packages WHERE id = ANY($1)",
+        )
+        .await?;
+    let mut packages: HashMap<Uuid, PackageNow> = HashMap::new();
+    for row in tx.query(&packages_now, &[&package_ids]).await? {
+        packages.insert(
+            row.get(0),
+            PackageNow {
+                raffle_id: row.get(1),
+                count: row.get(2),
+                price: row.get(3),
+                currency: row.get(4),
+                active: row.get(5),
+                from: row.get(6),
+                to: row.get(7),
+            },
+        );
+    }
+    let mut rules_of: HashMap<Uuid, Result<Rules, Problem>> = HashMap::new();
+    for id in &known {
+        rules_of.insert(*id, rules(desk, &*tx, *id, now).await);
+    }
+
+    let mut decisions = Vec::with_capacity(batch.len());
+    for w in batch {
+        let decision = match (raffles.get_mut(&w.raffle_id), packages.get(&w.package_id)) {
+            (Some(raffle), Some(package)) if package.raffle_id == w.raffle_id => {
+                let rules = rules_of.get(&w.raffle_id).cloned().unwrap_or_else(|| {
+                    Err(Problem::unavailable(
+                        "the raffle's rules were not read; retry",
+                    ))
+                });
+                judge(desk, w, raffle, package, rules, now)
+            }
+            _ => Err(Problem::invalid(
                 "package_id",
                 format!(
                     "package {} is not one of raffle {}'s",
-                    input.package_id, input.raffle_id
+                    w.package_id, w.raffle_id
                 ),
+            )),
+        };
+        decisions.push(decision);
+    }
+
+    let taken: Vec<(&Wanted, &Taken)> = batch
+        .iter()
+        .zip(&decisions)
+        .filter_map(|(w, d)| d.as_ref().ok().map(|t| (*w, t)))
+        .collect();
+    if !taken.is_empty() {
+        let column = |f: fn(&Wanted, &Taken) -> String| {
+            taken.iter().map(|(w, t)| f(w, t)).collect::<Vec<_>>()
+        };
+        let ids: Vec<Uuid> = taken.iter().map(|(w, _)| w.order_id).collect();
+        let raffle_of: Vec<Uuid> = taken.iter().map(|(w, _)| w.raffle_id).collect();
+        let package_of: Vec<Uuid> = taken.iter().map(|(w, _)| w.package_id).collect();
+        let counts: Vec<i32> = taken.iter().map(|(_, t)| t.ticket_count).collect();
+        let amounts: Vec<i64> = taken.iter().map(|(_, t)| t.amount_minor).collect();
+        let hashes: Vec<Vec<u8>> = taken
+            .iter()
+            .map(|(w, _)| w.check_code_hash.clone())
+            .collect();
+        let optional = |f: fn(&schemas::Customer) -> Option<String>| {
+            taken
+                .iter()
+                .map(|(w, _)| f(&w.customer))
+                .collect::<Vec<Option<String>>>()
+        };
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO sales.orders (id, raffle_id, package_id, validation_number, ticket_count, total_amount_minor,
+                     currency, source, customer_name, customer_email, customer_phone, created_by, check_code_hash, hold_expires_at)
+                 SELECT u.id, u.raffle_id, u.package_id, u.validation_number, u.ticket_count, u.amount, u.currency, 'online',
+                        u.name, u.email, u.phone, 'checkout', u.hash, now() + make_interval(mins => $11)
+                   FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int[], $6::bigint[], $7::text[],
+                               $8::text[], $9::text[], $10::text[], $12::bytea[])
+                     AS u(id, raffle_id, package_id, validation_number, ticket_count, amount, currency, name, email, phone, hash)",
             )
-        })?;
-    let (state_name, start, end, max, sold): (String, DateTime<Utc>, DateTime<Utc>, i64, i64) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-    let count: i32 = row.get(5);
-    let price: i64 = row.get(6);
-    let currency: String = row.get(7);
-    let active: bool = row.get(8);
-    let from: Option<DateTime<Utc>> = row.get(9);
-    let to: Option<DateTime<Utc>> = row.get(10);
-    let now = Utc::now();
-    if state_name != "active" {
+            .await?;
+        tx.execute(
+            &insert,
+            &[
+                &ids,
+                &raffle_of,
+                &package_of,
+                &column(|_, t| t.validation_number.clone()),
+                &counts,
+                &amounts,
+                &column(|_, t| t.currency.clone()),
+                &optional(|c| c.name.clone()),
+                &optional(|c| c.email.clone()),
+                &optional(|c| c.phone.clone()),
+                &desk.hold_minutes,
+                &hashes,
+            ],
+        )
+        .await
+        .map_err(|e| admin::problem::from_db("creating the orders", &e))?;
+        let (held_raffles, held_counts): (Vec<Uuid>, Vec<i64>) = raffles
+            .iter()
+            .filter(|(_, r)| r.taken > 0)
+            .map(|(id, r)| (*id, r.taken))
+            .unzip();
+        let hold = tx
+            .prepare_cached(
+                "UPDATE sales.capacity_holds h SET held_tickets = h.held_tickets + u.n
+                   FROM unnest($1::uuid[], $2::bigint[]) AS u(raffle_id, n) WHERE h.raffle_id = u.raffle_id",
+            )
+            .await?;
+        tx.execute(&hold, &[&held_raffles, &held_counts]).await?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| admin::problem::from_db("committing the checkouts", &e))?;
+    Ok(decisions)
+}
+
+/// One checkout against its raffle and package as they are now; takes its hold in `raffle`.
+fn judge(
+    desk: &Desk,
+    w: &Wanted,
+    raffle: &mut RaffleNow,
+    package: &PackageNow,
+    rules: Result<Rules, Problem>,
+    now: DateTime<Utc>,
+) -> Result<Taken, Problem> {
+    if raffle.state != "active" {
         return Err(Problem::conflict(
             "raffle-not-selling",
-            format!("raffle {} is {state_name}", input.raffle_id),
+            format!("raffle {} is {}", w.raffle_id, raffle.state),
         ));
     }
-    if now < start || now >= end {
+    if now < raffle.start || now >= raffle.end {
         return Err(Problem::conflict(
             "outside-sales-window",
-            format!("sales run from {start} to {end}"),
+            format!("sales run from {} to {}", raffle.start, raffle.end),
         ));
     }
-    if !active || from.is_some_and(|f| now < f) || to.is_some_and(|t| now >= t) {
+    if !package.active
+        || package.from.is_some_and(|f| now < f)
+        || package.to.is_some_and(|t| now >= t)
+    {
         return Err(Problem::conflict(
             "package-not-on-sale",
-            format!("package {} is not on sale now", input.package_id),
+            format!("package {} is not on sale now", w.package_id),
         )
         .with_field("package_id"));
     }
-    if count > state.config.order_tickets_max {
+    if package.count > desk.order_tickets_max {
         return Err(Problem::conflict(
             "order-too-large",
             format!(
-                "an order holds at most {} tickets; this package has {count}",
-                state.config.order_tickets_max
+                "an order holds at most {} tickets; this package has {}",
+                desk.order_tickets_max, package.count
             ),
         ));
     }
-    // A first look, for a clear answer; the hold below decides.
-    if sold + i64::from(count) > max {
-        return Err(sold_out(max - sold));
-    }
-    let rules = admin::rules::for_raffle(&**client, input.raffle_id, now).await?;
-    admin::api::check_package_price(&rules, "package_id", price, count, &currency)?;
+    let rules = rules?;
+    admin::api::check_package_price(
+        &rules,
+        "package_id",
+        package.price,
+        package.count,
+        &package.currency,
+    )?;
     if let Some(admin::rules::InForce {
         value: admin::rules::RuleValue::SalesMethod { online: false, .. },
         ..
@@ -143,63 +530,17 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
             "online sales are not allowed in this raffle's jurisdiction",
         ));
     }
-    let validation_number = online_validation_number();
-    let check_code = new_check_code();
-    let check_code_hash = check_code
-        .hash(input.raffle_id, &validation_number)
-        .to_vec();
-    // Time-ordered (v7): orders are paid roughly in the order they were created, so the
-    // order's key, and the tickets' index by order, grow at their right edge.
-    let order_id = Uuid::now_v7();
-    // One statement: the hold is taken only if sold + held + these tickets fit, and the order
-    // exists only with its hold. The hold's row is locked for this statement alone.
-    let insert = client
-        .prepare_cached(
-            "WITH hold AS (
-                 INSERT INTO sales.capacity_holds AS h (raffle_id, held_tickets)
-                 SELECT r.id, $5::int::bigint FROM catalog.raffle_events r
-                  WHERE r.id = $2 AND r.total_sold + $5::int <= r.max_tickets
-                 ON CONFLICT (raffle_id) DO UPDATE SET held_tickets = h.held_tickets + EXCLUDED.held_tickets
-                  WHERE h.held_tickets + EXCLUDED.held_tickets
-                        + (SELECT r.total_sold FROM catalog.raffle_events r WHERE r.id = h.raffle_id)
-                        <= (SELECT r.max_tickets FROM catalog.raffle_events r WHERE r.id = h.raffle_id)
-                 RETURNING 1)
-             INSERT INTO sales.orders (id, raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency,
-                 source, customer_name, customer_email, customer_phone, created_by, check_code_hash, hold_expires_at)
-             SELECT $1, $2, $3, $4, $5::int, $6, $7, 'online', $8, $9, $10, 'checkout', $11, now() + make_interval(mins => $12)
-               FROM hold",
-        )
-        .await?;
-    let inserted = client
-        .execute(
-            &insert,
-            &[
-                &order_id,
-                &input.raffle_id,
-                &input.package_id,
-                &validation_number,
-                &count,
-                &price,
-                &currency,
-                &customer.name,
-                &customer.email,
-                &customer.phone,
-                &check_code_hash,
-                &state.config.hold_minutes,
-            ],
-        )
-        .await
-        .map_err(|e| admin::problem::from_db("creating the order", &e))?;
-    if inserted == 0 {
-        return Err(sold_out(0));
+    let committed = raffle.sold + raffle.held + raffle.taken;
+    let count = i64::from(package.count);
+    if committed + count > raffle.max {
+        return Err(sold_out(raffle.max - committed));
     }
-    tracing::info!(raffle = %input.raffle_id, order = %order_id, tickets = count, amount_minor = price, "checkout");
-    Ok((
-        StatusCode::CREATED,
-        // The check code is the buyer's alone: said once, here (and in the confirmation
-        // e-mail), stored only as its hash.
-        json!({"order_id": order_id, "amount_minor": price, "currency": currency, "ticket_count": count,
-               "validation_number": validation_number, "check_code": check_code.display(),
-               "payment_status": "pending", "held_for_minutes": state.config.hold_minutes}),
-    ))
+    raffle.taken += count;
+    Ok(Taken {
+        order_id: w.order_id,
+        validation_number: w.validation_number.clone(),
+        ticket_count: package.count,
+        amount_minor: package.price,
+        currency: package.currency.clone(),
+    })
 }

@@ -11,7 +11,7 @@
 //! Must not touch: draw numbers, tickets or counters (the allocator's), the ledger, the draw.
 
 pub mod bench;
-mod checkout;
+pub mod checkout;
 pub mod lookup;
 pub mod rsu;
 pub mod signature;
@@ -96,6 +96,8 @@ pub struct IngestState {
     pub config: IngestConfig,
     /// Payment webhooks' order look-ups, batched across concurrent webhooks.
     pub orders: lookup::OrderLookup,
+    /// Checkouts, decided in batches that take their capacity holds together.
+    pub checkouts: checkout::Checkouts,
     /// `/health`: Postgres and the broker, checked every second.
     pub health: Arc<Health>,
 }
@@ -121,6 +123,7 @@ impl IngestState {
         });
         Ok(Self {
             orders: lookup::OrderLookup::start(db)?,
+            checkouts: checkout::Checkouts::start(db, &config)?,
             health,
             pool,
             producer,

@@ -1,6 +1,9 @@
 //! `raffle bench pipeline`: signed webhooks from concurrent clients through the real ingest
 //! server, broker and allocator (each its own process), measured end to end, with the raw
-//! broker produce rate measured in the same run as the ceiling.
+//! broker produce rate measured in the same run as the ceiling; `raffle bench checkout`
+//! ([`checkout`]): checkouts taking capacity holds.
+
+pub mod checkout;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use uuid::Uuid;
 use crate::signature;
 use platform::bench::{BenchEnv, Latency, latency, machine, peak_rss_mib, spawn};
 
-const SECRET: &str = "whsec_benchmark_secret_0123456789";
+pub(crate) const SECRET: &str = "whsec_benchmark_secret_0123456789";
 
 pub struct BenchOptions {
     pub orders: usize,
@@ -197,6 +200,33 @@ async fn wait_issued(db: &DbTarget, target: i64, deadline: Duration) -> Result<I
     }
 }
 
+/// Starts `raffle ingest serve` on a free local port with `env` and waits until it answers.
+pub(crate) async fn start_ingest(
+    env: &[(&'static str, String)],
+) -> Result<(platform::bench::Service, SocketAddr), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut env = env.to_vec();
+    env.push(("RAFFLE_INGEST_ADDR", addr.to_string()));
+    let ingest = spawn(&exe, &["ingest", "serve"], &env)?;
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = request(addr, "GET", "/health", &[], b"").await
+            && r.status == 200
+        {
+            return Ok((ingest, addr));
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("ingest did not come up within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Runs the benchmark against the stack `config` points at, in a database and topics of its own.
 pub async fn pipeline(
     config: &StackConfig,
@@ -258,29 +288,11 @@ pub async fn pipeline(
         .map_err(|e| e.to_string())?;
     drop(client);
 
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut env = bench.service_env(brokers);
-    env.push(("RAFFLE_INGEST_ADDR", addr.to_string()));
     env.push(("INGEST_WEBHOOK_SECRET", SECRET.to_owned()));
-    let ingest = spawn(&exe, &["ingest", "serve"], &env)?;
+    let (ingest, addr) = start_ingest(&env).await?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let allocator = spawn(&exe, &["allocator", "run"], &env)?;
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = request(addr, "GET", "/health", &[], b"").await
-            && r.status == 200
-        {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            return Err("ingest did not come up within 30 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     // Let the allocator take its partition leases before the clock starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
