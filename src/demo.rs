@@ -84,12 +84,32 @@ fn step(text: &str) {
 }
 
 fn payment_webhook(kind: &str, event_id: &str, order: &str, amount: i64) -> Value {
-    let object = if kind == "charge.refunded" {
-        json!({"id": format!("ch_{event_id}"), "amount_refunded": amount, "currency": "usd",
-               "payment_intent": format!("pi_{order}"), "metadata": {"order_id": order}})
-    } else {
-        json!({"id": format!("pi_{order}"), "amount": amount, "currency": "usd", "metadata": {"order_id": order}})
+    let pi = format!("pi_{order}");
+    let object = match kind {
+        "charge.refunded" => {
+            json!({"id": format!("ch_{order}"), "amount": 2000, "amount_refunded": amount, "currency": "usd",
+                   "payment_intent": pi, "metadata": {"order_id": order}})
+        }
+        // A partial refund as Stripe sends it for a Checkout payment: the charge carries no
+        // order id; the order is found by the PaymentIntent that paid it.
+        "charge.refunded.partial" => {
+            json!({"id": format!("ch_{order}"), "amount": 2000, "amount_refunded": amount, "currency": "usd",
+                   "payment_intent": pi, "metadata": {}, "refunded": false})
+        }
+        "charge.dispute.closed" => {
+            json!({"id": format!("dp_{order}"), "object": "dispute", "amount": amount, "charge": format!("ch_{order}"),
+                   "currency": "usd", "payment_intent": pi, "reason": "fraudulent", "status": "lost"})
+        }
+        "checkout.session.completed" => {
+            json!({"id": format!("cs_{order}"), "object": "checkout.session", "amount_total": amount,
+                   "client_reference_id": order, "currency": "usd", "mode": "payment", "payment_intent": pi,
+                   "payment_status": "paid", "status": "complete"})
+        }
+        _ => {
+            json!({"id": pi, "amount": amount, "currency": "usd", "metadata": {"order_id": order}})
+        }
     };
+    let kind = kind.trim_end_matches(".partial");
     json!({"id": event_id, "type": kind, "created": Utc::now().timestamp(), "data": {"object": object}})
 }
 
@@ -199,7 +219,18 @@ async fn buyer(
         &order,
         amount,
     );
-    let statuses = if i.is_multiple_of(25) {
+    let statuses = if i == 4 {
+        // A Checkout Session buyer: the Session's completion and its PaymentIntent's success
+        // arrive together, in either order; one payment, tickets once.
+        let session = payment_webhook(
+            "checkout.session.completed",
+            &format!("evt_demo_session_{i}"),
+            &order,
+            amount,
+        );
+        let (a, b) = tokio::join!(deliver(addr, &session), deliver(addr, &paid));
+        vec![a?, b?]
+    } else if i.is_multiple_of(25) {
         // The provider delivers the same event twice at once: one sale.
         let (a, b) = tokio::join!(deliver(addr, &paid), deliver(addr, &paid));
         vec![a?, b?]
@@ -209,14 +240,107 @@ async fn buyer(
     if statuses.iter().any(|s| *s != 200) {
         bail!("payment webhook {i} answered {statuses:?}");
     }
-    Ok((i == 2).then(|| {
-        payment_webhook(
+    // Later: buyer 2 refunded in full, buyer 5 in part ($5 back, tickets kept), buyer 6's
+    // bank takes the money back (a dispute lost: the tickets leave the draw).
+    Ok(match i {
+        2 => Some(payment_webhook(
             "charge.refunded",
             &format!("evt_demo_refund_{i}"),
             &order,
             amount,
-        )
-    }))
+        )),
+        5 => Some(payment_webhook(
+            "charge.refunded.partial",
+            &format!("evt_demo_partial_{i}"),
+            &order,
+            500,
+        )),
+        6 => Some(payment_webhook(
+            "charge.dispute.closed",
+            &format!("evt_demo_dispute_{i}"),
+            &order,
+            amount,
+        )),
+        _ => None,
+    })
+}
+
+/// A sell-out: eight buyers at once for a small raffle of 25 tickets. Five get orders with
+/// their tickets held, three are told "sold out" before anyone pays; one held buyer gives up,
+/// the hold comes back and a late buyer takes it. Returns (orders taken, told sold out).
+async fn sell_out(
+    addr: SocketAddr,
+    pool: &deadpool_postgres::Pool,
+) -> anyhow::Result<(usize, usize)> {
+    let small = admin::seed::raffle_on_sale(
+        pool,
+        &admin::seed::Options {
+            rsu_count: 0,
+            max_tickets: 25,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|p| anyhow::anyhow!("{p}"))?;
+    let checkout = |i: usize| {
+        let body = json!({"raffle_id": small.raffle_id, "package_id": small.package_id,
+                          "customer": {"name": format!("Late buyer {i}")}});
+        async move { post_json(addr, "/v1/checkout", None, &body).await }
+    };
+    let mut buyers = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        buyers.spawn(checkout(i));
+    }
+    let mut orders: Vec<String> = Vec::new();
+    let mut sold_out = 0;
+    while let Some(answer) = buyers.join_next().await {
+        match answer?? {
+            (201, order) => orders.push(order["order_id"].as_str().unwrap_or_default().to_owned()),
+            (409, _) => sold_out += 1,
+            (status, body) => bail!("sell-out checkout answered {status}: {body}"),
+        }
+    }
+    eprintln!(
+        "  a small raffle of 25 tickets, 8 buyers at once: {} orders held, {sold_out} told sold out before paying",
+        orders.len()
+    );
+    let Some(quitter) = orders.pop() else {
+        bail!("no buyer of the small raffle got an order");
+    };
+    let cancelled = payment_webhook(
+        "payment_intent.canceled",
+        "evt_demo_soldout_cancel",
+        &quitter,
+        2000,
+    );
+    deliver(addr, &cancelled).await?;
+    // The cancellation goes through the allocator, which gives the hold back.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let late = loop {
+        match checkout(8).await? {
+            (201, order) => break order["order_id"].as_str().unwrap_or_default().to_owned(),
+            (409, _) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            (status, body) => bail!("the late buyer's checkout answered {status}: {body}"),
+        }
+    };
+    orders.push(late);
+    for (i, order) in orders.iter().enumerate() {
+        let paid = payment_webhook(
+            "payment_intent.succeeded",
+            &format!("evt_demo_soldout_{i}"),
+            order,
+            2000,
+        );
+        if deliver(addr, &paid).await? != 200 {
+            bail!("the small raffle's payment {i} was refused");
+        }
+    }
+    eprintln!(
+        "  one held buyer gave up; the hold came back and a late buyer took it; all five paid: sold out, nobody charged for nothing"
+    );
+    Ok((orders.len(), sold_out))
 }
 
 fn rsu_record(
@@ -389,8 +513,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         refunds.extend(w.await??);
     }
     eprintln!(
-        "  every 25th payment delivered twice at once; buyer 1's card declined, then paid on the retry; buyer 3 gave up (payment cancelled); buyer 2 to be refunded"
+        "  every 25th payment delivered twice at once; buyer 1's card declined, then paid on the retry; buyer 3 gave up (payment cancelled); buyer 4 paid through a Checkout Session; buyers 2, 5 and 6 to be refunded, refunded in part and disputed"
     );
+
+    step("a sell-out: more buyers than tickets");
+    let (sold_out_taken, sold_out_refused) = sell_out(addr, &pool).await?;
 
     step("selling on the RSUs");
     let now = Utc::now();
@@ -484,7 +611,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     for refund in &refunds {
         deliver(addr, refund).await?;
     }
-    eprintln!("  all sales allocated; buyer 2 refunded");
+    eprintln!(
+        "  all sales allocated; buyer 2 refunded, buyer 5 refunded $5.00 of $20.00 (tickets kept, flagged for finance), buyer 6's dispute lost (tickets voided)"
+    );
 
     step("closing sales, taking the RSUs' number blocks back, sealing the books");
     admin::seed::call_as(
@@ -635,6 +764,24 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             r.get::<_, String>(1)
         );
     }
+    for n in client
+        .query(
+            "SELECT note, coalesce(order_id::text, '-'), coalesce(amount_minor, 0) FROM sales.provider_events
+              WHERE raffle_id = $1 AND note IN ('partial_refund', 'dispute_open') ORDER BY received_at",
+            &[&raffle],
+        )
+        .await?
+    {
+        println!(
+            "  for finance: {} on order {} ({})",
+            n.get::<_, String>(0).replace('_', " "),
+            n.get::<_, String>(1),
+            money(n.get(2))
+        );
+    }
+    println!(
+        "  sell-out of a 25-ticket raffle: {sold_out_taken} orders paid, {sold_out_refused} buyers told sold out before paying, none charged for nothing"
+    );
     println!(
         "  gross sales {}  refunds and voids {}  gross receipts {}",
         money(seal.gross_sales_minor),
