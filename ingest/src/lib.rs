@@ -4,7 +4,9 @@
 //! package's active window, the jurisdiction's rules, a per-order ticket limit and the
 //! remaining capacity), payment-provider webhooks (signature, then the sale onto Kafka), and
 //! RSU batch uploads (API key, a result per record). Writes `sales.orders` rows in state
-//! `pending` at checkout, `sales.rejected_sales` for records it refuses, and the topic
+//! `pending` at checkout, `sales.capacity_holds` (adds the tickets checkout holds; the
+//! allocator, which decides the orders, gives them back), `sales.provider_events` (what the
+//! provider said that moves no tickets), `sales.rejected_sales` for records it refuses, and the topic
 //! `raffle.sales.v1` — answering 2xx only after the broker acknowledged the event (acks=all,
 //! idempotent producer), 503 when it cannot, so the provider or the device retries.
 //!
