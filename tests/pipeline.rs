@@ -1758,3 +1758,100 @@ async fn concurrent_checkouts_take_exactly_the_tickets_there_are() {
         "every held ticket belongs to one pending order"
     );
 }
+
+/// One ingest server, its database and runtime, shared by the cases of the property below.
+struct HoldsBench {
+    runtime: tokio::runtime::Runtime,
+    env: TestEnv,
+    addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn holds_bench() -> &'static HoldsBench {
+    static BENCH: std::sync::OnceLock<HoldsBench> = std::sync::OnceLock::new();
+    BENCH.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (env, addr, stop) = runtime.block_on(async {
+            let env = TestEnv::new().await;
+            let (addr, stop) = spawn_ingest(&env).await;
+            (env, addr, stop)
+        });
+        HoldsBench {
+            runtime,
+            env,
+            addr,
+            _stop: stop,
+        }
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 10, ..Default::default() })]
+    /// For any raffle size and any crowd of buyers of packages of 1, 2, 3 or 5 tickets
+    /// arriving at once: the tickets held are exactly those of the orders taken, never more
+    /// than the raffle holds, and every buyer told "sold out" wanted more than was left.
+    #[test]
+    fn holds_never_exceed_the_raffle_and_refuse_only_what_does_not_fit(
+        max_tickets in 1i64..80,
+        wanted in proptest::collection::vec(proptest::sample::select(vec![1i32, 2, 3, 5]), 1..40),
+    ) {
+        let bench = holds_bench();
+        let (held, pending, taken, refused) = bench.runtime.block_on(async {
+            let env = &bench.env;
+            let s = admin::seed::raffle_on_sale(&env.pool, &admin::seed::Options {
+                rsu_count: 0,
+                max_tickets,
+                ..Default::default()
+            })
+            .await
+            .expect("seed a raffle");
+            let client = env.client().await;
+            let mut package_of = HashMap::new();
+            package_of.insert(5, s.package_id);
+            for size in [1i32, 2, 3] {
+                let id: Uuid = client
+                    .query_one(
+                        "INSERT INTO catalog.ticket_packages (raffle_id, name, ticket_count, price_minor, currency, created_by, updated_by)
+                         VALUES ($1, $2, $3, $4, 'USD', 'test', 'test') RETURNING id",
+                        &[&s.raffle_id, &format!("{size}-pack"), &size, &(i64::from(size) * 400)],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                package_of.insert(size, id);
+            }
+            let answers = futures::future::join_all(wanted.iter().map(|size| {
+                let body = json!({"raffle_id": s.raffle_id, "package_id": package_of[size]});
+                async move { (*size, post(bench.addr, "/v1/checkout", &[("Content-Type", "application/json")], &body).await.status) }
+            }))
+            .await;
+            let row = client
+                .query_one(
+                    "SELECT (SELECT held_tickets FROM sales.capacity_holds WHERE raffle_id = $1),
+                            (SELECT coalesce(sum(ticket_count), 0)::bigint FROM sales.orders
+                              WHERE raffle_id = $1 AND payment_status = 'pending' AND hold_expires_at IS NOT NULL)",
+                    &[&s.raffle_id],
+                )
+                .await
+                .unwrap();
+            let taken: Vec<i32> = answers.iter().filter(|(_, st)| *st == 201).map(|(k, _)| *k).collect();
+            let refused: Vec<(i32, u16)> = answers.iter().filter(|(_, st)| *st != 201).copied().collect();
+            (row.get::<_, i64>(0), row.get::<_, i64>(1), taken, refused)
+        });
+        let taken_tickets: i64 = taken.iter().map(|k| i64::from(*k)).sum();
+        proptest::prop_assert_eq!(held, taken_tickets, "the hold is the orders taken");
+        proptest::prop_assert_eq!(pending, taken_tickets, "each held ticket is one pending order's");
+        proptest::prop_assert!(held <= max_tickets, "held {} of {}", held, max_tickets);
+        for (size, status) in refused {
+            proptest::prop_assert_eq!(status, 409);
+            proptest::prop_assert!(
+                max_tickets - held < i64::from(size),
+                "a buyer of {} was refused with {} left", size, max_tickets - held
+            );
+        }
+    }
+}
