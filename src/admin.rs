@@ -65,22 +65,7 @@ pub async fn run(action: AdminAction) -> anyhow::Result<()> {
                 if tls.is_some() { "https" } else { "http" },
                 listener.local_addr()?
             );
-            // Served beside the API by the crates that own them: the reconciliation report
-            // (ledger) and prize claims by staff (draw engine).
-            let reports = {
-                use warp::Filter;
-                ledger::report::routes(state.clone())
-                    .or(draw_engine::claims::routes(state.clone()))
-                    .unify()
-            };
-            admin::serve_with_tls(
-                state,
-                reports,
-                listener,
-                platform::service::termination(),
-                tls,
-            )
-            .await;
+            admin::serve_tls(state, listener, platform::service::termination(), tls).await;
             Ok(())
         }
         AdminAction::Call {

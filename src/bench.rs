@@ -93,16 +93,17 @@ pub async fn run(action: BenchAction) -> anyhow::Result<()> {
             keep,
             json,
         } => {
-            let options = ingest::bench::BenchOptions {
+            let options = scenario::bench::pipeline::BenchOptions {
                 orders,
                 concurrency,
                 paced_orders,
                 paced_rate: paced_rate.max(1),
                 keep,
             };
-            let report = ingest::bench::pipeline(&config, &brokers, &options, progress(json))
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let report =
+                scenario::bench::pipeline::pipeline(&config, &brokers, &options, progress(json))
+                    .await
+                    .map_err(anyhow::Error::msg)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -149,16 +150,17 @@ pub async fn run(action: BenchAction) -> anyhow::Result<()> {
             keep,
             json,
         } => {
-            let options = ingest::bench::checkout::CheckoutBenchOptions {
+            let options = scenario::bench::checkout::CheckoutBenchOptions {
                 checkouts: checkouts.max(1),
                 concurrency: concurrency.max(1),
                 sell_out_tickets: sell_out_tickets.max(5),
                 sell_out_demand,
                 keep,
             };
-            let report = ingest::bench::checkout::run(&config, &brokers, &options, progress(json))
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let report =
+                scenario::bench::checkout::run(&config, &brokers, &options, progress(json))
+                    .await
+                    .map_err(anyhow::Error::msg)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -200,12 +202,12 @@ pub async fn run(action: BenchAction) -> anyhow::Result<()> {
             keep,
             json,
         } => {
-            let options = ledger::bench::LedgerBenchOptions {
+            let options = scenario::bench::ledger::LedgerBenchOptions {
                 entries,
                 raffles,
                 keep,
             };
-            let report = ledger::bench::run(&config, &brokers, &options, progress(json))
+            let report = scenario::bench::ledger::run(&config, &brokers, &options, progress(json))
                 .await
                 .map_err(anyhow::Error::msg)?;
             if json {
@@ -230,12 +232,12 @@ pub async fn run(action: BenchAction) -> anyhow::Result<()> {
             keep,
             json,
         } => {
-            let options = draw_engine::bench::DrawBenchOptions {
+            let options = scenario::bench::draw::DrawBenchOptions {
                 tickets,
                 runs,
                 keep,
             };
-            let report = draw_engine::bench::run(&config, &brokers, &options, progress(json))
+            let report = scenario::bench::draw::run(&config, &brokers, &options, progress(json))
                 .await
                 .map_err(anyhow::Error::msg)?;
             if json {

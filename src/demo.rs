@@ -169,7 +169,7 @@ impl Receipts {
 /// refunded later. Returns the order and its refund webhook, if any.
 async fn buyer(
     addr: SocketAddr,
-    scenario: &admin::seed::Scenario,
+    scenario: &scenario::seed::Scenario,
     i: usize,
     receipts: &Receipts,
 ) -> anyhow::Result<Option<Value>> {
@@ -272,9 +272,9 @@ async fn sell_out(
     addr: SocketAddr,
     pool: &deadpool_postgres::Pool,
 ) -> anyhow::Result<(usize, usize)> {
-    let small = admin::seed::raffle_on_sale(
+    let small = scenario::seed::raffle_on_sale(
         pool,
-        &admin::seed::Options {
+        &scenario::seed::Options {
             rsu_count: 0,
             max_tickets: 25,
             ..Default::default()
@@ -344,7 +344,7 @@ async fn sell_out(
 }
 
 fn rsu_record(
-    scenario: &admin::seed::Scenario,
+    scenario: &scenario::seed::Scenario,
     r: usize,
     j: usize,
     created: chrono::DateTime<Utc>,
@@ -375,7 +375,7 @@ fn rsu_record(
 
 async fn upload(
     addr: SocketAddr,
-    scenario: &admin::seed::Scenario,
+    scenario: &scenario::seed::Scenario,
     r: usize,
     records: &[Value],
 ) -> anyhow::Result<Vec<Value>> {
@@ -461,9 +461,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     eprintln!("  ingest on http://{addr}/v1, allocator and ledger consuming");
 
     step("setting up the charity, its raffle, packages, prizes and RSUs (through the admin API)");
-    let scenario = admin::seed::raffle_on_sale(
+    let scenario = scenario::seed::raffle_on_sale(
         &pool,
-        &admin::seed::Options {
+        &scenario::seed::Options {
             rsu_count: options.rsus,
             allocation_size: (options.rsu_sales as i64 * 5 + 50).max(100),
             early_bird_winners: 1,
@@ -616,7 +616,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     );
 
     step("closing sales, taking the RSUs' number blocks back, sealing the books");
-    admin::seed::call_as(
+    scenario::seed::call_as(
         &pool,
         "admin",
         Method::POST,
@@ -627,7 +627,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     .map_err(|p| anyhow::anyhow!("{p}"))?;
     for rsu in &scenario.rsus {
         let allocation = rsu.allocation["id"].as_str().unwrap_or_default();
-        admin::seed::call_as(
+        scenario::seed::call_as(
             &pool,
             "admin",
             Method::POST,

@@ -186,20 +186,7 @@ enum AuditAction {
     },
 }
 
-/// Minor units as a decimal amount for people (two decimals; the currencies sold have two).
-pub(crate) fn money(minor: i64) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    let abs = minor.unsigned_abs();
-    let units = (abs / 100).to_string();
-    let mut grouped = String::new();
-    for (i, c) in units.chars().enumerate() {
-        if i > 0 && (units.len() - i).is_multiple_of(3) {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    format!("{sign}{grouped}.{:02}", abs % 100)
-}
+pub(crate) use schemas::amount_for_people as money;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -307,16 +294,5 @@ fn main() -> ExitCode {
             eprintln!("raffle: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn money_groups_thousands() {
-        assert_eq!(super::money(0), "0.00");
-        assert_eq!(super::money(4_036_000), "40,360.00");
-        assert_eq!(super::money(-123_456_789), "-1,234,567.89");
-        assert_eq!(super::money(99_999), "999.99");
     }
 }

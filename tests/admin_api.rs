@@ -38,15 +38,7 @@ async fn spawn_app_with(verifier: Verifier) -> App {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    // As `raffle admin serve` runs it: with the ledger's report documents and the draw
-    // engine's claims in front.
-    let reports = {
-        use warp::Filter;
-        ledger::report::routes(state.clone())
-            .or(draw_engine::claims::routes(state.clone()))
-            .unify()
-    };
-    tokio::spawn(admin::serve_with(state, reports, listener, async move {
+    tokio::spawn(admin::serve(state, listener, async move {
         let _ = stopped.await;
     }));
     App {
@@ -1043,7 +1035,7 @@ async fn api_keys_are_shown_once_stored_hashed_rotated_and_revoked() {
     let first_key = first["api_key"].as_str().unwrap().to_owned();
     let client = app.env.client().await;
     assert_eq!(
-        admin::api::authenticate_rsu(&client, &first_key)
+        catalog::rsus::authenticate(&client, &first_key)
             .await
             .unwrap(),
         rsu_id
@@ -1069,12 +1061,12 @@ async fn api_keys_are_shown_once_stored_hashed_rotated_and_revoked() {
     let second = app.ok("admin", "POST", &keys, Value::Null, 201).await;
     let second_key = second["api_key"].as_str().unwrap().to_owned();
     assert_eq!(second["revoked_key_ids"], json!([first["key_id"]]));
-    let p = admin::api::authenticate_rsu(&client, &first_key)
+    let p = catalog::rsus::authenticate(&client, &first_key)
         .await
         .unwrap_err();
     assert!(p.detail.contains("revoked"));
     assert_eq!(
-        admin::api::authenticate_rsu(&client, &second_key)
+        catalog::rsus::authenticate(&client, &second_key)
             .await
             .unwrap(),
         rsu_id
@@ -1089,19 +1081,19 @@ async fn api_keys_are_shown_once_stored_hashed_rotated_and_revoked() {
     )
     .await;
     assert!(
-        admin::api::authenticate_rsu(&client, &second_key)
+        catalog::rsus::authenticate(&client, &second_key)
             .await
             .is_err()
     );
     // Expiry.
     let third = app.ok("admin", "POST", &keys, Value::Null, 201).await;
     app.sql(&format!("UPDATE catalog.rsu_api_keys SET created_at = now() - interval '100 days', expires_at = now() - interval '1 day' WHERE id = '{}'", third["key_id"].as_str().unwrap())).await;
-    let p = admin::api::authenticate_rsu(&client, third["api_key"].as_str().unwrap())
+    let p = catalog::rsus::authenticate(&client, third["api_key"].as_str().unwrap())
         .await
         .unwrap_err();
     assert!(p.detail.contains("expired"));
     assert!(
-        admin::api::authenticate_rsu(&client, "rsk_unknown")
+        catalog::rsus::authenticate(&client, "rsk_unknown")
             .await
             .is_err()
     );
@@ -1501,9 +1493,9 @@ async fn system_configuration_is_versioned_and_kept_by_platform_admins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reconciliation_report_is_served_to_the_organisations_finance_and_auditors() {
     let app = spawn_app().await;
-    let s = admin::seed::raffle_on_sale(
+    let s = scenario::seed::raffle_on_sale(
         &app.env.pool,
-        &admin::seed::Options {
+        &scenario::seed::Options {
             rsu_count: 1,
             ..Default::default()
         },
@@ -1705,11 +1697,11 @@ async fn amounts_beyond_the_configured_bound_are_refused_naming_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staff_claim_a_prize_over_http_with_the_receipts_check_code() {
     let app = spawn_app().await;
-    let f = draw_engine::fixture::sealed_raffle(
+    let f = scenario::fixture::sealed_raffle(
         &app.env.pool,
         &app.env.brokers,
         &app.env.topics,
-        &draw_engine::fixture::FixtureOptions::default(),
+        &scenario::fixture::FixtureOptions::default(),
     )
     .await
     .expect("a sealed raffle");
@@ -1751,7 +1743,7 @@ async fn staff_claim_a_prize_over_http_with_the_receipts_check_code() {
             "outsider",
             "POST",
             &path,
-            body(draw_engine::fixture::CHECK_CODE),
+            body(scenario::fixture::CHECK_CODE),
             403,
         )
         .await;
@@ -1764,7 +1756,7 @@ async fn staff_claim_a_prize_over_http_with_the_receipts_check_code() {
             "admin",
             "POST",
             &path,
-            body(draw_engine::fixture::CHECK_CODE),
+            body(scenario::fixture::CHECK_CODE),
             201,
         )
         .await;
@@ -1774,7 +1766,7 @@ async fn staff_claim_a_prize_over_http_with_the_receipts_check_code() {
             "admin",
             "POST",
             &path,
-            body(draw_engine::fixture::CHECK_CODE),
+            body(scenario::fixture::CHECK_CODE),
             409,
         )
         .await;

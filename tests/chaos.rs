@@ -560,7 +560,7 @@ async fn every_fault_heals_by_itself_and_nothing_acknowledged_is_lost_or_doubled
     // A raffle on sale, set up through the admin API's own code.
     let db = platform::db::DbTarget::parse(&url).expect("url");
     let pool = db.pool(4).expect("pool");
-    let scenario = admin::seed::raffle_on_sale(&pool, &admin::seed::Options::default())
+    let scenario = scenario::seed::raffle_on_sale(&pool, &scenario::seed::Options::default())
         .await
         .expect("seed a raffle");
     drop(pool);
@@ -815,7 +815,7 @@ async fn every_fault_heals_by_itself_and_nothing_acknowledged_is_lost_or_doubled
         "webhook_retries": book.retries,
         "duplicate_deliveries": book.duplicates_sent,
         "faults": reports,
-        "machine": platform::bench::machine(),
+        "machine": scenario::bench::machine(),
     });
     let text = serde_json::to_string_pretty(&report).expect("report JSON");
     println!("{text}");
@@ -852,7 +852,9 @@ async fn every_fault_heals_by_itself_and_nothing_acknowledged_is_lost_or_doubled
         "ledger: {:?}",
         verification.first_failure
     );
-    let revenue = balances.get(ledger::rules::GROSS_TICKET_REVENUE).copied();
+    let revenue = balances
+        .get(ledger::postings::GROSS_TICKET_REVENUE)
+        .copied();
     assert_eq!(
         revenue.map(i64::abs),
         Some(acknowledged.len() as i64 * 2000),

@@ -4,9 +4,9 @@
 //! period; `draw verify` catching a changed result; and the statistics of the selection.
 
 use chrono::{Duration, Utc};
-use draw_engine::fixture::{FixtureOptions, SealedRaffle, sealed_raffle};
 use draw_engine::{DrawError, DrawRequest};
 use platform::testkit::TestEnv;
+use scenario::fixture::{FixtureOptions, SealedRaffle, sealed_raffle};
 use uuid::Uuid;
 
 async fn sealed(env: &TestEnv, options: FixtureOptions) -> SealedRaffle {
@@ -82,9 +82,9 @@ async fn tamper(client: &tokio_postgres::Client, sql: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draw_before_the_seal_is_refused_and_recorded() {
     let env = TestEnv::new().await;
-    let s = admin::seed::raffle_on_sale(
+    let s = scenario::seed::raffle_on_sale(
         &env.pool,
-        &admin::seed::Options {
+        &scenario::seed::Options {
             rsu_count: 0,
             ..Default::default()
         },
@@ -527,7 +527,7 @@ async fn winners_claim_within_the_period_and_unclaimed_prizes_return_to_proceeds
         raffle_id: f.raffle_id,
         draw_number: number,
         validation_number: validation.into(),
-        check_code: draw_engine::fixture::CHECK_CODE.into(),
+        check_code: scenario::fixture::CHECK_CODE.into(),
         claimed_by: "winner".into(),
         source: "test".into(),
     };
@@ -867,7 +867,7 @@ async fn a_claim_whose_critical_event_cannot_be_written_fails_and_pays_nothing()
         raffle_id: f.raffle_id,
         draw_number: winner.draw_number,
         validation_number: validation,
-        check_code: draw_engine::fixture::CHECK_CODE.into(),
+        check_code: scenario::fixture::CHECK_CODE.into(),
         claimed_by: "winner".into(),
         source: "test".into(),
     };
@@ -967,7 +967,7 @@ async fn a_claim_needs_the_receipts_check_code_and_wrong_ones_are_limited_atomic
         &claim(
             jackpot,
             validation.clone(),
-            draw_engine::fixture::CHECK_CODE,
+            scenario::fixture::CHECK_CODE,
             "holder",
         ),
     )
@@ -992,7 +992,7 @@ async fn a_claim_needs_the_receipts_check_code_and_wrong_ones_are_limited_atomic
         &claim(
             early,
             validation_of(&client, f.raffle_id, early).await,
-            draw_engine::fixture::CHECK_CODE,
+            scenario::fixture::CHECK_CODE,
             "one-desk",
         ),
     )
@@ -1005,7 +1005,7 @@ async fn a_claim_needs_the_receipts_check_code_and_wrong_ones_are_limited_atomic
         &claim(
             early,
             validation_of(&client, f.raffle_id, early).await,
-            draw_engine::fixture::CHECK_CODE,
+            scenario::fixture::CHECK_CODE,
             "another-desk",
         ),
     )

@@ -88,9 +88,9 @@ async fn consume(env: &TestEnv, count: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticket_events_post_balanced_chained_entries_once() {
     let env = TestEnv::new().await;
-    let s = admin::seed::raffle_on_sale(
+    let s = scenario::seed::raffle_on_sale(
         &env.pool,
-        &admin::seed::Options {
+        &scenario::seed::Options {
             rsu_count: 1,
             ..Default::default()
         },
@@ -220,9 +220,9 @@ async fn ticket_events_post_balanced_chained_entries_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_refuses_unbalanced_and_changed_entries_and_verify_catches_the_superuser() {
     let env = TestEnv::new().await;
-    let s = admin::seed::raffle_on_sale(
+    let s = scenario::seed::raffle_on_sale(
         &env.pool,
-        &admin::seed::Options {
+        &scenario::seed::Options {
             rsu_count: 0,
             ..Default::default()
         },
@@ -351,7 +351,7 @@ proptest! {
                 (event(raffle, TicketEventKind::TicketsIssued, order, on_rsu.then_some(rsu), amount), false)
             };
             // A second void of the same order is not an issued sale any more.
-            if let Some((kind, postings)) = ledger::rules::postings_for(&e.0, e.1) {
+            if let Some((kind, postings)) = ledger::postings::postings_for(&e.0, e.1) {
                 prop_assert_eq!(postings.iter().map(|p| p.amount_minor).sum::<i64>(), 0);
                 match kind {
                     "ticket_sale" => issued += e.0.amount_minor,
@@ -371,7 +371,7 @@ proptest! {
 /// Sales that reached the broker before the close, in flight through the allocator.
 async fn sell_online(
     env: &TestEnv,
-    s: &admin::seed::Scenario,
+    s: &scenario::seed::Scenario,
     count: usize,
     paid: chrono::DateTime<Utc>,
 ) {
@@ -399,9 +399,9 @@ async fn sell_online(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seal_refuses_while_sales_are_in_flight_and_closes_the_books_once_they_land() {
     let env = TestEnv::new().await;
-    let s = admin::seed::raffle_on_sale(
+    let s = scenario::seed::raffle_on_sale(
         &env.pool,
-        &admin::seed::Options {
+        &scenario::seed::Options {
             rsu_count: 1,
             allocation_size: 100,
             ..Default::default()
@@ -680,11 +680,11 @@ async fn the_seal_refuses_while_sales_are_in_flight_and_closes_the_books_once_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_verify_in_text_names_the_changed_entry_of_a_sealed_raffle() {
     let env = TestEnv::new().await;
-    let f = draw_engine::fixture::sealed_raffle(
+    let f = scenario::fixture::sealed_raffle(
         &env.pool,
         &env.brokers,
         &env.topics,
-        &draw_engine::fixture::FixtureOptions::default(),
+        &scenario::fixture::FixtureOptions::default(),
     )
     .await
     .expect("a sealed raffle");

@@ -13,12 +13,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-use admin::seed::Scenario;
 use chrono::{Duration as Span, Utc};
 use futures::StreamExt;
 use ingest::{IngestConfig, IngestState};
 use platform::http_client::{Response, request};
 use platform::testkit::TestEnv;
+use scenario::seed::Scenario;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -272,7 +272,7 @@ async fn upload(addr: SocketAddr, key: &str, records: &[Value]) -> Value {
 async fn raffle_on_sale(
     env: &TestEnv,
 ) -> (Scenario, tokio_postgres::Client, schemas::RangePartition) {
-    let s = admin::seed::raffle_on_sale(&env.pool, &admin::seed::Options::default())
+    let s = scenario::seed::raffle_on_sale(&env.pool, &scenario::seed::Options::default())
         .await
         .expect("seed a raffle");
     let client = env.client().await;
@@ -302,7 +302,7 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
     let online_orders = total_orders - rsu_sales_each as usize * RSU_COUNT;
     let env = TestEnv::new().await;
     let setup = Arc::new(
-        admin::seed::raffle_on_sale(&env.pool, &admin::seed::Options::default())
+        scenario::seed::raffle_on_sale(&env.pool, &scenario::seed::Options::default())
             .await
             .expect("seed a raffle"),
     );
@@ -794,12 +794,12 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sold_out_raffle_rejects_later_sales_and_garbage_goes_to_the_dlq() {
     let env = TestEnv::new().await;
-    let options = admin::seed::Options {
+    let options = scenario::seed::Options {
         rsu_count: 0,
         max_tickets: 10,
         ..Default::default()
     };
-    let s = admin::seed::raffle_on_sale(&env.pool, &options)
+    let s = scenario::seed::raffle_on_sale(&env.pool, &options)
         .await
         .expect("seed a raffle");
     let client = env.client().await;
@@ -1070,11 +1070,11 @@ async fn a_second_payment_for_a_paid_order_is_rejected_so_that_it_is_refunded() 
 #[tokio::test]
 async fn a_jurisdiction_that_forbids_offline_sales_refuses_offline_rsu_records() {
     let env = TestEnv::new().await;
-    let options = admin::seed::Options {
+    let options = scenario::seed::Options {
         rsu_count: 1,
         ..Default::default()
     };
-    let s = admin::seed::raffle_on_sale(&env.pool, &options)
+    let s = scenario::seed::raffle_on_sale(&env.pool, &options)
         .await
         .expect("seed a raffle");
     env.client()
@@ -1144,7 +1144,7 @@ async fn a_jurisdiction_that_forbids_offline_sales_refuses_offline_rsu_records()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_order_lookups_each_get_their_own_order() {
     let env = TestEnv::new().await;
-    let s = admin::seed::raffle_on_sale(&env.pool, &admin::seed::Options::default())
+    let s = scenario::seed::raffle_on_sale(&env.pool, &scenario::seed::Options::default())
         .await
         .unwrap();
     let client = env.pool.get().await.unwrap();
@@ -1197,7 +1197,7 @@ async fn a_payment_made_after_an_early_close_is_rejected_for_refund() {
     let env = TestEnv::new().await;
     let (s, client, partition) = raffle_on_sale(&env).await;
     let before_close = Utc::now() - chrono::Duration::seconds(5);
-    admin::seed::call_as(
+    scenario::seed::call_as(
         &env.pool,
         "admin",
         warp::http::Method::POST,
@@ -1266,12 +1266,12 @@ async fn a_payment_made_after_an_early_close_is_rejected_for_refund() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_cannot_take_more_numbers_than_its_blocks_allow() {
     let env = TestEnv::new().await;
-    let options = admin::seed::Options {
+    let options = scenario::seed::Options {
         rsu_count: 1,
         allocation_size: 100,
         ..Default::default()
     };
-    let s = admin::seed::raffle_on_sale(&env.pool, &options)
+    let s = scenario::seed::raffle_on_sale(&env.pool, &options)
         .await
         .expect("seed a raffle");
     let (addr, _stop) = spawn_ingest(&env).await;
@@ -1342,7 +1342,7 @@ async fn a_device_cannot_take_more_numbers_than_its_blocks_allow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bytes_are_refused_at_the_edge_and_only_the_bad_record_is() {
     let env = TestEnv::new().await;
-    let s = admin::seed::raffle_on_sale(&env.pool, &admin::seed::Options::default())
+    let s = scenario::seed::raffle_on_sale(&env.pool, &scenario::seed::Options::default())
         .await
         .expect("seed a raffle");
     let (addr, _stop) = spawn_ingest(&env).await;
@@ -1416,7 +1416,7 @@ async fn bad_bytes_are_refused_at_the_edge_and_only_the_bad_record_is() {
     )
     .await;
     assert_eq!(newline_name.status, 422);
-    let org = admin::seed::call_as(
+    let org = scenario::seed::call_as(
         &env.pool,
         "admin",
         warp::http::Method::POST,
@@ -1426,7 +1426,7 @@ async fn bad_bytes_are_refused_at_the_edge_and_only_the_bad_record_is() {
     .await
     .expect_err("a NUL in a name is refused");
     assert_eq!((org.status, org.field.as_deref()), (422, Some("name")));
-    let described = admin::seed::call_as(
+    let described = scenario::seed::call_as(
         &env.pool,
         "admin",
         warp::http::Method::POST,
@@ -1447,12 +1447,12 @@ async fn bad_bytes_are_refused_at_the_edge_and_only_the_bad_record_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pipeline_runs_under_its_least_privilege_roles() {
     let env = TestEnv::new().await;
-    let options = admin::seed::Options {
+    let options = scenario::seed::Options {
         rsu_count: 1,
         allocation_size: 100,
         ..Default::default()
     };
-    let s = admin::seed::raffle_on_sale(&env.pool, &options)
+    let s = scenario::seed::raffle_on_sale(&env.pool, &options)
         .await
         .expect("seed a raffle");
     let ingest_login = env.service_login("raffle_ingest").await;
@@ -1523,7 +1523,7 @@ async fn the_pipeline_runs_under_its_least_privilege_roles() {
     // The night of the draw, each step under its own role: staff close sales (admin API), the
     // ledger seals, the draw engine draws.
     let admin_pool = env.service_login("raffle_admin").await.db.pool(2).unwrap();
-    admin::seed::call_as(
+    scenario::seed::call_as(
         &admin_pool,
         "admin",
         warp::http::Method::POST,
@@ -1584,12 +1584,12 @@ async fn the_pipeline_runs_under_its_least_privilege_roles() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sell_out_refuses_checkout_before_payment_and_holds_come_back() {
     let env = TestEnv::new().await;
-    let options = admin::seed::Options {
+    let options = scenario::seed::Options {
         rsu_count: 0,
         max_tickets: 15,
         ..Default::default()
     };
-    let s = admin::seed::raffle_on_sale(&env.pool, &options)
+    let s = scenario::seed::raffle_on_sale(&env.pool, &options)
         .await
         .expect("seed a raffle");
     let (addr, _stop) = spawn_ingest(&env).await;
@@ -1713,12 +1713,12 @@ async fn a_sell_out_refuses_checkout_before_payment_and_holds_come_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_checkouts_take_exactly_the_tickets_there_are() {
     let env = TestEnv::new().await;
-    let options = admin::seed::Options {
+    let options = scenario::seed::Options {
         rsu_count: 0,
         max_tickets: 50,
         ..Default::default()
     };
-    let s = admin::seed::raffle_on_sale(&env.pool, &options)
+    let s = scenario::seed::raffle_on_sale(&env.pool, &options)
         .await
         .expect("seed a raffle");
     let (addr, _stop) = spawn_ingest(&env).await;
@@ -1802,7 +1802,7 @@ proptest::proptest! {
         let bench = holds_bench();
         let (held, pending, taken, refused) = bench.runtime.block_on(async {
             let env = &bench.env;
-            let s = admin::seed::raffle_on_sale(&env.pool, &admin::seed::Options {
+            let s = scenario::seed::raffle_on_sale(&env.pool, &scenario::seed::Options {
                 rsu_count: 0,
                 max_tickets,
                 ..Default::default()

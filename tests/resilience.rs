@@ -242,7 +242,7 @@ async fn stalled_broker() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rsu_upload_waiting_on_a_stalled_broker_does_not_hold_checkouts_connection() {
     let env = TestEnv::new().await;
-    let s = admin::seed::raffle_on_sale(&env.pool, &admin::seed::Options::default())
+    let s = scenario::seed::raffle_on_sale(&env.pool, &scenario::seed::Options::default())
         .await
         .expect("seed a raffle");
     let broker = stalled_broker().await.to_string();

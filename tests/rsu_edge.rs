@@ -127,7 +127,7 @@ async fn issued(env: &TestEnv, rsu: Uuid) -> Vec<i64> {
 
 /// Enrols the device of the seed's RSU `r` with the server at `addr` and fetches its block;
 /// the output of `allocate`.
-async fn enrolled(db: &Path, addr: SocketAddr, s: &admin::seed::Scenario, r: usize) -> String {
+async fn enrolled(db: &Path, addr: SocketAddr, s: &scenario::seed::Scenario, r: usize) -> String {
     let url = format!("http://{addr}");
     let device = format!("MAC:00:1B:44:11:3A:{r:02X}");
     ok(
@@ -147,10 +147,10 @@ async fn enrolled(db: &Path, addr: SocketAddr, s: &admin::seed::Scenario, r: usi
     ok(db, &["allocate", "--raffle", &s.raffle_id.to_string()]).await
 }
 
-async fn scenario(env: &TestEnv, rsus: usize) -> admin::seed::Scenario {
-    admin::seed::raffle_on_sale(
+async fn scenario(env: &TestEnv, rsus: usize) -> scenario::seed::Scenario {
+    scenario::seed::raffle_on_sale(
         &env.pool,
-        &admin::seed::Options {
+        &scenario::seed::Options {
             rsu_count: rsus,
             allocation_size: 100,
             ..Default::default()

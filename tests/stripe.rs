@@ -113,7 +113,7 @@ async fn deliver(addr: SocketAddr, event: &Value) -> (u16, Value) {
     (r.status, r.json().unwrap_or(Value::Null))
 }
 
-async fn checkout(addr: SocketAddr, s: &admin::seed::Scenario) -> String {
+async fn checkout(addr: SocketAddr, s: &scenario::seed::Scenario) -> String {
     let r = request(
         addr,
         "POST",
@@ -175,9 +175,9 @@ async fn count(env: &TestEnv, sql: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_flow_stripe_sends_ends_with_tickets_or_a_refund_owed() {
     let env = TestEnv::new().await;
-    let s = admin::seed::raffle_on_sale(
+    let s = scenario::seed::raffle_on_sale(
         &env.pool,
-        &admin::seed::Options {
+        &scenario::seed::Options {
             rsu_count: 0,
             ..Default::default()
         },

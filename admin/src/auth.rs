@@ -65,6 +65,16 @@ pub struct Actor {
     pub channel: &'static str,
 }
 
+impl Actor {
+    /// The caller as critical events name them.
+    pub fn who(&self) -> catalog::audit::Actor {
+        catalog::audit::Actor {
+            sub: self.sub.clone(),
+            channel: self.channel,
+        }
+    }
+}
+
 enum Keys {
     Hs256(DecodingKey),
     Jwks(JwkSet),

@@ -1,15 +1,20 @@
 //! admin: the API where a charity's staff set everything up and auditors read it.
 //!
+//! An edge, like ingest: nothing but the binary and the scenarios stands on it.
+//!
 //! Owns: the `/v1` JSON API (warp; errors as `application/problem+json`) and the `raffle admin`
 //! commands, over the `catalog` schema (organisations, venues, addresses, contacts,
-//! jurisdictions and regulations, users and memberships, templates, raffles with their ranges
-//! and lifecycle, packages, prizes, perks, RSUs, API keys, allocations, validation number
-//! blocks, system configuration), perk claims in `sales.perk_claims`, and the critical events
-//! of every change and refusal in `audit.critical_events`.
+//! jurisdictions and regulations, users and memberships, templates, raffles with their ranges,
+//! packages, prizes, perks, RSUs, API keys, system configuration), perk claims in
+//! `sales.perk_claims`, failed authentications in `audit.authentication_failures`; and the
+//! routes beside the JSON API that call the stages: the reconciliation report (built by the
+//! ledger) and staff prize claims (judged by the draw engine).
 //!
-//! Must not touch: orders, tickets and counters written by the allocator (it reads orders to
-//! check perk claims), the ledger, the draw. Sealing and drawing are the ledger's and the draw
-//! engine's transitions.
+//! Through `catalog` it moves raffles along their lifecycle (activation, close, cancellation),
+//! hands number blocks to RSUs and records the critical event of every change and refusal;
+//! HTTP plumbing is `platform`'s. Must not touch: orders, tickets and counters written by the
+//! allocator (it reads orders to check perk claims), the ledger, the draw. Sealing and drawing
+//! are the ledger's and the draw engine's transitions.
 //!
 //! Every request runs in one Postgres transaction: rights, validation, writes and the critical
 //! event commit together or not at all. A refused request is rolled back and its refusal is
@@ -18,10 +23,9 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+mod claims;
 mod failures;
-pub mod problem;
-pub mod rules;
-pub mod seed;
+mod reports;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -31,7 +35,6 @@ use std::time::Duration;
 
 use bytes::Buf;
 use deadpool_postgres::Pool;
-use futures::StreamExt;
 use platform::health::{Health, HealthConfig};
 use serde_json::{Value, json};
 use tracing::Instrument;
@@ -40,7 +43,9 @@ use warp::Filter;
 use warp::http::{Method, StatusCode};
 
 use crate::auth::{Actor, Verifier};
-use crate::problem::Problem;
+use platform::body::read_body;
+pub(crate) use platform::problem;
+use platform::problem::{Problem, pooled, problem_response};
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -48,13 +53,6 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub pool: Pool,
     pub verifier: Verifier,
-}
-
-/// A pooled connection, or a 503 problem that says the database is unreachable.
-pub async fn pooled(pool: &Pool) -> Result<deadpool_postgres::Object, Problem> {
-    pool.get()
-        .await
-        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))
 }
 
 /// Runs one API call for an authenticated actor: the same path for HTTP and the CLI.
@@ -66,7 +64,7 @@ pub async fn call(
     query: &HashMap<String, String>,
     body: &[u8],
 ) -> Result<(StatusCode, Value), Problem> {
-    let mut client = crate::pooled(&state.pool).await?;
+    let mut client = pooled(&state.pool).await?;
     let segments: Vec<&str> = path
         .trim_matches('/')
         .split('/')
@@ -165,39 +163,6 @@ fn respond(result: Result<(StatusCode, Value), Problem>) -> warp::reply::Respons
     }
 }
 
-pub fn problem_response(problem: &Problem) -> warp::reply::Response {
-    use warp::Reply;
-    let mut response =
-        warp::reply::with_status(warp::reply::json(problem), problem.status_code()).into_response();
-    response.headers_mut().insert(
-        warp::http::header::CONTENT_TYPE,
-        warp::http::HeaderValue::from_static("application/problem+json"),
-    );
-    response
-}
-
-/// Reads the body up to `limit_bytes`, whatever the framing (Content-Length or chunked).
-pub async fn read_body(
-    mut stream: impl futures::Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
-    limit_bytes: usize,
-) -> Result<Vec<u8>, Problem> {
-    let mut body = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let mut chunk =
-            chunk.map_err(|e| Problem::malformed(format!("could not read the body: {e}")))?;
-        if body.len() + chunk.remaining() > limit_bytes {
-            return Err(Problem::too_large(limit_bytes));
-        }
-        while chunk.has_remaining() {
-            let bytes = chunk.chunk();
-            body.extend_from_slice(bytes);
-            let n = bytes.len();
-            chunk.advance(n);
-        }
-    }
-    Ok(body)
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn handle_http(
     state: Arc<AppState>,
@@ -267,15 +232,15 @@ async fn recover(rejection: warp::Rejection) -> Result<warp::reply::Response, In
 }
 
 /// Authenticates `authorization` and checks its holder has one of the `allowed` roles in
-/// `organization_id`, recording a refusal like any API refusal: for endpoints that other crates
-/// serve next to this API (the ledger's reports), which cannot live here without a cycle.
-pub async fn authorize(
+/// `organization_id`, recording a refusal like any API refusal: for the endpoints beside the
+/// JSON API (the report, staff claims).
+pub(crate) async fn authorize(
     state: &AppState,
     request: &RouteRequest<'_>,
     organization_id: Uuid,
     allowed: &[auth::Role],
 ) -> Result<Actor, Problem> {
-    let client = crate::pooled(&state.pool).await?;
+    let client = pooled(&state.pool).await?;
     let mut actor = None;
     let result: Result<Actor, Problem> = async {
         let (sub, name) = state.verifier.verify(request.authorization)?;
@@ -316,7 +281,7 @@ pub async fn authorize(
 
 /// What a route served beside the API (reports, claims) knows of its request, for
 /// [`authorize`].
-pub struct RouteRequest<'a> {
+pub(crate) struct RouteRequest<'a> {
     pub method: &'a Method,
     /// Under `/v1`, without the leading slash.
     pub path: &'a str,
@@ -324,32 +289,15 @@ pub struct RouteRequest<'a> {
     pub source: Option<SocketAddr>,
 }
 
-/// The warp filter of the whole API.
+/// The warp filter of the whole API: the JSON API under `/v1`, the reconciliation report
+/// and staff claims beside it, and the health endpoints.
 pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    routes_with(state, no_extra_routes())
-}
-
-/// Matches nothing: the API alone.
-fn no_extra_routes() -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
-    warp::any().and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) })
-}
-
-/// The API with `extra` routes tried first (the ledger's report documents).
-pub fn routes_with(
-    state: Arc<AppState>,
-    extra: impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
-    + Clone
-    + Send
-    + Sync
-    + 'static,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     let health = Health::start(HealthConfig::database_only("admin", state.pool.clone()));
+    let documents = reports::routes(state.clone())
+        .or(claims::routes(state.clone()))
+        .unify();
     let with_state = warp::any().map(move || state.clone());
     let api = warp::path("v1")
         .and(with_state)
@@ -374,7 +322,7 @@ pub fn routes_with(
             },
         );
     platform::health::routes(health)
-        .or(extra)
+        .or(documents)
         .unify()
         .or(api)
         .unify()
@@ -388,24 +336,19 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    serve_with(state, no_extra_routes(), listener, shutdown).await
+    serve_tls(state, listener, shutdown, None).await
 }
 
-/// [`serve_with`], over TLS when `tls` is given (`RAFFLE_ADMIN_TLS_CERT` / `_KEY`).
-pub async fn serve_with_tls(
+/// [`serve`], over TLS when `tls` is given (`RAFFLE_ADMIN_TLS_CERT` / `_KEY`).
+pub async fn serve_tls(
     state: Arc<AppState>,
-    extra: impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
-    + Clone
-    + Send
-    + Sync
-    + 'static,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let sweeper = spawn_sweeper(state.pool.clone());
     platform::http_server::serve_tls(
-        routes_with(state, extra),
+        routes(state),
         listener,
         shutdown,
         platform::http_server::Limits::default(),
@@ -415,26 +358,12 @@ pub async fn serve_with_tls(
     sweeper.abort();
 }
 
-/// [`serve`] with `extra` routes in front of the API.
-pub async fn serve_with(
-    state: Arc<AppState>,
-    extra: impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
-    + Clone
-    + Send
-    + Sync
-    + 'static,
-    listener: tokio::net::TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    serve_with_tls(state, extra, listener, shutdown, None).await
-}
-
 /// Closes due raffles every second, in the background.
 fn spawn_sweeper(pool: Pool) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             if let Ok(mut client) = pool.get().await {
-                match api::close_due_raffles(&mut client).await {
+                match catalog::lifecycle::close_due_raffles(&mut client).await {
                     Ok(closed) if !closed.is_empty() => {
                         tracing::info!(?closed, "sales closed at their end time")
                     }

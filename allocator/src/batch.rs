@@ -547,14 +547,12 @@ impl<'a> Work<'a> {
             {
                 work.seen_rsu_sales.insert((row.get(0), row.get(1)));
             }
-            let row = tx
-                .query_opt(
-                    "SELECT (settings #>> '{rsu,offlineSaleExpirationMinutes}')::bigint FROM catalog.system_configurations
-                      WHERE effective_from <= now() AND (effective_to IS NULL OR effective_to > now())",
-                    &[],
-                )
-                .await?;
-            if let Some(minutes) = row.and_then(|r| r.get::<_, Option<i64>>(0)) {
+            if let Some(minutes) = catalog::configuration::setting_i64(
+                tx,
+                catalog::configuration::OFFLINE_SALE_EXPIRATION_MINUTES,
+            )
+            .await?
+            {
                 work.offline_expiry_minutes = minutes;
             }
         }
@@ -1335,25 +1333,20 @@ impl<'a> Work<'a> {
         self.release_holds(&w.order_updates).await?;
         for r in &w.rejections {
             let rsu = r.event.rsu_sale.as_ref();
-            tx.execute(
-                "INSERT INTO sales.rejected_sales (raffle_id, order_id, source, rsu_id, local_id, sale_event_id, idempotency_key,
-                     reason_code, reason, amount_minor, currency, rejected_by)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'allocator') ON CONFLICT (sale_event_id) DO NOTHING",
-                &[
-                    &r.event.raffle_id,
-                    &r.event.order_id,
-                    &if rsu.is_some() { "rsu" } else { "online" },
-                    &rsu.map(|s| s.rsu_id),
-                    &rsu.map(|s| s.local_id.clone()),
-                    &r.event.event_id,
-                    &r.event.idempotency_key,
-                    &r.code,
-                    &r.reason,
-                    &r.event.amount_minor,
-                    &r.event.currency.to_string(),
-                ],
-            )
-            .await?;
+            let currency = r.event.currency.to_string();
+            let rejection = catalog::rejections::Rejection {
+                raffle_id: Some(r.event.raffle_id),
+                order_id: r.event.order_id,
+                rsu: rsu.map(|s| (s.rsu_id, s.local_id.as_str())),
+                sale_event_id: Some(r.event.event_id),
+                idempotency_key: Some(&r.event.idempotency_key),
+                code: r.code,
+                reason: &r.reason,
+                amount_minor: Some(r.event.amount_minor),
+                currency: Some(&currency),
+                rejected_by: "allocator",
+            };
+            catalog::rejections::record(tx, &rejection).await?;
         }
         if !w.outbox.is_empty() {
             let (keys, payloads): (Vec<Vec<u8>>, Vec<Vec<u8>>) = w.outbox.into_iter().unzip();

@@ -7,7 +7,7 @@
 //! offline expiry; refuses sales beyond the raffle's maximum (for refund, never over-issued).
 //! Writes `sales.orders` (completes, fails, refunds online orders; records RSU orders;
 //! releases their holds), `sales.capacity_holds` (gives back the tickets of orders it decides
-//! and of holds whose time ran out; checkout adds them), `sales.tickets`, `sales.rejected_sales`, and the counters of `catalog.raffle_events`
+//! and of holds whose time ran out; checkout adds them), `sales.tickets`, `sales.rejected_sales` (through `catalog::rejections`), and the counters of `catalog.raffle_events`
 //! (total_sold, total_voided, first_sale_at), `catalog.raffle_ranges` (next_number, sold,
 //! voided), `catalog.rsu_allocations` (next_draw_number, tickets_sold, tickets_voided) and
 //! `catalog.validation_number_blocks` (next_sequence, numbers_used); emits `raffle.tickets.v1`

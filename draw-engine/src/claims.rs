@@ -7,7 +7,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Pool;
-use ledger::rules::Posting;
+use ledger::postings::Posting;
+use schemas::RaffleState;
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -105,7 +106,7 @@ pub async fn claim_at(
                     Some(organization),
                     request.raffle_id,
                     "PRIZE_CLAIMED",
-                    admin::audit::Severity::Info,
+                    catalog::audit::Severity::Info,
                     format!(
                         "{} won by number {} claimed and paid: {} {}",
                         record.prize_name, record.draw_number, record.amount_minor, record.currency
@@ -135,7 +136,7 @@ pub async fn claim_at(
                     Some(organization),
                     request.raffle_id,
                     "PRIZE_CLAIM_REFUSED",
-                    admin::audit::Severity::Warning,
+                    catalog::audit::Severity::Warning,
                     format!(
                         "claim for number {} of raffle {} refused: {reason}",
                         request.draw_number, request.raffle_id
@@ -492,15 +493,13 @@ pub async fn expire_unclaimed_at(
         .await?;
         expired.push((number, amount));
     }
-    tx.execute(
-        "UPDATE catalog.raffle_events SET state = 'completed', updated_at = now(), updated_by = $2 WHERE id = $1",
-        &[&raffle_id, &by],
-    )
-    .await
-    .map_err(failed)?;
-    tx.execute(
-        "INSERT INTO catalog.raffle_transitions (raffle_id, from_state, to_state, reason, actor) VALUES ($1, 'drawn', 'completed', 'claim period over', $2)",
-        &[&raffle_id, &by],
+    catalog::lifecycle::transition(
+        &*tx,
+        raffle_id,
+        RaffleState::Drawn,
+        RaffleState::Completed,
+        "claim period over",
+        by,
     )
     .await
     .map_err(failed)?;
@@ -510,7 +509,7 @@ pub async fn expire_unclaimed_at(
         returned_to_proceeds_minor: expired.iter().map(|(_, a)| a).sum(),
         expired,
     };
-    record_event(&*tx, by, event(Some(organization), raffle_id, "UNCLAIMED_PRIZES_TO_PROCEEDS", admin::audit::Severity::Info, format!(
+    record_event(&*tx, by, event(Some(organization), raffle_id, "UNCLAIMED_PRIZES_TO_PROCEEDS", catalog::audit::Severity::Info, format!(
             "claim period of raffle {raffle_id} over: {} unclaimed prizes ({} minor units) returned to proceeds",
             expiry.expired.len(),
             expiry.returned_to_proceeds_minor
@@ -518,127 +517,4 @@ pub async fn expire_unclaimed_at(
     .await?;
     tx.commit().await.map_err(failed)?;
     Ok(expiry)
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClaimInput {
-    draw_number: i64,
-    validation_number: String,
-    check_code: String,
-    /// Who the prize is paid to, as the staff member recorded them (name, ID checked).
-    claimant: Option<String>,
-}
-
-/// `POST /v1/organizations/{org}/raffles/{raffle}/claims`, served next to the admin API for an
-/// organisation's admins and operators: the same rules as `raffle draw claim` (winning
-/// number, validation number and check code; the limits per number and per source, here the
-/// staff member at their address). 201 with the claim; a refusal is a problem whose `type`
-/// is the refusal's code.
-pub fn routes(
-    state: std::sync::Arc<admin::AppState>,
-) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
-    use warp::Filter;
-    warp::post()
-        .and(warp::path!(
-            "v1" / "organizations" / Uuid / "raffles" / Uuid / "claims"
-        ))
-        .and(warp::header::optional::<String>("authorization"))
-        .and(platform::http_server::client_addr())
-        .and(warp::body::content_length_limit(
-            admin::BODY_LIMIT_BYTES as u64,
-        ))
-        .and(warp::body::bytes())
-        .and(warp::any().map(move || state.clone()))
-        .then(
-            |org: Uuid,
-             raffle: Uuid,
-             authorization: Option<String>,
-             source: Option<std::net::SocketAddr>,
-             body: bytes::Bytes,
-             state: std::sync::Arc<admin::AppState>| async move {
-                let path = format!("organizations/{org}/raffles/{raffle}/claims");
-                let request = admin::RouteRequest {
-                    method: &warp::http::Method::POST,
-                    path: &path,
-                    authorization: authorization.as_deref(),
-                    source,
-                };
-                match serve_claim(&state, org, raffle, &request, &body).await {
-                    Ok(record) => {
-                        use warp::Reply;
-                        warp::reply::with_status(
-                            warp::reply::json(&record),
-                            warp::http::StatusCode::CREATED,
-                        )
-                        .into_response()
-                    }
-                    Err(problem) => admin::problem_response(&problem),
-                }
-            },
-        )
-}
-
-async fn serve_claim(
-    state: &admin::AppState,
-    org: Uuid,
-    raffle: Uuid,
-    request: &admin::RouteRequest<'_>,
-    body: &[u8],
-) -> Result<ClaimRecord, admin::problem::Problem> {
-    use admin::problem::Problem;
-    let actor = admin::authorize(state, request, org, admin::auth::rights::OPERATE).await?;
-    let input: ClaimInput = admin::api::parse(body)?;
-    let claimant = admin::api::opt_text("claimant", &input.claimant, 200)?;
-    let client = admin::pooled(&state.pool).await?;
-    let ours = client
-        .query_opt(
-            "SELECT 1 FROM catalog.raffle_events WHERE id = $1 AND organization_id = $2",
-            &[&raffle, &org],
-        )
-        .await
-        .map_err(|e| Problem::internal("finding the raffle", &e))?;
-    drop(client);
-    if ours.is_none() {
-        return Err(Problem::not_found(format!(
-            "raffle {raffle} of organization {org}"
-        )));
-    }
-    let source = format!(
-        "http:{}@{}",
-        actor.sub,
-        request
-            .source
-            .map_or_else(|| "unknown".to_owned(), |s| s.ip().to_string())
-    );
-    let claim_request = ClaimRequest {
-        raffle_id: raffle,
-        draw_number: input.draw_number,
-        validation_number: input.validation_number,
-        check_code: input.check_code,
-        claimed_by: match claimant {
-            Some(c) => format!("{c} (verified by {})", actor.sub),
-            None => actor.sub.clone(),
-        },
-        source,
-    };
-    claim(&state.pool, &claim_request)
-        .await
-        .map_err(|e| match e {
-            DrawError::Refused { code, reason } => refusal_problem(code, reason),
-            other => Problem::internal("the claim", &other),
-        })
-}
-
-/// A refused claim as the problem a client can act on: its code is the `type`.
-fn refusal_problem(code: &'static str, reason: String) -> admin::problem::Problem {
-    use admin::problem::Problem;
-    match code {
-        "rate-limited" => Problem::too_many(reason),
-        "wrong-check-code" => Problem::invalid("check_code", reason),
-        "wrong-validation-number" => Problem::invalid("validation_number", reason),
-        "not-a-winner" => Problem::invalid("draw_number", reason),
-        "unknown-raffle" => Problem::not_found(reason),
-        other => Problem::conflict(other, reason),
-    }
 }

@@ -7,8 +7,9 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use ledger::rules::Posting;
+use ledger::postings::Posting;
 use ledger::tickets::{EligibleSet, EligibleTicket};
+use schemas::RaffleState;
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -41,27 +42,16 @@ pub(crate) fn failed(e: impl std::error::Error + 'static) -> DrawError {
     DrawError::Failed(platform::error_chain(&e))
 }
 
-/// The CLI operator as the critical events name them.
-pub(crate) fn actor(by: &str) -> admin::auth::Actor {
-    admin::auth::Actor {
-        user_id: Uuid::nil(),
-        sub: by.to_owned(),
-        display_name: None,
-        is_platform_admin: false,
-        channel: "cli",
-    }
-}
-
 /// A critical event about a raffle, with what it recorded.
 pub(crate) fn event<'a>(
     organization_id: Option<Uuid>,
     raffle_id: Uuid,
     event_type: &'a str,
-    severity: admin::audit::Severity,
+    severity: catalog::audit::Severity,
     description: String,
     after: serde_json::Value,
-) -> admin::audit::Event<'a> {
-    admin::audit::Event::info(organization_id, event_type, description)
+) -> catalog::audit::Event<'a> {
+    catalog::audit::Event::info(organization_id, event_type, description)
         .raffle(raffle_id)
         .severity(severity)
         .change(None, Some(after))
@@ -73,10 +63,10 @@ pub(crate) fn event<'a>(
 pub(crate) async fn record_event(
     client: &impl GenericClient,
     by: &str,
-    event: admin::audit::Event<'_>,
+    event: catalog::audit::Event<'_>,
 ) -> Result<(), DrawError> {
     let (raffle_id, event_type) = (event.raffle_id, event.event_type.to_owned());
-    admin::audit::record(client, Some(&actor(by)), event)
+    catalog::audit::record(client, Some(&catalog::audit::Actor::cli(by)), event)
         .await
         .map(|_| ())
         .map_err(|e| {
@@ -489,7 +479,7 @@ async fn refuse(
                 organization_id,
                 request.raffle_id,
                 "DRAW_REFUSED",
-                admin::audit::Severity::Warning,
+                catalog::audit::Severity::Warning,
                 format!("draw of raffle {} refused: {reason}", request.raffle_id),
                 json!({"code": code, "reason": reason}),
             ),
@@ -565,17 +555,11 @@ async fn draw_locked(
     }
     let winners = match method {
         Method::Rng => {
-            let rules = admin::rules::for_raffle(&*client, raffle_id, Utc::now())
+            let methods = catalog::regulations::for_raffle(&*client, raffle_id, Utc::now())
                 .await
-                .map_err(|p| DrawError::Failed(p.to_string()))?;
-            if let Some(admin::rules::InForce {
-                value:
-                    admin::rules::RuleValue::SalesMethod {
-                        rng_draw: false, ..
-                    },
-                ..
-            }) = rules.get("sales_method")
-            {
+                .map_err(|p| DrawError::Failed(p.to_string()))?
+                .sales_methods();
+            if !methods.rng_draw {
                 let e = refused(
                     "rng-draw-forbidden",
                     format!(
@@ -646,7 +630,7 @@ async fn draw_locked(
                 "DRAW_RESUMED"
             } else {
                 "DRAW_STARTED"
-            }, admin::audit::Severity::Info, description, json!({"execution_id": prepared.execution_id, "seed_commitment": hex::encode(prepared.commitment),
+            }, catalog::audit::Severity::Info, description, json!({"execution_id": prepared.execution_id, "seed_commitment": hex::encode(prepared.commitment),
                    "seal_head_hash": hex::encode(prepared.seal_head), "tickets_eligible": prepared.eligible.len()})))
         .await?;
         tx.commit().await.map_err(failed)?;
@@ -685,15 +669,13 @@ async fn draw_locked(
         .await
         .map_err(failed)?
         .get(0);
-    tx.execute(
-        "UPDATE catalog.raffle_events SET state = 'drawn', updated_at = now(), updated_by = $2 WHERE id = $1",
-        &[&raffle_id, &request.conducted_by],
-    )
-    .await
-    .map_err(failed)?;
-    tx.execute(
-        "INSERT INTO catalog.raffle_transitions (raffle_id, from_state, to_state, reason, actor) VALUES ($1, 'sealed', 'drawn', $2, $3)",
-        &[&raffle_id, &format!("{name} draw {}", prepared.execution_id), &request.conducted_by],
+    catalog::lifecycle::transition(
+        &tx,
+        raffle_id,
+        RaffleState::Sealed,
+        RaffleState::Drawn,
+        &format!("{name} draw {}", prepared.execution_id),
+        &request.conducted_by,
     )
     .await
     .map_err(failed)?;
@@ -720,7 +702,7 @@ async fn draw_locked(
             org,
             raffle_id,
             "DRAW_COMPLETED",
-            admin::audit::Severity::Info,
+            catalog::audit::Severity::Info,
             format!(
                 "{name} draw of raffle {raffle_id} completed: {} winners from {} eligible tickets",
                 outcome.winners.len(),
@@ -888,7 +870,7 @@ pub async fn export_barrel(
             Some(p.organization_id),
             raffle_id,
             "BARREL_EXPORTED",
-            admin::audit::Severity::Info,
+            catalog::audit::Severity::Info,
             format!(
                 "barrel list of raffle {raffle_id} exported: {} numbers",
                 p.eligible.len()

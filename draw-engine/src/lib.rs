@@ -9,12 +9,12 @@
 //! `claimed` — and no ledger entry other than the ones it posts through [`ledger::append`]:
 //! `prize_awarded` (liability for a prize moves to the winner), `prize_payout` (paid on a
 //! claim), `unclaimed_prize` (back to net proceeds after the claim period). The database
-//! refuses any other entry for a sealed raffle.
+//! refuses any other entry for a sealed raffle. The raffle moves to `drawn` and `completed`
+//! through `catalog::lifecycle`, and its critical events are written by `catalog::audit`
+//! with the operator as the actor; staff claims over HTTP are the admin API's route.
 
-pub mod bench;
 pub mod claims;
 mod engine;
-pub mod fixture;
 pub mod select;
 mod verify;
 

@@ -12,14 +12,14 @@
 //! takes the holds and writes the orders, and commits once. At low load a checkout goes
 //! alone, at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use admin::problem::Problem;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use platform::db::{DbError, DbTarget};
+use platform::problem::Problem;
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
@@ -75,7 +75,7 @@ fn new_check_code() -> schemas::CheckCode {
 }
 
 pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> {
-    let input: CheckoutInput = admin::api::parse(body)?;
+    let input: CheckoutInput = platform::body::parse(body)?;
     let given = input.customer.unwrap_or(Customer {
         name: None,
         email: None,
@@ -152,7 +152,7 @@ const QUEUE_MAX: usize = 4096;
 /// capacity are read in every batch.
 pub const RULES_FRESH_FOR: Duration = Duration::from_secs(2);
 
-type Rules = Arc<BTreeMap<String, admin::rules::InForce>>;
+type Rules = Arc<catalog::regulations::Regulations>;
 
 /// What a batch needs besides its checkouts.
 struct Desk {
@@ -286,7 +286,7 @@ async fn rules(
     if let Some(rules) = cached {
         return Ok(rules);
     }
-    let rules = Arc::new(admin::rules::for_raffle(client, raffle, now).await?);
+    let rules = Arc::new(catalog::regulations::for_raffle(client, raffle, now).await?);
     if let Ok(mut cache) = desk.rules.lock() {
         cache.insert(raffle, (Instant::now(), rules.clone()));
     }
@@ -296,7 +296,7 @@ async fn rules(
 /// One transaction: every checkout's answer, in order; `Err` when the transaction failed and
 /// nothing was written.
 async fn decide(desk: &Desk, batch: &[&Wanted]) -> Result<Vec<Result<Taken, Problem>>, Problem> {
-    let mut client = admin::pooled(&desk.pool).await?;
+    let mut client = platform::problem::pooled(&desk.pool).await?;
     let tx = client.transaction().await?;
     let now = Utc::now();
     let raffle_ids = unique(batch.iter().map(|w| w.raffle_id));
@@ -452,7 +452,7 @@ async fn decide(desk: &Desk, batch: &[&Wanted]) -> Result<Vec<Result<Taken, Prob
             ],
         )
         .await
-        .map_err(|e| admin::problem::from_db("creating the orders", &e))?;
+        .map_err(|e| platform::problem::from_db("creating the orders", &e))?;
         let (held_raffles, held_counts): (Vec<Uuid>, Vec<i64>) = raffles
             .iter()
             .filter(|(_, r)| r.taken > 0)
@@ -468,7 +468,7 @@ async fn decide(desk: &Desk, batch: &[&Wanted]) -> Result<Vec<Result<Taken, Prob
     }
     tx.commit()
         .await
-        .map_err(|e| admin::problem::from_db("committing the checkouts", &e))?;
+        .map_err(|e| platform::problem::from_db("committing the checkouts", &e))?;
     Ok(decisions)
 }
 
@@ -513,18 +513,13 @@ fn judge(
         ));
     }
     let rules = rules?;
-    admin::api::check_package_price(
-        &rules,
+    rules.check_package_price(
         "package_id",
         package.price,
         package.count,
         &package.currency,
     )?;
-    if let Some(admin::rules::InForce {
-        value: admin::rules::RuleValue::SalesMethod { online: false, .. },
-        ..
-    }) = rules.get("sales_method")
-    {
+    if !rules.sales_methods().online {
         return Err(Problem::conflict(
             "regulation",
             "online sales are not allowed in this raffle's jurisdiction",

@@ -6,13 +6,15 @@
 //! RSU batch uploads (API key, a result per record). Writes `sales.orders` rows in state
 //! `pending` at checkout, `sales.capacity_holds` (adds the tickets checkout holds; the
 //! allocator, which decides the orders, gives them back), `sales.provider_events` (what the
-//! provider said that moves no tickets), `sales.rejected_sales` for records it refuses, and the topic
+//! provider said that moves no tickets), `sales.rejected_sales` for records it refuses (through
+//! `catalog::rejections`), and the topic
 //! `raffle.sales.v1` — answering 2xx only after the broker acknowledged the event (acks=all,
 //! idempotent producer), 503 when it cannot, so the provider or the device retries.
 //!
-//! Must not touch: draw numbers, tickets or counters (the allocator's), the ledger, the draw.
+//! Regulations, RSU keys and number blocks are `catalog`'s; HTTP plumbing (problems, bodies,
+//! the server) is `platform`'s. Must not touch: draw numbers, tickets or counters (the
+//! allocator's), the ledger, the draw; and it stands on no other edge (never on `admin`).
 
-pub mod bench;
 pub mod checkout;
 pub mod lookup;
 pub mod rsu;
@@ -25,10 +27,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use admin::problem::Problem;
-use admin::problem_response;
 use deadpool_postgres::Pool;
 use platform::health::{Health, HealthConfig};
+use platform::problem::Problem;
+use platform::problem::problem_response;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
 use tracing::Instrument;
@@ -193,7 +195,7 @@ async fn route(
     };
     let span = tracing::info_span!("ingest", %method, path);
     let result = async {
-        let body = admin::read_body(body, limit).await?;
+        let body = platform::body::read_body(body, limit).await?;
         match (method.as_str(), path.as_str()) {
             ("POST", "checkout") => checkout::create(&state, &body).await,
             ("POST", "webhooks/payments") => {
@@ -354,23 +356,17 @@ pub(crate) async fn record_rejection(
     code: &str,
     reason: &str,
 ) {
-    let result = client
-        .execute(
-            "INSERT INTO sales.rejected_sales (raffle_id, order_id, source, rsu_id, local_id, idempotency_key, reason_code,
-                 reason, rejected_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'ingest')",
-            &[
-                &raffle_id,
-                &order_id,
-                &if rsu.is_some() { "rsu" } else { "online" },
-                &rsu.map(|r| r.0),
-                &rsu.map(|r| r.1),
-                &idempotency_key,
-                &code,
-                &reason,
-            ],
-        )
-        .await;
+    let rejection = catalog::rejections::Rejection {
+        raffle_id,
+        order_id,
+        rsu,
+        idempotency_key,
+        code,
+        reason,
+        rejected_by: "ingest",
+        ..Default::default()
+    };
+    let result = catalog::rejections::record(client, &rejection).await;
     if let Err(e) = result {
         tracing::error!(error = %e, code, reason, "could not record a rejected sale");
     }

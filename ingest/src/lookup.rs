@@ -10,9 +10,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use admin::problem::Problem;
 use deadpool_postgres::Pool;
 use platform::db::{DbError, DbTarget};
+use platform::problem::Problem;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -115,7 +115,7 @@ async fn answer(pool: &Pool, batch: Vec<Request>) {
 }
 
 async fn fetch(pool: &Pool, ids: &[Uuid]) -> Result<HashMap<Uuid, OrderForPayment>, Problem> {
-    let client = admin::pooled(pool).await?;
+    let client = platform::problem::pooled(pool).await?;
     // Prepared once per connection: parse and plan would cost more than the probe.
     let statement = client
         .prepare_cached(

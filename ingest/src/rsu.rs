@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use admin::problem::Problem;
 use chrono::{DateTime, Duration, Utc};
+use platform::problem::Problem;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -121,8 +121,8 @@ async fn device(
     let key = authorization
         .and_then(|h| h.strip_prefix("Bearer "))
         .ok_or_else(|| Problem::unauthenticated("missing Authorization: Bearer <RSU API key>"))?;
-    let client = admin::pooled(&state.pool).await?;
-    let rsu = admin::api::authenticate_rsu(&**client, key.trim()).await?;
+    let client = platform::problem::pooled(&state.pool).await?;
+    let rsu = catalog::rsus::authenticate(&**client, key.trim()).await?;
     Ok((client, rsu))
 }
 
@@ -255,7 +255,7 @@ pub async fn upload(
     let (client, rsu) = device(state, authorization).await?;
     drop(client);
     // Each record is judged by itself: a bad one must not refuse the others.
-    let upload: Upload = admin::api::parse_unchecked(body)?;
+    let upload: Upload = platform::body::parse_unchecked(body)?;
     accept(state, rsu, &upload.records).await
 }
 
@@ -272,8 +272,8 @@ struct Export {
 /// `rsu` (an operator's action: the device's key may be gone with it). The records take the
 /// same path as a batch upload, in batches; already-uploaded ones come back as duplicates.
 pub async fn import(state: &IngestState, rsu: Uuid, body: &[u8]) -> Result<Reply, Problem> {
-    let export: Export = admin::api::parse_unchecked(body)?;
-    let client = admin::pooled(&state.pool).await?;
+    let export: Export = platform::body::parse_unchecked(body)?;
+    let client = platform::problem::pooled(&state.pool).await?;
     let device: String = client
         .query_opt(
             "SELECT device_identifier FROM catalog.rsus WHERE id = $1",
@@ -316,7 +316,7 @@ async fn accept(state: &IngestState, rsu: Uuid, records: &[Value]) -> Result<Rep
         ));
     }
     let now = Utc::now();
-    let pooled = admin::pooled(&state.pool).await?;
+    let pooled = platform::problem::pooled(&state.pool).await?;
     let client: &tokio_postgres::Client = &pooled;
     let allocations: HashMap<Uuid, Allocation> = client
         .query("SELECT id, raffle_id, start_number, end_number FROM catalog.rsu_allocations WHERE entity_id = $1", &[&rsu])
@@ -394,19 +394,11 @@ async fn accept(state: &IngestState, rsu: Uuid, records: &[Value]) -> Result<Rep
         }
         // The jurisdiction's sales methods, once per raffle of the batch.
         if let std::collections::hash_map::Entry::Vacant(slot) = methods.entry(record.event_id) {
-            let rules = admin::rules::for_raffle(client, record.event_id, now)
+            let methods = catalog::regulations::for_raffle(client, record.event_id, now)
                 .await
-                .ok();
-            let allowed = match rules.as_ref().and_then(|r| r.get("sales_method")) {
-                Some(admin::rules::InForce {
-                    value:
-                        admin::rules::RuleValue::SalesMethod {
-                            rsu, offline_rsu, ..
-                        },
-                    ..
-                }) => (*rsu, *offline_rsu),
-                _ => (true, true),
-            };
+                .map(|r| r.sales_methods())
+                .unwrap_or_default();
+            let allowed = (methods.rsu, methods.offline_rsu);
             slot.insert(allowed);
         }
         let (rsu_allowed, offline_allowed) = methods[&record.event_id];
@@ -459,7 +451,7 @@ async fn accept(state: &IngestState, rsu: Uuid, records: &[Value]) -> Result<Rep
         .iter()
         .map(|((local, voided), _)| (local.as_str(), *voided))
         .unzip();
-    admin::pooled(&state.pool)
+    platform::problem::pooled(&state.pool)
         .await?
         .execute(
             "INSERT INTO sales.rsu_receipts (rsu_id, local_id, voided) SELECT $1, l, v FROM unnest($2::text[], $3::bool[]) AS t(l, v)
@@ -585,22 +577,15 @@ pub async fn setup(
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let rules = admin::rules::for_raffle(&**client, raffle, Utc::now()).await?;
-    let offline_allowed = !matches!(
-        rules.get("sales_method").map(|r| &r.value),
-        Some(admin::rules::RuleValue::SalesMethod {
-            offline_rsu: false,
-            ..
-        })
-    );
-    let expiry: Option<i64> = client
-        .query_opt(
-            "SELECT (settings -> 'rsu' ->> 'offlineSaleExpirationMinutes')::bigint FROM catalog.system_configurations
-              WHERE effective_from <= now() AND (effective_to IS NULL OR effective_to > now())",
-            &[],
-        )
+    let offline_allowed = catalog::regulations::for_raffle(&**client, raffle, Utc::now())
         .await?
-        .and_then(|r| r.get(0));
+        .sales_methods()
+        .offline_rsu;
+    let expiry = catalog::configuration::setting_i64(
+        &**client,
+        catalog::configuration::OFFLINE_SALE_EXPIRATION_MINUTES,
+    )
+    .await?;
     Ok((
         StatusCode::OK,
         json!({
@@ -629,9 +614,9 @@ pub async fn allocate(
     body: &[u8],
 ) -> Result<Reply, Problem> {
     let rsu = device_id(state, authorization).await?;
-    let request: BlockRequest = admin::api::parse(body)?;
+    let request: BlockRequest = platform::body::parse(body)?;
     let allocation =
-        admin::api::device_allocate(&state.pool, rsu, request.raffle_id, request.size).await?;
+        catalog::rsus::device_allocate(&state.pool, rsu, request.raffle_id, request.size).await?;
     Ok((StatusCode::CREATED, allocation))
 }
 
@@ -645,7 +630,7 @@ pub async fn return_block(
     let allocation: Uuid = allocation
         .parse()
         .map_err(|_| Problem::invalid("allocation_id", "must be a UUID"))?;
-    let value = admin::api::device_return(&state.pool, rsu, allocation).await?;
+    let value = catalog::rsus::device_return(&state.pool, rsu, allocation).await?;
     Ok((StatusCode::OK, value))
 }
 
@@ -655,7 +640,7 @@ pub async fn rules(state: &IngestState, raffle: &str) -> Result<Reply, Problem> 
     let raffle: Uuid = raffle
         .parse()
         .map_err(|_| Problem::invalid("raffle_id", "must be a UUID"))?;
-    let client = admin::pooled(&state.pool).await?;
+    let client = platform::problem::pooled(&state.pool).await?;
     let row = client
         .query_opt(
             "SELECT jsonb_build_object('raffle', r.name, 'event_identifier', r.event_identifier, 'organization', o.name,

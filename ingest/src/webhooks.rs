@@ -9,8 +9,8 @@
 //! rejects a payment it cannot honour so that it is refunded. Only a bad signature (401) or a
 //! body that is not an event (400) is refused.
 
-use admin::problem::Problem;
 use chrono::Utc;
+use platform::problem::Problem;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -62,7 +62,7 @@ pub async fn receive(
         }
     })?;
     // Only the envelope is judged here; the object is read by what its type says it is.
-    let event: Envelope = admin::api::parse_unchecked(body)?;
+    let event: Envelope = platform::body::parse_unchecked(body)?;
     crate::provider_id("id", &event.id)?;
     let Some(reading) = crate::stripe::read(&event.kind, &event.data.object) else {
         tracing::debug!(event = ?event.id, kind = ?event.kind, "webhook type ignored");
@@ -181,14 +181,14 @@ async fn find_order(
     let Some(intent) = &reading.payment_intent else {
         return Ok(None);
     };
-    let client = admin::pooled(&state.pool).await?;
+    let client = platform::problem::pooled(&state.pool).await?;
     let row = client
         .query_opt(
             "SELECT id FROM sales.orders WHERE payment_provider = $1 AND payment_reference = $2 AND source = 'online'",
             &[&PROVIDER, intent],
         )
         .await
-        .map_err(|e| admin::problem::from_db("finding the order of a payment", &e))?;
+        .map_err(|e| platform::problem::from_db("finding the order of a payment", &e))?;
     drop(client);
     match row {
         Some(row) => {
@@ -266,7 +266,7 @@ async fn note(
         .map(str::to_uppercase)
         .filter(|c| Currency::parse(c).is_ok());
     let amount = reading.amount_minor.filter(|a| *a >= 0);
-    let client = admin::pooled(&state.pool).await?;
+    let client = platform::problem::pooled(&state.pool).await?;
     client
         .execute(
             "INSERT INTO sales.provider_events (provider, provider_event_id, event_type, note, detail, order_id, raffle_id,
@@ -286,7 +286,7 @@ async fn note(
             ],
         )
         .await
-        .map_err(|e| admin::problem::from_db("recording a provider event", &e))?;
+        .map_err(|e| platform::problem::from_db("recording a provider event", &e))?;
     tracing::info!(provider_event = ?event.id, kind = ?event.kind, note, "webhook noted");
     Ok((
         StatusCode::OK,

@@ -17,7 +17,7 @@ use tokio_postgres::Transaction;
 use uuid::Uuid;
 
 use crate::chain::{EntryText, GENESIS};
-use crate::rules::postings_for;
+use crate::postings::postings_for;
 
 pub const CONSUMER_GROUP: &str = "ledger";
 
@@ -364,7 +364,7 @@ pub async fn append(
     entry_type: &'static str,
     description: String,
     currency: &str,
-    postings: &[crate::rules::Posting],
+    postings: &[crate::postings::Posting],
 ) -> Result<(), tokio_postgres::Error> {
     assert_eq!(
         postings.iter().map(|p| p.amount_minor).sum::<i64>(),

@@ -11,18 +11,19 @@
 //!
 //! Also owns the seal ([`seal`]): after sales close and the pipeline drained, prizes, fee and
 //! net proceeds are computed ([`split`]) and posted, and `ledger.seals` records the head hash,
-//! totals, the eligible ticket set's digest and the draw seed's commitment.
+//! totals, the eligible ticket set's digest and the draw seed's commitment. The seal moves the
+//! raffle to `sealed` and records its critical event through `catalog` (the lifecycle's and
+//! the critical events' one writer).
 //!
-//! Also owns the reconciliation report ([`report`], CLI and an HTTP route served next to the
-//! admin API), the audit export and its verification ([`audit`]), and the eligible ticket set
+//! Also owns the reconciliation report ([`report`]: built here, served by the CLI and by the
+//! admin API's route), the audit export and its verification ([`audit`]), and the eligible ticket set
 //! the seal and the draw agree on ([`tickets`]).
 
 pub mod audit;
-pub mod bench;
 mod chain;
 mod consumer;
+pub mod postings;
 pub mod report;
-pub mod rules;
 mod seal;
 pub mod seed_key;
 pub mod split;

@@ -5,6 +5,7 @@
 //! fail and the figures behind it. Every figure is read from the orders, tickets and ledger
 //! tables directly, so the report can disagree with them only if the books do.
 
+use schemas::amount_for_people as money;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_postgres::GenericClient;
@@ -397,21 +398,6 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// Minor units as `1,234.56` (two decimals; every currency the platform sells in has two).
-fn money(minor: i64) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    let abs = minor.unsigned_abs();
-    let whole = (abs / 100).to_string();
-    let mut grouped = String::new();
-    for (i, c) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i).is_multiple_of(3) {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    format!("{sign}{grouped}.{:02}", abs % 100)
-}
-
 fn table(title: &str, rows: &Value, columns: &[(&str, &str)]) -> String {
     let mut html = format!("<h2>{}</h2><table><tr>", escape(title));
     for (_, label) in columns {
@@ -647,95 +633,6 @@ td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}th{{background:#e
     }
     html.push_str("</table></body></html>\n");
     html
-}
-
-/// `GET /v1/organizations/{org}/raffles/{raffle}/reports/reconciliation?format=json|csv|html`,
-/// served next to the admin API (`raffle admin serve`) for an organisation's admins, finance
-/// staff and auditors; refusals are recorded as the API's are.
-pub fn routes(
-    state: std::sync::Arc<admin::AppState>,
-) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
-    use warp::Filter;
-    warp::get()
-        .and(warp::path!(
-            "v1" / "organizations" / Uuid / "raffles" / Uuid / "reports" / "reconciliation"
-        ))
-        .and(warp::query::<std::collections::HashMap<String, String>>())
-        .and(warp::header::optional::<String>("authorization"))
-        .and(platform::http_server::client_addr())
-        .and(warp::any().map(move || state.clone()))
-        .then(
-            |org: Uuid,
-             raffle: Uuid,
-             query: std::collections::HashMap<String, String>,
-             authorization: Option<String>,
-             source: Option<std::net::SocketAddr>,
-             state: std::sync::Arc<admin::AppState>| async move {
-                let path = format!("organizations/{org}/raffles/{raffle}/reports/reconciliation");
-                let request = admin::RouteRequest {
-                    method: &warp::http::Method::GET,
-                    path: &path,
-                    authorization: authorization.as_deref(),
-                    source,
-                };
-                match serve_report(&state, org, raffle, &query, &request).await {
-                    Ok(response) => response,
-                    Err(problem) => admin::problem_response(&problem),
-                }
-            },
-        )
-}
-
-async fn serve_report(
-    state: &admin::AppState,
-    org: Uuid,
-    raffle: Uuid,
-    query: &std::collections::HashMap<String, String>,
-    request: &admin::RouteRequest<'_>,
-) -> Result<warp::reply::Response, admin::problem::Problem> {
-    use admin::problem::Problem;
-    use warp::Reply;
-    let format = query.get("format").map(String::as_str).unwrap_or("json");
-    let content_type = match format {
-        "json" => "application/json",
-        "csv" => "text/csv; charset=utf-8",
-        "html" => "text/html; charset=utf-8",
-        other => {
-            return Err(Problem::invalid(
-                "format",
-                format!("{other:?} is not a report format: choose json, csv or html"),
-            ));
-        }
-    };
-    admin::authorize(state, request, org, admin::auth::rights::READ_AUDIT).await?;
-    let client = admin::pooled(&state.pool).await?;
-    let found = client
-        .query_opt(
-            "SELECT 1 FROM catalog.raffle_events WHERE id = $1 AND organization_id = $2",
-            &[&raffle, &org],
-        )
-        .await
-        .map_err(|e| Problem::internal("finding the raffle", &e))?;
-    if found.is_none() {
-        return Err(Problem::not_found(format!(
-            "raffle {raffle} of organization {org}"
-        )));
-    }
-    let report = reconciliation(&**client, raffle)
-        .await
-        .map_err(|e| Problem::internal("building the reconciliation report", &e))?;
-    let body = match format {
-        "csv" => to_csv(&report),
-        "html" => to_html(&report),
-        _ => serde_json::to_string_pretty(&report)
-            .map_err(|e| Problem::internal("encoding the report", &e))?,
-    };
-    let mut response = warp::reply::with_status(body, warp::http::StatusCode::OK).into_response();
-    response.headers_mut().insert(
-        warp::http::header::CONTENT_TYPE,
-        warp::http::HeaderValue::from_static(content_type),
-    );
-    Ok(response)
 }
 
 #[cfg(test)]

@@ -15,9 +15,10 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::consumer::append;
-use crate::rules::{GROSS_TICKET_REVENUE, Posting, REFUNDS_AND_VOIDS};
+use crate::postings::{GROSS_TICKET_REVENUE, Posting, REFUNDS_AND_VOIDS};
 use crate::split::{OperatingFee, PrizeValue, SplitInput, split};
 use crate::tickets::EligibleSet;
+use schemas::RaffleState;
 
 pub struct SealRequest {
     pub raffle_id: Uuid,
@@ -516,12 +517,13 @@ pub async fn seal(
         .await
         .map_err(failed)?
         .get(0);
-    tx.execute("UPDATE catalog.raffle_events SET state = 'sealed', updated_at = now(), updated_by = $2 WHERE id = $1", &[&raffle, &request.sealed_by])
-        .await
-        .map_err(failed)?;
-    tx.execute(
-        "INSERT INTO catalog.raffle_transitions (raffle_id, from_state, to_state, reason, actor) VALUES ($1, 'sales_closed', 'sealed', 'books sealed', $2)",
-        &[&raffle, &request.sealed_by],
+    catalog::lifecycle::transition(
+        &*tx,
+        raffle,
+        RaffleState::SalesClosed,
+        RaffleState::Sealed,
+        "books sealed",
+        &request.sealed_by,
     )
     .await
     .map_err(failed)?;
@@ -543,18 +545,17 @@ pub async fn seal(
         seed_commitment: hex::encode(commitment),
         sealed_at,
     };
-    tx.execute(
-        "INSERT INTO audit.critical_events (organization_id, event_type, raffle_id, user_id, severity, description, metadata, retain_until)
-         VALUES ($1, 'RAFFLE_SEALED', $2, $3, 'INFO', $4, $5,
-                 now() + make_interval(days => (SELECT (settings -> 'dataRetention' ->> 'criticalEventsDays')::int
-                     FROM catalog.system_configurations WHERE effective_from <= now() AND (effective_to IS NULL OR effective_to > now()))))",
-        &[
-            &organization,
-            &raffle,
-            &request.sealed_by,
-            &format!("raffle sealed: gross receipts {gross_receipts} {}, head hash {}", record.currency, record.head_hash),
-            &json!({"after": &record}),
-        ],
+    let description = format!(
+        "raffle sealed: gross receipts {gross_receipts} {}, head hash {}",
+        record.currency, record.head_hash
+    );
+    let after = serde_json::to_value(&record).map_err(failed)?;
+    catalog::audit::record(
+        &*tx,
+        Some(&catalog::audit::Actor::cli(&request.sealed_by)),
+        catalog::audit::Event::info(Some(organization), "RAFFLE_SEALED", description)
+            .raffle(raffle)
+            .change(None, Some(after)),
     )
     .await
     .map_err(failed)?;

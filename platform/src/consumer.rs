@@ -37,22 +37,13 @@ use tokio::sync::watch;
 use tokio_postgres::Transaction;
 use tracing::Instrument;
 
-use crate::db::{DbError, DbTarget, error_chain};
+use crate::db::{DbError, DbTarget};
+use crate::error_chain;
+use crate::kafka::Record;
 use crate::kafka::base_config;
 use crate::lease::{Lease, LeaseKey};
 use crate::outbox;
 use crate::retry::{Backoff, sleep_or_shutdown};
-
-/// One consumed message, owned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Option<Vec<u8>>,
-    pub timestamp_ms: Option<i64>,
-}
 
 /// What the handler did with one record of the batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -126,7 +126,7 @@ impl DbTarget {
             },
             None => DbError::Unreachable {
                 target,
-                reason: error_chain(&e),
+                reason: crate::error_chain(&e),
             },
         }
     }
@@ -303,20 +303,4 @@ pub fn migrations_fingerprint() -> String {
         hasher.update(m.checksum().to_le_bytes());
     }
     hex::encode(&hasher.finalize()[..6])
-}
-
-/// The error and all its causes on one line: the innermost cause is usually the useful one
-/// ("Connection refused").
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }

@@ -23,7 +23,7 @@ use warp::Filter;
 use warp::http::StatusCode;
 
 use crate::consumer::ConsumerStats;
-use crate::db::error_chain;
+use crate::error_chain;
 use crate::kafka::base_config;
 use crate::lease::LeaseKey;
 

@@ -12,8 +12,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::watch;
 use tokio_postgres::Transaction;
 
-use crate::consumer::Record;
-use crate::db::{DbTarget, error_chain};
+use crate::db::DbTarget;
+use crate::error_chain;
+use crate::kafka::Record;
 use crate::lease::{Lease, LeaseKey};
 use crate::retry::{Backoff, sleep_or_shutdown};
 

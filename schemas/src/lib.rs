@@ -4,7 +4,7 @@
 //! (`schemas/avro/<topic>/vN.avsc`, every version ever published), their Rust types, the one
 //! encode/decode path ([`codec`]) and the domain value types that every stage shares
 //! ([`Money`], [`Currency`], [`DrawNumber`], [`ValidationNumber`], [`RangePartition`],
-//! [`Percentage`]) and what any text from outside may hold ([`text`]). Those types can only be
+//! [`Percentage`]), the states things move through ([`RaffleState`]) and what any text from outside may hold ([`text`]). Those types can only be
 //! built through their parsers, so code that holds one knows it is valid.
 //!
 //! Must not touch: Postgres, Kafka, HTTP. This crate is pure data; the stages turn untrusted
@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod events;
+pub mod states;
 pub mod text;
 mod values;
 
@@ -20,9 +21,10 @@ pub use events::{
     Customer, DeadLetter, PaymentRef, RsuSale, SaleEvent, SaleEventKind, SaleSource, TicketEvent,
     TicketEventKind,
 };
+pub use states::RaffleState;
 pub use values::{
     CheckCode, Currency, DrawNumber, Money, Percentage, RangePartition, RangeRef, ValidationNumber,
-    ValueError,
+    ValueError, amount_for_people,
 };
 
 /// Topic base names. Deployments may prefix them (tests do, so each test owns its topics).

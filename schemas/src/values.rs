@@ -156,6 +156,23 @@ impl fmt::Display for Money {
     }
 }
 
+/// Minor units as people read an amount: `1,234.56`, thousands grouped, two decimals (every
+/// currency the platform sells in has two), a minus sign when negative. The one formatter of
+/// amounts for reports, receipts and the command line.
+pub fn amount_for_people(minor: i64) -> String {
+    let sign = if minor < 0 { "-" } else { "" };
+    let abs = minor.unsigned_abs();
+    let whole = (abs / 100).to_string();
+    let mut grouped = String::new();
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!("{sign}{grouped}.{:02}", abs % 100)
+}
+
 /// A draw number: a positive integer, unique within its raffle and inside its range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "i64", into = "i64")]
@@ -511,6 +528,15 @@ mod tests {
         for bad in ["usd", "US", "USDD", "", "U$D"] {
             assert!(Currency::parse(bad).is_err(), "{bad} must be refused");
         }
+    }
+
+    #[test]
+    fn amounts_for_people_group_thousands() {
+        assert_eq!(amount_for_people(0), "0.00");
+        assert_eq!(amount_for_people(4_036_000), "40,360.00");
+        assert_eq!(amount_for_people(-123_456_789), "-1,234,567.89");
+        assert_eq!(amount_for_people(99_999), "999.99");
+        assert_eq!(amount_for_people(i64::MIN), "-92,233,720,368,547,758.08");
     }
 
     #[test]

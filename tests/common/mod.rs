@@ -177,7 +177,7 @@ pub async fn online_partition(
 /// `paid`, as ingest would produce it.
 pub async fn pending_order_and_sale(
     client: &tokio_postgres::Client,
-    s: &admin::seed::Scenario,
+    s: &scenario::seed::Scenario,
     partition: schemas::RangePartition,
     validation_number: &str,
     paid: chrono::DateTime<chrono::Utc>,

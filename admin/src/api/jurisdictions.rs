@@ -10,7 +10,7 @@ use super::{Ctx, Reply, created, ok, parse, query, row_json, rows_json, text};
 use crate::audit::{self, Event};
 use crate::auth::require_platform_admin;
 use crate::problem::Problem;
-use crate::rules;
+use catalog::regulations;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,7 +95,7 @@ struct RegulationInput {
 pub async fn create_regulation(ctx: &Ctx<'_, '_>, jurisdiction: Uuid) -> Result<Reply, Problem> {
     require_platform_admin(ctx.actor)?;
     let r: RegulationInput = parse(ctx.body)?;
-    let value = rules::parse(&r.kind, &r.value)?;
+    let value = regulations::parse(&r.kind, &r.value)?;
     if r.expiration_date.is_some_and(|e| e <= r.effective_date) {
         return Err(Problem::invalid(
             "expiration_date",
@@ -128,16 +128,16 @@ pub async fn create_regulation(ctx: &Ctx<'_, '_>, jurisdiction: Uuid) -> Result<
                   WHERE r.regulation_type = $2 AND NOT r.overridable
                     AND (r.expiration_date IS NULL OR r.expiration_date > $3)
                     AND ($4::timestamptz IS NULL OR r.effective_date < $4)",
-                    rules::JURISDICTION_CHAIN
+                    regulations::JURISDICTION_CHAIN
                 ),
                 &[&parent, &r.kind, &r.effective_date, &r.expiration_date],
             )
             .await?;
         for row in binding {
             let (id, parent_value): (Uuid, Value) = (row.get(0), row.get(1));
-            let parent_value = rules::parse(&r.kind, &parent_value)?;
-            let looser =
-                rules::loosens(&value, &parent_value).map_err(|e| Problem::invalid("value", e))?;
+            let parent_value = regulations::parse(&r.kind, &parent_value)?;
+            let looser = regulations::loosens(&value, &parent_value)
+                .map_err(|e| Problem::invalid("value", e))?;
             if looser {
                 return Err(Problem::conflict(
                     "regulation-loosens-parent",
@@ -188,22 +188,16 @@ pub async fn effective(ctx: &Ctx<'_, '_>, jurisdiction: Uuid) -> Result<Reply, P
     )
     .await?;
     let at: DateTime<Utc> = query(ctx, "at", Utc::now())?;
-    let rules = rules::effective(ctx.tx, jurisdiction, at).await?;
+    let rules = regulations::effective(ctx.tx, jurisdiction, at).await?;
     ok(json!({"jurisdiction_id": jurisdiction, "at": at, "rules": rules}))
 }
 
 pub async fn current_configuration(ctx: &Ctx<'_, '_>) -> Result<Reply, Problem> {
     let at: DateTime<Utc> = query(ctx, "at", Utc::now())?;
-    let row = ctx
-        .tx
-        .query_opt(
-            "SELECT to_jsonb(c) FROM catalog.system_configurations c
-              WHERE effective_from <= $1 AND (effective_to IS NULL OR effective_to > $1)",
-            &[&at],
-        )
+    let configuration = catalog::configuration::at(ctx.tx, at)
         .await?
         .ok_or_else(|| Problem::not_found(format!("system configuration in effect at {at}")))?;
-    ok(row.get(0))
+    ok(configuration)
 }
 
 #[derive(Deserialize)]

@@ -2,11 +2,12 @@
 //! transaction: it checks the caller's rights, validates, writes, and records the critical
 //! event of the change in that same transaction, so nothing is partly written.
 
-mod catalog;
 mod events;
 mod jurisdictions;
 mod organizations;
+mod packages;
 mod perks;
+mod prizes;
 mod raffles;
 mod rsus;
 
@@ -14,7 +15,6 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
@@ -23,9 +23,7 @@ use warp::http::{Method, StatusCode};
 use crate::auth::Actor;
 use crate::problem::Problem;
 
-pub use catalog::check_package_price;
-pub use raffles::close_due_raffles;
-pub use rsus::{authenticate_rsu, device_allocate, device_return, key_hash};
+pub(crate) use platform::body::{opt_prose, opt_text, parse, text};
 
 /// What a handler works with.
 pub struct Ctx<'a, 'b> {
@@ -128,7 +126,7 @@ pub async fn dispatch(ctx: &Ctx<'_, '_>, method: &Method, path: &[&str]) -> Resu
         ("POST", ["system-configuration"]) => jurisdictions::create_configuration(ctx).await,
 
         ("POST", ["organizations", o, "package-templates"]) => {
-            catalog::create_package_template(ctx, id(o, "organization_id")?).await
+            packages::create_package_template(ctx, id(o, "organization_id")?).await
         }
         ("GET", ["organizations", o, "package-templates"]) => {
             orgs::list(
@@ -139,7 +137,7 @@ pub async fn dispatch(ctx: &Ctx<'_, '_>, method: &Method, path: &[&str]) -> Resu
             .await
         }
         ("POST", ["organizations", o, "prize-templates"]) => {
-            catalog::create_prize_template(ctx, id(o, "organization_id")?).await
+            prizes::create_prize_template(ctx, id(o, "organization_id")?).await
         }
         ("GET", ["organizations", o, "prize-templates"]) => {
             orgs::list(
@@ -166,13 +164,13 @@ pub async fn dispatch(ctx: &Ctx<'_, '_>, method: &Method, path: &[&str]) -> Resu
             raffles::transition(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
         }
         ("POST", ["organizations", o, "raffles", r, "packages"]) => {
-            catalog::create_package(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
+            packages::create_package(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
         }
         ("GET", ["organizations", o, "raffles", r, "packages"]) => {
-            catalog::list_packages(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
+            packages::list_packages(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
         }
         ("PATCH", ["organizations", o, "raffles", r, "packages", p]) => {
-            catalog::update_package(
+            packages::update_package(
                 ctx,
                 id(o, "organization_id")?,
                 id(r, "raffle_id")?,
@@ -181,10 +179,10 @@ pub async fn dispatch(ctx: &Ctx<'_, '_>, method: &Method, path: &[&str]) -> Resu
             .await
         }
         ("POST", ["organizations", o, "raffles", r, "prizes"]) => {
-            catalog::create_prize(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
+            prizes::create_prize(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
         }
         ("GET", ["organizations", o, "raffles", r, "prizes"]) => {
-            catalog::list_prizes(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
+            prizes::list_prizes(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
         }
         ("POST", ["organizations", o, "raffles", r, "allocations"]) => {
             rsus::allocate(ctx, id(o, "organization_id")?, id(r, "raffle_id")?).await
@@ -244,80 +242,6 @@ pub fn id(segment: &str, name: &str) -> Result<Uuid, Problem> {
         .map_err(|_| Problem::invalid(name, format!("{segment:?} is not a UUID")))
 }
 
-/// The request body as `T`; a bad field is named by its path (`ranges[1].end_number`). Every
-/// string in it, keys included and at any depth, must be text the platform can store (no NUL,
-/// no control characters but tab and line breaks, [`STRING_CHARS_MAX`] at most): otherwise
-/// 422 naming the string's path, and nothing is written.
-pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
-    let value: Value = parse_unchecked(body)?;
-    if let Some((path, e)) = unstorable(&value, &mut String::new()) {
-        return Err(Problem::invalid(&path, e.to_string()));
-    }
-    serde_path_to_error::deserialize(value)
-        .map_err(|e| field_problem(e.path().to_string(), e.into_inner()))
-}
-
-/// The longest string a request body may carry anywhere; fields have tighter limits of their own.
-pub const STRING_CHARS_MAX: usize = 10_000;
-
-/// The first string of `value` that cannot be stored, with its path.
-fn unstorable(value: &Value, path: &mut String) -> Option<(String, schemas::text::TextError)> {
-    match value {
-        Value::String(s) => schemas::text::storable(s, STRING_CHARS_MAX).err().map(|e| {
-            (
-                if path.is_empty() {
-                    ".".to_owned()
-                } else {
-                    path.clone()
-                },
-                e,
-            )
-        }),
-        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
-            let len = path.len();
-            path.push_str(&format!("[{i}]"));
-            let found = unstorable(item, path);
-            path.truncate(len);
-            found
-        }),
-        Value::Object(fields) => fields.iter().find_map(|(key, item)| {
-            let len = path.len();
-            if !path.is_empty() {
-                path.push('.');
-            }
-            path.push_str(key);
-            let found = schemas::text::storable(key, 200)
-                .err()
-                .map(|e| (path.clone(), e))
-                .or_else(|| unstorable(item, path));
-            path.truncate(len);
-            found
-        }),
-        _ => None,
-    }
-}
-
-/// The body as `T`, its strings not looked at: for a batch whose records are judged one by
-/// one, so that one bad record does not refuse the others (RSU uploads).
-pub fn parse_unchecked<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Problem::malformed("a JSON body is required"));
-    }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| field_problem(e.path().to_string(), e.into_inner()))
-}
-
-fn field_problem(path: String, inner: serde_json::Error) -> Problem {
-    if inner.is_syntax() || inner.is_eof() {
-        Problem::malformed(format!("not valid JSON: {inner}"))
-    } else if path == "." {
-        Problem::malformed(inner.to_string())
-    } else {
-        Problem::invalid(&path, inner.to_string())
-    }
-}
-
 /// A query parameter parsed as `T`, or the default.
 pub fn query<T: FromStr>(ctx: &Ctx<'_, '_>, name: &str, default: T) -> Result<T, Problem> {
     match ctx.query.get(name) {
@@ -326,40 +250,6 @@ pub fn query<T: FromStr>(ctx: &Ctx<'_, '_>, name: &str, default: T) -> Result<T,
             .parse()
             .map_err(|_| Problem::invalid(name, format!("{v:?} is not a valid value"))),
     }
-}
-
-/// One line of text that must be present, trimmed, at most `max` characters, with no control
-/// characters or line breaks.
-pub fn text(field: &str, value: &str, max: usize) -> Result<String, Problem> {
-    let v = value.trim();
-    schemas::text::line(v, max).map_err(|e| Problem::invalid(field, e.to_string()))?;
-    Ok(v.to_owned())
-}
-
-pub fn opt_text(
-    field: &str,
-    value: &Option<String>,
-    max: usize,
-) -> Result<Option<String>, Problem> {
-    value.as_deref().map(|v| text(field, v, max)).transpose()
-}
-
-/// Free text (a description, a reason): line breaks kept, other control characters refused,
-/// at most `max` characters; `None` when absent.
-pub fn opt_prose(
-    field: &str,
-    value: &Option<String>,
-    max: usize,
-) -> Result<Option<String>, Problem> {
-    value
-        .as_deref()
-        .map(|v| {
-            let v = v.trim();
-            schemas::text::prose(v, max)
-                .map(|()| v.to_owned())
-                .map_err(|e| Problem::invalid(field, e.to_string()))
-        })
-        .transpose()
 }
 
 pub fn currency(field: &str, value: &str) -> Result<String, Problem> {
@@ -440,5 +330,50 @@ pub async fn rows_json(
     let rows = tx.query(sql, params).await?;
     Ok(Value::Array(
         rows.iter().map(|r| r.get::<_, Value>(0)).collect(),
+    ))
+}
+
+/// The template `template_id` of this organisation (its row from `select`, whose first two
+/// columns are name and description), refused when it is another organisation's.
+pub(crate) async fn own_template(
+    ctx: &Ctx<'_, '_>,
+    select: &str,
+    template_id: Option<Uuid>,
+    org: Uuid,
+    what: &str,
+) -> Result<Option<tokio_postgres::Row>, Problem> {
+    let Some(t) = template_id else {
+        return Ok(None);
+    };
+    ctx.tx
+        .query_opt(
+            &format!("{select} WHERE id = $1 AND organization_id = $2"),
+            &[&t, &org],
+        )
+        .await?
+        .map(Some)
+        .ok_or_else(|| {
+            Problem::invalid(
+                "template_id",
+                format!("{what} {t} is not this organization's"),
+            )
+        })
+}
+
+/// Name and description from the request, or else from the template.
+pub(crate) fn name_and_description(
+    name: &Option<String>,
+    description: &Option<String>,
+    template: Option<&tokio_postgres::Row>,
+) -> Result<(String, Option<String>), Problem> {
+    let name = name
+        .clone()
+        .or_else(|| template.map(|t| t.get(0)))
+        .ok_or_else(|| Problem::invalid("name", "is required"))?;
+    Ok((
+        name,
+        description
+            .clone()
+            .or_else(|| template.and_then(|t| t.get(1))),
     ))
 }

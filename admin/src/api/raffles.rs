@@ -8,11 +8,14 @@ use serde_json::{Value, json};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+use catalog::lifecycle;
+use catalog::regulations::{self, InForce, Regulations, RuleValue};
+use schemas::RaffleState;
+
 use super::{Ctx, Reply, currency, ok, opt_prose, parse, positive, rows_json, text};
 use crate::audit::{self, Event, Severity};
 use crate::auth::{Role, require, rights};
 use crate::problem::Problem;
-use crate::rules::{self, InForce, RuleValue};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -93,10 +96,7 @@ struct Config<'a> {
     range_types: Vec<String>,
 }
 
-fn check_config_rules(
-    rules: &std::collections::BTreeMap<String, InForce>,
-    c: &Config<'_>,
-) -> Result<(), Problem> {
+fn check_config_rules(rules: &Regulations, c: &Config<'_>) -> Result<(), Problem> {
     if let Some(InForce {
         value: RuleValue::Duration { max_days },
         sources,
@@ -111,34 +111,28 @@ fn check_config_rules(
             .with_field("sales_end_time"));
         }
     }
-    rules::check_amount(
-        rules,
+    rules.check_amount(
         "prize_limit",
         "jackpot_seed_minor",
         c.jackpot_minor,
         c.currency,
     )?;
-    if let Some(InForce {
-        value: RuleValue::SalesMethod { online, rsu, .. },
-        sources,
-    }) = rules.get("sales_method")
-    {
-        for kind in &c.range_types {
-            let allowed = match kind.as_str() {
-                "online" => *online,
-                "rsu" => *rsu,
-                _ => true,
-            };
-            if !allowed {
-                return Err(Problem::conflict(
-                    "regulation",
-                    format!(
-                        "{kind} sales are not allowed in this jurisdiction (regulation {})",
-                        sources[0]
-                    ),
-                )
-                .with_field("ranges"));
-            }
+    let methods = rules.sales_methods();
+    for kind in &c.range_types {
+        let allowed = match kind.as_str() {
+            "online" => methods.online,
+            "rsu" => methods.rsu,
+            _ => true,
+        };
+        if !allowed {
+            return Err(Problem::conflict(
+                "regulation",
+                format!(
+                    "{kind} sales are not allowed in this jurisdiction (regulation {})",
+                    methods.regulation.unwrap_or_default()
+                ),
+            )
+            .with_field("ranges"));
         }
     }
     Ok(())
@@ -216,7 +210,7 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
             format!("the venue accepts {} only", accepted.join(", ")),
         ));
     }
-    let rules = rules::effective(ctx.tx, venue.get(1), Utc::now()).await?;
+    let rules = regulations::effective(ctx.tx, venue.get(1), Utc::now()).await?;
     check_config_rules(
         &rules,
         &Config {
@@ -417,7 +411,7 @@ pub async fn update(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Reply,
             p.jackpot_starting_minor
                 .unwrap_or(before["jackpot_starting_minor"].as_i64().unwrap_or(0)),
         );
-    let rules = rules::for_raffle(ctx.tx, raffle, Utc::now()).await?;
+    let rules = regulations::for_raffle(ctx.tx, raffle, Utc::now()).await?;
     let range_types = before["ranges"]
         .as_array()
         .map(|a| {
@@ -513,7 +507,7 @@ async fn check_activation(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<
             "the sales end time has passed",
         ));
     }
-    let rules = rules::for_raffle(ctx.tx, raffle, Utc::now()).await?;
+    let rules = regulations::for_raffle(ctx.tx, raffle, Utc::now()).await?;
     let currency = r["currency"].as_str().unwrap_or_default();
     check_config_rules(
         &rules,
@@ -545,7 +539,7 @@ async fn check_activation(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<
         .await?
     {
         let (id, price, count, cur): (Uuid, i64, i32, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
-        super::catalog::check_package_price(&rules, &format!("package {id}"), price, count, &cur)?;
+        rules.check_package_price(&format!("package {id}"), price, count, &cur)?;
     }
     for row in ctx
         .tx
@@ -553,7 +547,7 @@ async fn check_activation(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<
         .await?
     {
         let (id, value, cur): (Uuid, i64, String) = (row.get(0), row.get(1), row.get(2));
-        rules::check_amount(&rules, "prize_limit", &format!("prize {id}"), value, &cur)?;
+        rules.check_amount("prize_limit", &format!("prize {id}"), value, &cur)?;
     }
     Ok(())
 }
@@ -632,7 +626,19 @@ pub async fn transition(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Re
         }
     };
     let before = raffle_json(ctx.tx, org, raffle).await?;
-    apply_transition(ctx.tx, org, raffle, &from, to, &reason, &ctx.actor.sub).await?;
+    let state = |s: &str| {
+        s.parse::<RaffleState>()
+            .map_err(|e| Problem::internal("reading the raffle's state", &e))
+    };
+    lifecycle::transition(
+        ctx.tx,
+        raffle,
+        state(&from)?,
+        state(to)?,
+        &reason,
+        &ctx.actor.sub,
+    )
+    .await?;
     let after = raffle_json(ctx.tx, org, raffle).await?;
     audit::record(
         ctx.tx,
@@ -651,81 +657,4 @@ pub async fn transition(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Re
     )
     .await?;
     ok(after)
-}
-
-async fn apply_transition(
-    client: &impl GenericClient,
-    org: Uuid,
-    raffle: Uuid,
-    from: &str,
-    to: &str,
-    reason: &str,
-    actor: &str,
-) -> Result<(), Problem> {
-    let n = client
-        .execute(
-            "UPDATE catalog.raffle_events SET state = $4, updated_at = now(), updated_by = $5
-              WHERE id = $1 AND organization_id = $2 AND state = $3",
-            &[&raffle, &org, &from, &to, &actor],
-        )
-        .await?;
-    if n != 1 {
-        return Err(Problem::conflict(
-            "concurrent-change",
-            format!("raffle {raffle} is no longer {from}"),
-        ));
-    }
-    client
-        .execute(
-            "INSERT INTO catalog.raffle_transitions (raffle_id, from_state, to_state, reason, actor) VALUES ($1, $2, $3, $4, $5)",
-            &[&raffle, &from, &to, &reason, &actor],
-        )
-        .await?;
-    Ok(())
-}
-
-/// Closes the sales of every active raffle whose sales end time has passed, even if nobody
-/// acts. Returns the raffles closed. Run periodically by the admin service.
-pub async fn close_due_raffles(client: &mut tokio_postgres::Client) -> Result<Vec<Uuid>, Problem> {
-    let tx = client.transaction().await?;
-    let due = tx
-        .query(
-            "SELECT id, organization_id, sales_end_time FROM catalog.raffle_events
-              WHERE state = 'active' AND sales_end_time <= now() FOR UPDATE SKIP LOCKED",
-            &[],
-        )
-        .await?;
-    let mut closed = Vec::new();
-    for row in due {
-        let (raffle, org, end): (Uuid, Uuid, DateTime<Utc>) = (row.get(0), row.get(1), row.get(2));
-        let reason = format!("sales end time {end} reached");
-        apply_transition(
-            &tx,
-            org,
-            raffle,
-            "active",
-            "sales_closed",
-            &reason,
-            "system",
-        )
-        .await?;
-        audit::record(
-            &tx,
-            None,
-            Event::info(
-                Some(org),
-                "RAFFLE_SALES_CLOSED",
-                format!("raffle transitioned from active to sales_closed: {reason}"),
-            )
-            .raffle(raffle)
-            .change(
-                Some(json!({"state": "active"})),
-                Some(json!({"state": "sales_closed"})),
-            ),
-        )
-        .await?;
-        closed.push(raffle);
-    }
-    tx.commit().await?;
-    Ok(closed)
 }

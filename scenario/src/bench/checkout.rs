@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use crate::bench::{BenchEnv, Latency, latency, machine, peak_rss_mib};
 use platform::StackConfig;
-use platform::bench::{BenchEnv, Latency, latency, machine, peak_rss_mib};
 use platform::http_client::Connection;
 use serde::Serialize;
 use serde_json::json;
@@ -190,9 +190,9 @@ pub async fn run(
     let bench = BenchEnv::create(config, brokers, "checkout").await?;
     let pool = bench.pool.clone();
     progress("seeding a raffle to buy from and one to sell out");
-    let wide = admin::seed::raffle_on_sale(
+    let wide = crate::seed::raffle_on_sale(
         &pool,
-        &admin::seed::Options {
+        &crate::seed::Options {
             rsu_count: 0,
             max_tickets: (options.checkouts as i64 + 1) * TICKETS_PER_ORDER,
             online_end: 50_000 + (options.checkouts as i64 + 1) * TICKETS_PER_ORDER,
@@ -201,9 +201,9 @@ pub async fn run(
     )
     .await
     .map_err(|p| p.to_string())?;
-    let scarce = admin::seed::raffle_on_sale(
+    let scarce = crate::seed::raffle_on_sale(
         &pool,
-        &admin::seed::Options {
+        &crate::seed::Options {
             rsu_count: 0,
             max_tickets: options.sell_out_tickets,
             online_end: 50_000 + options.sell_out_tickets.max(1),
@@ -214,8 +214,8 @@ pub async fn run(
     .map_err(|p| p.to_string())?;
 
     let mut env = bench.service_env(brokers);
-    env.push(("INGEST_WEBHOOK_SECRET", super::SECRET.to_owned()));
-    let (ingest, addr) = super::start_ingest(&env).await?;
+    env.push(("INGEST_WEBHOOK_SECRET", super::pipeline::SECRET.to_owned()));
+    let (ingest, addr) = super::pipeline::start_ingest(&env).await?;
 
     progress(&format!(
         "ceiling: {} GET /health/live from {} clients",

@@ -1,9 +1,6 @@
 //! `raffle bench pipeline`: signed webhooks from concurrent clients through the real ingest
 //! server, broker and allocator (each its own process), measured end to end, with the raw
-//! broker produce rate measured in the same run as the ceiling; `raffle bench checkout`
-//! ([`checkout`]): checkouts taking capacity holds.
-
-pub mod checkout;
+//! broker produce rate measured in the same run as the ceiling.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,8 +15,8 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::signature;
-use platform::bench::{BenchEnv, Latency, latency, machine, peak_rss_mib, spawn};
+use crate::bench::{BenchEnv, Latency, latency, machine, peak_rss_mib, spawn};
+use ingest::signature;
 
 pub(crate) const SECRET: &str = "whsec_benchmark_secret_0123456789";
 
@@ -63,7 +60,7 @@ async fn broker_ceiling(
     let producer = platform::kafka::producer(brokers, 30_000).map_err(|e| e.to_string())?;
     let payload = vec![7u8; 220];
     let started = Instant::now();
-    let records = platform::bench::produce_all(
+    let records = crate::bench::produce_all(
         &producer,
         topic,
         (0..records).map(|i| (None, format!("ceiling-{}", i % keys), payload.clone())),
@@ -203,7 +200,7 @@ async fn wait_issued(db: &DbTarget, target: i64, deadline: Duration) -> Result<I
 /// Starts `raffle ingest serve` on a free local port with `env` and waits until it answers.
 pub(crate) async fn start_ingest(
     env: &[(&'static str, String)],
-) -> Result<(platform::bench::Service, SocketAddr), String> {
+) -> Result<(crate::bench::Service, SocketAddr), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -265,13 +262,13 @@ pub async fn pipeline(
         broker_ceiling(brokers, &ceiling_topic, total.max(20_000), 1).await?;
 
     progress("seeding a raffle and pending orders");
-    let seed = admin::seed::Options {
+    let seed = crate::seed::Options {
         rsu_count: 0,
         max_tickets: 500_000,
         online_end: 550_000,
         ..Default::default()
     };
-    let scenario = admin::seed::raffle_on_sale(&pool, &seed)
+    let scenario = crate::seed::raffle_on_sale(&pool, &seed)
         .await
         .map_err(|p| p.to_string())?;
     let client = pool.get().await.map_err(|e| e.to_string())?;

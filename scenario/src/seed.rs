@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use warp::http::Method;
 
-use crate::auth::{Actor, Verifier, resolve_actor};
-use crate::problem::Problem;
-use crate::{AppState, call};
+use admin::auth::{Actor, Verifier, resolve_actor};
+use admin::{AppState, call};
+use platform::problem::Problem;
 
 pub struct Options {
     pub rsu_count: usize,

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::bench::{BenchEnv, machine, peak_rss_mib, spawn};
 use chrono::Utc;
-use platform::bench::{BenchEnv, machine, peak_rss_mib, spawn};
 use platform::config::StackConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -100,9 +100,9 @@ pub async fn run(
     progress("seeding raffles");
     let mut raffles = Vec::new();
     for _ in 0..options.raffles.max(1) {
-        let s = admin::seed::raffle_on_sale(
+        let s = crate::seed::raffle_on_sale(
             &bench.pool,
-            &admin::seed::Options {
+            &crate::seed::Options {
                 rsu_count: 0,
                 ..Default::default()
             },
@@ -129,7 +129,7 @@ pub async fn run(
             schemas::encode(&event).map_err(|e| e.to_string())?,
         ));
     }
-    platform::bench::produce_all(&producer, &topic, encoded.into_iter()).await?;
+    crate::bench::produce_all(&producer, &topic, encoded.into_iter()).await?;
     progress("measuring the raw consume rate (the ceiling)");
     let ceiling = consume_ceiling(
         brokers,

@@ -1,6 +1,7 @@
-//! Jurisdiction regulations: their typed values, which of two is stricter, and the rules in
-//! force for a jurisdiction at a moment (its own, inherited from its parents, and clamped by
-//! every parent rule marked not overridable).
+//! Jurisdiction regulations: their typed values, which of two is stricter, the rules in force
+//! for a jurisdiction at a moment (its own, inherited from its parents, and clamped by every
+//! parent rule marked not overridable), and what they allow: every stage asks [`Regulations`]
+//! (sales methods, price and prize limits) rather than reading a rule's value itself.
 //!
 //! Value shapes (JSON, in `catalog.jurisdiction_regulations.value`):
 //! - `prize_limit`, `ticket_price_limit`: `{"amount": minor units, "currency": "USD"}`; the
@@ -18,7 +19,7 @@ use serde_json::Value;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::problem::Problem;
+use platform::problem::Problem;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -237,7 +238,7 @@ pub async fn effective(
     client: &impl GenericClient,
     jurisdiction_id: Uuid,
     at: DateTime<Utc>,
-) -> Result<BTreeMap<String, InForce>, Problem> {
+) -> Result<Regulations, Problem> {
     let rows = client
         .query(
             &format!(
@@ -275,7 +276,7 @@ pub async fn effective(
             Some(_) => {}
         }
     }
-    Ok(rules)
+    Ok(Regulations(rules))
 }
 
 /// The rules in force for a raffle: those of its venue's jurisdiction.
@@ -283,7 +284,7 @@ pub async fn for_raffle(
     client: &impl GenericClient,
     raffle_id: Uuid,
     at: DateTime<Utc>,
-) -> Result<BTreeMap<String, InForce>, Problem> {
+) -> Result<Regulations, Problem> {
     let row = client
         .query_opt(
             "SELECT v.jurisdiction_id FROM catalog.raffle_events r JOIN catalog.venues v ON v.id = r.venue_id WHERE r.id = $1",
@@ -294,38 +295,113 @@ pub async fn for_raffle(
     effective(client, row.get(0), at).await
 }
 
-/// Refuses an amount above a limit in force, naming the regulation.
-pub fn check_amount(
-    rules: &BTreeMap<String, InForce>,
-    kind: &str,
-    field: &str,
-    amount_minor: i64,
-    currency: &str,
-) -> Result<(), Problem> {
-    if let Some(InForce {
-        value: RuleValue::Amount {
-            amount,
-            currency: c,
-        },
-        sources,
-    }) = rules.get(kind)
-    {
-        if c != currency {
-            return Err(Problem::conflict(
-                "regulation",
-                format!("{field}: the {kind} of this jurisdiction is in {c}, the amount is in {currency}"),
-            )
-            .with_field(field));
-        }
-        if amount_minor > *amount {
-            return Err(Problem::conflict(
-                "regulation",
-                format!("{field}: {amount_minor} {currency} exceeds the {kind} of {amount} {c} (regulation {})", sources[0]),
-            )
-            .with_field(field));
+/// The rules in force for one jurisdiction (or one raffle's), by type.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(transparent)]
+pub struct Regulations(pub BTreeMap<String, InForce>);
+
+/// Which ways of selling and drawing a jurisdiction allows; everything when it says nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SalesMethods {
+    pub online: bool,
+    pub rsu: bool,
+    pub offline_rsu: bool,
+    pub rng_draw: bool,
+    /// The regulation that says so, when one does.
+    pub regulation: Option<Uuid>,
+}
+
+impl Default for SalesMethods {
+    fn default() -> Self {
+        Self {
+            online: true,
+            rsu: true,
+            offline_rsu: true,
+            rng_draw: true,
+            regulation: None,
         }
     }
-    Ok(())
+}
+
+impl Regulations {
+    pub fn get(&self, kind: &str) -> Option<&InForce> {
+        self.0.get(kind)
+    }
+
+    /// The sales methods allowed.
+    pub fn sales_methods(&self) -> SalesMethods {
+        match self.get("sales_method") {
+            Some(InForce {
+                value:
+                    RuleValue::SalesMethod {
+                        online,
+                        rsu,
+                        offline_rsu,
+                        rng_draw,
+                    },
+                sources,
+            }) => SalesMethods {
+                online: *online,
+                rsu: *rsu,
+                offline_rsu: *offline_rsu,
+                rng_draw: *rng_draw,
+                regulation: sources.first().copied(),
+            },
+            _ => SalesMethods::default(),
+        }
+    }
+
+    /// Refuses an amount above a limit in force (`prize_limit`, `ticket_price_limit`), naming
+    /// the regulation.
+    pub fn check_amount(
+        &self,
+        kind: &str,
+        field: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<(), Problem> {
+        if let Some(InForce {
+            value:
+                RuleValue::Amount {
+                    amount,
+                    currency: c,
+                },
+            sources,
+        }) = self.get(kind)
+        {
+            if c != currency {
+                return Err(Problem::conflict(
+                    "regulation",
+                    format!("{field}: the {kind} of this jurisdiction is in {c}, the amount is in {currency}"),
+                )
+                .with_field(field));
+            }
+            if amount_minor > *amount {
+                return Err(Problem::conflict(
+                    "regulation",
+                    format!("{field}: {amount_minor} {currency} exceeds the {kind} of {amount} {c} (regulation {})", sources[0]),
+                )
+                .with_field(field));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ticket price limit applies per ticket: a package's price divided by its ticket
+    /// count, rounded up (a 5-for-$20 package costs $4 a ticket).
+    pub fn check_package_price(
+        &self,
+        field: &str,
+        price_minor: i64,
+        ticket_count: i32,
+        currency: &str,
+    ) -> Result<(), Problem> {
+        // Rounded up without `price + count - 1`, which wraps for a price near i64::MAX and
+        // let such a package pass the limit.
+        let count = i64::from(ticket_count.max(1));
+        let per_ticket = price_minor / count + i64::from(price_minor % count != 0);
+        self.check_amount("ticket_price_limit", field, per_ticket, currency)
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! A sealed raffle of any size, for the draw's tests and benchmark: the raffle is set up
-//! through the admin API (`admin::seed`), its sales are written in bulk by SQL (the allocator's
+//! through the admin API ([`crate::seed`]), its sales are written in bulk by SQL (the allocator's
 //! per-sale path is the pipeline's own test), its books get one sale entry and one reversal
 //! entry matching those sales, and the real seal closes them.
 
 use deadpool_postgres::Pool;
-use ledger::rules::{GROSS_TICKET_REVENUE, PAYMENT_CLEARING, Posting, REFUNDS_AND_VOIDS};
+use ledger::postings::{GROSS_TICKET_REVENUE, PAYMENT_CLEARING, Posting, REFUNDS_AND_VOIDS};
 use platform::TopicNames;
 use uuid::Uuid;
 
@@ -58,9 +58,9 @@ pub async fn sealed_raffle(
 ) -> Result<SealedRaffle, String> {
     let tickets = options.tickets.max(1);
     let online_end = 50_000 + tickets + options.unsold;
-    let scenario = admin::seed::raffle_on_sale(
+    let scenario = crate::seed::raffle_on_sale(
         pool,
-        &admin::seed::Options {
+        &crate::seed::Options {
             rsu_count: 0,
             allocation_size: 100,
             max_tickets: online_end,

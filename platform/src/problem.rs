@@ -1,5 +1,6 @@
-//! Errors as `application/problem+json` (RFC 9457). Each failure has a stable `type` a client
-//! can act on, a `detail` for a person, and, for bad input, the `field` and the rule it broke.
+//! Errors as `application/problem+json` (RFC 9457), for both HTTP edges and the rules they
+//! share: each failure has a stable `type` a client can act on, a `detail` for a person, and,
+//! for bad input, the `field` and the rule it broke.
 
 use serde::Serialize;
 use tokio_postgres::error::SqlState;
@@ -166,7 +167,7 @@ pub fn from_db(context: &str, e: &tokio_postgres::Error) -> Problem {
                 "{context}: the database connection was lost, try again"
             ));
         }
-        return Problem::internal(context, &platform::db::error_chain(e));
+        return Problem::internal(context, &crate::error_chain(e));
     };
     let rule = db.constraint().unwrap_or("a constraint").to_owned();
     let detail = format!("{context}: {} ({rule})", db.message());
@@ -189,7 +190,7 @@ pub fn from_db(context: &str, e: &tokio_postgres::Error) -> Problem {
         SqlState::T_R_SERIALIZATION_FAILURE | SqlState::T_R_DEADLOCK_DETECTED => {
             Problem::unavailable(format!("{context}: concurrent change, try again"))
         }
-        _ => Problem::internal(context, &platform::db::error_chain(e)),
+        _ => Problem::internal(context, &crate::error_chain(e)),
     }
 }
 
@@ -198,3 +199,24 @@ impl From<tokio_postgres::Error> for Problem {
         from_db("database", &e)
     }
 }
+
+/// The problem as an HTTP response, with its `application/problem+json` content type.
+pub fn problem_response(problem: &Problem) -> warp::reply::Response {
+    use warp::Reply;
+    let mut response =
+        warp::reply::with_status(warp::reply::json(problem), problem.status_code()).into_response();
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+/// A pooled connection, or a 503 problem that says the database is unreachable.
+pub async fn pooled(pool: &deadpool_postgres::Pool) -> Result<deadpool_postgres::Object, Problem> {
+    pool.get()
+        .await
+        .map_err(|e| Problem::unavailable(format!("the database is unreachable: {e}")))
+}
+
+impl std::error::Error for Problem {}

@@ -1,5 +1,11 @@
 //! What every benchmark command shares: latency percentiles, peak memory of a process, the
-//! machine's description, and services started as child processes that die with the run.
+//! machine's description, and services started as child processes that die with the run;
+//! and the benchmark commands themselves, one per module.
+
+pub mod checkout;
+pub mod draw;
+pub mod ledger;
+pub mod pipeline;
 
 use std::process::Stdio;
 
@@ -112,28 +118,29 @@ pub fn spawn(
 /// configuration points at.
 pub struct BenchEnv {
     pub run: String,
-    pub server: crate::db::DbTarget,
-    pub db: crate::db::DbTarget,
+    pub server: platform::db::DbTarget,
+    pub db: platform::db::DbTarget,
     pub pool: deadpool_postgres::Pool,
-    pub topics: crate::config::TopicNames,
+    pub topics: platform::config::TopicNames,
     /// The benchmark database as a URL, for the services it starts.
     pub database_url: String,
 }
 
 impl BenchEnv {
     pub async fn create(
-        config: &crate::config::StackConfig,
+        config: &platform::config::StackConfig,
         brokers: &str,
         kind: &str,
     ) -> Result<Self, String> {
         let run = format!("bench{kind}{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
-        let server = crate::db::DbTarget::parse(&config.database_url).map_err(|e| e.to_string())?;
+        let server =
+            platform::db::DbTarget::parse(&config.database_url).map_err(|e| e.to_string())?;
         let db = server.with_dbname(&format!("raffle_{run}"));
         db.ensure_database().await.map_err(|e| e.to_string())?;
         db.migrate().await.map_err(|e| e.to_string())?;
         let pool = db.pool(8).map_err(|e| e.to_string())?;
-        let topics = crate::config::TopicNames::with_prefix(&format!("{run}."));
-        crate::kafka::ensure_topics(brokers, &topics.all(), topics.replication)
+        let topics = platform::config::TopicNames::with_prefix(&format!("{run}."));
+        platform::kafka::ensure_topics(brokers, &topics.all(), topics.replication)
             .await
             .map_err(|e| e.to_string())?;
         let (base, _) = config

@@ -4,12 +4,12 @@
 
 use std::time::Instant;
 
-use platform::bench::{BenchEnv, machine, peak_rss_mib};
+use crate::bench::{BenchEnv, machine, peak_rss_mib};
 use platform::config::StackConfig;
 use serde::Serialize;
 
-use crate::engine::{Timings, prepare, select_winners};
 use crate::fixture::{FixtureOptions, sealed_raffle};
+use draw_engine::{Timings, prepare, select_winners};
 
 pub struct DrawBenchOptions {
     pub tickets: i64,
