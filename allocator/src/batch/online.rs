@@ -1,0 +1,233 @@
+//! Online sales as the decide phase judges them: a payment completes its pending order and
+//! issues the next numbers of the order's range; a failed attempt leaves the order payable;
+//! a refund voids what the order holds.
+
+use schemas::{RangeRef, SaleEvent, TicketEventKind};
+
+use super::at;
+use super::decide::{Decider, NewTicket, Outcome, Rejection};
+
+impl Decider {
+    pub(super) fn complete_online(&mut self, event: SaleEvent) -> Outcome {
+        let Some(order_id) = event.order_id else {
+            return self.reject(&event, "invalid", "no order id".into());
+        };
+        let Some(order) = self.state.orders.get(&order_id) else {
+            return self.reject(
+                &event,
+                "unknown_order",
+                format!("order {order_id} does not exist"),
+            );
+        };
+        let payment = event
+            .payment
+            .as_ref()
+            .map(|p| (p.provider.clone(), p.reference.clone()));
+        match order.status.as_str() {
+            "pending" => {}
+            // The same payment again is a re-delivery; another payment for a paid order (a
+            // buyer who paid twice) is rejected with the reason, so that it is refunded.
+            "completed" => match (&payment, &order.paid_by) {
+                (Some(new), Some(old)) if new != old => {
+                    let reason = format!(
+                        "order {order_id} is already paid by payment {} of {}; payment {} of {} is to be refunded",
+                        old.1, old.0, new.1, new.0
+                    );
+                    return self.reject(&event, "order_already_paid", reason);
+                }
+                _ => return Outcome::Duplicate,
+            },
+            other => {
+                if !self
+                    .state
+                    .rejected_keys
+                    .insert(event.idempotency_key.clone())
+                {
+                    return Outcome::Duplicate;
+                }
+                let reason =
+                    format!("order {order_id} is {other}; a payment for it cannot issue tickets");
+                self.emit(
+                    &event,
+                    TicketEventKind::SaleRejected,
+                    Vec::new(),
+                    Some(reason.clone()),
+                );
+                self.writes.rejections.push(Rejection {
+                    event,
+                    code: "order_not_pending",
+                    reason,
+                });
+                return Outcome::Applied;
+            }
+        }
+        if order.raffle_id != event.raffle_id
+            || order.source != "online"
+            || event.package_id.is_some_and(|p| p != order.package_id)
+            || order.amount_minor != event.amount_minor
+            || order.currency != event.currency.as_str()
+        {
+            return self.reject(
+                &event,
+                "order_mismatch",
+                format!("payment does not match order {order_id} (raffle, amount or currency)"),
+            );
+        }
+        if let Some(key @ (provider, reference)) = &payment
+            && let Some(&other) = self.state.paid_by.get(key)
+            && other != order_id
+        {
+            return self.reject(
+                &event,
+                "payment_reused",
+                format!(
+                    "payment {reference} of {provider} already paid order {other}; it cannot pay order {order_id}"
+                ),
+            );
+        }
+        let count = i64::from(order.ticket_count);
+        let held = order.held;
+        if let Err((code, reason)) = self.admit(&event, count) {
+            return self.reject(&event, code, reason);
+        }
+        // Its hold's time ran out: what is left may be held for others' payments.
+        if !held
+            && let Some(r) = self.state.raffles.get(&event.raffle_id)
+            && r.total_sold + r.sold_delta + r.held_tickets + count > r.max_tickets
+        {
+            let reason = format!(
+                "the hold of order {order_id} ran out and the {} tickets left are held for payments in progress",
+                (r.max_tickets - r.total_sold - r.sold_delta).max(0)
+            );
+            return self.reject(&event, "sold_out_hold_expired", reason);
+        }
+        let RangeRef::Range(range_id) = event.range_partition.range else {
+            return self.reject(&event, "invalid", "an online sale must name a range".into());
+        };
+        let Some(range) = self.state.ranges.get_mut(&range_id) else {
+            return self.reject(
+                &event,
+                "unknown_range",
+                format!("range {range_id} does not exist"),
+            );
+        };
+        if range.raffle_id != event.raffle_id || range.range_type == "rsu" {
+            return self.reject(
+                &event,
+                "invalid",
+                format!("range {range_id} is not an online range of this raffle"),
+            );
+        }
+        if range.next + count - 1 > range.end {
+            let left = range.end - range.next + 1;
+            return self.reject(
+                &event,
+                "range_exhausted",
+                format!("range {range_id} has {left} numbers left"),
+            );
+        }
+        let first = range.next;
+        range.next += count;
+        range.next_changed = true;
+        range.sold_delta += count;
+        let paid = at(event.occurred_at_us);
+        let numbers: Vec<i64> = (first..first + count).collect();
+        for &n in &numbers {
+            assert!(n <= range.end, "number {n} beyond range {range_id}");
+            self.writes.tickets.push(NewTicket {
+                raffle_id: event.raffle_id,
+                order_id,
+                range_id,
+                allocation_id: None,
+                number: n,
+                voided: false,
+                sold_at: paid,
+                sold_by: None,
+            });
+        }
+        self.count_sale(event.raffle_id, count, paid);
+        if let Some(o) = self.state.orders.get_mut(&order_id) {
+            o.status = "completed".into();
+            o.paid_by.clone_from(&payment);
+        }
+        let (provider, reference) = payment.clone().unzip();
+        if let Some(p) = payment {
+            self.state.paid_by.insert(p, order_id);
+        }
+        self.writes.order_updates.push((
+            order_id,
+            "completed".into(),
+            provider,
+            reference,
+            Some(paid),
+            None,
+        ));
+        self.emit(&event, TicketEventKind::TicketsIssued, numbers, None);
+        Outcome::Applied
+    }
+
+    pub(super) fn fail_online(&mut self, event: SaleEvent) -> Outcome {
+        let Some(order_id) = event.order_id else {
+            return Outcome::Duplicate;
+        };
+        match self.state.orders.get_mut(&order_id) {
+            Some(o) if o.status == "pending" => {
+                o.status = "failed".into();
+                self.writes.order_updates.push((
+                    order_id,
+                    "failed".into(),
+                    None,
+                    None,
+                    None,
+                    event.reason.clone(),
+                ));
+                Outcome::Applied
+            }
+            // Already paid, failed or unknown: nothing to undo.
+            _ => Outcome::Duplicate,
+        }
+    }
+
+    pub(super) fn refund(&mut self, event: SaleEvent) -> Outcome {
+        let Some(order_id) = event.order_id else {
+            return Outcome::Duplicate;
+        };
+        let status = self.state.orders.get(&order_id).map(|o| o.status.clone());
+        let paid = self.state.orders.get(&order_id).map(|o| o.amount_minor);
+        if status.as_deref() == Some("completed") && paid.is_some_and(|p| event.amount_minor < p) {
+            // A partial refund: the tickets stay; ingest noted it for finance
+            // (`sales.provider_events`, partial_refund), and the books issue books the money.
+            tracing::info!(raffle = %event.raffle_id, order = %order_id, refunded_minor = event.amount_minor, "partial refund: tickets kept");
+            return Outcome::Applied;
+        }
+        match status.as_deref() {
+            Some("completed") => {}
+            Some("refunded") | Some("voided") => return Outcome::Duplicate,
+            Some(_) | None => {
+                return self.reject(
+                    &event,
+                    "nothing_to_refund",
+                    format!("order {order_id} holds no tickets to refund"),
+                );
+            }
+        }
+        let raffle_state = self
+            .state
+            .raffles
+            .get(&event.raffle_id)
+            .map(|r| r.state.clone())
+            .unwrap_or_default();
+        if !["active", "sales_closed"].contains(&raffle_state.as_str()) {
+            return self.reject(
+                &event,
+                "raffle_sealed",
+                format!("raffle is {raffle_state}; refunds after the seal go through the ledger"),
+            );
+        }
+        if let Some(o) = self.state.orders.get_mut(&order_id) {
+            o.status = "refunded".into();
+        }
+        let reason = event.reason.clone().unwrap_or_else(|| "refunded".into());
+        self.void_order(&event, order_id, "refunded", reason)
+    }
+}
