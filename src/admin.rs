@@ -109,15 +109,9 @@ pub async fn run(action: AdminAction) -> anyhow::Result<()> {
         AdminAction::GrantPlatformAdmin { sub } => {
             let pool = pool(&config).await?;
             let client = pool.get().await?;
-            let actor = admin::auth::resolve_actor(&**client, &sub, None, "cli")
+            let actor = admin::auth::grant_platform_admin(&**client, &sub, None, "cli")
                 .await
                 .map_err(|p| anyhow::anyhow!("{p}"))?;
-            client
-                .execute(
-                    "UPDATE catalog.users SET is_platform_admin = true WHERE id = $1",
-                    &[&actor.user_id],
-                )
-                .await?;
             admin::audit::record(
                 &**client,
                 Some(&actor),

@@ -111,12 +111,15 @@ async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &Val
 }
 
 fn webhook(kind: &str, event_id: &str, order: &str, amount: i64) -> Value {
-    let object = if kind == "charge.refunded" {
-        json!({"id": format!("ch_{event_id}"), "amount_refunded": amount, "currency": "usd", "payment_intent": format!("pi_{order}"), "metadata": {"order_id": order}})
-    } else {
-        json!({"id": format!("pi_{order}"), "amount": amount, "currency": "usd", "metadata": {"order_id": order}})
+    use scenario::sales::Payment;
+    let payment = match kind {
+        "payment_intent.succeeded" => Payment::Succeeded,
+        "payment_intent.payment_failed" => Payment::Failed,
+        "payment_intent.canceled" => Payment::Canceled,
+        "charge.refunded" => Payment::Refunded,
+        other => panic!("no builder for {other}"),
     };
-    json!({"id": event_id, "type": kind, "created": Utc::now().timestamp(), "data": {"object": object}})
+    scenario::sales::stripe_event(event_id, order, amount, payment)
 }
 
 async fn deliver(addr: SocketAddr, body: &Value, secret: &[u8]) -> u16 {
@@ -124,13 +127,7 @@ async fn deliver(addr: SocketAddr, body: &Value, secret: &[u8]) -> u16 {
 }
 
 async fn deliver_for_answer(addr: SocketAddr, body: &Value, secret: &[u8]) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap();
-    let signature = ingest::signature::sign(secret, &bytes, Utc::now().timestamp());
-    let headers = [
-        ("Stripe-Signature", signature.as_str()),
-        ("Content-Type", "application/json"),
-    ];
-    request(addr, "POST", "/v1/webhooks/payments", &headers, &bytes)
+    scenario::sales::deliver(addr, secret, body)
         .await
         .expect("HTTP request")
 }
@@ -232,19 +229,7 @@ async fn buyer(
 }
 
 fn rsu_record(setup: &Scenario, r: usize, j: i64, created: chrono::DateTime<Utc>) -> Value {
-    let alloc = &setup.rsus[r].allocation;
-    let start = alloc["start_number"].as_i64().unwrap();
-    let block = &alloc["validation_number_block"];
-    let prefix = block["prefix"].as_str().unwrap();
-    let first = block["first_sequence"].as_i64().unwrap();
-    json!({
-        "localId": format!("r{r}-{j}"), "eventId": setup.raffle_id, "allocationId": alloc["id"],
-        "validationNumber": format!("{prefix}{:04}", first + j),
-        "drawNumbers": (0..5).map(|k| start + 5 * j + k).collect::<Vec<_>>(),
-        "packageId": setup.package_id, "ticketCount": 5, "totalAmount": 2000, "currency": "USD",
-        "operatorId": format!("seller-{r}"), "createdAt": created, "isOfflineSale": true,
-        "syncStatus": "pending", "syncAttempts": 0
-    })
+    scenario::sales::rsu_sale(setup, r, j as usize, created, "r").record
 }
 
 async fn upload(addr: SocketAddr, key: &str, records: &[Value]) -> Value {

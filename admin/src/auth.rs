@@ -236,6 +236,28 @@ impl Verifier {
     }
 }
 
+/// Makes `sub` a platform administrator (a user created if new), who keeps the shared
+/// reference data; returns them as they are now. Only the platform's operators can run it:
+/// it needs the database, not the API.
+pub async fn grant_platform_admin(
+    client: &impl GenericClient,
+    sub: &str,
+    display_name: Option<&str>,
+    channel: &'static str,
+) -> Result<Actor, Problem> {
+    let actor = resolve_actor(client, sub, display_name, channel).await?;
+    client
+        .execute(
+            "UPDATE catalog.users SET is_platform_admin = true WHERE id = $1",
+            &[&actor.user_id],
+        )
+        .await?;
+    Ok(Actor {
+        is_platform_admin: true,
+        ..actor
+    })
+}
+
 /// The caller's user row, created on first sight; refuses deactivated users.
 pub async fn resolve_actor(
     client: &impl GenericClient,

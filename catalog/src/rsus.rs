@@ -1,7 +1,8 @@
 //! RSUs as every stage meets them: a device proves itself with its API key, and takes and gives
 //! back blocks of draw numbers (each with the validation numbers its offline receipts carry).
 //! The one writer of `catalog.rsu_allocations` and `catalog.validation_number_blocks` being
-//! handed out or returned, whether an operator asks (admin) or the device itself (ingest).
+//! handed out, returned or written off at the seal, whether an operator asks (admin), the
+//! device itself (ingest) or the seal (ledger).
 
 use chrono::{DateTime, Datelike, Utc};
 use platform::problem::{Problem, from_db, pooled};
@@ -272,6 +273,21 @@ pub async fn return_block(
     )
     .await?;
     Ok(after)
+}
+
+/// A block never handed back by the seal: its unsold numbers cannot be accounted for and are
+/// written off (the seal books their value).
+pub async fn write_off(
+    client: &impl GenericClient,
+    allocation: Uuid,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE catalog.rsu_allocations SET state = 'written_off' WHERE id = $1",
+            &[&allocation],
+        )
+        .await?;
+    Ok(())
 }
 
 /// The organisation of the device `rsu`.

@@ -15,6 +15,8 @@
 
 pub mod claims;
 mod engine;
+mod manual;
+mod prepare;
 pub mod select;
 mod verify;
 
@@ -22,8 +24,10 @@ pub use claims::{
     ClaimRecord, ClaimRequest, Expiry, MAX_REFUSED_ATTEMPTS, MAX_REFUSED_PER_SOURCE, claim,
     claim_at, expire_unclaimed, expire_unclaimed_at,
 };
-pub use engine::{
-    DrawError, DrawOutcome, DrawRequest, ManualRequest, Prepared, PrizeSlot, Timings, Winner,
-    export_barrel, manual, prepare, prepare_with_key, recorded_winners, run, select_winners,
+pub use engine::{DrawError, DrawOutcome, DrawRequest, ManualRequest, manual, run};
+pub use manual::export_barrel;
+pub use prepare::{
+    Prepared, PrizeSlot, Timings, Winner, prepare, prepare_with_key, recorded_winners,
+    select_winners,
 };
 pub use verify::{DrawCheck, DrawVerification, verify};

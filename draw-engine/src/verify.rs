@@ -7,7 +7,8 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::engine::{DrawError, Winner, prepare, recorded_winners, select_winners};
+use crate::engine::DrawError;
+use crate::prepare::{Winner, prepare, recorded_winners, select_winners};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DrawCheck {
@@ -121,7 +122,7 @@ pub async fn verify(
                 )
             })
             .collect();
-        crate::engine::validate_manual(&p, &results).map_err(|e| e.to_string())
+        crate::manual::validate_manual(&p, &results).map_err(|e| e.to_string())
     };
     match expected {
         Err(reason) => checks.push(DrawCheck {

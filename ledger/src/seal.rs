@@ -271,12 +271,9 @@ pub async fn seal(
         let value = unaccounted
             .checked_mul(per_ticket)
             .ok_or_else(|| overflow("value of the written-off numbers"))?;
-        tx.execute(
-            "UPDATE catalog.rsu_allocations SET state = 'written_off' WHERE id = $1",
-            &[&allocation],
-        )
-        .await
-        .map_err(failed)?;
+        catalog::rsus::write_off(&*tx, allocation)
+            .await
+            .map_err(failed)?;
         if value > 0 {
             append(
                 &tx,

@@ -35,6 +35,24 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// Writes many messages of one topic to the outbox inside `tx`, in one statement, in order.
+pub async fn enqueue_all(
+    tx: &Transaction<'_>,
+    topic: &str,
+    messages: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), tokio_postgres::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let (keys, payloads): (Vec<Vec<u8>>, Vec<Vec<u8>>) = messages.into_iter().unzip();
+    tx.execute(
+        "INSERT INTO platform.outbox (topic, message_key, payload) SELECT $1, k, p FROM unnest($2::bytea[], $3::bytea[]) AS u(k, p)",
+        &[&topic, &keys, &payloads],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Sends a refused record to the DLQ through the outbox: the Avro envelope keeps the original
 /// bytes whole, and the headers repeat where it came from and why, for operators' tools.
 pub async fn enqueue_dead_letter(

@@ -11,4 +11,5 @@
 
 pub mod bench;
 pub mod fixture;
+pub mod sales;
 pub mod seed;

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use warp::http::Method;
 
-use admin::auth::{Actor, Verifier, resolve_actor};
+use admin::auth::{Actor, Verifier, grant_platform_admin, resolve_actor};
 use admin::{AppState, call};
 use platform::problem::Problem;
 
@@ -129,14 +129,7 @@ pub async fn raffle_on_sale(pool: &Pool, options: &Options) -> Result<Scenario, 
         .get()
         .await
         .map_err(|e| Problem::unavailable(e.to_string()))?;
-    client
-        .execute(
-            "INSERT INTO catalog.users (cognito_sub, is_platform_admin) VALUES ('root', true)
-             ON CONFLICT (cognito_sub) DO UPDATE SET is_platform_admin = true",
-            &[],
-        )
-        .await?;
-    let root = resolve_actor(&**client, "root", Some("Platform operator"), "cli").await?;
+    let root = grant_platform_admin(&**client, "root", Some("Platform operator"), "cli").await?;
     let admin = resolve_actor(&**client, "admin", Some("Charity admin"), "cli").await?;
     drop(client);
     let suffix = Uuid::new_v4().simple().to_string()[..6].to_uppercase();

@@ -127,14 +127,7 @@ pub(super) async fn write(
         };
         catalog::rejections::record(tx, &rejection).await?;
     }
-    if !w.outbox.is_empty() {
-        let (keys, payloads): (Vec<Vec<u8>>, Vec<Vec<u8>>) = w.outbox.into_iter().unzip();
-        tx.execute(
-            "INSERT INTO platform.outbox (topic, message_key, payload) SELECT $1, k, p FROM unnest($2::bytea[], $3::bytea[]) AS u(k, p)",
-            &[&tickets_topic, &keys, &payloads],
-        )
-        .await?;
-    }
+    platform::outbox::enqueue_all(tx, tickets_topic, w.outbox).await?;
     // Counters: written as deltas, once per batch.
     for (id, r) in d.state.ranges.iter_mut() {
         if r.next_changed || r.sold_delta != 0 || r.voided_delta != 0 {

@@ -24,241 +24,33 @@
 //! with an error — a handler's fatal error, or trouble that lasted longer than
 //! `give_up_after_ms` — so that the service exits non-zero and its supervisor restarts it.
 
-use std::future::Future;
+mod clocks;
+mod config;
+mod handler;
+
+pub use config::{ConsumerConfig, ConsumerError, ConsumerStats, default_owner};
+pub use handler::{BatchHandler, Disposition, HandlerError, claim_event, refused};
+
+use clocks::{StallWatch, Trouble};
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
-use tokio_postgres::Transaction;
 use tracing::Instrument;
 
-use crate::db::{DbError, DbTarget};
+use crate::db::DbTarget;
 use crate::error_chain;
 use crate::kafka::Record;
 use crate::kafka::base_config;
 use crate::lease::{Lease, LeaseKey};
 use crate::outbox;
 use crate::retry::{Backoff, sleep_or_shutdown};
-
-/// What the handler did with one record of the batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Disposition {
-    /// Its effects are written in the batch transaction.
-    Applied,
-    /// Seen before (same idempotency key): nothing written.
-    Duplicate,
-    /// Cannot be decoded or validated: sent to the DLQ with the reason, partition moves on.
-    DeadLetter { error_kind: String, reason: String },
-}
-
-impl Disposition {
-    pub fn dead(error_kind: &str, reason: impl Into<String>) -> Self {
-        Self::DeadLetter {
-            error_kind: error_kind.to_owned(),
-            reason: reason.into(),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum HandlerError {
-    /// Worth retrying the whole batch (database busy, connection lost).
-    #[error("transient: {0}")]
-    Transient(String),
-    /// Retrying will not help; the consumer stops and says why.
-    #[error("fatal: {0}")]
-    Fatal(String),
-    /// The database refused what the batch wrote: one of its records cannot be applied as
-    /// it is. The consumer narrows the batch down to that record and dead-letters it.
-    #[error("refused by the database: {0}")]
-    Refused(String),
-}
-
-impl From<tokio_postgres::Error> for HandlerError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        if refused(&e) {
-            HandlerError::Refused(error_chain(&e))
-        } else {
-            HandlerError::Transient(error_chain(&e))
-        }
-    }
-}
-
-/// A data exception (class 22) or an integrity constraint violation (class 23, which the
-/// schema's own triggers raise too): the same statement with the same data fails again.
-/// Serialization failures, deadlocks, lost connections and shutdowns are worth a retry.
-pub fn refused(e: &tokio_postgres::Error) -> bool {
-    e.code()
-        .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
-}
-
-/// Applies a batch of records inside the consumer's transaction.
-pub trait BatchHandler: Send + Sync {
-    /// Returns one disposition per record, in order. Must write only through `tx`.
-    fn handle(
-        &self,
-        tx: &Transaction<'_>,
-        batch: &[Record],
-    ) -> impl Future<Output = Result<Vec<Disposition>, HandlerError>> + Send;
-}
-
-#[derive(Debug, Clone)]
-pub struct ConsumerConfig {
-    pub brokers: String,
-    pub consumer_group: String,
-    pub topic: String,
-    pub partition: i32,
-    /// Where refused records go.
-    pub dlq_topic: String,
-    /// Who this is, in leases and logs (host, pid, instance).
-    pub owner: String,
-    pub batch_size_max: usize,
-    /// How long to keep filling a batch once the first record arrived.
-    pub linger_ms: u64,
-    /// How long to wait for a first record before checking lease and shutdown again.
-    pub poll_ms: u64,
-    /// How often a standby retries the lease.
-    pub lease_retry_ms: u64,
-    /// Backoff after a failed batch or lease attempt, doubled up to `retry_backoff_max_ms`.
-    pub retry_backoff_ms: u64,
-    pub retry_backoff_max_ms: u64,
-    /// Quiet time with records waiting at the broker after which the Kafka client is rebuilt.
-    pub stall_check_ms: u64,
-    /// Trouble (no lease for want of Postgres, batches failing) lasting this long ends the run
-    /// with an error, for the process's supervisor to restart it.
-    pub give_up_after_ms: u64,
-}
-
-impl ConsumerConfig {
-    pub fn new(
-        brokers: &str,
-        consumer_group: &str,
-        topic: &str,
-        partition: i32,
-        dlq_topic: &str,
-    ) -> Self {
-        Self {
-            brokers: brokers.to_owned(),
-            consumer_group: consumer_group.to_owned(),
-            topic: topic.to_owned(),
-            partition,
-            dlq_topic: dlq_topic.to_owned(),
-            owner: default_owner(),
-            batch_size_max: 500,
-            linger_ms: 5,
-            poll_ms: 200,
-            lease_retry_ms: 500,
-            retry_backoff_ms: 100,
-            // Retries keep coming at least every 2 s: a partition resumes within about 2 s of
-            // the database's return.
-            retry_backoff_max_ms: 2_000,
-            stall_check_ms: 3_000,
-            give_up_after_ms: 300_000,
-        }
-    }
-
-    /// One configuration per partition of `topic` (`0..partitions`), each adjusted by
-    /// `tune`: what a consumer service runs.
-    pub fn each_partition(
-        brokers: &str,
-        consumer_group: &str,
-        topic: &str,
-        partitions: i32,
-        dlq_topic: &str,
-        tune: impl Fn(&mut ConsumerConfig),
-    ) -> Vec<ConsumerConfig> {
-        (0..partitions)
-            .map(|partition| {
-                let mut config = Self::new(brokers, consumer_group, topic, partition, dlq_topic);
-                tune(&mut config);
-                config
-            })
-            .collect()
-    }
-
-    fn lease_key(&self) -> LeaseKey {
-        LeaseKey {
-            consumer_group: self.consumer_group.clone(),
-            topic: self.topic.clone(),
-            partition: self.partition,
-        }
-    }
-}
-
-pub fn default_owner() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
-    format!(
-        "{host}:{}:{}",
-        std::process::id(),
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConsumerError {
-    #[error("{lease}: lease lost (epoch {epoch} superseded); this instance stops committing")]
-    LeaseLost { lease: LeaseKey, epoch: i64 },
-    #[error("{lease}: {source}")]
-    Db {
-        lease: LeaseKey,
-        #[source]
-        source: DbError,
-    },
-    #[error("{lease}: kafka: {reason}")]
-    Kafka { lease: LeaseKey, reason: String },
-    #[error("{lease}: handler gave {got} dispositions for {expected} records")]
-    DispositionCount {
-        lease: LeaseKey,
-        got: usize,
-        expected: usize,
-    },
-    #[error("{lease} at offset {offset}: handler failed: {reason}")]
-    Handler {
-        lease: LeaseKey,
-        offset: i64,
-        reason: String,
-    },
-    #[error(
-        "{lease}: no progress for {seconds} s, giving up so that the process is restarted: {reason}"
-    )]
-    GaveUp {
-        lease: LeaseKey,
-        seconds: u64,
-        reason: String,
-    },
-    #[error("{lease}: the consumer task panicked: {reason}")]
-    Panicked { lease: LeaseKey, reason: String },
-}
-
-/// Counters a benchmark or health endpoint can read while the consumer runs.
-#[derive(Debug, Default)]
-pub struct ConsumerStats {
-    pub batches: AtomicU64,
-    pub records: AtomicU64,
-    pub applied: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub dead_letters: AtomicU64,
-    pub retries: AtomicU64,
-    pub leases_taken: AtomicU64,
-    pub leases_lost: AtomicU64,
-    /// Kafka clients rebuilt because records waited at the broker and none arrived.
-    pub kafka_reconnects: AtomicU64,
-    /// This instance holds the partition's lease now.
-    pub holding: AtomicBool,
-    /// The next offset to consume, as last committed by this instance.
-    pub next_offset: AtomicI64,
-}
-
-impl ConsumerStats {
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-}
 
 /// Consumes one partition with exactly-once effects. Several instances may run for the same
 /// partition: one holds the lease and works, the others wait as standbys.
@@ -684,74 +476,6 @@ impl PartitionConsumer {
     }
 }
 
-/// How long the consumer has been failing without progress; long enough, and it gives up.
-#[derive(Default)]
-struct Trouble {
-    since: Option<Instant>,
-    reports: u64,
-}
-
-impl Trouble {
-    /// Counts one failure; an error once the trouble has lasted `give_up_after_ms`.
-    fn note(
-        &mut self,
-        config: &ConsumerConfig,
-        lease: &LeaseKey,
-        reason: &str,
-    ) -> Result<(), ConsumerError> {
-        let since = *self.since.get_or_insert_with(Instant::now);
-        self.reports += 1;
-        if since.elapsed() >= Duration::from_millis(config.give_up_after_ms) {
-            return Err(ConsumerError::GaveUp {
-                lease: lease.clone(),
-                seconds: since.elapsed().as_secs(),
-                reason: reason.to_owned(),
-            });
-        }
-        Ok(())
-    }
-
-    fn clear(&mut self, lease: &LeaseKey) {
-        if let Some(since) = self.since.take() {
-            tracing::info!(
-                %lease,
-                failures = self.reports,
-                seconds = since.elapsed().as_secs_f64(),
-                "recovered"
-            );
-        }
-        self.reports = 0;
-    }
-}
-
-/// When to look at the broker's high watermark: after `stall_check_ms` without a record, and
-/// then at most once per `stall_check_ms`.
-struct StallWatch {
-    every: Duration,
-    last: Instant,
-}
-
-impl StallWatch {
-    fn new(config: &ConsumerConfig) -> Self {
-        Self {
-            every: Duration::from_millis(config.stall_check_ms),
-            last: Instant::now(),
-        }
-    }
-
-    fn progress(&mut self) {
-        self.last = Instant::now();
-    }
-
-    fn due(&mut self) -> bool {
-        if self.last.elapsed() < self.every {
-            return false;
-        }
-        self.last = Instant::now();
-        true
-    }
-}
-
 enum BatchError {
     Transient(String),
     /// The database refused the batch's writes; see [`HandlerError::Refused`].
@@ -817,22 +541,4 @@ fn push_owned<M: Message>(batch: &mut Vec<Record>, m: &M, next_offset: i64) {
         payload: m.payload().map(<[u8]>::to_vec),
         timestamp_ms: m.timestamp().to_millis(),
     });
-}
-
-/// Records that `event_id` was applied by `consumer_group`; false if it already was, in which
-/// case the caller writes nothing. Call it inside the batch transaction.
-pub async fn claim_event(
-    tx: &Transaction<'_>,
-    consumer_group: &str,
-    event_id: &str,
-    record: &Record,
-) -> Result<bool, tokio_postgres::Error> {
-    let inserted = tx
-        .execute(
-            "INSERT INTO platform.processed_events (consumer_group, event_id, topic, partition, \"offset\")
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            &[&consumer_group, &event_id, &record.topic, &record.partition, &record.offset],
-        )
-        .await?;
-    Ok(inserted == 1)
 }
