@@ -15,7 +15,9 @@
 
 pub mod audit;
 pub mod configuration;
+pub mod counters;
 pub mod lifecycle;
+pub mod raffles;
 pub mod regulations;
 pub mod rejections;
 pub mod rsus;

@@ -60,7 +60,9 @@ fn text_fields(i: usize, r: &Record) -> Result<(), String> {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Record {
     local_id: String,
-    event_id: Uuid,
+    /// The raffle (the seed's record calls it the event).
+    #[serde(rename = "eventId")]
+    raffle_id: Uuid,
     allocation_id: Uuid,
     validation_number: String,
     draw_numbers: Vec<i64>,
@@ -73,7 +75,7 @@ struct Record {
     #[serde(default)]
     operator_id: Option<String>,
     created_at: DateTime<Utc>,
-    #[serde(default = "yes")]
+    #[serde(default = "offline_unless_told")]
     is_offline_sale: bool,
     /// The sale was voided on the device (before or after an earlier sync).
     #[serde(default)]
@@ -96,7 +98,8 @@ struct Record {
     last_sync_attempt: Option<Value>,
 }
 
-fn yes() -> bool {
+/// A record that does not say is an offline sale: the device kept it while unsynced.
+fn offline_unless_told() -> bool {
     true
 }
 
@@ -148,12 +151,12 @@ fn check(
         "unknown_allocation",
         format!("allocation {} is not this RSU's", record.allocation_id),
     ))?;
-    if a.raffle_id != record.event_id {
+    if a.raffle_id != record.raffle_id {
         return Err((
             "allocation_mismatch",
             format!(
                 "allocation {} is not for raffle {}",
-                record.allocation_id, record.event_id
+                record.allocation_id, record.raffle_id
             ),
         ));
     }
@@ -219,9 +222,9 @@ fn check(
         } else {
             SaleEventKind::RsuSaleRecorded
         },
-        raffle_id: record.event_id,
+        raffle_id: record.raffle_id,
         range_partition: RangePartition {
-            raffle_id: record.event_id,
+            raffle_id: record.raffle_id,
             range: RangeRef::Allocation(record.allocation_id),
         },
         order_id: None,
@@ -393,15 +396,15 @@ async fn accept(state: &IngestState, rsu: Uuid, records: &[Value]) -> Result<Rep
             continue;
         }
         // The jurisdiction's sales methods, once per raffle of the batch.
-        if let std::collections::hash_map::Entry::Vacant(slot) = methods.entry(record.event_id) {
-            let methods = catalog::regulations::for_raffle(client, record.event_id, now)
+        if let std::collections::hash_map::Entry::Vacant(slot) = methods.entry(record.raffle_id) {
+            let methods = catalog::regulations::for_raffle(client, record.raffle_id, now)
                 .await
                 .map(|r| r.sales_methods())
                 .unwrap_or_default();
             let allowed = (methods.rsu, methods.offline_rsu);
             slot.insert(allowed);
         }
-        let (rsu_allowed, offline_allowed) = methods[&record.event_id];
+        let (rsu_allowed, offline_allowed) = methods[&record.raffle_id];
         let verdict = if !rsu_allowed {
             Err((
                 "regulation",
@@ -424,7 +427,7 @@ async fn accept(state: &IngestState, rsu: Uuid, records: &[Value]) -> Result<Rep
                 tracing::info!(rsu = %rsu, local_id = ?record.local_id, code, reason = ?reason, "RSU record rejected");
                 record_rejection(
                     client,
-                    Some(record.event_id),
+                    Some(record.raffle_id),
                     None,
                     Some((rsu, &record.local_id)),
                     None,

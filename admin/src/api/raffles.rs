@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use catalog::lifecycle;
 use catalog::regulations::{self, InForce, Regulations, RuleValue};
+use catalog::{lifecycle, raffles};
 use schemas::RaffleState;
 
 use super::{Ctx, Reply, currency, ok, opt_prose, parse, positive, rows_json, text};
@@ -221,46 +221,41 @@ pub async fn create(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
             range_types: r.ranges.iter().map(|g| g.kind.clone()).collect(),
         },
     )?;
-    let row = ctx
-        .tx
-        .query_one(
-            "INSERT INTO catalog.raffle_events (organization_id, venue_id, name, description, event_identifier,
-                 sales_start_time, sales_end_time, draw_time, currency, jackpot_seed_minor, jackpot_starting_minor,
-                 revenue_calculation_method, max_tickets, created_by, updated_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) RETURNING id",
-            &[
-                &org,
-                &r.venue_id,
-                &name,
-                &opt_prose("description", &r.description, 2000)?,
-                &identifier,
-                &r.sales_start_time,
-                &r.sales_end_time,
-                &r.draw_time,
-                &currency,
-                &r.jackpot_seed_minor,
-                &r.jackpot_starting_minor,
-                &method,
-                &r.max_tickets,
-                &ctx.actor.sub,
-            ],
-        )
-        .await
-        .map_err(|e| crate::problem::from_db("creating the raffle", &e))?;
-    let id: Uuid = row.get(0);
-    for g in &r.ranges {
-        let size = g
-            .default_allocation_size
-            .unwrap_or(if g.kind == "online" { 1 } else { 100 }) as i32;
-        ctx.tx
-            .execute(
-                "INSERT INTO catalog.raffle_ranges (raffle_id, range_type, start_number, end_number, next_number, default_allocation_size)
-                 VALUES ($1, $2, $3, $4, $3, $5)",
-                &[&id, &g.kind, &g.start, &g.end, &size],
-            )
-            .await
-            .map_err(|e| crate::problem::from_db("adding the number ranges", &e))?;
-    }
+    let description = opt_prose("description", &r.description, 2000)?;
+    let ranges =
+        r.ranges
+            .iter()
+            .map(|g| raffles::NewRange {
+                range_type: &g.kind,
+                start_number: g.start,
+                end_number: g.end,
+                default_allocation_size: g
+                    .default_allocation_size
+                    .unwrap_or(if g.kind == "online" { 1 } else { 100 })
+                    as i32,
+            })
+            .collect();
+    let id = raffles::create(
+        ctx.tx,
+        &raffles::NewRaffle {
+            organization_id: org,
+            venue_id: r.venue_id,
+            name: &name,
+            description: description.as_deref(),
+            event_identifier: &identifier,
+            sales_start_time: r.sales_start_time,
+            sales_end_time: r.sales_end_time,
+            draw_time: r.draw_time,
+            currency: &currency,
+            jackpot_seed_minor: r.jackpot_seed_minor,
+            jackpot_starting_minor: r.jackpot_starting_minor,
+            revenue_calculation_method: &method,
+            max_tickets: r.max_tickets,
+            ranges,
+            created_by: &ctx.actor.sub,
+        },
+    )
+    .await?;
     let after = raffle_json(ctx.tx, org, id).await?;
     super::created_with(
         ctx,
@@ -430,31 +425,30 @@ pub async fn update(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<Reply,
             range_types,
         },
     )?;
-    ctx.tx
-        .execute(
-            "UPDATE catalog.raffle_events SET name = coalesce($3, name), description = coalesce($4, description),
-                 sales_start_time = $5, sales_end_time = $6, draw_time = $7,
-                 jackpot_seed_minor = coalesce($8, jackpot_seed_minor), jackpot_starting_minor = coalesce($9, jackpot_starting_minor),
-                 revenue_calculation_method = coalesce($10, revenue_calculation_method), max_tickets = coalesce($11, max_tickets),
-                 updated_at = now(), updated_by = $12
-             WHERE id = $1 AND organization_id = $2",
-            &[
-                &raffle,
-                &org,
-                &p.name.as_deref().map(|n| text("name", n, 200)).transpose()?,
-                &opt_prose("description", &p.description, 2000)?,
-                &start,
-                &end,
-                &draw,
-                &p.jackpot_seed_minor,
-                &p.jackpot_starting_minor,
-                &p.revenue_calculation_method,
-                &p.max_tickets,
-                &ctx.actor.sub,
-            ],
-        )
-        .await
-        .map_err(|e| crate::problem::from_db("updating the raffle", &e))?;
+    let name = p
+        .name
+        .as_deref()
+        .map(|n| text("name", n, 200))
+        .transpose()?;
+    let description = opt_prose("description", &p.description, 2000)?;
+    raffles::update(
+        ctx.tx,
+        org,
+        raffle,
+        &raffles::RaffleChanges {
+            name: name.as_deref(),
+            description: description.as_deref(),
+            sales_start_time: start,
+            sales_end_time: end,
+            draw_time: draw,
+            jackpot_seed_minor: p.jackpot_seed_minor,
+            jackpot_starting_minor: p.jackpot_starting_minor,
+            revenue_calculation_method: p.revenue_calculation_method.as_deref(),
+            max_tickets: p.max_tickets,
+            updated_by: &ctx.actor.sub,
+        },
+    )
+    .await?;
     let after = raffle_json(ctx.tx, org, raffle).await?;
     super::changed_with(
         ctx,

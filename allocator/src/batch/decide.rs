@@ -9,11 +9,12 @@ use chrono::Utc;
 use schemas::{DrawNumber, SaleEvent, SaleEventKind, SaleSource, TicketEvent, TicketEventKind};
 use uuid::Uuid;
 
-use super::at;
 use super::load::Loaded;
+use super::wire_time;
 
+/// What a batch decided, to be written in one go.
 #[derive(Default)]
-pub(super) struct Writes {
+pub(super) struct Decided {
     /// RSU orders, recorded as they arrive.
     pub(super) new_orders: Vec<NewOrder>,
     pub(super) order_updates: Vec<OrderUpdate>,
@@ -76,7 +77,7 @@ pub(super) struct Rejection {
 /// What a batch decided on, next to the state it decided against.
 pub(super) struct Decider {
     pub(super) state: Loaded,
-    pub(super) writes: Writes,
+    pub(super) decided: Decided,
 }
 
 /// An event's effect: it changed something, or was seen before.
@@ -90,7 +91,7 @@ impl Decider {
     pub(super) fn new(state: Loaded) -> Self {
         Self {
             state,
-            writes: Writes::default(),
+            decided: Decided::default(),
         }
     }
 
@@ -124,7 +125,7 @@ impl Decider {
             && o.status == "pending"
         {
             o.status = "rejected".into();
-            self.writes.order_updates.push((
+            self.decided.order_updates.push((
                 order,
                 "rejected".into(),
                 None,
@@ -139,7 +140,7 @@ impl Decider {
             Vec::new(),
             Some(reason.clone()),
         );
-        self.writes.rejections.push(Rejection {
+        self.decided.rejections.push(Rejection {
             event: event.clone(),
             code,
             reason,
@@ -183,7 +184,7 @@ impl Decider {
         };
         match schemas::encode(&ticket) {
             Ok(payload) => self
-                .writes
+                .decided
                 .outbox
                 .push((event.raffle_id.to_string().into_bytes(), payload)),
             Err(e) => tracing::error!(error = %e, "cannot encode a ticket event"),
@@ -205,7 +206,7 @@ impl Decider {
         if r.state != "active" && r.state != "sales_closed" {
             return Err(("raffle_not_selling", format!("raffle is {}", r.state)));
         }
-        let paid = at(event.occurred_at_us);
+        let paid = wire_time(event.occurred_at_us);
         if paid < r.sales_start || paid >= r.sales_end {
             return Err((
                 "outside_sales_window",
@@ -254,7 +255,7 @@ impl Decider {
             .remove(&order_id)
             .unwrap_or_default();
         numbers.extend(
-            self.writes
+            self.decided
                 .tickets
                 .iter()
                 .filter(|t| t.order_id == order_id && !t.voided)
@@ -265,8 +266,8 @@ impl Decider {
             r.sold_delta -= n;
             r.voided_delta += n;
         }
-        self.writes.voids.push((order_id, reason.clone()));
-        self.writes.order_updates.push((
+        self.decided.voids.push((order_id, reason.clone()));
+        self.decided.order_updates.push((
             order_id,
             status.into(),
             None,

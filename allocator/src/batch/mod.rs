@@ -40,7 +40,7 @@ impl Allocator {
 }
 
 /// A wire timestamp (microseconds since the epoch) as a time.
-fn at(us: i64) -> DateTime<Utc> {
+fn wire_time(us: i64) -> DateTime<Utc> {
     Utc.timestamp_micros(us).single().unwrap_or_default()
 }
 

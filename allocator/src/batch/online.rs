@@ -4,8 +4,8 @@
 
 use schemas::{RangeRef, SaleEvent, TicketEventKind};
 
-use super::at;
 use super::decide::{Decider, NewTicket, Outcome, Rejection};
+use super::wire_time;
 
 impl Decider {
     pub(super) fn complete_online(&mut self, event: SaleEvent) -> Outcome {
@@ -53,7 +53,7 @@ impl Decider {
                     Vec::new(),
                     Some(reason.clone()),
                 );
-                self.writes.rejections.push(Rejection {
+                self.decided.rejections.push(Rejection {
                     event,
                     code: "order_not_pending",
                     reason,
@@ -130,11 +130,11 @@ impl Decider {
         range.next += count;
         range.next_changed = true;
         range.sold_delta += count;
-        let paid = at(event.occurred_at_us);
+        let paid = wire_time(event.occurred_at_us);
         let numbers: Vec<i64> = (first..first + count).collect();
         for &n in &numbers {
             assert!(n <= range.end, "number {n} beyond range {range_id}");
-            self.writes.tickets.push(NewTicket {
+            self.decided.tickets.push(NewTicket {
                 raffle_id: event.raffle_id,
                 order_id,
                 range_id,
@@ -154,7 +154,7 @@ impl Decider {
         if let Some(p) = payment {
             self.state.paid_by.insert(p, order_id);
         }
-        self.writes.order_updates.push((
+        self.decided.order_updates.push((
             order_id,
             "completed".into(),
             provider,
@@ -173,7 +173,7 @@ impl Decider {
         match self.state.orders.get_mut(&order_id) {
             Some(o) if o.status == "pending" => {
                 o.status = "failed".into();
-                self.writes.order_updates.push((
+                self.decided.order_updates.push((
                     order_id,
                     "failed".into(),
                     None,

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use schemas::{SaleEvent, TicketEventKind};
 use uuid::Uuid;
 
-use super::at;
 use super::decide::{Decider, NewOrder, NewTicket, Outcome};
+use super::wire_time;
 
 impl Decider {
     pub(super) fn record_rsu(&mut self, event: SaleEvent, voided: bool) -> Outcome {
@@ -110,8 +110,8 @@ impl Decider {
                 ),
             );
         }
-        let sold_at = at(event.occurred_at_us);
-        let received = at(event.received_at_us);
+        let sold_at = wire_time(event.occurred_at_us);
+        let received = wire_time(event.received_at_us);
         if !voided {
             if let Err((code, reason)) = self.admit(&event, count) {
                 return self.reject(&event, code, reason);
@@ -170,7 +170,7 @@ impl Decider {
         let numbers: Vec<i64> = sale.draw_numbers.iter().map(|n| n.get()).collect();
         for &n in &numbers {
             self.state.taken_numbers.insert((event.raffle_id, n));
-            self.writes.tickets.push(NewTicket {
+            self.decided.tickets.push(NewTicket {
                 raffle_id: event.raffle_id,
                 order_id,
                 range_id,
@@ -182,7 +182,7 @@ impl Decider {
             });
         }
         let customer = event.customer.clone().unwrap_or_default();
-        self.writes.new_orders.push(NewOrder {
+        self.decided.new_orders.push(NewOrder {
             id: order_id,
             raffle_id: event.raffle_id,
             package_id: event.package_id.unwrap_or_default(),
@@ -262,11 +262,11 @@ impl Decider {
             return self.state.orders.get(&id).map(|o| (id, o.status.clone()));
         }
         let staged = self
-            .writes
+            .decided
             .new_orders
             .iter()
             .find(|o| o.rsu_id == rsu_id && o.local_id == local_id)?;
-        let status = match self.writes.voids.iter().find(|v| v.0 == staged.id) {
+        let status = match self.decided.voids.iter().find(|v| v.0 == staged.id) {
             Some(_) => "voided".to_owned(),
             None => staged.status.clone(),
         };

@@ -135,7 +135,7 @@ fn event(s: &Setup, kind: SaleEventKind, order: (Uuid, i32), key: &str) -> SaleE
 }
 
 fn ticket_events(d: &Decider) -> Vec<TicketEvent> {
-    d.writes
+    d.decided
         .outbox
         .iter()
         .map(|(_, payload)| schemas::decode::<TicketEvent>(payload).unwrap())
@@ -153,7 +153,7 @@ fn a_payment_issues_the_next_numbers_once_and_a_refund_in_the_same_batch_voids_t
         d.decide(event(&s, SaleEventKind::SaleCompleted, s.orders[1], "b")),
         Outcome::Applied
     );
-    let numbers: Vec<i64> = d.writes.tickets.iter().map(|t| t.number).collect();
+    let numbers: Vec<i64> = d.decided.tickets.iter().map(|t| t.number).collect();
     assert_eq!(
         numbers,
         (50_011..50_019).collect::<Vec<_>>(),
@@ -169,7 +169,10 @@ fn a_payment_issues_the_next_numbers_once_and_a_refund_in_the_same_batch_voids_t
         .expect("a void event");
     let voided: Vec<i64> = voided.draw_numbers.iter().map(|n| n.get()).collect();
     assert_eq!(voided, (50_011..50_016).collect::<Vec<_>>());
-    assert_eq!(d.writes.voids, vec![(s.orders[0].0, "refunded".to_owned())]);
+    assert_eq!(
+        d.decided.voids,
+        vec![(s.orders[0].0, "refunded".to_owned())]
+    );
     let r = &d.state.raffles[&s.raffle];
     assert_eq!((r.sold_delta, r.voided_delta), (3, 5));
 }
@@ -206,9 +209,9 @@ fn a_payment_beyond_the_raffle_is_rejected_for_refund_and_recorded_once() {
     let paid = event(&s, SaleEventKind::SaleCompleted, s.orders[0], "x");
     assert_eq!(d.decide(paid.clone()), Outcome::Applied);
     assert_eq!(d.decide(paid), Outcome::Duplicate);
-    assert!(d.writes.tickets.is_empty());
-    assert_eq!(d.writes.rejections.len(), 1);
-    assert_eq!(d.writes.rejections[0].code, "raffle_sold_out");
+    assert!(d.decided.tickets.is_empty());
+    assert_eq!(d.decided.rejections.len(), 1);
+    assert_eq!(d.decided.rejections[0].code, "raffle_sold_out");
 }
 
 proptest! {
@@ -236,7 +239,7 @@ proptest! {
             let key = format!("{:?}-{}-{}", kind, order.0, if what == 1 { n } else { 0 });
             d.decide(event(&s, kind, order, &key));
         }
-        let numbers: Vec<i64> = d.writes.tickets.iter().map(|t| t.number).collect();
+        let numbers: Vec<i64> = d.decided.tickets.iter().map(|t| t.number).collect();
         let expected: Vec<i64> =
             (RANGE_START + sold_before..RANGE_START + sold_before + numbers.len() as i64).collect();
         prop_assert_eq!(&numbers, &expected);
@@ -244,7 +247,7 @@ proptest! {
         let r = &d.state.raffles[&s.raffle];
         prop_assert!(sold_before + r.sold_delta <= max, "{} sold of {}", sold_before + r.sold_delta, max);
         let mut orders_issued = HashSet::new();
-        for t in &d.writes.tickets {
+        for t in &d.decided.tickets {
             orders_issued.insert(t.order_id);
         }
         let per_order: usize = orders_issued

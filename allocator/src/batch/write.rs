@@ -1,7 +1,9 @@
 //! The write phase: what the decide phase staged, written with a few set-based statements in
 //! the batch's transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use catalog::counters::{AllocationChange, RaffleChange, RangeChange};
 
 use platform::HandlerError;
 use tokio_postgres::Transaction;
@@ -9,14 +11,14 @@ use uuid::Uuid;
 
 use super::decide::{Decider, OrderUpdate};
 
-/// Writes what the batch decided: new orders, tickets, order changes, holds given back,
+/// Decided what the batch decided: new orders, tickets, order changes, holds given back,
 /// rejections, ticket events for the outbox, the counters' changes, then the voids.
 pub(super) async fn write(
     tx: &Transaction<'_>,
     d: &mut Decider,
     tickets_topic: &str,
 ) -> Result<(), HandlerError> {
-    let w = std::mem::take(&mut d.writes);
+    let w = std::mem::take(&mut d.decided);
     if !w.new_orders.is_empty() {
         let o = &w.new_orders;
         tx.execute(
@@ -129,80 +131,79 @@ pub(super) async fn write(
     }
     platform::outbox::enqueue_all(tx, tickets_topic, w.outbox).await?;
     // Counters: written as deltas, once per batch.
+    let mut ranges = Vec::new();
     for (id, r) in d.state.ranges.iter_mut() {
         if r.next_changed || r.sold_delta != 0 || r.voided_delta != 0 {
-            tx.execute(
-                "UPDATE catalog.raffle_ranges SET next_number = greatest(next_number, $2), sold = sold + $3, voided = voided + $4
-                  WHERE id = $1",
-                &[id, &r.next, &r.sold_delta, &r.voided_delta],
-            )
-            .await?;
+            ranges.push(RangeChange {
+                range_id: *id,
+                next_number: r.next,
+                sold: r.sold_delta,
+                voided: r.voided_delta,
+            });
             r.next_changed = false;
             r.sold_delta = 0;
             r.voided_delta = 0;
         }
     }
+    let mut allocations = Vec::new();
     for (id, a) in d.state.allocations.iter_mut() {
         if a.sold_delta != 0 || a.voided_delta != 0 || a.used_delta != 0 {
-            tx.execute(
-                "UPDATE catalog.rsu_allocations SET next_draw_number = greatest(next_draw_number, $2),
-                        tickets_sold = tickets_sold + $3, tickets_voided = tickets_voided + $4,
-                        state = CASE WHEN greatest(next_draw_number, $2) > end_number AND state = 'active' THEN 'exhausted' ELSE state END,
-                        exhausted_at = CASE WHEN greatest(next_draw_number, $2) > end_number THEN coalesce(exhausted_at, now()) END
-                  WHERE id = $1",
-                &[id, &a.next, &a.sold_delta, &a.voided_delta],
-            )
-            .await?;
-            tx.execute(
-                "UPDATE catalog.validation_number_blocks SET next_sequence = greatest(next_sequence, $2),
-                        numbers_used = numbers_used + $3 WHERE id = $1",
-                &[&a.block_id, &a.next_sequence, &a.used_delta],
-            )
-            .await?;
+            allocations.push(AllocationChange {
+                allocation_id: *id,
+                next_number: a.next,
+                sold: a.sold_delta,
+                voided: a.voided_delta,
+                validation_block_id: a.block_id,
+                next_sequence: a.next_sequence,
+                validation_numbers_used: a.used_delta,
+            });
             a.sold_delta = 0;
             a.voided_delta = 0;
             a.used_delta = 0;
         }
     }
+    let mut raffles = Vec::new();
     for (id, r) in d.state.raffles.iter_mut() {
         if r.sold_delta != 0 || r.voided_delta != 0 || r.first_sale_new {
-            tx.execute(
-                "UPDATE catalog.raffle_events SET total_sold = total_sold + $2, total_voided = total_voided + $3,
-                        first_sale_at = coalesce(first_sale_at, $4) WHERE id = $1",
-                &[id, &r.sold_delta, &r.voided_delta, &r.first_sale],
-            )
-            .await?;
+            raffles.push(RaffleChange {
+                raffle_id: *id,
+                sold: r.sold_delta,
+                voided: r.voided_delta,
+                first_sale: r.first_sale,
+            });
             r.total_sold += r.sold_delta;
             r.sold_delta = 0;
             r.voided_delta = 0;
             r.first_sale_new = false;
         }
     }
+    catalog::counters::apply(tx, &ranges, &allocations, &raffles).await?;
     // Voids last, after the counters took the batch's new sales: one statement voids every
-    // sold ticket of the voided orders (issued before or in this batch) and moves their
-    // ranges' and allocations' counts from sold to voided. The raffle's own count moved with
-    // its delta above.
+    // sold ticket of the voided orders (issued before or in this batch); their ranges' and
+    // blocks' counts move from sold to voided. The raffle's own count moved with its delta.
     if !w.voids.is_empty() {
         let (orders, reasons): (Vec<Uuid>, Vec<String>) = w.voids.into_iter().unzip();
-        tx.execute(
-            "WITH voided AS (
-                 UPDATE sales.tickets t SET state = 'voided', voided_at = now(), voided_by = 'allocator',
+        let mut per_range: BTreeMap<Uuid, i64> = BTreeMap::new();
+        let mut per_allocation: BTreeMap<Uuid, i64> = BTreeMap::new();
+        for row in tx
+            .query(
+                "UPDATE sales.tickets t SET state = 'voided', voided_at = now(), voided_by = 'allocator',
                         voided_reason = u.reason, updated_at = now()
                    FROM unnest($1::uuid[], $2::text[]) AS u(order_id, reason)
                   WHERE t.order_id = u.order_id AND t.state = 'sold'
-              RETURNING t.range_id, t.rsu_allocation_id),
-             ranges AS (
-                 UPDATE catalog.raffle_ranges g SET sold = g.sold - c.n, voided = g.voided + c.n
-                   FROM (SELECT range_id, count(*) AS n FROM voided GROUP BY range_id) c
-                  WHERE g.id = c.range_id)
-             UPDATE catalog.rsu_allocations a
-                SET tickets_sold = a.tickets_sold - c.n, tickets_voided = a.tickets_voided + c.n
-               FROM (SELECT rsu_allocation_id, count(*) AS n FROM voided
-                      WHERE rsu_allocation_id IS NOT NULL GROUP BY rsu_allocation_id) c
-              WHERE a.id = c.rsu_allocation_id",
-            &[&orders, &reasons],
-        )
-        .await?;
+              RETURNING t.range_id, t.rsu_allocation_id",
+                &[&orders, &reasons],
+            )
+            .await?
+        {
+            *per_range.entry(row.get(0)).or_default() += 1;
+            if let Some(a) = row.get::<_, Option<Uuid>>(1) {
+                *per_allocation.entry(a).or_default() += 1;
+            }
+        }
+        let per_range: Vec<(Uuid, i64)> = per_range.into_iter().collect();
+        let per_allocation: Vec<(Uuid, i64)> = per_allocation.into_iter().collect();
+        catalog::counters::move_to_voided(tx, &per_range, &per_allocation).await?;
     }
     Ok(())
 }
