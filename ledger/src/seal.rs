@@ -5,7 +5,7 @@
 //! seed. After it, sales no longer post (the consumer refuses them to the DLQ).
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Pool, Transaction};
 use platform::TopicNames;
 use rand::TryRngCore;
 use rust_decimal::Decimal;
@@ -166,290 +166,23 @@ pub async fn seal(
     request: &SealRequest,
 ) -> Result<SealRecord, SealError> {
     let raffle = request.raffle_id;
-    {
-        let client = pool.get().await.map_err(failed)?;
-        let row = client
-            .query_opt(
-                // Sales end at the end time, or earlier when closed early.
-                "SELECT r.state, least(r.sales_end_time, (SELECT max(t.occurred_at) FROM catalog.raffle_transitions t
-                                                           WHERE t.raffle_id = r.id AND t.to_state = 'sales_closed'))
-                   FROM catalog.raffle_events r WHERE r.id = $1",
-                &[&raffle],
-            )
-            .await
-            .map_err(failed)?
-            .ok_or_else(|| refused("unknown-raffle", format!("raffle {raffle} does not exist")))?;
-        let (state, end): (String, DateTime<Utc>) = (row.get(0), row.get(1));
-        if state != "sales_closed" {
-            return Err(refused(
-                "not-closed",
-                format!("raffle {raffle} is {state}; only a raffle whose sales closed is sealed"),
-            ));
-        }
-        let open_until = end + chrono::Duration::seconds(request.grace_seconds);
-        if Utc::now() < open_until {
-            return Err(refused(
-                "grace-period",
-                format!("late payment webhooks are accepted until {open_until}"),
-            ));
-        }
-    }
+    check_closed(pool, request).await?;
     ensure_drained(pool, brokers, topics).await?;
 
     let mut client = pool.get().await.map_err(failed)?;
     let tx = client.transaction().await.map_err(failed)?;
-    let row = tx
-        .query_one(
-            "SELECT r.state, r.currency, r.revenue_calculation_method, r.jackpot_seed_minor, r.jackpot_starting_minor,
-                    o.operating_fee_type, o.operating_fee_percent, o.operating_fee_minor, r.organization_id
-               FROM catalog.raffle_events r JOIN catalog.organizations o ON o.id = r.organization_id
-              WHERE r.id = $1 FOR UPDATE OF r",
-            &[&raffle],
-        )
-        .await
-        .map_err(failed)?;
-    let state: String = row.get(0);
-    if state != "sales_closed" {
-        return Err(refused("not-closed", format!("raffle {raffle} is {state}")));
-    }
-    let currency: String = row.get(1);
-    let net_method = row.get::<_, String>(2) == "net_revenue";
-    let fee = match (
-        row.get::<_, String>(5).as_str(),
-        row.get::<_, Option<Decimal>>(6),
-        row.get::<_, Option<i64>>(7),
-    ) {
-        ("percentage", Some(percent), _) => OperatingFee::Percentage { percent },
-        (_, _, Some(amount_minor)) => OperatingFee::Fixed { amount_minor },
-        _ => OperatingFee::Fixed { amount_minor: 0 },
-    };
-    let organization: Uuid = row.get(8);
-
-    // Devices that never gave their block back: refused unless written off.
-    let open = tx
-        .query(
-            "SELECT a.id, a.entity_id, a.tickets_available FROM catalog.rsu_allocations a
-              WHERE a.raffle_id = $1 AND a.state = 'active' ORDER BY a.start_number FOR UPDATE",
-            &[&raffle],
-        )
-        .await
-        .map_err(failed)?;
-    let unsynced: Vec<String> = open
-        .iter()
-        .filter(|r| !request.write_off.contains(&r.get::<_, Uuid>(0)))
-        .map(|r| {
-            format!(
-                "{} (RSU {}, {} numbers unaccounted)",
-                r.get::<_, Uuid>(0),
-                r.get::<_, Uuid>(1),
-                r.get::<_, i64>(2)
-            )
-        })
-        .collect();
-    if !unsynced.is_empty() {
-        return Err(refused(
-            "unsynced-allocations",
-            format!(
-                "these allocations were neither returned nor written off: {}",
-                unsynced.join(", ")
-            ),
-        ));
-    }
-    // A written-off number counts as sold at the lowest price per ticket on offer.
-    let per_ticket: i64 = tx
-        .query_one(
-            "SELECT coalesce(min((price_minor + ticket_count - 1) / ticket_count), 0)::bigint FROM catalog.ticket_packages
-              WHERE raffle_id = $1 AND is_active",
-            &[&raffle],
-        )
-        .await
-        .map_err(failed)?
-        .get(0);
-    let mut written_off = 0;
-    for r in &open {
-        let (allocation, rsu, unaccounted): (Uuid, Uuid, i64) = (r.get(0), r.get(1), r.get(2));
-        let value = unaccounted
-            .checked_mul(per_ticket)
-            .ok_or_else(|| overflow("value of the written-off numbers"))?;
-        catalog::rsus::write_off(&*tx, allocation)
-            .await
-            .map_err(failed)?;
-        if value > 0 {
-            append(
-                &tx,
-                raffle,
-                "written_off_receipts",
-                format!(
-                    "{unaccounted} unaccounted numbers of allocation {allocation} counted as sold"
-                ),
-                &currency,
-                &[
-                    Posting {
-                        code: format!("rsu_float/{rsu}"),
-                        kind: "asset",
-                        amount_minor: value,
-                    },
-                    Posting {
-                        code: GROSS_TICKET_REVENUE.into(),
-                        kind: "revenue",
-                        amount_minor: -value,
-                    },
-                ],
-            )
-            .await
-            .map_err(failed)?;
-        }
-        written_off = checked_sum(&[written_off, value], "written-off receipts")?;
-    }
-
-    let verification = crate::verify(&*tx, raffle).await.map_err(failed)?;
-    if let Some(f) = verification.first_failure {
-        return Err(refused(
-            "ledger-does-not-verify",
-            format!(
-                "entry {} (sequence {}): {}",
-                f.entry_id, f.sequence, f.reason
-            ),
-        ));
-    }
-    let balances = crate::balances(&*tx, raffle, None).await.map_err(failed)?;
-    let revenue = balances.get(GROSS_TICKET_REVENUE).copied().unwrap_or(0);
-    let gross_sales = revenue
-        .checked_neg()
-        .and_then(|r| r.checked_sub(written_off))
-        .ok_or_else(|| overflow("gross sales"))?;
-    let refunds = balances.get(REFUNDS_AND_VOIDS).copied().unwrap_or(0);
-    let gross_receipts = gross_sales
-        .checked_add(written_off)
-        .and_then(|g| g.checked_sub(refunds))
-        .ok_or_else(|| overflow("gross receipts"))?;
-
-    let prize_rows = tx
-        .query(
-            "SELECT id, name, prize_type, value_minor, percentage FROM catalog.prizes WHERE raffle_id = $1 ORDER BY position",
-            &[&raffle],
-        )
-        .await
-        .map_err(failed)?;
-    let prizes: Vec<PrizeValue> = prize_rows
-        .iter()
-        .map(|r| {
-            match (
-                r.get::<_, String>(2).as_str(),
-                r.get::<_, Option<i64>>(3),
-                r.get::<_, Option<Decimal>>(4),
-            ) {
-                ("fixed", Some(value_minor), _) => PrizeValue::Fixed { value_minor },
-                (_, _, Some(percent)) => PrizeValue::Percentage { percent },
-                _ => PrizeValue::Fixed { value_minor: 0 },
-            }
-        })
-        .collect();
-    let money = split(&SplitInput {
-        gross_receipts_minor: gross_receipts,
-        revenue_method_net: net_method,
-        jackpot_seed_minor: row.get(3),
-        jackpot_starting_minor: row.get(4),
-        prizes,
-        operating_fee: fee,
-    })
-    .map_err(|e| refused("amount-overflow", e.to_string()))?;
-    let parts: Vec<i64> = money
-        .prizes_minor
-        .iter()
-        .copied()
-        .chain([money.operating_fee_minor, money.net_proceeds_minor])
-        .collect();
-    assert_eq!(
-        checked_sum(&parts, "split")?,
+    let terms = terms(&tx, raffle).await?;
+    let written_off = write_off_unsynced(&tx, request, &terms.currency).await?;
+    let totals = totals(&tx, raffle, written_off).await?;
+    let (money, prizes_json) = post_split(&tx, raffle, &terms, &totals).await?;
+    let Totals {
+        gross_sales,
+        refunds,
         gross_receipts,
-        "the split of raffle {raffle} adds up to its gross"
-    );
-
-    // Prizes and fee become liabilities; revenue and expenses close to net proceeds.
-    let mut allocation = Vec::new();
-    let mut closing = vec![
-        Posting {
-            code: GROSS_TICKET_REVENUE.into(),
-            kind: "revenue",
-            amount_minor: gross_sales + written_off,
-        },
-        Posting {
-            code: REFUNDS_AND_VOIDS.into(),
-            kind: "revenue",
-            amount_minor: -refunds,
-        },
-    ];
-    let mut prizes_json = Vec::new();
-    for (r, amount) in prize_rows.iter().zip(&money.prizes_minor) {
-        let id: Uuid = r.get(0);
-        prizes_json
-            .push(json!({"prize_id": id, "name": r.get::<_, String>(1), "amount_minor": amount}));
-        if *amount > 0 {
-            allocation.push(Posting {
-                code: format!("prize_expense/{id}"),
-                kind: "expense",
-                amount_minor: *amount,
-            });
-            allocation.push(Posting {
-                code: format!("prize_liability/{id}"),
-                kind: "liability",
-                amount_minor: -*amount,
-            });
-            closing.push(Posting {
-                code: format!("prize_expense/{id}"),
-                kind: "expense",
-                amount_minor: -*amount,
-            });
-        }
-    }
-    if money.operating_fee_minor > 0 {
-        allocation.push(Posting {
-            code: "operating_fee_expense".into(),
-            kind: "expense",
-            amount_minor: money.operating_fee_minor,
-        });
-        allocation.push(Posting {
-            code: "operating_fee_payable".into(),
-            kind: "liability",
-            amount_minor: -money.operating_fee_minor,
-        });
-        closing.push(Posting {
-            code: "operating_fee_expense".into(),
-            kind: "expense",
-            amount_minor: -money.operating_fee_minor,
-        });
-    }
-    closing.push(Posting {
-        code: "net_proceeds".into(),
-        kind: "equity",
-        amount_minor: -money.net_proceeds_minor,
-    });
-    closing.retain(|p| p.amount_minor != 0);
-    if allocation.len() >= 2 {
-        append(
-            &tx,
-            raffle,
-            "prize_and_fee_allocation",
-            "prizes and operating fee at the seal".into(),
-            &currency,
-            &allocation,
-        )
-        .await
-        .map_err(failed)?;
-    }
-    if closing.len() >= 2 {
-        append(
-            &tx,
-            raffle,
-            "close_to_net_proceeds",
-            "revenue and expenses closed to net proceeds".into(),
-            &currency,
-            &closing,
-        )
-        .await
-        .map_err(failed)?;
-    }
+        written_off,
+    } = totals;
+    let currency = terms.currency.clone();
+    let organization = terms.organization_id;
 
     // The eligible ticket set and the draw seed's commitment.
     let tickets = EligibleSet::load(&*tx, raffle, 0).await.map_err(failed)?;
@@ -462,27 +195,7 @@ pub async fn seal(
         .await
         .map_err(failed)?
         .get(0);
-    let mut seed = [0u8; 32];
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut seed)
-        .map_err(failed)?;
-    let commitment: [u8; 32] = Sha256::digest(seed).into();
-    // The seed waits for the draw with its execution (wrapped when a key is configured); only
-    // its commitment is published.
-    let (stored, wrapped) = match &request.seed_key {
-        Some(key) => (key.apply(raffle, &seed), true),
-        None => {
-            tracing::warn!(raffle_id = %raffle, "no {} configured: the draw seed waits in clear", crate::seed_key::ENV);
-            (seed, false)
-        }
-    };
-    tx.execute(
-        "INSERT INTO draw.draw_executions (raffle_event_id, method, state, rng_seed_commitment, rng_seed, rng_seed_wrapped, conducted_by)
-         VALUES ($1, 'rng', 'pending', $2, $3, $4, $5)",
-        &[&raffle, &commitment.to_vec(), &stored.to_vec(), &wrapped, &request.sealed_by],
-    )
-    .await
-    .map_err(failed)?;
+    let commitment = commit_seed(&tx, request).await?;
 
     let verification = crate::verify(&*tx, raffle).await.map_err(failed)?;
     let head = hex::decode(&verification.head_hash).map_err(failed)?;
@@ -558,4 +271,381 @@ pub async fn seal(
     .map_err(failed)?;
     tx.commit().await.map_err(failed)?;
     Ok(record)
+}
+
+/// Only a raffle whose sales closed is sealed, and only once the grace period for late
+/// payment webhooks is over.
+async fn check_closed(pool: &Pool, request: &SealRequest) -> Result<(), SealError> {
+    let raffle = request.raffle_id;
+
+    let client = pool.get().await.map_err(failed)?;
+    let row = client
+        .query_opt(
+            // Sales end at the end time, or earlier when closed early.
+            "SELECT r.state, least(r.sales_end_time, (SELECT max(t.occurred_at) FROM catalog.raffle_transitions t
+                                                       WHERE t.raffle_id = r.id AND t.to_state = 'sales_closed'))
+               FROM catalog.raffle_events r WHERE r.id = $1",
+            &[&raffle],
+        )
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| refused("unknown-raffle", format!("raffle {raffle} does not exist")))?;
+    let (state, end): (String, DateTime<Utc>) = (row.get(0), row.get(1));
+    if state != "sales_closed" {
+        return Err(refused(
+            "not-closed",
+            format!("raffle {raffle} is {state}; only a raffle whose sales closed is sealed"),
+        ));
+    }
+    let open_until = end + chrono::Duration::seconds(request.grace_seconds);
+    if Utc::now() < open_until {
+        return Err(refused(
+            "grace-period",
+            format!("late payment webhooks are accepted until {open_until}"),
+        ));
+    }
+    Ok(())
+}
+
+/// What the raffle and its organisation set for the split.
+struct Terms {
+    currency: String,
+    net_method: bool,
+    fee: OperatingFee,
+    organization_id: Uuid,
+    jackpot_seed_minor: i64,
+    jackpot_starting_minor: i64,
+}
+
+/// The raffle locked for the seal, still closed, and its terms.
+async fn terms(tx: &Transaction<'_>, raffle: Uuid) -> Result<Terms, SealError> {
+    let row = tx
+        .query_one(
+            "SELECT r.state, r.currency, r.revenue_calculation_method, r.jackpot_seed_minor, r.jackpot_starting_minor,
+                    o.operating_fee_type, o.operating_fee_percent, o.operating_fee_minor, r.organization_id
+               FROM catalog.raffle_events r JOIN catalog.organizations o ON o.id = r.organization_id
+              WHERE r.id = $1 FOR UPDATE OF r",
+            &[&raffle],
+        )
+        .await
+        .map_err(failed)?;
+    let state: String = row.get(0);
+    if state != "sales_closed" {
+        return Err(refused("not-closed", format!("raffle {raffle} is {state}")));
+    }
+    let currency: String = row.get(1);
+    let net_method = row.get::<_, String>(2) == "net_revenue";
+    let fee = match (
+        row.get::<_, String>(5).as_str(),
+        row.get::<_, Option<Decimal>>(6),
+        row.get::<_, Option<i64>>(7),
+    ) {
+        ("percentage", Some(percent), _) => OperatingFee::Percentage { percent },
+        (_, _, Some(amount_minor)) => OperatingFee::Fixed { amount_minor },
+        _ => OperatingFee::Fixed { amount_minor: 0 },
+    };
+    let organization: Uuid = row.get(8);
+    Ok(Terms {
+        currency,
+        net_method,
+        fee,
+        organization_id: organization,
+        jackpot_seed_minor: row.get(3),
+        jackpot_starting_minor: row.get(4),
+    })
+}
+
+/// Devices that never gave their block back: refused unless written off; a written-off
+/// block's unaccounted numbers count as sold at the lowest price per ticket on offer.
+/// Returns the value written off.
+async fn write_off_unsynced(
+    tx: &Transaction<'_>,
+    request: &SealRequest,
+    currency: &str,
+) -> Result<i64, SealError> {
+    let raffle = request.raffle_id;
+    let open = tx
+        .query(
+            "SELECT a.id, a.entity_id, a.tickets_available FROM catalog.rsu_allocations a
+              WHERE a.raffle_id = $1 AND a.state = 'active' ORDER BY a.start_number FOR UPDATE",
+            &[&raffle],
+        )
+        .await
+        .map_err(failed)?;
+    let unsynced: Vec<String> = open
+        .iter()
+        .filter(|r| !request.write_off.contains(&r.get::<_, Uuid>(0)))
+        .map(|r| {
+            format!(
+                "{} (RSU {}, {} numbers unaccounted)",
+                r.get::<_, Uuid>(0),
+                r.get::<_, Uuid>(1),
+                r.get::<_, i64>(2)
+            )
+        })
+        .collect();
+    if !unsynced.is_empty() {
+        return Err(refused(
+            "unsynced-allocations",
+            format!(
+                "these allocations were neither returned nor written off: {}",
+                unsynced.join(", ")
+            ),
+        ));
+    }
+    // A written-off number counts as sold at the lowest price per ticket on offer.
+    let per_ticket: i64 = tx
+        .query_one(
+            "SELECT coalesce(min((price_minor + ticket_count - 1) / ticket_count), 0)::bigint FROM catalog.ticket_packages
+              WHERE raffle_id = $1 AND is_active",
+            &[&raffle],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    let mut written_off = 0;
+    for r in &open {
+        let (allocation, rsu, unaccounted): (Uuid, Uuid, i64) = (r.get(0), r.get(1), r.get(2));
+        let value = unaccounted
+            .checked_mul(per_ticket)
+            .ok_or_else(|| overflow("value of the written-off numbers"))?;
+        catalog::rsus::write_off(&**tx, allocation)
+            .await
+            .map_err(failed)?;
+        if value > 0 {
+            append(
+                tx,
+                raffle,
+                "written_off_receipts",
+                format!(
+                    "{unaccounted} unaccounted numbers of allocation {allocation} counted as sold"
+                ),
+                currency,
+                &[
+                    Posting {
+                        code: format!("rsu_float/{rsu}"),
+                        kind: "asset",
+                        amount_minor: value,
+                    },
+                    Posting {
+                        code: GROSS_TICKET_REVENUE.into(),
+                        kind: "revenue",
+                        amount_minor: -value,
+                    },
+                ],
+            )
+            .await
+            .map_err(failed)?;
+        }
+        written_off = checked_sum(&[written_off, value], "written-off receipts")?;
+    }
+    Ok(written_off)
+}
+
+/// The seal's totals, from a ledger that verifies.
+struct Totals {
+    gross_sales: i64,
+    refunds: i64,
+    gross_receipts: i64,
+    written_off: i64,
+}
+
+async fn totals(tx: &Transaction<'_>, raffle: Uuid, written_off: i64) -> Result<Totals, SealError> {
+    let verification = crate::verify(&**tx, raffle).await.map_err(failed)?;
+    if let Some(f) = verification.first_failure {
+        return Err(refused(
+            "ledger-does-not-verify",
+            format!(
+                "entry {} (sequence {}): {}",
+                f.entry_id, f.sequence, f.reason
+            ),
+        ));
+    }
+    let balances = crate::balances(&**tx, raffle, None).await.map_err(failed)?;
+    let revenue = balances.get(GROSS_TICKET_REVENUE).copied().unwrap_or(0);
+    let gross_sales = revenue
+        .checked_neg()
+        .and_then(|r| r.checked_sub(written_off))
+        .ok_or_else(|| overflow("gross sales"))?;
+    let refunds = balances.get(REFUNDS_AND_VOIDS).copied().unwrap_or(0);
+    let gross_receipts = gross_sales
+        .checked_add(written_off)
+        .and_then(|g| g.checked_sub(refunds))
+        .ok_or_else(|| overflow("gross receipts"))?;
+    Ok(Totals {
+        gross_sales,
+        refunds,
+        gross_receipts,
+        written_off,
+    })
+}
+
+/// The split (prizes, fee, net proceeds) computed and posted: prizes and fee become
+/// liabilities; revenue and expenses close to net proceeds. Returns the split and the prizes
+/// as the seal records them.
+async fn post_split(
+    tx: &Transaction<'_>,
+    raffle: Uuid,
+    terms: &Terms,
+    totals: &Totals,
+) -> Result<(crate::split::Split, Vec<serde_json::Value>), SealError> {
+    let Totals {
+        gross_sales,
+        refunds,
+        gross_receipts,
+        written_off,
+    } = *totals;
+    let currency = &terms.currency;
+    let prize_rows = tx
+        .query(
+            "SELECT id, name, prize_type, value_minor, percentage FROM catalog.prizes WHERE raffle_id = $1 ORDER BY position",
+            &[&raffle],
+        )
+        .await
+        .map_err(failed)?;
+    let prizes: Vec<PrizeValue> = prize_rows
+        .iter()
+        .map(|r| {
+            match (
+                r.get::<_, String>(2).as_str(),
+                r.get::<_, Option<i64>>(3),
+                r.get::<_, Option<Decimal>>(4),
+            ) {
+                ("fixed", Some(value_minor), _) => PrizeValue::Fixed { value_minor },
+                (_, _, Some(percent)) => PrizeValue::Percentage { percent },
+                _ => PrizeValue::Fixed { value_minor: 0 },
+            }
+        })
+        .collect();
+    let money = split(&SplitInput {
+        gross_receipts_minor: gross_receipts,
+        revenue_method_net: terms.net_method,
+        jackpot_seed_minor: terms.jackpot_seed_minor,
+        jackpot_starting_minor: terms.jackpot_starting_minor,
+        prizes,
+        operating_fee: terms.fee.clone(),
+    })
+    .map_err(|e| refused("amount-overflow", e.to_string()))?;
+    let parts: Vec<i64> = money
+        .prizes_minor
+        .iter()
+        .copied()
+        .chain([money.operating_fee_minor, money.net_proceeds_minor])
+        .collect();
+    assert_eq!(
+        checked_sum(&parts, "split")?,
+        gross_receipts,
+        "the split of raffle {raffle} adds up to its gross"
+    );
+
+    let mut allocation = Vec::new();
+    let mut closing = vec![
+        Posting {
+            code: GROSS_TICKET_REVENUE.into(),
+            kind: "revenue",
+            amount_minor: gross_sales + written_off,
+        },
+        Posting {
+            code: REFUNDS_AND_VOIDS.into(),
+            kind: "revenue",
+            amount_minor: -refunds,
+        },
+    ];
+    let mut prizes_json = Vec::new();
+    for (r, amount) in prize_rows.iter().zip(&money.prizes_minor) {
+        let id: Uuid = r.get(0);
+        prizes_json
+            .push(json!({"prize_id": id, "name": r.get::<_, String>(1), "amount_minor": amount}));
+        if *amount > 0 {
+            allocation.push(Posting {
+                code: format!("prize_expense/{id}"),
+                kind: "expense",
+                amount_minor: *amount,
+            });
+            allocation.push(Posting {
+                code: format!("prize_liability/{id}"),
+                kind: "liability",
+                amount_minor: -*amount,
+            });
+            closing.push(Posting {
+                code: format!("prize_expense/{id}"),
+                kind: "expense",
+                amount_minor: -*amount,
+            });
+        }
+    }
+    if money.operating_fee_minor > 0 {
+        allocation.push(Posting {
+            code: "operating_fee_expense".into(),
+            kind: "expense",
+            amount_minor: money.operating_fee_minor,
+        });
+        allocation.push(Posting {
+            code: "operating_fee_payable".into(),
+            kind: "liability",
+            amount_minor: -money.operating_fee_minor,
+        });
+        closing.push(Posting {
+            code: "operating_fee_expense".into(),
+            kind: "expense",
+            amount_minor: -money.operating_fee_minor,
+        });
+    }
+    closing.push(Posting {
+        code: "net_proceeds".into(),
+        kind: "equity",
+        amount_minor: -money.net_proceeds_minor,
+    });
+    closing.retain(|p| p.amount_minor != 0);
+    if allocation.len() >= 2 {
+        append(
+            tx,
+            raffle,
+            "prize_and_fee_allocation",
+            "prizes and operating fee at the seal".into(),
+            currency,
+            &allocation,
+        )
+        .await
+        .map_err(failed)?;
+    }
+    if closing.len() >= 2 {
+        append(
+            tx,
+            raffle,
+            "close_to_net_proceeds",
+            "revenue and expenses closed to net proceeds".into(),
+            currency,
+            &closing,
+        )
+        .await
+        .map_err(failed)?;
+    }
+    Ok((money, prizes_json))
+}
+
+/// The draw seed, drawn now from the operating system: it waits for the draw with its
+/// execution (wrapped when a key is configured); only its commitment is published.
+async fn commit_seed(tx: &Transaction<'_>, request: &SealRequest) -> Result<[u8; 32], SealError> {
+    let raffle = request.raffle_id;
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut seed)
+        .map_err(failed)?;
+    let commitment: [u8; 32] = Sha256::digest(seed).into();
+    let (stored, wrapped) = match &request.seed_key {
+        Some(key) => (key.apply(raffle, &seed), true),
+        None => {
+            tracing::warn!(raffle_id = %raffle, "no {} configured: the draw seed waits in clear", crate::seed_key::ENV);
+            (seed, false)
+        }
+    };
+    tx.execute(
+        "INSERT INTO draw.draw_executions (raffle_event_id, method, state, rng_seed_commitment, rng_seed, rng_seed_wrapped, conducted_by)
+         VALUES ($1, 'rng', 'pending', $2, $3, $4, $5)",
+        &[&raffle, &commitment.to_vec(), &stored.to_vec(), &wrapped, &request.sealed_by],
+    )
+    .await
+    .map_err(failed)?;
+    Ok(commitment)
 }
