@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::engine::{DrawError, event, failed, record_event, refused};
+use crate::errors::{DrawError, event, failed, record_event, refused};
 
 /// Refused attempts on one number within [`RATE_WINDOW_MINUTES`] before further attempts are
 /// refused outright.

@@ -15,6 +15,7 @@
 
 pub mod claims;
 mod engine;
+mod errors;
 mod manual;
 mod prepare;
 pub mod select;
@@ -24,7 +25,8 @@ pub use claims::{
     ClaimRecord, ClaimRequest, Expiry, MAX_REFUSED_ATTEMPTS, MAX_REFUSED_PER_SOURCE, claim,
     claim_at, expire_unclaimed, expire_unclaimed_at,
 };
-pub use engine::{DrawError, DrawOutcome, DrawRequest, ManualRequest, manual, run};
+pub use engine::{DrawOutcome, DrawRequest, ManualRequest, manual, run};
+pub use errors::DrawError;
 pub use manual::export_barrel;
 pub use prepare::{
     Prepared, PrizeSlot, Timings, Winner, prepare, prepare_with_key, recorded_winners,

@@ -5,7 +5,7 @@ use deadpool_postgres::Pool;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::engine::{DrawError, event, failed, record_event, refused};
+use crate::errors::{DrawError, event, failed, record_event, refused};
 use crate::prepare::{Prepared, Winner, assign, prepare};
 
 /// Checks a manual result: every prize gets exactly its winners, each number sold and not

@@ -10,7 +10,7 @@ use std::time::Instant;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::engine::{DrawError, failed, refused};
+use crate::errors::{DrawError, failed, refused};
 use crate::select;
 
 /// One prize as the seal valued it.

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::engine::DrawError;
+use crate::errors::DrawError;
 use crate::prepare::{Winner, prepare, recorded_winners, select_winners};
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,7 +55,7 @@ pub async fn verify(
                     &[&raffle_id],
                 )
                 .await
-                .map_err(crate::engine::failed)?;
+                .map_err(crate::errors::failed)?;
             let (execution_id, method, state) = execution
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
                 .unwrap_or((Uuid::nil(), String::new(), "none".into()));
@@ -163,7 +163,7 @@ pub async fn verify(
                     &[&p.execution_id],
                 )
                 .await
-                .map_err(crate::engine::failed)?
+                .map_err(crate::errors::failed)?
                 .get(0);
             if marked != recorded.len() as i64 {
                 differences.push(format!(

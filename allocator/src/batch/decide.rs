@@ -6,7 +6,9 @@
 
 use chrono::DateTime;
 use chrono::Utc;
-use schemas::{DrawNumber, SaleEvent, SaleEventKind, SaleSource, TicketEvent, TicketEventKind};
+use schemas::{
+    DrawNumber, SaleEvent, SaleEventKind, SaleRefusal, SaleSource, TicketEvent, TicketEventKind,
+};
 use uuid::Uuid;
 
 use super::load::Loaded;
@@ -70,7 +72,7 @@ pub(super) struct NewTicket {
 
 pub(super) struct Rejection {
     pub(super) event: SaleEvent,
-    pub(super) code: &'static str,
+    pub(super) code: SaleRefusal,
     pub(super) reason: String,
 }
 
@@ -109,7 +111,7 @@ impl Decider {
     pub(super) fn reject(
         &mut self,
         event: &SaleEvent,
-        code: &'static str,
+        code: SaleRefusal,
         reason: String,
     ) -> Outcome {
         if !self
@@ -119,7 +121,7 @@ impl Decider {
         {
             return Outcome::Duplicate;
         }
-        tracing::info!(raffle = %event.raffle_id, order = ?event.order_id, code, reason = ?reason, "sale rejected");
+        tracing::info!(raffle = %event.raffle_id, order = ?event.order_id, %code, reason = ?reason, "sale rejected");
         if let Some(order) = event.order_id
             && let Some(o) = self.state.orders.get_mut(&order)
             && o.status == "pending"
@@ -192,24 +194,23 @@ impl Decider {
     }
 
     /// Checks a sale against the raffle: state, sales window by payment time, capacity.
-    pub(super) fn admit(
-        &self,
-        event: &SaleEvent,
-        count: i64,
-    ) -> Result<(), (&'static str, String)> {
+    pub(super) fn admit(&self, event: &SaleEvent, count: i64) -> Result<(), (SaleRefusal, String)> {
         let Some(r) = self.state.raffles.get(&event.raffle_id) else {
             return Err((
-                "unknown_raffle",
+                SaleRefusal::UnknownRaffle,
                 format!("raffle {} does not exist", event.raffle_id),
             ));
         };
         if r.state != "active" && r.state != "sales_closed" {
-            return Err(("raffle_not_selling", format!("raffle is {}", r.state)));
+            return Err((
+                SaleRefusal::RaffleNotSelling,
+                format!("raffle is {}", r.state),
+            ));
         }
         let paid = wire_time(event.occurred_at_us);
         if paid < r.sales_start || paid >= r.sales_end {
             return Err((
-                "outside_sales_window",
+                SaleRefusal::OutsideSalesWindow,
                 format!(
                     "sale at {paid} is outside the sales window {} .. {}",
                     r.sales_start, r.sales_end
@@ -218,7 +219,7 @@ impl Decider {
         }
         if r.total_sold + r.sold_delta + count > r.max_tickets {
             return Err((
-                "raffle_sold_out",
+                SaleRefusal::RaffleSoldOut,
                 format!(
                     "{count} tickets would exceed the raffle's maximum of {} ({} sold)",
                     r.max_tickets,

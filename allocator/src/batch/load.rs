@@ -37,6 +37,30 @@ pub(super) struct Loaded {
     pub(super) sold_tickets: HashMap<Uuid, Vec<i64>>,
 }
 
+/// Minutes an offline RSU sale stays valid when the configuration in force does not say.
+const OFFLINE_EXPIRY_MINUTES_DEFAULT: i64 = 1440;
+
+impl Default for Loaded {
+    /// Nothing loaded yet.
+    fn default() -> Self {
+        Self {
+            raffles: HashMap::new(),
+            ranges: HashMap::new(),
+            allocations: HashMap::new(),
+            orders: HashMap::new(),
+            packages: HashMap::new(),
+            taken_numbers: HashSet::new(),
+            taken_validation: HashSet::new(),
+            seen_rsu_sales: HashSet::new(),
+            rejected_keys: HashSet::new(),
+            paid_by: HashMap::new(),
+            offline_expiry_minutes: OFFLINE_EXPIRY_MINUTES_DEFAULT,
+            rsu_orders: HashMap::new(),
+            sold_tickets: HashMap::new(),
+        }
+    }
+}
+
 pub(super) struct Raffle {
     pub(super) state: String,
     pub(super) sales_start: DateTime<Utc>,
@@ -144,19 +168,8 @@ pub(super) async fn load(
             .chain(rsu_orders.values().copied()),
     );
     let mut loaded = Loaded {
-        raffles: HashMap::new(),
-        ranges: HashMap::new(),
-        allocations: HashMap::new(),
-        orders: HashMap::new(),
-        packages: HashMap::new(),
-        taken_numbers: HashSet::new(),
-        taken_validation: HashSet::new(),
-        seen_rsu_sales: HashSet::new(),
-        rejected_keys: HashSet::new(),
-        paid_by: HashMap::new(),
-        offline_expiry_minutes: 1440,
         rsu_orders,
-        sold_tickets: HashMap::new(),
+        ..Loaded::default()
     };
     // Locks in a fixed order (raffles, ranges, allocations, orders) so that partitions
     // of one raffle never deadlock each other.

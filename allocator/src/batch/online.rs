@@ -2,7 +2,7 @@
 //! issues the next numbers of the order's range; a failed attempt leaves the order payable;
 //! a refund voids what the order holds.
 
-use schemas::{RangeRef, SaleEvent, TicketEventKind};
+use schemas::{RangeRef, SaleEvent, SaleRefusal, TicketEventKind};
 
 use super::decide::{Decider, NewTicket, Outcome, Rejection};
 use super::wire_time;
@@ -10,12 +10,12 @@ use super::wire_time;
 impl Decider {
     pub(super) fn complete_online(&mut self, event: SaleEvent) -> Outcome {
         let Some(order_id) = event.order_id else {
-            return self.reject(&event, "invalid", "no order id".into());
+            return self.reject(&event, SaleRefusal::Invalid, "no order id".into());
         };
         let Some(order) = self.state.orders.get(&order_id) else {
             return self.reject(
                 &event,
-                "unknown_order",
+                SaleRefusal::UnknownOrder,
                 format!("order {order_id} does not exist"),
             );
         };
@@ -33,7 +33,7 @@ impl Decider {
                         "order {order_id} is already paid by payment {} of {}; payment {} of {} is to be refunded",
                         old.1, old.0, new.1, new.0
                     );
-                    return self.reject(&event, "order_already_paid", reason);
+                    return self.reject(&event, SaleRefusal::OrderAlreadyPaid, reason);
                 }
                 _ => return Outcome::Duplicate,
             },
@@ -55,7 +55,7 @@ impl Decider {
                 );
                 self.decided.rejections.push(Rejection {
                     event,
-                    code: "order_not_pending",
+                    code: SaleRefusal::OrderNotPending,
                     reason,
                 });
                 return Outcome::Applied;
@@ -69,7 +69,7 @@ impl Decider {
         {
             return self.reject(
                 &event,
-                "order_mismatch",
+                SaleRefusal::OrderMismatch,
                 format!("payment does not match order {order_id} (raffle, amount or currency)"),
             );
         }
@@ -79,7 +79,7 @@ impl Decider {
         {
             return self.reject(
                 &event,
-                "payment_reused",
+                SaleRefusal::PaymentReused,
                 format!(
                     "payment {reference} of {provider} already paid order {other}; it cannot pay order {order_id}"
                 ),
@@ -99,22 +99,26 @@ impl Decider {
                 "the hold of order {order_id} ran out and the {} tickets left are held for payments in progress",
                 (r.max_tickets - r.total_sold - r.sold_delta).max(0)
             );
-            return self.reject(&event, "sold_out_hold_expired", reason);
+            return self.reject(&event, SaleRefusal::SoldOutHoldExpired, reason);
         }
         let RangeRef::Range(range_id) = event.range_partition.range else {
-            return self.reject(&event, "invalid", "an online sale must name a range".into());
+            return self.reject(
+                &event,
+                SaleRefusal::Invalid,
+                "an online sale must name a range".into(),
+            );
         };
         let Some(range) = self.state.ranges.get_mut(&range_id) else {
             return self.reject(
                 &event,
-                "unknown_range",
+                SaleRefusal::UnknownRange,
                 format!("range {range_id} does not exist"),
             );
         };
         if range.raffle_id != event.raffle_id || range.range_type == "rsu" {
             return self.reject(
                 &event,
-                "invalid",
+                SaleRefusal::Invalid,
                 format!("range {range_id} is not an online range of this raffle"),
             );
         }
@@ -122,7 +126,7 @@ impl Decider {
             let left = range.end - range.next + 1;
             return self.reject(
                 &event,
-                "range_exhausted",
+                SaleRefusal::RangeExhausted,
                 format!("range {range_id} has {left} numbers left"),
             );
         }
@@ -206,7 +210,7 @@ impl Decider {
             Some(_) | None => {
                 return self.reject(
                     &event,
-                    "nothing_to_refund",
+                    SaleRefusal::NothingToRefund,
                     format!("order {order_id} holds no tickets to refund"),
                 );
             }
@@ -220,7 +224,7 @@ impl Decider {
         if !["active", "sales_closed"].contains(&raffle_state.as_str()) {
             return self.reject(
                 &event,
-                "raffle_sealed",
+                SaleRefusal::RaffleSealed,
                 format!("raffle is {raffle_state}; refunds after the seal go through the ledger"),
             );
         }

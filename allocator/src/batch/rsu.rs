@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use schemas::{SaleEvent, TicketEventKind};
+use schemas::{SaleEvent, SaleRefusal, TicketEventKind};
 use uuid::Uuid;
 
 use super::decide::{Decider, NewOrder, NewTicket, Outcome};
@@ -13,7 +13,7 @@ use super::wire_time;
 impl Decider {
     pub(super) fn record_rsu(&mut self, event: SaleEvent, voided: bool) -> Outcome {
         let Some(sale) = event.rsu_sale.clone() else {
-            return self.reject(&event, "invalid", "no RSU sale".into());
+            return self.reject(&event, SaleRefusal::Invalid, "no RSU sale".into());
         };
         if self
             .state
@@ -25,14 +25,14 @@ impl Decider {
         let Some(a) = self.state.allocations.get(&sale.allocation_id) else {
             return self.reject(
                 &event,
-                "unknown_allocation",
+                SaleRefusal::UnknownAllocation,
                 format!("allocation {} does not exist", sale.allocation_id),
             );
         };
         if a.rsu_id != sale.rsu_id || a.raffle_id != event.raffle_id {
             return self.reject(
                 &event,
-                "allocation_mismatch",
+                SaleRefusal::AllocationMismatch,
                 format!(
                     "allocation {} is not RSU {}'s for this raffle",
                     sale.allocation_id, sale.rsu_id
@@ -42,7 +42,7 @@ impl Decider {
         let Some(package) = event.package_id.and_then(|p| self.state.packages.get(&p)) else {
             return self.reject(
                 &event,
-                "unknown_package",
+                SaleRefusal::UnknownPackage,
                 "the sale names no package of this raffle".into(),
             );
         };
@@ -54,7 +54,7 @@ impl Decider {
         {
             return self.reject(
                 &event,
-                "package_mismatch",
+                SaleRefusal::PackageMismatch,
                 "draw numbers, amount or currency do not match the package".into(),
             );
         }
@@ -72,14 +72,14 @@ impl Decider {
             if n < a_start || n > a_end {
                 return self.reject(
                     &event,
-                    "number_outside_allocation",
+                    SaleRefusal::NumberOutsideAllocation,
                     format!("draw number {n} is outside the allocation {a_start}..{a_end}"),
                 );
             }
             if !distinct.insert(n) || self.state.taken_numbers.contains(&(event.raffle_id, n)) {
                 return self.reject(
                     &event,
-                    "number_already_used",
+                    SaleRefusal::NumberAlreadyUsed,
                     format!("draw number {n} is already used"),
                 );
             }
@@ -89,7 +89,7 @@ impl Decider {
         let Some(sequence) = sequence else {
             return self.reject(
                 &event,
-                "validation_number_outside_block",
+                SaleRefusal::ValidationNumberOutsideBlock,
                 format!(
                     "validation number {} is not in the allocation's block",
                     sale.validation_number
@@ -103,7 +103,7 @@ impl Decider {
         {
             return self.reject(
                 &event,
-                "validation_number_used",
+                SaleRefusal::ValidationNumberUsed,
                 format!(
                     "validation number {} is already used",
                     sale.validation_number
@@ -121,7 +121,7 @@ impl Decider {
             {
                 return self.reject(
                     &event,
-                    "offline_sale_expired",
+                    SaleRefusal::OfflineSaleExpired,
                     format!(
                         "offline sale from {sold_at} arrived after the {}-minute offline expiry",
                         self.state.offline_expiry_minutes

@@ -1,6 +1,6 @@
 //! The decide phase alone, on state built in memory: no database, no broker.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{TimeZone, Utc};
 use proptest::prelude::*;
@@ -32,21 +32,7 @@ fn loaded(max: i64, sold: i64, orders: &[i32]) -> (Setup, Loaded) {
             .single()
             .unwrap()
     };
-    let mut state = Loaded {
-        raffles: HashMap::new(),
-        ranges: HashMap::new(),
-        allocations: HashMap::new(),
-        orders: HashMap::new(),
-        packages: HashMap::new(),
-        taken_numbers: HashSet::new(),
-        taken_validation: HashSet::new(),
-        seen_rsu_sales: HashSet::new(),
-        rejected_keys: HashSet::new(),
-        paid_by: HashMap::new(),
-        offline_expiry_minutes: 1440,
-        rsu_orders: HashMap::new(),
-        sold_tickets: HashMap::new(),
-    };
+    let mut state = Loaded::default();
     state.raffles.insert(
         raffle,
         Raffle {
@@ -211,7 +197,10 @@ fn a_payment_beyond_the_raffle_is_rejected_for_refund_and_recorded_once() {
     assert_eq!(d.decide(paid), Outcome::Duplicate);
     assert!(d.decided.tickets.is_empty());
     assert_eq!(d.decided.rejections.len(), 1);
-    assert_eq!(d.decided.rejections[0].code, "raffle_sold_out");
+    assert_eq!(
+        d.decided.rejections[0].code,
+        schemas::SaleRefusal::RaffleSoldOut
+    );
 }
 
 proptest! {

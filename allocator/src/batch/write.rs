@@ -121,7 +121,7 @@ pub(super) async fn write(
             rsu: rsu.map(|s| (s.rsu_id, s.local_id.as_str())),
             sale_event_id: Some(r.event.event_id),
             idempotency_key: Some(&r.event.idempotency_key),
-            code: r.code,
+            code: r.code.as_str(),
             reason: &r.reason,
             amount_minor: Some(r.event.amount_minor),
             currency: Some(&currency),
