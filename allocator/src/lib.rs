@@ -7,13 +7,15 @@
 //! offline expiry; refuses sales beyond the raffle's maximum (for refund, never over-issued).
 //! Writes `sales.orders` (completes, fails, refunds online orders; records RSU orders;
 //! releases their holds), `sales.capacity_holds` (gives back the tickets of orders it decides
-//! and of holds whose time ran out; checkout adds them), `sales.tickets`, `sales.rejected_sales` (through `catalog::rejections`), and the counters of `catalog.raffle_events`
-//! (total_sold, total_voided, first_sale_at), `catalog.raffle_ranges` (next_number, sold,
-//! voided), `catalog.rsu_allocations` (next_draw_number, tickets_sold, tickets_voided) and
-//! `catalog.validation_number_blocks` (next_sequence, numbers_used); emits `raffle.tickets.v1`
-//! through `platform.outbox`, relayed after commit.
+//! and of holds whose time ran out; checkout adds them) and `sales.tickets`. Through `catalog`
+//! it records refused sales (`catalog::rejections`) and the counts it decided
+//! (`catalog::counters`: a raffle's totals and first sale, ranges' cursors, RSU blocks'
+//! cursors and validation sequences); through `platform::outbox` it emits `raffle.tickets.v1`,
+//! relayed after commit. A batch is loaded, decided without a transaction and written in
+//! three phases (`batch`).
 //!
-//! Must not touch: the ledger and draw schemas, catalog configuration other than the counters.
+//! Must not touch: the ledger and draw schemas, a raffle's configuration, and any catalog table
+//! but through `catalog`.
 
 mod batch;
 

@@ -6,9 +6,12 @@
 //! `catalog.raffle_transitions`), the regulations in force and what they allow
 //! ([`regulations`]), the system configuration in force ([`configuration`]), critical events
 //! and who acted ([`audit`]: the only writer of `audit.critical_events`), refused sales
-//! ([`rejections`]: the only writer of `sales.rejected_sales`), and RSUs as devices
-//! ([`rsus`]: API key checks, handing out and taking back number blocks, which writes
-//! `catalog.rsu_allocations`, `catalog.validation_number_blocks` and the ranges' next number).
+//! ([`rejections`]: the only writer of `sales.rejected_sales`), RSUs as devices ([`rsus`]: API
+//! key checks, handing out, taking back and writing off number blocks), a raffle's
+//! configuration and ranges ([`raffles`]) and its counts ([`counters`]). With these it is the
+//! one writer of `catalog.raffle_events`, `catalog.raffle_ranges`, `catalog.raffle_transitions`,
+//! `catalog.rsu_allocations` and `catalog.validation_number_blocks`: the stages decide (the
+//! admin API what a raffle is, the allocator what was sold), the catalog writes.
 //!
 //! Must not touch: HTTP (its errors are `platform::problem::Problem`s an edge can serve as they
 //! are), Kafka, orders and tickets, the ledger, the draw. It knows no stage; stages know it.
