@@ -274,6 +274,7 @@ fn main() -> ExitCode {
                     grace_seconds,
                     write_off,
                     seed_key: ledger::seed_key::SeedKey::from_env().map_err(anyhow::Error::msg)?,
+                    seed_keeper: &draw_engine::SEED_KEEPER,
                 };
                 pipeline::seal(request, json).await
             }

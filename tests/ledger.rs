@@ -425,6 +425,7 @@ async fn the_seal_refuses_while_sales_are_in_flight_and_closes_the_books_once_th
         grace_seconds: 0,
         write_off,
         seed_key: None,
+        seed_keeper: &draw_engine::SEED_KEEPER,
     };
     let refused = ledger::seal(&env.pool, &env.brokers, &env.topics, &request(vec![]))
         .await

@@ -1543,6 +1543,7 @@ async fn the_pipeline_runs_under_its_least_privilege_roles() {
             grace_seconds: 0,
             write_off: blocks,
             seed_key: None,
+            seed_keeper: &draw_engine::SEED_KEEPER,
         },
     )
     .await

@@ -17,6 +17,7 @@ pub mod claims;
 mod engine;
 mod errors;
 mod manual;
+mod pending;
 mod prepare;
 pub mod select;
 mod verify;
@@ -28,6 +29,7 @@ pub use claims::{
 pub use engine::{DrawOutcome, DrawRequest, ManualRequest, manual, run};
 pub use errors::DrawError;
 pub use manual::export_barrel;
+pub use pending::{PendingExecution, SEED_KEEPER};
 pub use prepare::{
     Prepared, PrizeSlot, Timings, Winner, prepare, prepare_with_key, recorded_winners,
     select_winners,

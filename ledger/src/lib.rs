@@ -13,10 +13,8 @@
 //! net proceeds are computed ([`split`]) and posted, and `ledger.seals` records the head hash,
 //! totals, the eligible ticket set's digest and the draw seed's commitment. The seal moves the
 //! raffle to `sealed` and records its critical event through `catalog` (the lifecycle's and
-//! the critical events' one writer). It also creates the draw's pending execution with the
-//! seed it committed to (`draw.draw_executions`), in the seal's transaction: the one write
-//! outside its schema still left, since the draw engine stands on the ledger and not the other
-//! way round.
+//! the critical events' one writer), and hands the seed it committed to its keeper
+//! ([`SeedKeeper`], the draw engine) in the same transaction.
 //!
 //! Also owns the reconciliation report ([`report`]: built here, served by the CLI and by the
 //! admin API's route), the audit export and its verification ([`audit`]), and the eligible ticket set
@@ -35,7 +33,7 @@ mod verify;
 
 pub use chain::{EntryText, GENESIS};
 pub use consumer::{CONSUMER_GROUP, Ledger, append, run, service};
-pub use seal::{SealError, SealRecord, SealRequest, seal};
+pub use seal::{SealError, SealRecord, SealRequest, SealedSeed, SeedKeeper, seal};
 pub use verify::{
     ChainEntry, SealMismatch, Verification, balances, check_chain, load_entries, verify,
     verify_seal, verify_seal_with,

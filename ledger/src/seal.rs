@@ -31,6 +31,31 @@ pub struct SealRequest {
     /// The key the draw seed waits under until the draw; without one (development) it waits in
     /// clear, readable by anyone who can read `draw.draw_executions`.
     pub seed_key: Option<crate::seed_key::SeedKey>,
+    /// Who keeps the seed until the draw: the draw engine (`&draw_engine::SEED_KEEPER`).
+    pub seed_keeper: &'static dyn SeedKeeper,
+}
+
+/// The seed committed at the seal, as it is handed to its keeper.
+pub struct SealedSeed<'a> {
+    pub raffle_id: Uuid,
+    /// SHA-256 of the seed: what the seal records and publishes.
+    pub commitment: [u8; 32],
+    /// The seed as it is stored: wrapped under the seed key, or in clear when none is
+    /// configured.
+    pub stored: [u8; 32],
+    pub wrapped: bool,
+    pub sealed_by: &'a str,
+}
+
+/// Who keeps the draw seed from the seal to the draw, in the seal's transaction: the draw
+/// engine, which owns the draw's tables. The ledger stands below the draw engine and knows it
+/// only through this.
+pub trait SeedKeeper: Send + Sync {
+    fn keep<'a>(
+        &'a self,
+        tx: &'a tokio_postgres::Transaction<'_>,
+        seed: SealedSeed<'a>,
+    ) -> futures::future::BoxFuture<'a, Result<(), tokio_postgres::Error>>;
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -640,12 +665,13 @@ async fn commit_seed(tx: &Transaction<'_>, request: &SealRequest) -> Result<[u8;
             (seed, false)
         }
     };
-    tx.execute(
-        "INSERT INTO draw.draw_executions (raffle_event_id, method, state, rng_seed_commitment, rng_seed, rng_seed_wrapped, conducted_by)
-         VALUES ($1, 'rng', 'pending', $2, $3, $4, $5)",
-        &[&raffle, &commitment.to_vec(), &stored.to_vec(), &wrapped, &request.sealed_by],
-    )
-    .await
-    .map_err(failed)?;
+    let sealed = SealedSeed {
+        raffle_id: raffle,
+        commitment,
+        stored,
+        wrapped,
+        sealed_by: &request.sealed_by,
+    };
+    request.seed_keeper.keep(tx, sealed).await.map_err(failed)?;
     Ok(commitment)
 }

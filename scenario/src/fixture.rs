@@ -205,6 +205,7 @@ pub async fn sealed_raffle(
             grace_seconds: 0,
             write_off: Vec::new(),
             seed_key: options.seed_key.clone(),
+            seed_keeper: &draw_engine::SEED_KEEPER,
         },
     )
     .await

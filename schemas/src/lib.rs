@@ -21,7 +21,7 @@ pub use events::{
     Customer, DeadLetter, PaymentRef, RsuSale, SaleEvent, SaleEventKind, SaleSource, TicketEvent,
     TicketEventKind,
 };
-pub use states::{RaffleState, SaleRefusal};
+pub use states::{PaymentStatus, RaffleState, SaleRefusal};
 pub use values::{
     CheckCode, Currency, DrawNumber, Money, Percentage, RangePartition, RangeRef, ValidationNumber,
     ValueError, amount_for_people,

@@ -65,7 +65,7 @@ impl fmt::Display for RaffleState {
 
 /// A text that is not one of the states.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a raffle state")]
+#[error("{0:?} is not one of the states")]
 pub struct UnknownState(pub String);
 
 impl FromStr for RaffleState {
@@ -75,6 +75,58 @@ impl FromStr for RaffleState {
         RaffleState::ALL
             .into_iter()
             .find(|state| state.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// Where an order's payment is (`sales.orders.payment_status`): pending until the provider
+/// says, then completed (tickets issued), failed, rejected (paid but refused: to refund),
+/// refunded or voided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaymentStatus {
+    Pending,
+    Completed,
+    Failed,
+    Rejected,
+    Refunded,
+    Voided,
+}
+
+impl PaymentStatus {
+    pub const ALL: [PaymentStatus; 6] = [
+        PaymentStatus::Pending,
+        PaymentStatus::Completed,
+        PaymentStatus::Failed,
+        PaymentStatus::Rejected,
+        PaymentStatus::Refunded,
+        PaymentStatus::Voided,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "pending",
+            PaymentStatus::Completed => "completed",
+            PaymentStatus::Failed => "failed",
+            PaymentStatus::Rejected => "rejected",
+            PaymentStatus::Refunded => "refunded",
+            PaymentStatus::Voided => "voided",
+        }
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PaymentStatus {
+    type Err = UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PaymentStatus::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
             .ok_or_else(|| UnknownState(s.to_owned()))
     }
 }
@@ -210,6 +262,9 @@ mod tests {
             assert!(!state.may_become(state), "{state} does not become itself");
         }
         assert!("open".parse::<RaffleState>().is_err());
+        for status in PaymentStatus::ALL {
+            assert_eq!(status.as_str().parse::<PaymentStatus>(), Ok(status));
+        }
         assert!(RaffleState::SalesClosed.may_become(RaffleState::Sealed));
         assert!(!RaffleState::Sealed.may_become(RaffleState::Cancelled));
         assert!(!RaffleState::Drawn.may_become(RaffleState::Sealed));

@@ -93,6 +93,7 @@ pub(super) async fn close_and_seal(
         write_off: Vec::new(),
         // Until the draw the seed waits wrapped under a key only this run holds.
         seed_key: Some(seed_key.clone()),
+        seed_keeper: &draw_engine::SEED_KEEPER,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
     let seal = loop {

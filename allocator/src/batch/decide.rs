@@ -7,7 +7,8 @@
 use chrono::DateTime;
 use chrono::Utc;
 use schemas::{
-    DrawNumber, SaleEvent, SaleEventKind, SaleRefusal, SaleSource, TicketEvent, TicketEventKind,
+    DrawNumber, PaymentStatus, SaleEvent, SaleEventKind, SaleRefusal, SaleSource, TicketEvent,
+    TicketEventKind,
 };
 use uuid::Uuid;
 
@@ -30,7 +31,7 @@ pub(super) struct Decided {
 /// (order, new status, payment provider, payment reference, paid at, reason).
 pub(super) type OrderUpdate = (
     Uuid,
-    String,
+    PaymentStatus,
     Option<String>,
     Option<String>,
     Option<DateTime<Utc>>,
@@ -45,7 +46,7 @@ pub(super) struct NewOrder {
     pub(super) ticket_count: i32,
     pub(super) amount_minor: i64,
     pub(super) currency: String,
-    pub(super) status: String,
+    pub(super) status: PaymentStatus,
     pub(super) idempotency_key: String,
     pub(super) rsu_id: Uuid,
     pub(super) allocation_id: Uuid,
@@ -124,12 +125,12 @@ impl Decider {
         tracing::info!(raffle = %event.raffle_id, order = ?event.order_id, %code, reason = ?reason, "sale rejected");
         if let Some(order) = event.order_id
             && let Some(o) = self.state.orders.get_mut(&order)
-            && o.status == "pending"
+            && o.status == PaymentStatus::Pending
         {
-            o.status = "rejected".into();
+            o.status = PaymentStatus::Rejected;
             self.decided.order_updates.push((
                 order,
-                "rejected".into(),
+                PaymentStatus::Rejected,
                 None,
                 None,
                 None,
@@ -247,7 +248,7 @@ impl Decider {
         &mut self,
         event: &SaleEvent,
         order_id: Uuid,
-        status: &str,
+        status: PaymentStatus,
         reason: String,
     ) -> Outcome {
         let mut numbers = self
@@ -268,14 +269,9 @@ impl Decider {
             r.voided_delta += n;
         }
         self.decided.voids.push((order_id, reason.clone()));
-        self.decided.order_updates.push((
-            order_id,
-            status.into(),
-            None,
-            None,
-            None,
-            Some(reason.clone()),
-        ));
+        self.decided
+            .order_updates
+            .push((order_id, status, None, None, None, Some(reason.clone())));
         self.emit(event, TicketEventKind::TicketsVoided, numbers, Some(reason));
         Outcome::Applied
     }

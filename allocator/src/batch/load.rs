@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use platform::HandlerError;
-use schemas::{RangeRef, SaleEvent, SaleEventKind};
+use schemas::{PaymentStatus, RangeRef, SaleEvent, SaleEventKind};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
@@ -108,7 +108,7 @@ pub(super) struct Order {
     pub(super) ticket_count: i32,
     pub(super) amount_minor: i64,
     pub(super) currency: String,
-    pub(super) status: String,
+    pub(super) status: PaymentStatus,
     pub(super) source: String,
     /// (provider, reference) of the payment that paid it, once paid.
     pub(super) paid_by: Option<(String, String)>,
@@ -283,7 +283,10 @@ pub(super) async fn load(
                 ticket_count: row.get(3),
                 amount_minor: row.get(4),
                 currency: row.get(5),
-                status: row.get(6),
+                status: row
+                    .get::<_, String>(6)
+                    .parse()
+                    .map_err(|e| HandlerError::Fatal(format!("order {}: {e}", row.get::<_, Uuid>(0))))?,
                 source: row.get(7),
                 paid_by: row
                     .get::<_, Option<String>>(8)

@@ -2,7 +2,7 @@
 //! issues the next numbers of the order's range; a failed attempt leaves the order payable;
 //! a refund voids what the order holds.
 
-use schemas::{RangeRef, SaleEvent, SaleRefusal, TicketEventKind};
+use schemas::{PaymentStatus, RangeRef, SaleEvent, SaleRefusal, TicketEventKind};
 
 use super::decide::{Decider, NewTicket, Outcome, Rejection};
 use super::wire_time;
@@ -23,11 +23,11 @@ impl Decider {
             .payment
             .as_ref()
             .map(|p| (p.provider.clone(), p.reference.clone()));
-        match order.status.as_str() {
-            "pending" => {}
+        match order.status {
+            PaymentStatus::Pending => {}
             // The same payment again is a re-delivery; another payment for a paid order (a
             // buyer who paid twice) is rejected with the reason, so that it is refunded.
-            "completed" => match (&payment, &order.paid_by) {
+            PaymentStatus::Completed => match (&payment, &order.paid_by) {
                 (Some(new), Some(old)) if new != old => {
                     let reason = format!(
                         "order {order_id} is already paid by payment {} of {}; payment {} of {} is to be refunded",
@@ -151,7 +151,7 @@ impl Decider {
         }
         self.count_sale(event.raffle_id, count, paid);
         if let Some(o) = self.state.orders.get_mut(&order_id) {
-            o.status = "completed".into();
+            o.status = PaymentStatus::Completed;
             o.paid_by.clone_from(&payment);
         }
         let (provider, reference) = payment.clone().unzip();
@@ -160,7 +160,7 @@ impl Decider {
         }
         self.decided.order_updates.push((
             order_id,
-            "completed".into(),
+            PaymentStatus::Completed,
             provider,
             reference,
             Some(paid),
@@ -175,11 +175,11 @@ impl Decider {
             return Outcome::Duplicate;
         };
         match self.state.orders.get_mut(&order_id) {
-            Some(o) if o.status == "pending" => {
-                o.status = "failed".into();
+            Some(o) if o.status == PaymentStatus::Pending => {
+                o.status = PaymentStatus::Failed;
                 self.decided.order_updates.push((
                     order_id,
-                    "failed".into(),
+                    PaymentStatus::Failed,
                     None,
                     None,
                     None,
@@ -196,17 +196,20 @@ impl Decider {
         let Some(order_id) = event.order_id else {
             return Outcome::Duplicate;
         };
-        let status = self.state.orders.get(&order_id).map(|o| o.status.clone());
+        let status = self.state.orders.get(&order_id).map(|o| o.status);
         let paid = self.state.orders.get(&order_id).map(|o| o.amount_minor);
-        if status.as_deref() == Some("completed") && paid.is_some_and(|p| event.amount_minor < p) {
+        if status == Some(PaymentStatus::Completed) && paid.is_some_and(|p| event.amount_minor < p)
+        {
             // A partial refund: the tickets stay; ingest noted it for finance
             // (`sales.provider_events`, partial_refund), and the books issue books the money.
             tracing::info!(raffle = %event.raffle_id, order = %order_id, refunded_minor = event.amount_minor, "partial refund: tickets kept");
             return Outcome::Applied;
         }
-        match status.as_deref() {
-            Some("completed") => {}
-            Some("refunded") | Some("voided") => return Outcome::Duplicate,
+        match status {
+            Some(PaymentStatus::Completed) => {}
+            Some(PaymentStatus::Refunded) | Some(PaymentStatus::Voided) => {
+                return Outcome::Duplicate;
+            }
             Some(_) | None => {
                 return self.reject(
                     &event,
@@ -229,9 +232,9 @@ impl Decider {
             );
         }
         if let Some(o) = self.state.orders.get_mut(&order_id) {
-            o.status = "refunded".into();
+            o.status = PaymentStatus::Refunded;
         }
         let reason = event.reason.clone().unwrap_or_else(|| "refunded".into());
-        self.void_order(&event, order_id, "refunded", reason)
+        self.void_order(&event, order_id, PaymentStatus::Refunded, reason)
     }
 }

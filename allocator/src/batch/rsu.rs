@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use schemas::{SaleEvent, SaleRefusal, TicketEventKind};
+use schemas::{PaymentStatus, SaleEvent, SaleRefusal, TicketEventKind};
 use uuid::Uuid;
 
 use super::decide::{Decider, NewOrder, NewTicket, Outcome};
@@ -190,7 +190,11 @@ impl Decider {
             ticket_count: count as i32,
             amount_minor: event.amount_minor,
             currency: event.currency.to_string(),
-            status: if voided { "voided" } else { "completed" }.into(),
+            status: if voided {
+                PaymentStatus::Voided
+            } else {
+                PaymentStatus::Completed
+            },
             idempotency_key: event.idempotency_key.clone(),
             rsu_id: sale.rsu_id,
             allocation_id: sale.allocation_id,
@@ -237,11 +241,11 @@ impl Decider {
         match existing {
             None => self.record_rsu(event, true),
             Some((order_id, status)) => {
-                if status != "completed" {
+                if status != PaymentStatus::Completed {
                     return Outcome::Duplicate;
                 }
                 if let Some(o) = self.state.orders.get_mut(&order_id) {
-                    o.status = "voided".into();
+                    o.status = PaymentStatus::Voided;
                 }
                 let mut e = event.clone();
                 e.order_id = Some(order_id);
@@ -249,17 +253,17 @@ impl Decider {
                     .reason
                     .clone()
                     .unwrap_or_else(|| "voided on the RSU".into());
-                self.void_order(&e, order_id, "voided", reason)
+                self.void_order(&e, order_id, PaymentStatus::Voided, reason)
             }
         }
     }
 
     /// The order of the RSU sale (device, local id) and its status now: recorded before this
     /// batch, or earlier in it.
-    fn recorded_rsu_order(&self, rsu_id: Uuid, local_id: &str) -> Option<(Uuid, String)> {
+    fn recorded_rsu_order(&self, rsu_id: Uuid, local_id: &str) -> Option<(Uuid, PaymentStatus)> {
         let key = (rsu_id, local_id.to_owned());
         if let Some(&id) = self.state.rsu_orders.get(&key) {
-            return self.state.orders.get(&id).map(|o| (id, o.status.clone()));
+            return self.state.orders.get(&id).map(|o| (id, o.status));
         }
         let staged = self
             .decided
@@ -267,8 +271,8 @@ impl Decider {
             .iter()
             .find(|o| o.rsu_id == rsu_id && o.local_id == local_id)?;
         let status = match self.decided.voids.iter().find(|v| v.0 == staged.id) {
-            Some(_) => "voided".to_owned(),
-            None => staged.status.clone(),
+            Some(_) => PaymentStatus::Voided,
+            None => staged.status,
         };
         Some((staged.id, status))
     }

@@ -71,7 +71,7 @@ fn loaded(max: i64, sold: i64, orders: &[i32]) -> (Setup, Loaded) {
                 ticket_count: count,
                 amount_minor: i64::from(count) * PRICE_PER_TICKET,
                 currency: "USD".into(),
-                status: "pending".into(),
+                status: schemas::PaymentStatus::Pending,
                 source: "online".into(),
                 paid_by: None,
                 held: true,
@@ -168,7 +168,7 @@ fn a_refund_voids_the_tickets_sold_before_the_batch() {
     let (s, mut state) = loaded(100, 10, &[4]);
     let order = s.orders[0];
     if let Some(o) = state.orders.get_mut(&order.0) {
-        o.status = "completed".into();
+        o.status = schemas::PaymentStatus::Completed;
         o.held = false;
     }
     state

@@ -42,7 +42,7 @@ pub(super) async fn write(
                 &o.iter().map(|x| x.ticket_count).collect::<Vec<_>>(),
                 &o.iter().map(|x| x.amount_minor).collect::<Vec<_>>(),
                 &o.iter().map(|x| x.currency.clone()).collect::<Vec<_>>(),
-                &o.iter().map(|x| x.status.clone()).collect::<Vec<_>>(),
+                &o.iter().map(|x| x.status.as_str()).collect::<Vec<_>>(),
                 &o.iter().map(|x| x.idempotency_key.clone()).collect::<Vec<_>>(),
                 &o.iter().map(|x| x.rsu_id).collect::<Vec<_>>(),
                 &o.iter().map(|x| x.allocation_id).collect::<Vec<_>>(),
@@ -102,7 +102,7 @@ pub(super) async fn write(
               WHERE o.id = u.id",
             &[
                 &u.iter().map(|x| x.0).collect::<Vec<_>>(),
-                &u.iter().map(|x| x.1.clone()).collect::<Vec<_>>(),
+                &u.iter().map(|x| x.1.as_str()).collect::<Vec<_>>(),
                 &u.iter().map(|x| x.2.clone()).collect::<Vec<_>>(),
                 &u.iter().map(|x| x.3.clone()).collect::<Vec<_>>(),
                 &u.iter().map(|x| x.4).collect::<Vec<_>>(),
