@@ -5,9 +5,9 @@
 //! online sales the next numbers of their range (unique, gap-free, in partition order); checks
 //! RSU sales against their allocation, validation number block, the sales end time and the
 //! offline expiry; refuses sales beyond the raffle's maximum (for refund, never over-issued).
-//! Writes `sales.orders` (completes, fails, refunds online orders; records RSU orders;
-//! releases their holds), `sales.capacity_holds` (gives back the tickets of orders it decides
-//! and of holds whose time ran out; checkout adds them) and `sales.tickets`. Through `catalog`
+//! Through `sales` it completes, fails and refunds online orders, records RSU orders, issues
+//! and voids tickets and gives back the holds of the orders it decides and of holds whose time
+//! ran out (checkout adds them). Through `catalog`
 //! it records refused sales (`catalog::rejections`) and the counts it decided
 //! (`catalog::counters`: a raffle's totals and first sale, ranges' cursors, RSU blocks'
 //! cursors and validation sequences); through `platform::outbox` it emits `raffle.tickets.v1`,
@@ -83,28 +83,7 @@ pub fn service(
 /// How often holds whose time ran out are given back.
 pub const HOLD_SWEEP: Duration = Duration::from_secs(10);
 
-/// Gives back the holds of pending orders whose time ran out (their payment may still come:
-/// it is then honoured if tickets are left, else rejected for refund). Returns the tickets
-/// released. Locks orders before holds, as the allocator's batches do.
-pub async fn release_expired_holds(
-    client: &impl tokio_postgres::GenericClient,
-) -> Result<i64, tokio_postgres::Error> {
-    let row = client
-        .query_one(
-            "WITH expired AS (
-                 UPDATE sales.orders SET hold_expires_at = NULL
-                  WHERE hold_expires_at < now() AND payment_status = 'pending'
-                 RETURNING raffle_id, ticket_count),
-             per_raffle AS (SELECT raffle_id, sum(ticket_count)::bigint AS n FROM expired GROUP BY raffle_id),
-             released AS (
-                 UPDATE sales.capacity_holds h SET held_tickets = greatest(h.held_tickets - p.n, 0)
-                   FROM per_raffle p WHERE h.raffle_id = p.raffle_id RETURNING p.n)
-             SELECT coalesce(sum(n), 0)::bigint FROM released",
-            &[],
-        )
-        .await?;
-    Ok(row.get(0))
-}
+pub use sales::orders::release_expired_holds;
 
 async fn release_expired_holds_every(pool: Pool, every: Duration, mut stop: watch::Receiver<bool>) {
     while !*stop.borrow() {

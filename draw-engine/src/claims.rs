@@ -324,12 +324,9 @@ async fn judge(
             .map_err(failed)?;
         (r.get(0), r.get(1))
     };
-    tx.execute(
-        "UPDATE sales.tickets SET state = 'claimed', updated_at = now() WHERE id = $1",
-        &[&ticket_id],
-    )
-    .await
-    .map_err(failed)?;
+    sales::tickets::mark_claimed(tx, ticket_id)
+        .await
+        .map_err(failed)?;
     settle_payable(
         tx,
         raffle,

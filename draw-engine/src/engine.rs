@@ -440,14 +440,10 @@ async fn record_prize(
             .await
             .map_err(failed)?
             .get(0);
-        let marked = tx
-            .execute(
-                "UPDATE sales.tickets SET state = 'winner', updated_at = now() WHERE id = $1 AND raffle_id = $2 AND state = 'sold'",
-                &[&w.ticket_id, &p.raffle_id],
-            )
+        let marked = sales::tickets::mark_winner(&tx, w.ticket_id, p.raffle_id)
             .await
             .map_err(failed)?;
-        if marked != 1 {
+        if !marked {
             return Err(DrawError::Failed(format!(
                 "ticket {} (number {}) of raffle {} is no longer a sold ticket",
                 w.ticket_id, w.draw_number, p.raffle_id

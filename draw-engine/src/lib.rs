@@ -6,7 +6,7 @@
 //! exported barrel list, verification of a recorded draw, prize claims and their expiry.
 //!
 //! Must not touch: sales, orders or counters — it only marks winning tickets `winner` or
-//! `claimed` — and no ledger entry other than the ones it posts through [`ledger::append`]:
+//! `claimed`, through `sales::tickets` — and no ledger entry other than the ones it posts through [`ledger::append`]:
 //! `prize_awarded` (liability for a prize moves to the winner), `prize_payout` (paid on a
 //! claim), `unclaimed_prize` (back to net proceeds after the claim period). The database
 //! refuses any other entry for a sealed raffle. The raffle moves to `drawn` and `completed`

@@ -304,22 +304,7 @@ async fn decide(desk: &Desk, batch: &[&Wanted]) -> Result<Vec<Result<Taken, Prob
     // The hold rows first, locked to the commit: the allocator changes a raffle's sold count
     // only under its hold row's lock, so the count read next is current until this commits.
     // A raffle's hold row exists from its first checkout or sale on.
-    let holds_now = tx
-        .prepare_cached(
-            "SELECT raffle_id, held_tickets FROM sales.capacity_holds WHERE raffle_id = ANY($1) ORDER BY raffle_id FOR UPDATE",
-        )
-        .await?;
-    let mut holds = tx.query(&holds_now, &[&raffle_ids]).await?;
-    if holds.len() < raffle_ids.len() {
-        tx.execute(
-            "INSERT INTO sales.capacity_holds (raffle_id)
-             SELECT r.id FROM catalog.raffle_events r WHERE r.id = ANY($1) ORDER BY r.id ON CONFLICT (raffle_id) DO NOTHING",
-            &[&raffle_ids],
-        )
-        .await?;
-        holds = tx.query(&holds_now, &[&raffle_ids]).await?;
-    }
-    let held: HashMap<Uuid, i64> = holds.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let held: HashMap<Uuid, i64> = sales::holds::lock_for_checkout(&tx, &raffle_ids).await?;
     let raffles_now = tx
         .prepare_cached(
             "SELECT id, state, sales_start_time, sales_end_time, max_tickets, total_sold
@@ -405,66 +390,29 @@ async fn decide(desk: &Desk, batch: &[&Wanted]) -> Result<Vec<Result<Taken, Prob
         .filter_map(|(w, d)| d.as_ref().ok().map(|t| (*w, t)))
         .collect();
     if !taken.is_empty() {
-        let column = |f: fn(&Wanted, &Taken) -> String| {
-            taken.iter().map(|(w, t)| f(w, t)).collect::<Vec<_>>()
-        };
-        let ids: Vec<Uuid> = taken.iter().map(|(w, _)| w.order_id).collect();
-        let raffle_of: Vec<Uuid> = taken.iter().map(|(w, _)| w.raffle_id).collect();
-        let package_of: Vec<Uuid> = taken.iter().map(|(w, _)| w.package_id).collect();
-        let counts: Vec<i32> = taken.iter().map(|(_, t)| t.ticket_count).collect();
-        let amounts: Vec<i64> = taken.iter().map(|(_, t)| t.amount_minor).collect();
-        let hashes: Vec<Vec<u8>> = taken
+        let orders: Vec<sales::orders::NewPendingOrder<'_>> = taken
             .iter()
-            .map(|(w, _)| w.check_code_hash.clone())
+            .map(|(w, t)| sales::orders::NewPendingOrder {
+                id: w.order_id,
+                raffle_id: w.raffle_id,
+                package_id: w.package_id,
+                validation_number: &t.validation_number,
+                ticket_count: t.ticket_count,
+                amount_minor: t.amount_minor,
+                currency: &t.currency,
+                customer: &w.customer,
+                check_code_hash: &w.check_code_hash,
+            })
             .collect();
-        let optional = |f: fn(&schemas::Customer) -> Option<String>| {
-            taken
-                .iter()
-                .map(|(w, _)| f(&w.customer))
-                .collect::<Vec<Option<String>>>()
-        };
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO sales.orders (id, raffle_id, package_id, validation_number, ticket_count, total_amount_minor,
-                     currency, source, customer_name, customer_email, customer_phone, created_by, check_code_hash, hold_expires_at)
-                 SELECT u.id, u.raffle_id, u.package_id, u.validation_number, u.ticket_count, u.amount, u.currency, 'online',
-                        u.name, u.email, u.phone, 'checkout', u.hash, now() + make_interval(mins => $11)
-                   FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::int[], $6::bigint[], $7::text[],
-                               $8::text[], $9::text[], $10::text[], $12::bytea[])
-                     AS u(id, raffle_id, package_id, validation_number, ticket_count, amount, currency, name, email, phone, hash)",
-            )
-            .await?;
-        tx.execute(
-            &insert,
-            &[
-                &ids,
-                &raffle_of,
-                &package_of,
-                &column(|_, t| t.validation_number.clone()),
-                &counts,
-                &amounts,
-                &column(|_, t| t.currency.clone()),
-                &optional(|c| c.name.clone()),
-                &optional(|c| c.email.clone()),
-                &optional(|c| c.phone.clone()),
-                &desk.hold_minutes,
-                &hashes,
-            ],
-        )
-        .await
-        .map_err(|e| platform::problem::from_db("creating the orders", &e))?;
+        sales::orders::create_pending(&tx, &orders, desk.hold_minutes)
+            .await
+            .map_err(|e| platform::problem::from_db("creating the orders", &e))?;
         let (held_raffles, held_counts): (Vec<Uuid>, Vec<i64>) = raffles
             .iter()
             .filter(|(_, r)| r.taken > 0)
             .map(|(id, r)| (*id, r.taken))
             .unzip();
-        let hold = tx
-            .prepare_cached(
-                "UPDATE sales.capacity_holds h SET held_tickets = h.held_tickets + u.n
-                   FROM unnest($1::uuid[], $2::bigint[]) AS u(raffle_id, n) WHERE h.raffle_id = u.raffle_id",
-            )
-            .await?;
-        tx.execute(&hold, &[&held_raffles, &held_counts]).await?;
+        sales::holds::add(&tx, &held_raffles, &held_counts).await?;
     }
     tx.commit()
         .await

@@ -3,11 +3,11 @@
 //! Owns: checkout (pending orders, checked against the raffle's state, sales window, the
 //! package's active window, the jurisdiction's rules, a per-order ticket limit and the
 //! remaining capacity), payment-provider webhooks (signature, then the sale onto Kafka), and
-//! RSU batch uploads (API key, a result per record). Writes `sales.orders` rows in state
-//! `pending` at checkout, `sales.capacity_holds` (adds the tickets checkout holds; the
-//! allocator, which decides the orders, gives them back), `sales.provider_events` (what the
-//! provider said that moves no tickets), `sales.rejected_sales` for records it refuses (through
-//! `catalog::rejections`), and the topic
+//! RSU batch uploads (API key, a result per record). Creates pending orders and their
+//! capacity holds at checkout through `sales` (the allocator, which decides the orders, gives
+//! the holds back), records refused records through `catalog::rejections`, and writes
+//! `sales.provider_events` (what the provider said that moves no tickets),
+//! `sales.rsu_receipts` and the topic
 //! `raffle.sales.v1` — answering 2xx only after the broker acknowledged the event (acks=all,
 //! idempotent producer), 503 when it cannot, so the provider or the device retries.
 //!

@@ -29,47 +29,10 @@ pub(super) struct Decided {
 }
 
 /// (order, new status, payment provider, payment reference, paid at, reason).
-pub(super) type OrderUpdate = (
-    Uuid,
-    PaymentStatus,
-    Option<String>,
-    Option<String>,
-    Option<DateTime<Utc>>,
-    Option<String>,
-);
+pub(super) use sales::orders::StatusChange as OrderUpdate;
 
-pub(super) struct NewOrder {
-    pub(super) id: Uuid,
-    pub(super) raffle_id: Uuid,
-    pub(super) package_id: Uuid,
-    pub(super) validation_number: String,
-    pub(super) ticket_count: i32,
-    pub(super) amount_minor: i64,
-    pub(super) currency: String,
-    pub(super) status: PaymentStatus,
-    pub(super) idempotency_key: String,
-    pub(super) rsu_id: Uuid,
-    pub(super) allocation_id: Uuid,
-    pub(super) operator_id: Option<String>,
-    pub(super) is_offline: bool,
-    pub(super) created_on_device: DateTime<Utc>,
-    pub(super) local_id: String,
-    pub(super) customer_name: Option<String>,
-    pub(super) customer_email: Option<String>,
-    pub(super) customer_phone: Option<String>,
-    pub(super) check_code_hash: Option<Vec<u8>>,
-}
-
-pub(super) struct NewTicket {
-    pub(super) raffle_id: Uuid,
-    pub(super) order_id: Uuid,
-    pub(super) range_id: Uuid,
-    pub(super) allocation_id: Option<Uuid>,
-    pub(super) number: i64,
-    pub(super) voided: bool,
-    pub(super) sold_at: DateTime<Utc>,
-    pub(super) sold_by: Option<String>,
-}
+pub(super) use sales::orders::NewRsuOrder as NewOrder;
+pub(super) use sales::tickets::NewTicket;
 
 pub(super) struct Rejection {
     pub(super) event: SaleEvent,

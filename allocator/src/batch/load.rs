@@ -324,17 +324,9 @@ pub(super) async fn load(
     // them) until the commit. Checkout decides on a raffle's sold count under this lock,
     // so every change of the count made here lands before its read or after its holds.
     let known: Vec<Uuid> = unique(loaded.raffles.keys().copied());
-    for row in tx
-        .query(
-            "INSERT INTO sales.capacity_holds AS h (raffle_id) SELECT unnest($1::uuid[]) ORDER BY 1
-             ON CONFLICT (raffle_id) DO UPDATE SET held_tickets = h.held_tickets
-             RETURNING raffle_id, held_tickets",
-            &[&known],
-        )
-        .await?
-    {
-        if let Some(r) = loaded.raffles.get_mut(&row.get::<_, Uuid>(0)) {
-            r.held_tickets = row.get(1);
+    for (raffle, held) in sales::holds::lock_for_allocation(tx, &known).await? {
+        if let Some(r) = loaded.raffles.get_mut(&raffle) {
+            r.held_tickets = held;
         }
     }
     for row in tx
