@@ -4,11 +4,21 @@
 
 use std::collections::HashSet;
 
-use schemas::{PaymentStatus, SaleEvent, SaleRefusal, TicketEventKind};
+use schemas::{PaymentStatus, RsuSale, SaleEvent, SaleRefusal, TicketEventKind};
 use uuid::Uuid;
 
 use super::decide::{Decider, NewOrder, NewTicket, Outcome};
 use super::wire_time;
+
+/// What the checks of an RSU sale found, for recording it.
+struct Checked {
+    range_id: Uuid,
+    /// The validation number's place in its block.
+    sequence: i32,
+    count: i64,
+    /// The block's first number.
+    a_start: i64,
+}
 
 impl Decider {
     pub(super) fn record_rsu(&mut self, event: SaleEvent, voided: bool) -> Outcome {
@@ -22,113 +32,17 @@ impl Decider {
         {
             return Outcome::Duplicate;
         }
-        let Some(a) = self.state.allocations.get(&sale.allocation_id) else {
-            return self.reject(
-                &event,
-                SaleRefusal::UnknownAllocation,
-                format!("allocation {} does not exist", sale.allocation_id),
-            );
+        let checked = match self.check_rsu_sale(&event, &sale, voided) {
+            Ok(c) => c,
+            Err((code, reason)) => return self.reject(&event, code, reason),
         };
-        if a.rsu_id != sale.rsu_id || a.raffle_id != event.raffle_id {
-            return self.reject(
-                &event,
-                SaleRefusal::AllocationMismatch,
-                format!(
-                    "allocation {} is not RSU {}'s for this raffle",
-                    sale.allocation_id, sale.rsu_id
-                ),
-            );
-        }
-        let Some(package) = event.package_id.and_then(|p| self.state.packages.get(&p)) else {
-            return self.reject(
-                &event,
-                SaleRefusal::UnknownPackage,
-                "the sale names no package of this raffle".into(),
-            );
-        };
-        let count = sale.draw_numbers.len() as i64;
-        if package.raffle_id != event.raffle_id
-            || i64::from(package.ticket_count) != count
-            || package.price_minor != event.amount_minor
-            || package.currency != event.currency.as_str()
-        {
-            return self.reject(
-                &event,
-                SaleRefusal::PackageMismatch,
-                "draw numbers, amount or currency do not match the package".into(),
-            );
-        }
-        let (a_start, a_end, prefix, first_seq, block_size, range_id) = (
-            a.start,
-            a.end,
-            a.prefix.clone(),
-            a.first_sequence,
-            a.block_size,
-            a.range_id,
-        );
-        let mut distinct = HashSet::new();
-        for n in &sale.draw_numbers {
-            let n = n.get();
-            if n < a_start || n > a_end {
-                return self.reject(
-                    &event,
-                    SaleRefusal::NumberOutsideAllocation,
-                    format!("draw number {n} is outside the allocation {a_start}..{a_end}"),
-                );
-            }
-            if !distinct.insert(n) || self.state.taken_numbers.contains(&(event.raffle_id, n)) {
-                return self.reject(
-                    &event,
-                    SaleRefusal::NumberAlreadyUsed,
-                    format!("draw number {n} is already used"),
-                );
-            }
-        }
-        let sequence = schemas::ValidationNumber::sequence_in(&sale.validation_number, &prefix)
-            .filter(|s| *s >= first_seq && *s < first_seq + block_size);
-        let Some(sequence) = sequence else {
-            return self.reject(
-                &event,
-                SaleRefusal::ValidationNumberOutsideBlock,
-                format!(
-                    "validation number {} is not in the allocation's block",
-                    sale.validation_number
-                ),
-            );
-        };
-        if self
-            .state
-            .taken_validation
-            .contains(&(event.raffle_id, sale.validation_number.clone()))
-        {
-            return self.reject(
-                &event,
-                SaleRefusal::ValidationNumberUsed,
-                format!(
-                    "validation number {} is already used",
-                    sale.validation_number
-                ),
-            );
-        }
+        let Checked {
+            range_id,
+            sequence,
+            count,
+            a_start,
+        } = checked;
         let sold_at = wire_time(event.occurred_at_us);
-        let received = wire_time(event.received_at_us);
-        if !voided {
-            if let Err((code, reason)) = self.admit(&event, count) {
-                return self.reject(&event, code, reason);
-            }
-            if sale.is_offline_sale
-                && received - sold_at > chrono::Duration::minutes(self.state.offline_expiry_minutes)
-            {
-                return self.reject(
-                    &event,
-                    SaleRefusal::OfflineSaleExpired,
-                    format!(
-                        "offline sale from {sold_at} arrived after the {}-minute offline expiry",
-                        self.state.offline_expiry_minutes
-                    ),
-                );
-            }
-        }
         // Accepted: claim everything in memory, then stage the writes.
         self.state
             .seen_rsu_sales
@@ -221,6 +135,120 @@ impl Decider {
         };
         self.emit(&issued, kind, numbers, event.reason.clone());
         Outcome::Applied
+    }
+
+    /// Everything an RSU sale must meet before it is recorded: its block is the device's for
+    /// this raffle, its package matches, its numbers lie in the block and are free, its
+    /// validation number lies in the block and is free; and, unless it was voided before it
+    /// synced, the raffle takes it and it arrived within the offline expiry.
+    fn check_rsu_sale(
+        &self,
+        event: &SaleEvent,
+        sale: &RsuSale,
+        voided: bool,
+    ) -> Result<Checked, (SaleRefusal, String)> {
+        let Some(a) = self.state.allocations.get(&sale.allocation_id) else {
+            return Err((
+                SaleRefusal::UnknownAllocation,
+                format!("allocation {} does not exist", sale.allocation_id),
+            ));
+        };
+        if a.rsu_id != sale.rsu_id || a.raffle_id != event.raffle_id {
+            return Err((
+                SaleRefusal::AllocationMismatch,
+                format!(
+                    "allocation {} is not RSU {}'s for this raffle",
+                    sale.allocation_id, sale.rsu_id
+                ),
+            ));
+        }
+        let Some(package) = event.package_id.and_then(|p| self.state.packages.get(&p)) else {
+            return Err((
+                SaleRefusal::UnknownPackage,
+                "the sale names no package of this raffle".into(),
+            ));
+        };
+        let count = sale.draw_numbers.len() as i64;
+        if package.raffle_id != event.raffle_id
+            || i64::from(package.ticket_count) != count
+            || package.price_minor != event.amount_minor
+            || package.currency != event.currency.as_str()
+        {
+            return Err((
+                SaleRefusal::PackageMismatch,
+                "draw numbers, amount or currency do not match the package".into(),
+            ));
+        }
+        let (a_start, a_end, prefix, first_seq, block_size, range_id) = (
+            a.start,
+            a.end,
+            a.prefix.clone(),
+            a.first_sequence,
+            a.block_size,
+            a.range_id,
+        );
+        let mut distinct = HashSet::new();
+        for n in &sale.draw_numbers {
+            let n = n.get();
+            if n < a_start || n > a_end {
+                return Err((
+                    SaleRefusal::NumberOutsideAllocation,
+                    format!("draw number {n} is outside the allocation {a_start}..{a_end}"),
+                ));
+            }
+            if !distinct.insert(n) || self.state.taken_numbers.contains(&(event.raffle_id, n)) {
+                return Err((
+                    SaleRefusal::NumberAlreadyUsed,
+                    format!("draw number {n} is already used"),
+                ));
+            }
+        }
+        let sequence = schemas::ValidationNumber::sequence_in(&sale.validation_number, &prefix)
+            .filter(|s| *s >= first_seq && *s < first_seq + block_size);
+        let Some(sequence) = sequence else {
+            return Err((
+                SaleRefusal::ValidationNumberOutsideBlock,
+                format!(
+                    "validation number {} is not in the allocation's block",
+                    sale.validation_number
+                ),
+            ));
+        };
+        if self
+            .state
+            .taken_validation
+            .contains(&(event.raffle_id, sale.validation_number.clone()))
+        {
+            return Err((
+                SaleRefusal::ValidationNumberUsed,
+                format!(
+                    "validation number {} is already used",
+                    sale.validation_number
+                ),
+            ));
+        }
+        let sold_at = wire_time(event.occurred_at_us);
+        let received = wire_time(event.received_at_us);
+        if !voided {
+            self.admit(event, count)?;
+            if sale.is_offline_sale
+                && received - sold_at > chrono::Duration::minutes(self.state.offline_expiry_minutes)
+            {
+                return Err((
+                    SaleRefusal::OfflineSaleExpired,
+                    format!(
+                        "offline sale from {sold_at} arrived after the {}-minute offline expiry",
+                        self.state.offline_expiry_minutes
+                    ),
+                ));
+            }
+        }
+        Ok(Checked {
+            range_id,
+            sequence,
+            count,
+            a_start,
+        })
     }
 
     /// A void from the device: of a sale already recorded (its tickets are voided), or of a
