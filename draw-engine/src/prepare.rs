@@ -120,6 +120,39 @@ pub async fn prepare_with_key(
             ))
         })?;
 
+    let expected = seal.get::<_, i64>(1).max(0) as usize;
+    let (eligible, timings) = verified_books(client, raffle_id, expected).await?;
+    let commitment = bytes32(seal.get::<_, &[u8]>(2), "the seed commitment")?;
+    let wrapped: bool = execution.get(5);
+    let seed = revealed_seed(raffle_id, &execution, &commitment, key)?;
+    let prizes = prize_slots(client, raffle_id, &seal.get::<_, serde_json::Value>(3)).await?;
+
+    Ok(Prepared {
+        raffle_id,
+        organization_id: raffle.get(0),
+        raffle_state,
+        currency: raffle.get(2),
+        draw_time: raffle.get(3),
+        execution_id: execution.get(0),
+        method: execution.get(1),
+        execution_state: execution.get(2),
+        seed,
+        seed_wrapped: wrapped,
+        commitment,
+        seal_head: bytes32(seal.get::<_, &[u8]>(0), "the seal's head hash")?,
+        eligible,
+        prizes,
+        timings,
+    })
+}
+
+/// The books a draw stands on, re-checked: the chain verifies entry by entry, the eligible
+/// tickets load (as many as the seal counted) and the seal's figures recompute from them.
+async fn verified_books(
+    client: &impl GenericClient,
+    raffle_id: Uuid,
+    expected: usize,
+) -> Result<(EligibleSet, Timings), DrawError> {
     let started = Instant::now();
     let chain = ledger::verify(client, raffle_id).await.map_err(failed)?;
     if let Some(f) = chain.first_failure {
@@ -133,7 +166,6 @@ pub async fn prepare_with_key(
     }
     let ledger_check_ms = started.elapsed().as_secs_f64() * 1e3;
     let started = Instant::now();
-    let expected = seal.get::<_, i64>(1).max(0) as usize;
     let eligible = EligibleSet::load(client, raffle_id, expected)
         .await
         .map_err(failed)?;
@@ -157,8 +189,24 @@ pub async fn prepare_with_key(
         ));
     }
     let seal_check_ms = started.elapsed().as_secs_f64() * 1e3;
+    Ok((
+        eligible,
+        Timings {
+            ledger_check_ms,
+            ticket_load_ms,
+            seal_check_ms,
+        },
+    ))
+}
 
-    let commitment = bytes32(seal.get::<_, &[u8]>(2), "the seed commitment")?;
+/// The seed the execution keeps, once it meets the seal's commitment: in clear, or unwrapped
+/// with `key`; `None` while it stays wrapped (no key given).
+fn revealed_seed(
+    raffle_id: Uuid,
+    execution: &tokio_postgres::Row,
+    commitment: &[u8; 32],
+    key: Option<&ledger::seed_key::SeedKey>,
+) -> Result<Option<[u8; 32]>, DrawError> {
     let execution_commitment: Option<Vec<u8>> = execution.get(4);
     if execution_commitment.as_deref() != Some(&commitment[..]) {
         return Err(refused(
@@ -175,7 +223,7 @@ pub async fn prepare_with_key(
         _ => None,
     };
     if let Some(seed) = seed
-        && <[u8; 32]>::from(Sha256::digest(seed)) != commitment
+        && <[u8; 32]>::from(Sha256::digest(seed)) != *commitment
     {
         return Err(refused(
             "commitment-mismatch",
@@ -186,8 +234,15 @@ pub async fn prepare_with_key(
             },
         ));
     }
+    Ok(seed)
+}
 
-    let sealed_amounts: serde_json::Value = seal.get(3);
+/// The raffle's prizes in position order, each with the amount the seal valued it at.
+async fn prize_slots(
+    client: &impl GenericClient,
+    raffle_id: Uuid,
+    sealed_amounts: &serde_json::Value,
+) -> Result<Vec<PrizeSlot>, DrawError> {
     let prize_rows = client
         .query(
             "SELECT id, name, position, winner_count FROM catalog.prizes WHERE raffle_id = $1 ORDER BY position",
@@ -195,7 +250,7 @@ pub async fn prepare_with_key(
         )
         .await
         .map_err(failed)?;
-    let prizes = prize_rows
+    prize_rows
         .iter()
         .map(|r| {
             let prize_id: Uuid = r.get(0);
@@ -216,29 +271,7 @@ pub async fn prepare_with_key(
                 amount_minor,
             })
         })
-        .collect::<Result<Vec<_>, DrawError>>()?;
-
-    Ok(Prepared {
-        raffle_id,
-        organization_id: raffle.get(0),
-        raffle_state,
-        currency: raffle.get(2),
-        draw_time: raffle.get(3),
-        execution_id: execution.get(0),
-        method: execution.get(1),
-        execution_state: execution.get(2),
-        seed,
-        seed_wrapped: wrapped,
-        commitment,
-        seal_head: bytes32(seal.get::<_, &[u8]>(0), "the seal's head hash")?,
-        eligible,
-        prizes,
-        timings: Timings {
-            ledger_check_ms,
-            ticket_load_ms,
-            seal_check_ms,
-        },
-    })
+        .collect::<Result<Vec<_>, DrawError>>()
 }
 
 /// The winners the committed seed selects, prize by prize in position order.

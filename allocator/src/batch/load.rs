@@ -171,6 +171,38 @@ pub(super) async fn load(
         rsu_orders,
         ..Loaded::default()
     };
+    let ids = Ids {
+        raffle_ids,
+        range_ids,
+        allocation_ids,
+        package_ids,
+        order_ids,
+    };
+    lock_raffles(tx, &ids, &mut loaded).await?;
+    lock_ranges_and_blocks(tx, &ids, &mut loaded).await?;
+    lock_orders(tx, &ids, &mut loaded).await?;
+    sold_tickets(tx, events, &mut loaded).await?;
+    holds_and_packages(tx, &ids, &mut loaded).await?;
+    paid_and_refused(tx, events, &mut loaded).await?;
+    rsu_claims(tx, events, &mut loaded).await?;
+    Ok(loaded)
+}
+
+/// The ids a batch's events name, by kind, each once and in order.
+struct Ids {
+    raffle_ids: Vec<Uuid>,
+    range_ids: Vec<Uuid>,
+    allocation_ids: Vec<Uuid>,
+    package_ids: Vec<Uuid>,
+    order_ids: Vec<Uuid>,
+}
+
+/// The batch's raffles, locked first (FOR NO KEY UPDATE: see the query), with when their sales end.
+async fn lock_raffles(
+    tx: &Transaction<'_>,
+    ids: &Ids,
+    loaded: &mut Loaded,
+) -> Result<(), HandlerError> {
     // Locks in a fixed order (raffles, ranges, allocations, orders) so that partitions
     // of one raffle never deadlock each other.
     for row in tx
@@ -185,7 +217,7 @@ pub(super) async fn load(
                                               WHERE t.raffle_id = r.id AND t.to_state = 'sales_closed')),
                     r.max_tickets, r.total_sold, r.first_sale_at
                FROM catalog.raffle_events r WHERE r.id = ANY($1) ORDER BY r.id FOR NO KEY UPDATE OF r",
-            &[&raffle_ids],
+            &[&ids.raffle_ids],
         )
         .await?
     {
@@ -205,14 +237,24 @@ pub(super) async fn load(
             },
         );
     }
-    let mut all_range_ids = range_ids.clone();
+    Ok(())
+}
+
+/// The ranges the batch's events name and those of its RSU blocks, then the blocks with their
+/// validation blocks, locked in that order.
+async fn lock_ranges_and_blocks(
+    tx: &Transaction<'_>,
+    ids: &Ids,
+    loaded: &mut Loaded,
+) -> Result<(), HandlerError> {
+    let mut all_range_ids = ids.range_ids.clone();
     let allocation_rows = tx
         .query(
             "SELECT a.id, a.raffle_id, a.range_id, a.entity_id, a.start_number, a.end_number, a.next_draw_number,
                     v.id, v.prefix, v.first_sequence, v.block_size, v.next_sequence
                FROM catalog.rsu_allocations a JOIN catalog.validation_number_blocks v ON v.rsu_allocation_id = a.id
               WHERE a.id = ANY($1) ORDER BY a.id",
-            &[&allocation_ids],
+            &[&ids.allocation_ids],
         )
         .await?;
     all_range_ids.extend(allocation_rows.iter().map(|r| r.get::<_, Uuid>(2)));
@@ -238,10 +280,10 @@ pub(super) async fn load(
             },
         );
     }
-    if !allocation_ids.is_empty() {
+    if !ids.allocation_ids.is_empty() {
         tx.execute(
             "SELECT 1 FROM catalog.rsu_allocations WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            &[&allocation_ids],
+            &[&ids.allocation_ids],
         )
         .await?;
     }
@@ -266,12 +308,21 @@ pub(super) async fn load(
             },
         );
     }
+    Ok(())
+}
+
+/// The orders the batch's events name (and those RSU voids name), locked last.
+async fn lock_orders(
+    tx: &Transaction<'_>,
+    ids: &Ids,
+    loaded: &mut Loaded,
+) -> Result<(), HandlerError> {
     for row in tx
         .query(
             "SELECT id, raffle_id, package_id, ticket_count, total_amount_minor, currency, payment_status, source,
                     payment_provider, payment_reference, hold_expires_at IS NOT NULL
                FROM sales.orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            &[&order_ids],
+            &[&ids.order_ids],
         )
         .await?
     {
@@ -295,6 +346,15 @@ pub(super) async fn load(
             },
         );
     }
+    Ok(())
+}
+
+/// The sold tickets of the orders the batch may void or refund, read under the orders' locks.
+async fn sold_tickets(
+    tx: &Transaction<'_>,
+    events: &[&SaleEvent],
+    loaded: &mut Loaded,
+) -> Result<(), HandlerError> {
     // The sold tickets of the orders the batch may void or refund, read under the orders'
     // locks.
     let voidable: Vec<Uuid> = unique(
@@ -320,6 +380,15 @@ pub(super) async fn load(
                 .push(row.get(1));
         }
     }
+    Ok(())
+}
+
+/// The raffles' hold rows, locked after the orders; and the packages the sales name.
+async fn holds_and_packages(
+    tx: &Transaction<'_>,
+    ids: &Ids,
+    loaded: &mut Loaded,
+) -> Result<(), HandlerError> {
     // The raffles' hold rows, locked after the orders (as the expired-hold sweeper locks
     // them) until the commit. Checkout decides on a raffle's sold count under this lock,
     // so every change of the count made here lands before its read or after its holds.
@@ -332,7 +401,7 @@ pub(super) async fn load(
     for row in tx
         .query(
             "SELECT id, raffle_id, ticket_count, price_minor, currency FROM catalog.ticket_packages WHERE id = ANY($1)",
-            &[&package_ids],
+            &[&ids.package_ids],
         )
         .await?
     {
@@ -341,6 +410,16 @@ pub(super) async fn load(
             Package { raffle_id: row.get(1), ticket_count: row.get(2), price_minor: row.get(3), currency: row.get(4) },
         );
     }
+    Ok(())
+}
+
+/// What the batch must not do twice: pay an order with a payment that paid another, or record
+/// a refusal already recorded.
+async fn paid_and_refused(
+    tx: &Transaction<'_>,
+    events: &[&SaleEvent],
+    loaded: &mut Loaded,
+) -> Result<(), HandlerError> {
     // Payments the batch's online sales name that may already have paid an order: the
     // order's unique (provider, reference) would otherwise fail the whole batch, again at
     // every retry, and hold up the partition behind it.
@@ -373,6 +452,16 @@ pub(super) async fn load(
     {
         loaded.rejected_keys.insert(row.get(0));
     }
+    Ok(())
+}
+
+/// What RSU events claim that may already be taken (numbers, validation numbers, sales), and
+/// the offline expiry in force.
+async fn rsu_claims(
+    tx: &Transaction<'_>,
+    events: &[&SaleEvent],
+    loaded: &mut Loaded,
+) -> Result<(), HandlerError> {
     // What RSU events claim that may already be taken: numbers, validation numbers, sales.
     let rsu_events: Vec<&&SaleEvent> = events.iter().filter(|e| e.rsu_sale.is_some()).collect();
     if !rsu_events.is_empty() {
@@ -437,5 +526,5 @@ pub(super) async fn load(
             loaded.offline_expiry_minutes = minutes;
         }
     }
-    Ok(loaded)
+    Ok(())
 }
