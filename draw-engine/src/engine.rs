@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::errors::{DrawError, event, failed, record_event, refused};
+use crate::errors::{DrawError, broken, event, failed, record_event, refused};
 use crate::manual::validate_manual;
 use crate::prepare::{
     Prepared, PrizeSlot, Winner, prepare_with_key, recorded_winners, select_winners,
@@ -143,7 +143,7 @@ async fn refuse(
         .await;
         // The refusal stands either way; the caller also learns it is not on the trail.
         if let Err(DrawError::Failed(why)) = recorded {
-            return DrawError::Failed(format!(
+            return broken(format!(
                 "draw refused ({code}: {reason}), and the refusal could not be recorded: {why}"
             ));
         }
@@ -249,7 +249,7 @@ async fn checked_winners(
         Method::Rng => {
             let methods = catalog::regulations::for_raffle(client, raffle_id, Utc::now())
                 .await
-                .map_err(|p| DrawError::Failed(p.to_string()))?
+                .map_err(failed)?
                 .sales_methods();
             if !methods.rng_draw {
                 let e = refused(
@@ -444,7 +444,7 @@ async fn record_prize(
             .await
             .map_err(failed)?;
         if !marked {
-            return Err(DrawError::Failed(format!(
+            return Err(broken(format!(
                 "ticket {} (number {}) of raffle {} is no longer a sold ticket",
                 w.ticket_id, w.draw_number, p.raffle_id
             )));

@@ -12,8 +12,9 @@ pub enum DrawError {
     /// A drill: the run stopped on purpose after the prizes it was told to record.
     #[error("interrupted after {prizes_recorded} prizes; run the draw again to resume")]
     Interrupted { prizes_recorded: usize },
+    /// Something broke; the failure keeps its cause.
     #[error("draw failed: {0}")]
-    Failed(String),
+    Failed(#[source] platform::Failure),
 }
 
 pub(crate) fn refused(code: &'static str, reason: impl Into<String>) -> DrawError {
@@ -23,8 +24,13 @@ pub(crate) fn refused(code: &'static str, reason: impl Into<String>) -> DrawErro
     }
 }
 
-pub(crate) fn failed(e: impl std::error::Error + 'static) -> DrawError {
-    DrawError::Failed(platform::error_chain(&e))
+pub(crate) fn failed(e: impl std::error::Error + Send + Sync + 'static) -> DrawError {
+    DrawError::Failed(platform::Failure::of(e))
+}
+
+/// A failure with no error under it: an invariant that does not hold, said in words.
+pub(crate) fn broken(text: impl Into<String>) -> DrawError {
+    DrawError::Failed(platform::Failure::new(text))
 }
 
 /// A critical event about a raffle, with what it recorded.
@@ -56,6 +62,9 @@ pub(crate) async fn record_event(
         .map(|_| ())
         .map_err(|e| {
             tracing::error!(raffle_id = ?raffle_id, event_type, error = %e, "could not record a critical event");
-            DrawError::Failed(format!("recording the critical event {event_type}: {e}"))
+            DrawError::Failed(platform::Failure::during(
+                &format!("recording the critical event {event_type}"),
+                e,
+            ))
         })
 }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
-use crate::errors::{DrawError, failed, refused};
+use crate::errors::{DrawError, broken, failed, refused};
 use crate::select;
 
 /// One prize as the seal valued it.
@@ -67,7 +67,7 @@ pub struct Winner {
 
 fn bytes32(v: &[u8], what: &str) -> Result<[u8; 32], DrawError> {
     v.try_into()
-        .map_err(|_| DrawError::Failed(format!("{what} is {} bytes, not 32", v.len())))
+        .map_err(|_| broken(format!("{what} is {} bytes, not 32", v.len())))
 }
 
 /// Loads and checks what a draw of `raffle_id` stands on: the raffle sealed, its ledger chain
@@ -115,7 +115,7 @@ pub async fn prepare_with_key(
         .await
         .map_err(failed)?
         .ok_or_else(|| {
-            DrawError::Failed(format!(
+            broken(format!(
                 "raffle {raffle_id} is sealed but has no draw execution"
             ))
         })?;
@@ -260,9 +260,7 @@ async fn prize_slots(
                 .flatten()
                 .find(|p| p["prize_id"].as_str() == Some(&prize_id.to_string()))
                 .and_then(|p| p["amount_minor"].as_i64())
-                .ok_or_else(|| {
-                    DrawError::Failed(format!("the seal holds no amount for prize {prize_id}"))
-                })?;
+                .ok_or_else(|| broken(format!("the seal holds no amount for prize {prize_id}")))?;
             Ok(PrizeSlot {
                 prize_id,
                 name: r.get(1),
@@ -276,9 +274,9 @@ async fn prize_slots(
 
 /// The winners the committed seed selects, prize by prize in position order.
 pub fn select_winners(p: &Prepared) -> Result<Vec<Winner>, DrawError> {
-    let seed = p.seed.ok_or_else(|| {
-        DrawError::Failed("the draw seed is missing: it cannot be revealed".into())
-    })?;
+    let seed = p
+        .seed
+        .ok_or_else(|| broken("the draw seed is missing: it cannot be revealed"))?;
     let counts: Vec<u32> = p.prizes.iter().map(|s| s.winner_count as u32).collect();
     let drawn = select::winners(select::key(&seed, &p.seal_head), p.eligible.len(), &counts);
     Ok(assign(

@@ -83,8 +83,9 @@ pub enum SealError {
     /// The seal cannot happen yet, or at all; `code` is stable, `reason` names the figures.
     #[error("seal refused ({code}): {reason}")]
     Refused { code: &'static str, reason: String },
+    /// Something broke; the failure keeps its cause.
     #[error("seal failed: {0}")]
-    Failed(String),
+    Failed(#[source] platform::Failure),
 }
 
 fn refused(code: &'static str, reason: impl Into<String>) -> SealError {
@@ -108,8 +109,8 @@ fn checked_sum(amounts: &[i64], what: &str) -> Result<i64, SealError> {
         .ok_or_else(|| overflow(what))
 }
 
-fn failed(e: impl std::error::Error + 'static) -> SealError {
-    SealError::Failed(platform::error_chain(&e))
+fn failed(e: impl std::error::Error + Send + Sync + 'static) -> SealError {
+    SealError::Failed(platform::Failure::of(e))
 }
 
 /// Refuses while anything produced before now is still on its way: sales not yet allocated,

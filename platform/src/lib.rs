@@ -19,6 +19,7 @@ pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod devstack;
+pub mod failure;
 pub mod files;
 pub mod health;
 pub mod http_client;
@@ -41,6 +42,7 @@ pub use consumer::{
     BatchHandler, ConsumerConfig, ConsumerError, ConsumerStats, Disposition, HandlerError,
     PartitionConsumer,
 };
+pub use failure::Failure;
 pub use kafka::Record;
 
 /// Microseconds since the Unix epoch, UTC: the one timestamp unit on the wire.
