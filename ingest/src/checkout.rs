@@ -23,7 +23,7 @@ use platform::problem::Problem;
 use rand::Rng;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use warp::http::StatusCode;
 
@@ -180,7 +180,15 @@ impl Checkouts {
             rules: std::sync::Mutex::new(HashMap::new()),
         });
         let (queue, requests) = mpsc::channel(QUEUE_MAX);
-        tokio::spawn(batch_requests(desk, requests));
+        tokio::spawn(platform::batching::in_batches(
+            requests,
+            TRANSACTIONS_IN_FLIGHT,
+            BATCH_MAX,
+            move |batch| {
+                let desk = desk.clone();
+                async move { answer(&desk, batch).await }
+            },
+        ));
         Ok(Self { queue })
     }
 
@@ -192,27 +200,6 @@ impl Checkouts {
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
-    }
-}
-
-async fn batch_requests(desk: Arc<Desk>, mut requests: mpsc::Receiver<Request>) {
-    let permits = Arc::new(Semaphore::new(TRANSACTIONS_IN_FLIGHT));
-    while let Some(first) = requests.recv().await {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
-            match requests.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let desk = desk.clone();
-        tokio::spawn(async move {
-            answer(&desk, batch).await;
-            drop(permit);
-        });
     }
 }
 

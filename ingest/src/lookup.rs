@@ -8,12 +8,11 @@
 //! few queries carry dozens of orders each. Nothing waits on a timer.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use platform::db::{DbError, DbTarget};
 use platform::problem::Problem;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 /// Queries in flight at once, each on its own connection.
@@ -58,7 +57,15 @@ impl OrderLookup {
         // the statement anew on every execution (measured at 160 µs of bind under load).
         let pool = db.pool_with_generic_plans(QUERIES_IN_FLIGHT, "raffle-ingest-orders")?;
         let (queue, requests) = mpsc::channel(QUEUE_MAX);
-        tokio::spawn(batch_requests(pool, requests));
+        tokio::spawn(platform::batching::in_batches(
+            requests,
+            QUERIES_IN_FLIGHT,
+            BATCH_MAX,
+            move |batch| {
+                let pool = pool.clone();
+                async move { answer(&pool, batch).await }
+            },
+        ));
         Ok(Self { queue })
     }
 
@@ -71,28 +78,6 @@ impl OrderLookup {
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
-    }
-}
-
-async fn batch_requests(pool: Pool, mut requests: mpsc::Receiver<Request>) {
-    let permits = Arc::new(Semaphore::new(QUERIES_IN_FLIGHT));
-    while let Some(first) = requests.recv().await {
-        // Waiting for a free query is what lets the queue fill: take it all once one is free.
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
-            match requests.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            answer(&pool, batch).await;
-            drop(permit);
-        });
     }
 }
 

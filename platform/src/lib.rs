@@ -14,6 +14,7 @@
 //! `platform.outbox`. Must not touch: any other schema's tables; business rules live in the
 //! stage crates.
 
+pub mod batching;
 pub mod body;
 pub mod config;
 pub mod consumer;
