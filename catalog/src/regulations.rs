@@ -20,6 +20,7 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use platform::problem::Problem;
+use schemas::Money;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
@@ -353,13 +354,7 @@ impl Regulations {
 
     /// Refuses an amount above a limit in force (`prize_limit`, `ticket_price_limit`), naming
     /// the regulation.
-    pub fn check_amount(
-        &self,
-        kind: &str,
-        field: &str,
-        amount_minor: i64,
-        currency: &str,
-    ) -> Result<(), Problem> {
+    pub fn check_amount(&self, kind: &str, field: &str, money: Money) -> Result<(), Problem> {
         if let Some(InForce {
             value:
                 RuleValue::Amount {
@@ -369,7 +364,8 @@ impl Regulations {
             sources,
         }) = self.get(kind)
         {
-            if c != currency {
+            let (amount_minor, currency) = (money.amount_minor(), money.currency());
+            if c != currency.as_str() {
                 return Err(Problem::conflict(
                     "regulation",
                     format!("{field}: the {kind} of this jurisdiction is in {c}, the amount is in {currency}"),
@@ -392,16 +388,18 @@ impl Regulations {
     pub fn check_package_price(
         &self,
         field: &str,
-        price_minor: i64,
+        price: Money,
         ticket_count: i32,
-        currency: &str,
     ) -> Result<(), Problem> {
-        // Rounded up without `price + count - 1`, which wraps for a price near i64::MAX and
-        // let such a package pass the limit.
-        let count = i64::from(ticket_count.max(1));
-        let per_ticket = price_minor / count + i64::from(price_minor % count != 0);
-        self.check_amount("ticket_price_limit", field, per_ticket, currency)
+        let per_ticket = price.per_unit_rounded_up(i64::from(ticket_count));
+        self.check_amount("ticket_price_limit", field, per_ticket)
     }
+}
+
+/// An amount as stored, or the problem with it named by field (a negative amount or an unknown
+/// currency code never passes a limit check by accident).
+pub fn money(field: &str, amount_minor: i64, currency: &str) -> Result<Money, Problem> {
+    Money::of(amount_minor, currency).map_err(|e| Problem::invalid(field, e.to_string()))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Pool;
 use ledger::postings::Posting;
-use schemas::RaffleState;
+use schemas::{DrawRefusal, RaffleState};
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -60,7 +60,7 @@ pub async fn claim_deadline(
         )
         .await
         .map_err(failed)?
-        .ok_or_else(|| refused("unknown-raffle", format!("raffle {raffle_id} does not exist")))?;
+        .ok_or_else(|| refused(DrawRefusal::UnknownRaffle, format!("raffle {raffle_id} does not exist")))?;
     let (draw_time, days): (DateTime<Utc>, i32) = (row.get(1), row.get(2));
     Ok((row.get(0), draw_time + Duration::days(i64::from(days))))
 }
@@ -207,7 +207,7 @@ async fn judge(
     let (on_number, from_source) = recent_refusals(tx, request, at).await?;
     if on_number >= MAX_REFUSED_ATTEMPTS {
         return Err(refused(
-            "rate-limited",
+            DrawRefusal::RateLimited,
             format!(
                 "{on_number} refused claims for number {number} in the last {RATE_WINDOW_MINUTES} minutes; try again later or ask the raffle's staff"
             ),
@@ -215,7 +215,7 @@ async fn judge(
     }
     if from_source >= MAX_REFUSED_PER_SOURCE {
         return Err(refused(
-            "rate-limited",
+            DrawRefusal::RateLimited,
             format!(
                 "{from_source} refused claims from {} in the last {RATE_WINDOW_MINUTES} minutes; try again later",
                 request.source
@@ -250,12 +250,12 @@ async fn judge(
             .get(0);
         return Err(if drawn {
             refused(
-                "not-a-winner",
+                DrawRefusal::NotAWinner,
                 format!("number {number} did not win a prize in raffle {raffle}"),
             )
         } else {
             refused(
-                "not-drawn",
+                DrawRefusal::NotDrawn,
                 format!("raffle {raffle} has not been drawn yet"),
             )
         });
@@ -278,20 +278,20 @@ async fn judge(
     let check_code_hash: Option<Vec<u8>> = row.get(8);
     if row.get::<_, bool>(6) {
         return Err(refused(
-            "already-claimed",
+            DrawRefusal::AlreadyClaimed,
             format!("the prize won by number {number} was already claimed"),
         ));
     }
     if row.get::<_, bool>(7) || at > deadline {
         return Err(refused(
-            "claim-period-over",
+            DrawRefusal::ClaimPeriodOver,
             format!("prizes of raffle {raffle} had to be claimed by {deadline}"),
         ));
     }
     let given = request.validation_number.trim().to_ascii_uppercase();
     if !constant_time_eq(given.as_bytes(), validation.as_bytes()) {
         return Err(refused(
-            "wrong-validation-number",
+            DrawRefusal::WrongValidationNumber,
             format!("the validation number does not match the one issued with number {number}"),
         ));
     }
@@ -299,17 +299,17 @@ async fn judge(
     // receipt; the check code is the buyer's secret.
     let Some(stored) = check_code_hash else {
         return Err(refused(
-            "no-check-code",
+            DrawRefusal::NoCheckCode,
             format!(
                 "the receipt of number {number} was issued without a check code; the raffle's staff verify the winner in person"
             ),
         ));
     };
     let code = schemas::CheckCode::parse(&request.check_code)
-        .map_err(|e| refused("wrong-check-code", e.to_string()))?;
+        .map_err(|e| refused(DrawRefusal::WrongCheckCode, e.to_string()))?;
     if !constant_time_eq(&code.hash(raffle, &validation), &stored) {
         return Err(refused(
-            "wrong-check-code",
+            DrawRefusal::WrongCheckCode,
             format!("the check code does not match the receipt of number {number}"),
         ));
     }
@@ -436,7 +436,7 @@ pub async fn expire_unclaimed_at(
     let (organization, deadline) = claim_deadline(&**client, raffle_id).await?;
     if at <= deadline {
         return Err(refused(
-            "claim-period-open",
+            DrawRefusal::ClaimPeriodOpen,
             format!("winners of raffle {raffle_id} may claim until {deadline}"),
         ));
     }
@@ -451,7 +451,7 @@ pub async fn expire_unclaimed_at(
         .get(0);
     if state != "drawn" {
         return Err(refused(
-            "not-drawn",
+            DrawRefusal::NotDrawn,
             format!("raffle {raffle_id} is {state}; only a drawn raffle's unclaimed prizes expire"),
         ));
     }

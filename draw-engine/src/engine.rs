@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use ledger::postings::Posting;
-use schemas::RaffleState;
+use schemas::{DrawRefusal, RaffleState};
 use serde::Serialize;
 use serde_json::json;
 use tokio_postgres::GenericClient;
@@ -60,7 +60,7 @@ async fn lock(client: &tokio_postgres::Client, raffle_id: Uuid) -> Result<(), Dr
         Ok(())
     } else {
         Err(refused(
-            "draw-in-progress",
+            DrawRefusal::DrawInProgress,
             format!("another process is drawing raffle {raffle_id} right now"),
         ))
     }
@@ -211,7 +211,7 @@ async fn checked_winners(
     let raffle_id = prepared.raffle_id;
     if prepared.execution_state == "completed" || prepared.raffle_state != "sealed" {
         let e = refused(
-            "already-drawn",
+            DrawRefusal::AlreadyDrawn,
             format!(
                 "raffle {raffle_id} is {} and its draw {} is {}: a raffle is drawn once",
                 prepared.raffle_state, prepared.execution_id, prepared.execution_state
@@ -226,7 +226,7 @@ async fn checked_winners(
         .sum();
     if (prepared.eligible.len() as i64) < needed {
         let e = refused(
-            "too-few-tickets",
+            DrawRefusal::TooFewTickets,
             format!(
                 "raffle {raffle_id} has {} eligible tickets for {needed} winners: every prize must be drawable",
                 prepared.eligible.len()
@@ -237,7 +237,7 @@ async fn checked_winners(
     let name = method.name();
     if prepared.execution_state == "in_progress" && prepared.method != name {
         let e = refused(
-            "draw-in-progress",
+            DrawRefusal::DrawInProgress,
             format!(
                 "a {} draw of raffle {raffle_id} is in progress; it must be finished the same way",
                 prepared.method
@@ -253,7 +253,7 @@ async fn checked_winners(
                 .sales_methods();
             if !methods.rng_draw {
                 let e = refused(
-                    "rng-draw-forbidden",
+                    DrawRefusal::RngDrawForbidden,
                     format!(
                         "the jurisdiction of raffle {raffle_id} forbids RNG draws: export the barrel list (`raffle draw barrel`) and record the manual result (`raffle draw manual`)"
                     ),
@@ -262,7 +262,7 @@ async fn checked_winners(
             }
             if prepared.seed.is_none() {
                 let e = refused(
-                    "seed-key-missing",
+                    DrawRefusal::SeedKeyMissing,
                     format!(
                         "the draw seed of raffle {raffle_id} was sealed under a key: set {} to the key the raffle was sealed with",
                         ledger::seed_key::ENV
@@ -279,7 +279,7 @@ async fn checked_winners(
     let recorded = recorded_winners(client, prepared.execution_id).await?;
     if recorded.iter().any(|r| !winners.contains(r)) {
         let e = refused(
-            "recorded-results-differ",
+            DrawRefusal::RecordedResultsDiffer,
             format!(
                 "draw {} of raffle {raffle_id} holds results the committed inputs do not select; it cannot be resumed",
                 prepared.execution_id

@@ -1,12 +1,14 @@
 //! How the draw engine fails and what it leaves on the trail: refusals with a stable code,
 //! failures with their cause, and the critical events it writes through `catalog::audit`.
 
+use schemas::DrawRefusal;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DrawError {
-    /// The draw (or claim) cannot happen; `code` is stable, `reason` names the figures.
+    /// The draw (or claim) cannot happen; `code` is a [`DrawRefusal`]'s published code,
+    /// `reason` names the figures.
     #[error("refused ({code}): {reason}")]
     Refused { code: &'static str, reason: String },
     /// A drill: the run stopped on purpose after the prizes it was told to record.
@@ -17,9 +19,9 @@ pub enum DrawError {
     Failed(#[source] platform::Failure),
 }
 
-pub(crate) fn refused(code: &'static str, reason: impl Into<String>) -> DrawError {
+pub(crate) fn refused(refusal: DrawRefusal, reason: impl Into<String>) -> DrawError {
     DrawError::Refused {
-        code,
+        code: refusal.code(),
         reason: reason.into(),
     }
 }

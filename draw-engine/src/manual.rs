@@ -2,6 +2,7 @@
 //! the result recorded from it.
 
 use deadpool_postgres::Pool;
+use schemas::DrawRefusal;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -52,7 +53,10 @@ pub(crate) fn validate_manual(
         }
     }
     if !problems.is_empty() {
-        return Err(refused("invalid-manual-result", problems.join("; ")));
+        return Err(refused(
+            DrawRefusal::InvalidManualResult,
+            problems.join("; "),
+        ));
     }
     Ok(assign(p, tickets))
 }
@@ -70,7 +74,7 @@ pub async fn export_barrel(
     let p = prepare(&**client, raffle_id).await?;
     if p.execution_state == "completed" {
         return Err(refused(
-            "already-drawn",
+            DrawRefusal::AlreadyDrawn,
             format!("raffle {raffle_id} was drawn"),
         ));
     }

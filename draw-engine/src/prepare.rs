@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use ledger::tickets::{EligibleSet, EligibleTicket};
+use schemas::DrawRefusal;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::time::Instant;
@@ -91,7 +92,7 @@ pub async fn prepare_with_key(
         )
         .await
         .map_err(failed)?
-        .ok_or_else(|| refused("unknown-raffle", format!("raffle {raffle_id} does not exist")))?;
+        .ok_or_else(|| refused(DrawRefusal::UnknownRaffle, format!("raffle {raffle_id} does not exist")))?;
     let raffle_state: String = raffle.get(1);
     let seal = client
         .query_opt(
@@ -102,7 +103,7 @@ pub async fn prepare_with_key(
         .map_err(failed)?
         .ok_or_else(|| {
             refused(
-                "not-sealed",
+                DrawRefusal::NotSealed,
                 format!("raffle {raffle_id} is {raffle_state}: its books are not sealed, so it cannot be drawn"),
             )
         })?;
@@ -157,7 +158,7 @@ async fn verified_books(
     let chain = ledger::verify(client, raffle_id).await.map_err(failed)?;
     if let Some(f) = chain.first_failure {
         return Err(refused(
-            "ledger-does-not-verify",
+            DrawRefusal::LedgerDoesNotVerify,
             format!(
                 "the ledger of raffle {raffle_id} does not verify at entry {} (sequence {}): {}",
                 f.entry_id, f.sequence, f.reason
@@ -181,7 +182,7 @@ async fn verified_books(
             .map(|m| format!("{} sealed {} but now {}", m.field, m.sealed, m.recomputed))
             .collect();
         return Err(refused(
-            "seal-does-not-verify",
+            DrawRefusal::SealDoesNotVerify,
             format!(
                 "the seal of raffle {raffle_id} no longer matches its books: {}",
                 list.join("; ")
@@ -210,7 +211,7 @@ fn revealed_seed(
     let execution_commitment: Option<Vec<u8>> = execution.get(4);
     if execution_commitment.as_deref() != Some(&commitment[..]) {
         return Err(refused(
-            "commitment-mismatch",
+            DrawRefusal::CommitmentMismatch,
             "the draw execution's seed commitment differs from the one published in the seal",
         ));
     }
@@ -226,7 +227,7 @@ fn revealed_seed(
         && <[u8; 32]>::from(Sha256::digest(seed)) != *commitment
     {
         return Err(refused(
-            "commitment-mismatch",
+            DrawRefusal::CommitmentMismatch,
             if wrapped {
                 "the draw seed does not hash to the commitment published in the seal: is this the RAFFLE_DRAW_SEED_KEY the raffle was sealed with?"
             } else {

@@ -21,6 +21,7 @@ use deadpool_postgres::Pool;
 use platform::db::{DbError, DbTarget};
 use platform::problem::Problem;
 use rand::Rng;
+use schemas::Money;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
@@ -104,12 +105,12 @@ pub async fn create(state: &IngestState, body: &[u8]) -> Result<Reply, Problem> 
     };
     let order = state.checkouts.take(wanted).await?;
     tracing::info!(raffle = %input.raffle_id, order = %order.order_id, tickets = order.ticket_count,
-                   amount_minor = order.amount_minor, "checkout");
+                   amount = %order.amount, "checkout");
     Ok((
         StatusCode::CREATED,
         // The check code is the buyer's alone: said once, here (and in the confirmation
         // e-mail), stored only as its hash.
-        json!({"order_id": order.order_id, "amount_minor": order.amount_minor, "currency": order.currency,
+        json!({"order_id": order.order_id, "amount_minor": order.amount.amount_minor(), "currency": order.amount.currency(),
                "ticket_count": order.ticket_count, "validation_number": order.validation_number,
                "check_code": check_code.display(), "payment_status": "pending",
                "held_for_minutes": state.config.hold_minutes}),
@@ -131,8 +132,7 @@ pub struct Taken {
     pub order_id: Uuid,
     pub validation_number: String,
     pub ticket_count: i32,
-    pub amount_minor: i64,
-    pub currency: String,
+    pub amount: Money,
 }
 
 struct Request {
@@ -385,8 +385,8 @@ async fn decide(desk: &Desk, batch: &[&Wanted]) -> Result<Vec<Result<Taken, Prob
                 package_id: w.package_id,
                 validation_number: &t.validation_number,
                 ticket_count: t.ticket_count,
-                amount_minor: t.amount_minor,
-                currency: &t.currency,
+                amount_minor: t.amount.amount_minor(),
+                currency: t.amount.currency_code(),
                 customer: &w.customer,
                 check_code_hash: &w.check_code_hash,
             })
@@ -448,12 +448,8 @@ fn judge(
         ));
     }
     let rules = rules?;
-    rules.check_package_price(
-        "package_id",
-        package.price,
-        package.count,
-        &package.currency,
-    )?;
+    let price = catalog::regulations::money("package_id", package.price, &package.currency)?;
+    rules.check_package_price("package_id", price, package.count)?;
     if !rules.sales_methods().online {
         return Err(Problem::conflict(
             "regulation",
@@ -470,7 +466,6 @@ fn judge(
         order_id: w.order_id,
         validation_number: w.validation_number.clone(),
         ticket_count: package.count,
-        amount_minor: package.price,
-        currency: package.currency.clone(),
+        amount: price,
     })
 }

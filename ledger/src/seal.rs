@@ -18,7 +18,7 @@ use crate::consumer::append;
 use crate::postings::{GROSS_TICKET_REVENUE, Posting, REFUNDS_AND_VOIDS};
 use crate::split::{OperatingFee, PrizeValue, SplitInput, split};
 use crate::tickets::EligibleSet;
-use schemas::RaffleState;
+use schemas::{RaffleState, SealRefusal};
 
 pub struct SealRequest {
     pub raffle_id: Uuid,
@@ -80,7 +80,8 @@ pub struct SealRecord {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
-    /// The seal cannot happen yet, or at all; `code` is stable, `reason` names the figures.
+    /// The seal cannot happen yet, or at all; `code` is a [`SealRefusal`]'s published code,
+    /// `reason` names the figures.
     #[error("seal refused ({code}): {reason}")]
     Refused { code: &'static str, reason: String },
     /// Something broke; the failure keeps its cause.
@@ -88,16 +89,16 @@ pub enum SealError {
     Failed(#[source] platform::Failure),
 }
 
-fn refused(code: &'static str, reason: impl Into<String>) -> SealError {
+fn refused(refusal: SealRefusal, reason: impl Into<String>) -> SealError {
     SealError::Refused {
-        code,
+        code: refusal.code(),
         reason: reason.into(),
     }
 }
 
 fn overflow(what: &str) -> SealError {
     refused(
-        "amount-overflow",
+        SealRefusal::AmountOverflow,
         format!("the {what} does not fit in 64-bit minor units"),
     )
 }
@@ -137,7 +138,7 @@ async fn ensure_drained(pool: &Pool, brokers: &str, topics: &TopicNames) -> Resu
         .get(0);
     if outbox > 0 {
         return Err(refused(
-            "in-flight",
+            SealRefusal::InFlight,
             format!("{outbox} ticket events are waiting in the allocator's outbox"),
         ));
     }
@@ -174,7 +175,7 @@ async fn behind(
             .unwrap_or(0);
         if stored < high {
             return Err(refused(
-                "in-flight",
+                SealRefusal::InFlight,
                 format!(
                     "the {group} has {} messages to consume on {topic}[{partition}] (at {stored} of {high})",
                     high - stored
@@ -315,18 +316,18 @@ async fn check_closed(pool: &Pool, request: &SealRequest) -> Result<(), SealErro
         )
         .await
         .map_err(failed)?
-        .ok_or_else(|| refused("unknown-raffle", format!("raffle {raffle} does not exist")))?;
+        .ok_or_else(|| refused(SealRefusal::UnknownRaffle, format!("raffle {raffle} does not exist")))?;
     let (state, end): (String, DateTime<Utc>) = (row.get(0), row.get(1));
     if state != "sales_closed" {
         return Err(refused(
-            "not-closed",
+            SealRefusal::NotClosed,
             format!("raffle {raffle} is {state}; only a raffle whose sales closed is sealed"),
         ));
     }
     let open_until = end + chrono::Duration::seconds(request.grace_seconds);
     if Utc::now() < open_until {
         return Err(refused(
-            "grace-period",
+            SealRefusal::GracePeriod,
             format!("late payment webhooks are accepted until {open_until}"),
         ));
     }
@@ -357,7 +358,10 @@ async fn terms(tx: &Transaction<'_>, raffle: Uuid) -> Result<Terms, SealError> {
         .map_err(failed)?;
     let state: String = row.get(0);
     if state != "sales_closed" {
-        return Err(refused("not-closed", format!("raffle {raffle} is {state}")));
+        return Err(refused(
+            SealRefusal::NotClosed,
+            format!("raffle {raffle} is {state}"),
+        ));
     }
     let currency: String = row.get(1);
     let net_method = row.get::<_, String>(2) == "net_revenue";
@@ -412,7 +416,7 @@ async fn write_off_unsynced(
         .collect();
     if !unsynced.is_empty() {
         return Err(refused(
-            "unsynced-allocations",
+            SealRefusal::UnsyncedAllocations,
             format!(
                 "these allocations were neither returned nor written off: {}",
                 unsynced.join(", ")
@@ -480,7 +484,7 @@ async fn totals(tx: &Transaction<'_>, raffle: Uuid, written_off: i64) -> Result<
     let verification = crate::verify(&**tx, raffle).await.map_err(failed)?;
     if let Some(f) = verification.first_failure {
         return Err(refused(
-            "ledger-does-not-verify",
+            SealRefusal::LedgerDoesNotVerify,
             format!(
                 "entry {} (sequence {}): {}",
                 f.entry_id, f.sequence, f.reason
@@ -551,7 +555,7 @@ async fn post_split(
         prizes,
         operating_fee: terms.fee.clone(),
     })
-    .map_err(|e| refused("amount-overflow", e.to_string()))?;
+    .map_err(|e| refused(SealRefusal::AmountOverflow, e.to_string()))?;
     let parts: Vec<i64> = money
         .prizes_minor
         .iter()

@@ -92,6 +92,34 @@ pub enum SaleSource {
     Rsu,
 }
 
+impl SaleSource {
+    /// As `sales.orders.source` stores it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaleSource::Online => "online",
+            SaleSource::Rsu => "rsu",
+        }
+    }
+}
+
+impl std::str::FromStr for SaleSource {
+    type Err = crate::states::UnknownState;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [SaleSource::Online, SaleSource::Rsu]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| crate::states::UnknownState(s.to_owned()))
+    }
+}
+
+impl SaleEvent {
+    /// The sale's amount as money, or `None` when it is negative (the allocator refuses it).
+    pub fn money(&self) -> Option<crate::Money> {
+        crate::Money::new(self.amount_minor, self.currency).ok()
+    }
+}
+
 /// `raffle.tickets.v1`: what the allocator decided about a sale.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TicketEvent {

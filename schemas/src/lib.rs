@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod events;
+pub mod refusals;
 pub mod states;
 pub mod text;
 mod values;
@@ -21,6 +22,7 @@ pub use events::{
     Customer, DeadLetter, PaymentRef, RsuSale, SaleEvent, SaleEventKind, SaleSource, TicketEvent,
     TicketEventKind,
 };
+pub use refusals::{DrawRefusal, SealRefusal};
 pub use states::{PaymentStatus, RaffleState, SaleRefusal};
 pub use values::{
     CheckCode, Currency, DrawNumber, Money, Percentage, RangePartition, RangeRef, ValidationNumber,

@@ -96,6 +96,11 @@ impl Money {
         })
     }
 
+    /// An amount as stored (minor units and an ISO code), checked like one that came in.
+    pub fn of(amount_minor: i64, currency: &str) -> Result<Self, ValueError> {
+        Money::new(amount_minor, Currency::parse(currency)?)
+    }
+
     pub fn zero(currency: Currency) -> Self {
         Self {
             amount_minor: 0,
@@ -109,6 +114,11 @@ impl Money {
 
     pub fn currency(&self) -> Currency {
         self.currency
+    }
+
+    /// The currency's ISO code, borrowed from the amount.
+    pub fn currency_code(&self) -> &str {
+        self.currency.as_str()
     }
 
     pub fn checked_add(self, other: Money) -> Result<Money, ValueError> {
@@ -136,6 +146,18 @@ impl Money {
             .checked_mul(factor)
             .ok_or(ValueError::Overflow("money multiplication"))?;
         Money::new(amount_minor, self.currency)
+    }
+
+    /// The share of each of `count` units, rounded up to the minor unit (a 5-for-$20 package
+    /// costs $4 a ticket; 3 for $10 costs $3.34). Written without `amount + count - 1`, which
+    /// wraps near `i64::MAX`. A count below 1 counts as 1.
+    pub fn per_unit_rounded_up(self, count: i64) -> Money {
+        let count = count.max(1);
+        let amount_minor = self.amount_minor / count + i64::from(self.amount_minor % count != 0);
+        Money {
+            amount_minor,
+            currency: self.currency,
+        }
     }
 
     fn same_currency(self, other: Money) -> Result<(), ValueError> {
@@ -609,6 +631,14 @@ mod tests {
             let sum = Money::new(a, usd).unwrap().checked_add(Money::new(b, usd).unwrap()).unwrap();
             prop_assert_eq!(sum.amount_minor(), a + b);
             prop_assert_eq!(sum.checked_sub(Money::new(b, usd).unwrap()).unwrap().amount_minor(), a);
+        }
+
+        #[test]
+        fn a_unit_share_rounded_up_covers_the_whole(amount in 0i64..=i64::MAX, count in 1i64..10_000) {
+            let each = Money::of(amount, "USD").unwrap().per_unit_rounded_up(count).amount_minor();
+            // count shares of `each` reach the amount, and one minor unit less would not.
+            prop_assert!(i128::from(each) * i128::from(count) >= i128::from(amount));
+            prop_assert!(each == 0 || i128::from(each - 1) * i128::from(count) < i128::from(amount));
         }
     }
 }

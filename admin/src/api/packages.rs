@@ -126,7 +126,11 @@ pub async fn create_package(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Resul
         return Err(Problem::invalid("active_to", "must be after active_from"));
     }
     let rules = regulations::for_raffle(ctx.tx, raffle, Utc::now()).await?;
-    rules.check_package_price("price_minor", price, count, &cur)?;
+    rules.check_package_price(
+        "price_minor",
+        regulations::money("price_minor", price, &cur)?,
+        count,
+    )?;
     let row = ctx
         .tx
         .query_one(
@@ -243,11 +247,11 @@ pub async fn update_package(
             10_000,
         )? as i32;
         let rules = regulations::for_raffle(ctx.tx, raffle, Utc::now()).await?;
+        let currency = before["currency"].as_str().unwrap_or_default();
         rules.check_package_price(
             "price_minor",
-            price,
+            regulations::money("price_minor", price, currency)?,
             count,
-            before["currency"].as_str().unwrap_or_default(),
         )?;
     }
     ctx.tx

@@ -145,7 +145,11 @@ pub async fn create_prize(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<
     let winners = positive("winner_count", p.winner_count, 10_000)? as i32;
     if let Some(v) = value {
         let rules = regulations::for_raffle(ctx.tx, raffle, Utc::now()).await?;
-        rules.check_amount("prize_limit", "value_minor", v, &cur)?;
+        rules.check_amount(
+            "prize_limit",
+            "value_minor",
+            regulations::money("value_minor", v, &cur)?,
+        )?;
     }
     let row = ctx
         .tx

@@ -114,8 +114,7 @@ fn check_config_rules(rules: &Regulations, c: &Config<'_>) -> Result<(), Problem
     rules.check_amount(
         "prize_limit",
         "jackpot_seed_minor",
-        c.jackpot_minor,
-        c.currency,
+        regulations::money("jackpot_seed_minor", c.jackpot_minor, c.currency)?,
     )?;
     let methods = rules.sales_methods();
     for kind in &c.range_types {
@@ -533,7 +532,8 @@ async fn check_activation(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<
         .await?
     {
         let (id, price, count, cur): (Uuid, i64, i32, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
-        rules.check_package_price(&format!("package {id}"), price, count, &cur)?;
+        let field = format!("package {id}");
+        rules.check_package_price(&field, regulations::money(&field, price, &cur)?, count)?;
     }
     for row in ctx
         .tx
@@ -541,7 +541,8 @@ async fn check_activation(ctx: &Ctx<'_, '_>, org: Uuid, raffle: Uuid) -> Result<
         .await?
     {
         let (id, value, cur): (Uuid, i64, String) = (row.get(0), row.get(1), row.get(2));
-        rules.check_amount("prize_limit", &format!("prize {id}"), value, &cur)?;
+        let field = format!("prize {id}");
+        rules.check_amount("prize_limit", &field, regulations::money(&field, value, &cur)?)?;
     }
     Ok(())
 }

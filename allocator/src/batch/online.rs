@@ -2,7 +2,7 @@
 //! issues the next numbers of the order's range; a failed attempt leaves the order payable;
 //! a refund voids what the order holds.
 
-use schemas::{PaymentStatus, RangeRef, SaleEvent, SaleRefusal, TicketEventKind};
+use schemas::{PaymentStatus, RangeRef, SaleEvent, SaleRefusal, SaleSource, TicketEventKind};
 
 use super::decide::{Decider, NewTicket, Outcome, Rejection};
 use super::wire_time;
@@ -62,10 +62,9 @@ impl Decider {
             }
         }
         if order.raffle_id != event.raffle_id
-            || order.source != "online"
+            || order.source != SaleSource::Online
             || event.package_id.is_some_and(|p| p != order.package_id)
-            || order.amount_minor != event.amount_minor
-            || order.currency != event.currency.as_str()
+            || event.money() != Some(order.amount)
         {
             return self.reject(
                 &event,
@@ -197,7 +196,11 @@ impl Decider {
             return Outcome::Duplicate;
         };
         let status = self.state.orders.get(&order_id).map(|o| o.status);
-        let paid = self.state.orders.get(&order_id).map(|o| o.amount_minor);
+        let paid = self
+            .state
+            .orders
+            .get(&order_id)
+            .map(|o| o.amount.amount_minor());
         if status == Some(PaymentStatus::Completed) && paid.is_some_and(|p| event.amount_minor < p)
         {
             // A partial refund: the tickets stay; ingest noted it for finance

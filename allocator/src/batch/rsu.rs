@@ -171,8 +171,7 @@ impl Decider {
         let count = sale.draw_numbers.len() as i64;
         if package.raffle_id != event.raffle_id
             || i64::from(package.ticket_count) != count
-            || package.price_minor != event.amount_minor
-            || package.currency != event.currency.as_str()
+            || event.money() != Some(package.price)
         {
             return Err((
                 SaleRefusal::PackageMismatch,
