@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use deadpool_postgres::Pool;
-use ledger::postings::Posting;
+use ledger::postings::Account;
 use schemas::{DrawRefusal, RaffleState};
 use serde::Serialize;
 use serde_json::json;
@@ -23,7 +23,7 @@ pub const RATE_WINDOW_MINUTES: i64 = 15;
 pub const MAX_REFUSED_PER_SOURCE: i64 = 20;
 
 /// The account prize money leaves the charity by.
-pub const PRIZE_DISBURSEMENTS: &str = "prize_disbursements";
+pub const PRIZE_DISBURSEMENTS: &str = ledger::postings::PRIZE_DISBURSEMENTS;
 
 pub struct ClaimRequest {
     pub raffle_id: Uuid,
@@ -374,27 +374,11 @@ async fn settle_payable(
         Settlement::Paid(d) => (
             "prize_payout",
             d,
-            Posting {
-                code: PRIZE_DISBURSEMENTS.into(),
-                kind: "asset",
-                amount_minor: -amount,
-            },
+            Account::PrizeDisbursements.credit(amount),
         ),
-        Settlement::Unclaimed(d) => (
-            "unclaimed_prize",
-            d,
-            Posting {
-                code: "net_proceeds".into(),
-                kind: "equity",
-                amount_minor: -amount,
-            },
-        ),
+        Settlement::Unclaimed(d) => ("unclaimed_prize", d, Account::NetProceeds.credit(amount)),
     };
-    let payable = Posting {
-        code: format!("prize_payable/{result_id}"),
-        kind: "liability",
-        amount_minor: amount,
-    };
+    let payable = Account::PrizePayable(result_id).debit(amount);
     ledger::append(
         tx,
         raffle_id,

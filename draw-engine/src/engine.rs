@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use ledger::postings::Posting;
+use ledger::postings::Account;
 use schemas::{DrawRefusal, RaffleState};
 use serde::Serialize;
 use serde_json::json;
@@ -450,11 +450,7 @@ async fn record_prize(
             )));
         }
         if w.value_minor > 0 {
-            postings.push(Posting {
-                code: format!("prize_payable/{result_id}"),
-                kind: "liability",
-                amount_minor: -w.value_minor,
-            });
+            postings.push(Account::PrizePayable(result_id).credit(w.value_minor));
         }
     }
     let total: i64 = winners.iter().map(|w| w.value_minor).sum();
@@ -463,11 +459,7 @@ async fn record_prize(
         "prize shares must add up to the sealed amount"
     );
     if total > 0 {
-        postings.push(Posting {
-            code: format!("prize_liability/{}", slot.prize_id),
-            kind: "liability",
-            amount_minor: total,
-        });
+        postings.push(Account::PrizeLiability(slot.prize_id).debit(total));
         ledger::append(
             &tx,
             p.raffle_id,

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+use crate::Account;
 use crate::verify::{ChainEntry, Verification, check_chain, load_entries};
 
 const FILES: [&str; 4] = [
@@ -156,23 +157,31 @@ fn seal_totals(entries: &[ChainEntry], sequence: i64) -> [(&'static str, i64); 5
     [
         (
             "gross_sales_minor",
-            sum("ticket_sale", "gross_ticket_revenue", -1),
+            sum("ticket_sale", &Account::GrossTicketRevenue.code(), -1),
         ),
         (
             "refunds_minor",
-            sum("ticket_reversal", "refunds_and_voids", 1),
+            sum("ticket_reversal", &Account::RefundsAndVoids.code(), 1),
         ),
         (
             "written_off_minor",
-            sum("written_off_receipts", "gross_ticket_revenue", -1),
+            sum(
+                "written_off_receipts",
+                &Account::GrossTicketRevenue.code(),
+                -1,
+            ),
         ),
         (
             "operating_fee_minor",
-            sum("prize_and_fee_allocation", "operating_fee_expense", 1),
+            sum(
+                "prize_and_fee_allocation",
+                &Account::OperatingFeeExpense.code(),
+                1,
+            ),
         ),
         (
             "net_proceeds_minor",
-            sum("close_to_net_proceeds", "net_proceeds", -1),
+            sum("close_to_net_proceeds", &Account::NetProceeds.code(), -1),
         ),
     ]
 }

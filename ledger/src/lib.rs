@@ -20,6 +20,7 @@
 //! admin API's route), the audit export and its verification ([`audit`]), and the eligible ticket set
 //! the seal and the draw agree on ([`tickets`]).
 
+pub mod accounts;
 pub mod audit;
 mod chain;
 mod consumer;
@@ -31,6 +32,7 @@ pub mod split;
 pub mod tickets;
 mod verify;
 
+pub use accounts::Account;
 pub use chain::{EntryText, GENESIS};
 pub use consumer::{CONSUMER_GROUP, Ledger, append, run, service};
 pub use seal::{SealError, SealRecord, SealRequest, SealedSeed, SeedKeeper, seal};

@@ -10,22 +10,15 @@
 
 use schemas::{SaleSource, TicketEvent, TicketEventKind};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Posting {
-    pub code: String,
-    pub kind: &'static str,
-    /// Debit positive, credit negative.
-    pub amount_minor: i64,
-}
+pub use crate::accounts::{
+    Account, GROSS_TICKET_REVENUE, PAYMENT_CLEARING, PRIZE_DISBURSEMENTS, Posting,
+    REFUNDS_AND_VOIDS,
+};
 
-pub const GROSS_TICKET_REVENUE: &str = "gross_ticket_revenue";
-pub const REFUNDS_AND_VOIDS: &str = "refunds_and_voids";
-pub const PAYMENT_CLEARING: &str = "payment_clearing";
-
-fn cash_account(event: &TicketEvent) -> String {
+fn cash_account(event: &TicketEvent) -> Account {
     match (event.source, event.rsu_id) {
-        (SaleSource::Rsu, Some(rsu)) => format!("rsu_float/{rsu}"),
-        _ => PAYMENT_CLEARING.to_owned(),
+        (SaleSource::Rsu, Some(rsu)) => Account::RsuFloat(rsu),
+        _ => Account::PaymentClearing,
     }
 }
 
@@ -40,31 +33,15 @@ pub fn postings_for(event: &TicketEvent, issued: bool) -> Option<(&'static str, 
         TicketEventKind::TicketsIssued => Some((
             "ticket_sale",
             vec![
-                Posting {
-                    code: cash_account(event),
-                    kind: "asset",
-                    amount_minor: amount,
-                },
-                Posting {
-                    code: GROSS_TICKET_REVENUE.into(),
-                    kind: "revenue",
-                    amount_minor: -amount,
-                },
+                cash_account(event).debit(amount),
+                Account::GrossTicketRevenue.credit(amount),
             ],
         )),
         TicketEventKind::TicketsVoided if issued => Some((
             "ticket_reversal",
             vec![
-                Posting {
-                    code: REFUNDS_AND_VOIDS.into(),
-                    kind: "revenue",
-                    amount_minor: amount,
-                },
-                Posting {
-                    code: cash_account(event),
-                    kind: "asset",
-                    amount_minor: -amount,
-                },
+                Account::RefundsAndVoids.debit(amount),
+                cash_account(event).credit(amount),
             ],
         )),
         TicketEventKind::TicketsVoided | TicketEventKind::SaleRejected => None,

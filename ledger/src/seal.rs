@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::consumer::append;
-use crate::postings::{GROSS_TICKET_REVENUE, Posting, REFUNDS_AND_VOIDS};
+use crate::postings::{Account, GROSS_TICKET_REVENUE, REFUNDS_AND_VOIDS};
 use crate::split::{OperatingFee, PrizeValue, SplitInput, split};
 use crate::tickets::EligibleSet;
 use schemas::{RaffleState, SealRefusal};
@@ -452,16 +452,8 @@ async fn write_off_unsynced(
                 ),
                 currency,
                 &[
-                    Posting {
-                        code: format!("rsu_float/{rsu}"),
-                        kind: "asset",
-                        amount_minor: value,
-                    },
-                    Posting {
-                        code: GROSS_TICKET_REVENUE.into(),
-                        kind: "revenue",
-                        amount_minor: -value,
-                    },
+                    Account::RsuFloat(rsu).debit(value),
+                    Account::GrossTicketRevenue.credit(value),
                 ],
             )
             .await
@@ -570,16 +562,8 @@ async fn post_split(
 
     let mut allocation = Vec::new();
     let mut closing = vec![
-        Posting {
-            code: GROSS_TICKET_REVENUE.into(),
-            kind: "revenue",
-            amount_minor: gross_sales + written_off,
-        },
-        Posting {
-            code: REFUNDS_AND_VOIDS.into(),
-            kind: "revenue",
-            amount_minor: -refunds,
-        },
+        Account::GrossTicketRevenue.debit(gross_sales + written_off),
+        Account::RefundsAndVoids.credit(refunds),
     ];
     let mut prizes_json = Vec::new();
     for (r, amount) in prize_rows.iter().zip(&money.prizes_minor) {
@@ -587,45 +571,17 @@ async fn post_split(
         prizes_json
             .push(json!({"prize_id": id, "name": r.get::<_, String>(1), "amount_minor": amount}));
         if *amount > 0 {
-            allocation.push(Posting {
-                code: format!("prize_expense/{id}"),
-                kind: "expense",
-                amount_minor: *amount,
-            });
-            allocation.push(Posting {
-                code: format!("prize_liability/{id}"),
-                kind: "liability",
-                amount_minor: -*amount,
-            });
-            closing.push(Posting {
-                code: format!("prize_expense/{id}"),
-                kind: "expense",
-                amount_minor: -*amount,
-            });
+            allocation.push(Account::PrizeExpense(id).debit(*amount));
+            allocation.push(Account::PrizeLiability(id).credit(*amount));
+            closing.push(Account::PrizeExpense(id).credit(*amount));
         }
     }
     if money.operating_fee_minor > 0 {
-        allocation.push(Posting {
-            code: "operating_fee_expense".into(),
-            kind: "expense",
-            amount_minor: money.operating_fee_minor,
-        });
-        allocation.push(Posting {
-            code: "operating_fee_payable".into(),
-            kind: "liability",
-            amount_minor: -money.operating_fee_minor,
-        });
-        closing.push(Posting {
-            code: "operating_fee_expense".into(),
-            kind: "expense",
-            amount_minor: -money.operating_fee_minor,
-        });
+        allocation.push(Account::OperatingFeeExpense.debit(money.operating_fee_minor));
+        allocation.push(Account::OperatingFeePayable.credit(money.operating_fee_minor));
+        closing.push(Account::OperatingFeeExpense.credit(money.operating_fee_minor));
     }
-    closing.push(Posting {
-        code: "net_proceeds".into(),
-        kind: "equity",
-        amount_minor: -money.net_proceeds_minor,
-    });
+    closing.push(Account::NetProceeds.credit(money.net_proceeds_minor));
     closing.retain(|p| p.amount_minor != 0);
     if allocation.len() >= 2 {
         append(

@@ -296,10 +296,11 @@ pub async fn verify_seal_with(
     );
     let prizes: serde_json::Value = seal.get(6);
     for prize in prizes.as_array().into_iter().flatten() {
-        let code = format!(
-            "prize_expense/{}",
-            prize["prize_id"].as_str().unwrap_or_default()
-        );
+        let code = prize["prize_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .map(|id| crate::Account::PrizeExpense(id).code())
+            .unwrap_or_default();
         let posted: i64 = client
             .query_one(
                 "SELECT coalesce(sum(p.amount_minor), 0)::bigint FROM ledger.journal_entries e

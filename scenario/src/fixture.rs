@@ -4,7 +4,7 @@
 //! entry matching those sales, and the real seal closes them.
 
 use deadpool_postgres::Pool;
-use ledger::postings::{GROSS_TICKET_REVENUE, PAYMENT_CLEARING, Posting, REFUNDS_AND_VOIDS};
+use ledger::postings::Account;
 use platform::TopicNames;
 use uuid::Uuid;
 
@@ -156,16 +156,8 @@ pub async fn sealed_raffle(
         format!("{orders} orders sold (fixture)"),
         "USD",
         &[
-            Posting {
-                code: PAYMENT_CLEARING.into(),
-                kind: "asset",
-                amount_minor: gross,
-            },
-            Posting {
-                code: GROSS_TICKET_REVENUE.into(),
-                kind: "revenue",
-                amount_minor: -gross,
-            },
+            Account::PaymentClearing.debit(gross),
+            Account::GrossTicketRevenue.credit(gross),
         ],
     )
     .await
@@ -178,16 +170,8 @@ pub async fn sealed_raffle(
             format!("{voided} tickets voided (fixture)"),
             "USD",
             &[
-                Posting {
-                    code: REFUNDS_AND_VOIDS.into(),
-                    kind: "revenue",
-                    amount_minor: reversed,
-                },
-                Posting {
-                    code: PAYMENT_CLEARING.into(),
-                    kind: "asset",
-                    amount_minor: -reversed,
-                },
+                Account::RefundsAndVoids.debit(reversed),
+                Account::PaymentClearing.credit(reversed),
             ],
         )
         .await
