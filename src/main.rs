@@ -10,6 +10,7 @@ mod bench;
 mod demo;
 mod draw;
 mod pipeline;
+mod refunds;
 mod stack;
 
 #[derive(Parser)]
@@ -71,6 +72,11 @@ enum Command {
     Ledger {
         #[command(subcommand)]
         action: LedgerAction,
+    },
+    /// Refunds the platform pays through the provider (`refunds run`, `list`, `retry`, `cancel`).
+    Refunds {
+        #[command(subcommand)]
+        action: refunds::RefundsAction,
     },
     /// What auditors run (`audit verify --raffle ID`).
     Audit {
@@ -247,6 +253,7 @@ fn main() -> ExitCode {
             Command::Bench { action } => bench::run(action).await,
             Command::Health { url, ca } => stack::health(&url, ca.as_deref()).await,
             Command::Draw { action } => draw::run(action).await,
+            Command::Refunds { action } => refunds::run(action).await,
             Command::Report {
                 action:
                     ReportAction::Reconciliation {

@@ -7,7 +7,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use chrono::Utc;
 use platform::http_client::request;
@@ -18,26 +17,7 @@ use uuid::Uuid;
 const SECRET: &[u8] = b"whsec_stripe_shapes_test_secret";
 
 async fn spawn_ingest(env: &TestEnv) -> SocketAddr {
-    let state = Arc::new(
-        ingest::IngestState::new(
-            &env.db,
-            env.pool.clone(),
-            platform::kafka::producer(&env.brokers, 10_000).unwrap(),
-            ingest::IngestConfig {
-                webhook_secret: SECRET.to_vec(),
-                webhook_tolerance_s: 300,
-                order_tickets_max: 500,
-                sales_topic: env.topics.sales.clone(),
-                brokers: env.brokers.clone(),
-                hold_minutes: ingest::HOLD_MINUTES_DEFAULT,
-            },
-        )
-        .unwrap(),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(ingest::serve(state, listener, std::future::pending()));
-    addr
+    common::ingest(env, SECRET).await
 }
 
 /// An event envelope as Stripe sends it.
@@ -145,27 +125,7 @@ async fn order_state(env: &TestEnv, order: &str) -> (String, i64, i64) {
 }
 
 async fn settled(env: &TestEnv) {
-    common::eventually("the allocator to decide every sale", || async {
-        let client = env.client().await;
-        let lag: i64 = client
-            .query_one("SELECT count(*) FROM platform.outbox WHERE published_at IS NULL", &[])
-            .await
-            .unwrap()
-            .get(0);
-        let high = platform::kafka::high_watermarks(&env.brokers, &env.topics.sales, env.topics.sales_partitions)
-            .await
-            .unwrap();
-        let stored: i64 = client
-            .query_one(
-                "SELECT coalesce(sum(next_offset), 0)::bigint FROM platform.consumer_offsets WHERE consumer_group = 'allocator'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        lag == 0 && stored == high.iter().sum::<i64>()
-    })
-    .await;
+    common::sales_settled(env).await
 }
 
 async fn count(env: &TestEnv, sql: &str) -> i64 {

@@ -74,6 +74,7 @@ pub async fn receive(
     if let Some(intent) = &reading.payment_intent {
         crate::provider_id("data.object.payment_intent", intent)?;
     }
+    settle_our_refund(state, &event).await?;
     let order = find_order(state, &reading).await?;
     let Some((order_id, order)) = order else {
         return note(state, &event, &reading, None, "not_a_raffle_order").await;
@@ -245,6 +246,47 @@ fn moved(
 }
 
 /// Records what the event said for finance, once per event, and acknowledges it.
+/// A `refund.*` event about a refund the platform asked for (its metadata carries our
+/// Idempotency-Key) settles that refund obligation; the event is then noted like any other.
+async fn settle_our_refund(state: &IngestState, event: &Envelope) -> Result<(), Problem> {
+    if !event.kind.starts_with("refund.") {
+        return Ok(());
+    }
+    let object = &event.data.object;
+    let (Some(key), Some(id), Some(status)) = (
+        object["metadata"]["idempotency_key"].as_str(),
+        object["id"].as_str(),
+        object["status"].as_str(),
+    ) else {
+        return Ok(());
+    };
+    if refunds::obligations::parse_idempotency_key(key).is_none() {
+        return Ok(());
+    }
+    let settlement = refunds::obligations::Settlement {
+        idempotency_key: key.to_owned(),
+        provider_refund_id: id.to_owned(),
+        provider_status: status.to_owned(),
+        failure_reason: object["failure_reason"].as_str().map(str::to_owned),
+    };
+    let client = platform::problem::pooled(&state.pool).await?;
+    match refunds::obligations::settle(&**client, &settlement).await {
+        Ok(now) => {
+            tracing::info!(provider_event = ?event.id, refund = %id, key, status, state = ?now, "refund settled by webhook");
+            Ok(())
+        }
+        Err(refunds::RefundError::Db(e)) => {
+            Err(platform::problem::from_db("settling a refund", &e))
+        }
+        // A status the provider does not document: noted, not refused (a refusal is retried
+        // for days).
+        Err(e) => {
+            tracing::warn!(provider_event = ?event.id, refund = %id, error = %e, "refund webhook not understood");
+            Ok(())
+        }
+    }
+}
+
 async fn note(
     state: &IngestState,
     event: &Envelope,

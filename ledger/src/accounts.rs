@@ -16,6 +16,7 @@ pub const GROSS_TICKET_REVENUE: &str = "gross_ticket_revenue";
 pub const REFUNDS_AND_VOIDS: &str = "refunds_and_voids";
 pub const PAYMENT_CLEARING: &str = "payment_clearing";
 pub const PRIZE_DISBURSEMENTS: &str = "prize_disbursements";
+pub const REFUNDS_PAYABLE: &str = "refunds_payable";
 
 /// An account of a raffle's books.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,6 +29,9 @@ pub enum Account {
     GrossTicketRevenue,
     /// Refunds and voids of issued sales (contra-revenue, debit).
     RefundsAndVoids,
+    /// Money captured for sales that were not issued, owed back to the buyers until the
+    /// provider has refunded it (liability).
+    RefundsPayable,
     /// A prize's cost, set at the seal (expense), per prize.
     PrizeExpense(Uuid),
     /// What a prize owes its winners until drawn (liability), per prize.
@@ -51,6 +55,7 @@ impl Account {
             Account::RsuFloat(rsu) => format!("rsu_float/{rsu}"),
             Account::GrossTicketRevenue => GROSS_TICKET_REVENUE.to_owned(),
             Account::RefundsAndVoids => REFUNDS_AND_VOIDS.to_owned(),
+            Account::RefundsPayable => REFUNDS_PAYABLE.to_owned(),
             Account::PrizeExpense(prize) => format!("prize_expense/{prize}"),
             Account::PrizeLiability(prize) => format!("prize_liability/{prize}"),
             Account::PrizePayable(result) => format!("prize_payable/{result}"),
@@ -70,7 +75,8 @@ impl Account {
             Account::PrizeExpense(_) | Account::OperatingFeeExpense => "expense",
             Account::PrizeLiability(_)
             | Account::PrizePayable(_)
-            | Account::OperatingFeePayable => "liability",
+            | Account::OperatingFeePayable
+            | Account::RefundsPayable => "liability",
             Account::NetProceeds => "equity",
         }
     }

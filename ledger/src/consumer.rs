@@ -89,6 +89,25 @@ impl BatchHandler for Ledger {
             .filter_map(|e| e.order_id)
             .collect();
 
+        // A rejection whose payment is owed back (the allocator owed it in the transaction
+        // that wrote this event) books the money the provider holds for it.
+        let rejected_sources: Vec<String> = ok
+            .iter()
+            .filter(|e| e.kind == TicketEventKind::SaleRejected)
+            .map(|e| format!("sale-event:{}", e.sale_event_id))
+            .collect();
+        let refunds_owed: HashSet<Uuid> = if rejected_sources.is_empty() {
+            HashSet::new()
+        } else {
+            tx.query(
+                "SELECT substr(source_key, 12)::uuid FROM refunds.obligations WHERE source_key = ANY($1)",
+                &[&rejected_sources],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+        };
         let raffles: HashMap<Uuid, String> = tx
             .query(
                 "SELECT id, state FROM catalog.raffle_events WHERE id = ANY($1)",
@@ -156,12 +175,16 @@ impl BatchHandler for Ledger {
                 continue;
             }
             let was_issued = event.order_id.is_some_and(|o| issued.contains(&o));
-            let Some((entry_type, postings)) = postings_for(&event, was_issued) else {
+            let owed = refunds_owed.contains(&event.sale_event_id);
+            let Some((entry_type, postings)) = postings_for(&event, was_issued, owed) else {
                 posted.insert(event.event_id);
                 out.push(Disposition::Applied);
                 continue;
             };
-            if !matches!(state.as_str(), "draft" | "active" | "sales_closed") {
+            // Refunds move clearing and refunds payable only, never the sealed revenue.
+            if entry_type != "refund_owed"
+                && !matches!(state.as_str(), "draft" | "active" | "sales_closed")
+            {
                 out.push(Disposition::dead(
                     "raffle_sealed",
                     format!(

@@ -6,13 +6,17 @@
 //!   gross ticket revenue;
 //! - tickets voided or refunded after they were issued: debit refunds and voids (a contra-revenue
 //!   account, so gross stays visible), credit the clearing account or float the money left;
-//! - a sale rejected, or voided on a device before it ever synced, moved no money: no entry.
+//! - a payment rejected after the provider captured it, and owed back (`refunds`): debit
+//!   payment clearing, credit refunds payable (`refund_owed`); the refunds crate books the
+//!   refund when the provider paid it (`refund_paid`) or reopens it (`refund_reopened`);
+//! - any other rejected sale, or a sale voided on a device before it ever synced, moved no
+//!   money: no entry.
 
 use schemas::{SaleSource, TicketEvent, TicketEventKind};
 
 pub use crate::accounts::{
     Account, GROSS_TICKET_REVENUE, PAYMENT_CLEARING, PRIZE_DISBURSEMENTS, Posting,
-    REFUNDS_AND_VOIDS,
+    REFUNDS_AND_VOIDS, REFUNDS_PAYABLE,
 };
 
 fn cash_account(event: &TicketEvent) -> Account {
@@ -23,8 +27,13 @@ fn cash_account(event: &TicketEvent) -> Account {
 }
 
 /// The entry type and postings of `event`, or `None` when it moved no money. `issued` says
-/// whether the order's issuance was posted before (a void of a never-issued sale posts nothing).
-pub fn postings_for(event: &TicketEvent, issued: bool) -> Option<(&'static str, Vec<Posting>)> {
+/// whether the order's issuance was posted before (a void of a never-issued sale posts nothing);
+/// `refund_owed` whether a rejection left a refund owed (the provider holds the money).
+pub fn postings_for(
+    event: &TicketEvent,
+    issued: bool,
+    refund_owed: bool,
+) -> Option<(&'static str, Vec<Posting>)> {
     let amount = event.amount_minor;
     if amount == 0 {
         return None;
@@ -42,6 +51,13 @@ pub fn postings_for(event: &TicketEvent, issued: bool) -> Option<(&'static str, 
             vec![
                 Account::RefundsAndVoids.debit(amount),
                 cash_account(event).credit(amount),
+            ],
+        )),
+        TicketEventKind::SaleRejected if refund_owed => Some((
+            "refund_owed",
+            vec![
+                Account::PaymentClearing.debit(amount),
+                Account::RefundsPayable.credit(amount),
             ],
         )),
         TicketEventKind::TicketsVoided | TicketEventKind::SaleRejected => None,

@@ -245,6 +245,25 @@ impl SaleRefusal {
     }
 }
 
+impl SaleRefusal {
+    /// Whether a captured payment refused for this reason is the buyer's to get back, paid by
+    /// the platform (the `refunds` worker). Not for a payment that already paid another order
+    /// (it is that order's money), nor for a payment naming no raffle, order or valid sale:
+    /// those are finance's to look into (`sales.rejected_sales`).
+    pub fn refunds_payment(self) -> bool {
+        matches!(
+            self,
+            SaleRefusal::RaffleNotSelling
+                | SaleRefusal::OutsideSalesWindow
+                | SaleRefusal::RaffleSoldOut
+                | SaleRefusal::SoldOutHoldExpired
+                | SaleRefusal::OrderAlreadyPaid
+                | SaleRefusal::OrderNotPending
+                | SaleRefusal::OrderMismatch
+        )
+    }
+}
+
 impl fmt::Display for SaleRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -270,3 +270,55 @@ pub fn ledger(env: &TestEnv) -> Service {
         ledger::run(db, pool, &brokers, &topics, stopped).await
     })
 }
+
+/// The real ingest server on a free port, with the webhook secret `secret`, for the test's
+/// lifetime.
+pub async fn ingest(env: &TestEnv, secret: &[u8]) -> std::net::SocketAddr {
+    let state = std::sync::Arc::new(
+        ingest::IngestState::new(
+            &env.db,
+            env.pool.clone(),
+            platform::kafka::producer(&env.brokers, 10_000).expect("producer"),
+            ingest::IngestConfig {
+                webhook_secret: secret.to_vec(),
+                webhook_tolerance_s: 300,
+                order_tickets_max: 500,
+                sales_topic: env.topics.sales.clone(),
+                brokers: env.brokers.clone(),
+                hold_minutes: ingest::HOLD_MINUTES_DEFAULT,
+            },
+        )
+        .expect("ingest state"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(ingest::serve(state, listener, std::future::pending()));
+    addr
+}
+
+/// Waits until the allocator has decided every sale on the stream and its outbox is relayed.
+pub async fn sales_settled(env: &TestEnv) {
+    eventually("the allocator to decide every sale", || async {
+        let client = env.client().await;
+        let lag: i64 = client
+            .query_one("SELECT count(*) FROM platform.outbox WHERE published_at IS NULL", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let high = platform::kafka::high_watermarks(&env.brokers, &env.topics.sales, env.topics.sales_partitions)
+            .await
+            .unwrap();
+        let stored: i64 = client
+            .query_one(
+                "SELECT coalesce(sum(next_offset), 0)::bigint FROM platform.consumer_offsets WHERE consumer_group = 'allocator'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        lag == 0 && stored == high.iter().sum::<i64>()
+    })
+    .await;
+}

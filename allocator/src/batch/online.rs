@@ -196,6 +196,21 @@ impl Decider {
             return Outcome::Duplicate;
         };
         let status = self.state.orders.get(&order_id).map(|o| o.status);
+        // A refund of another payment than the one that paid the order (a second payment,
+        // refunded because the order was already paid) leaves the order's tickets alone.
+        let paid_by = self
+            .state
+            .orders
+            .get(&order_id)
+            .and_then(|o| o.paid_by.clone());
+        if let (Some(refunded), Some(paid)) = (&event.payment, &paid_by)
+            && (refunded.provider.as_str(), refunded.reference.as_str())
+                != (paid.0.as_str(), paid.1.as_str())
+        {
+            tracing::info!(raffle = %event.raffle_id, order = %order_id, payment = %refunded.reference,
+                           paid_by = %paid.1, "refund of another payment of the order: tickets kept");
+            return Outcome::Applied;
+        }
         let paid = self
             .state
             .orders

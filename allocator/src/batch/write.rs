@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use catalog::counters::{AllocationChange, RaffleChange, RangeChange};
 
 use platform::HandlerError;
+use schemas::SaleEventKind;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
@@ -43,6 +44,7 @@ pub(super) async fn write(
         };
         catalog::rejections::record(tx, &rejection).await?;
     }
+    owe_refunds(tx, &w.rejections).await?;
     platform::outbox::enqueue_all(tx, tickets_topic, w.outbox).await?;
     // Counters: written as deltas, once per batch.
     let mut ranges = Vec::new();
@@ -138,5 +140,39 @@ async fn release_holds(
     }
     let (raffles, counts): (Vec<Uuid>, Vec<i64>) = released.into_iter().unzip();
     sales::holds::release(tx, &raffles, &counts).await?;
+    Ok(())
+}
+
+/// Payments the provider captured and the allocator refused are owed back to the buyers, in
+/// the transaction that refuses them (the refunds worker pays them; the ledger books them as
+/// it consumes the rejection).
+async fn owe_refunds(
+    tx: &Transaction<'_>,
+    rejections: &[super::decide::Rejection],
+) -> Result<(), HandlerError> {
+    let mut owed = Vec::new();
+    for r in rejections {
+        let e = &r.event;
+        let (Some(payment), Some(amount)) = (&e.payment, e.money()) else {
+            continue;
+        };
+        if e.kind != SaleEventKind::SaleCompleted || !r.code.refunds_payment() {
+            continue;
+        }
+        owed.push(refunds::NewObligation {
+            raffle_id: e.raffle_id,
+            order_id: e.order_id,
+            source_key: refunds::obligations::source_of_sale_event(e.event_id),
+            reason_code: r.code.as_str(),
+            reason: &r.reason,
+            provider: &payment.provider,
+            payment_reference: &payment.reference,
+            amount,
+        });
+    }
+    let new = refunds::obligations::owe(tx, &owed).await?;
+    if new > 0 {
+        tracing::info!(refunds = new, "refunds owed for rejected payments");
+    }
     Ok(())
 }
