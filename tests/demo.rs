@@ -34,7 +34,8 @@ async fn the_demo_runs_a_whole_raffle_and_every_check_passes() {
         "for finance: partial refund on order",
         "sell-out of a 25-ticket raffle: 5 orders paid, 3 buyers told sold out before paying",
         "rejected sale demo-2-10: sale at",
-        "reconciliation: 14 of 14 checks pass",
+        "refunds paid through the provider 1 ($20.00); refunds owed 0 ($0.00)",
+        "reconciliation: 15 of 15 checks pass",
         "audit verify: PASS",
         "audit export verified from its files alone: PASS",
         "draw verify: PASS",
@@ -51,6 +52,7 @@ async fn the_demo_runs_a_whole_raffle_and_every_check_passes() {
         "sealing the books",
         "drawing the winners",
         "10 of 10 answered duplicate, nothing counted twice",
+        "refunds still owed: 0",
     ] {
         assert!(stderr.contains(step), "missing step {step:?} in:\n{stderr}");
     }

@@ -714,9 +714,17 @@ async fn ten_thousand_orders_online_and_offline_become_exactly_their_tickets() {
     let online_paid = money("SELECT coalesce(sum(total_amount_minor), 0)::bigint FROM sales.orders WHERE source = 'online' AND payment_status = 'completed'").await;
     let refunded = money("SELECT coalesce(sum(total_amount_minor), 0)::bigint FROM sales.orders WHERE payment_status = 'refunded'").await;
     let rsu_sold = money("SELECT coalesce(sum(total_amount_minor), 0)::bigint FROM sales.orders WHERE source = 'rsu' AND payment_status = 'completed'").await;
+    // Payments the allocator refused after the provider captured them are owed back: the
+    // provider still holds them, against refunds payable, until they are refunded.
+    let owed_back = money("SELECT coalesce(sum(amount_minor), 0)::bigint FROM refunds.obligations WHERE state = 'owed'").await;
     assert_eq!(
         books.get("payment_clearing").copied().unwrap_or(0),
-        online_paid,
+        online_paid + owed_back,
+        "{books:?}"
+    );
+    assert_eq!(
+        -books.get("refunds_payable").copied().unwrap_or(0),
+        owed_back,
         "{books:?}"
     );
     assert_eq!(

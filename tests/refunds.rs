@@ -302,11 +302,12 @@ impl Drop for Worker {
     }
 }
 
-fn start_worker(env: &TestEnv, provider: &StripeStandIn) -> Worker {
+/// `raffle refunds run` under the refunds service's least-privilege role.
+fn start_worker(env: &TestEnv, database_url: &str, provider: &StripeStandIn) -> Worker {
     Worker(
         Command::new(env!("CARGO_BIN_EXE_raffle"))
             .args(["refunds", "run"])
-            .env("DATABASE_URL", &env.database_url)
+            .env("DATABASE_URL", database_url)
             .env("KAFKA_BROKERS", &env.brokers)
             .env("RAFFLE_TOPIC_PREFIX", format!("{}.", env.unique))
             .env("RAFFLE_STRIPE_API_URL", provider.base_url())
@@ -343,7 +344,8 @@ async fn a_worker_killed_mid_run_pays_no_refund_twice() {
     }
     owe_directly(&env, s.raffle_id, &payments, 2000).await;
 
-    let mut worker = start_worker(&env, &provider);
+    let login = env.service_login("raffle_refunds").await;
+    let mut worker = start_worker(&env, &login.database_url, &provider);
     common::eventually("the worker to get going", || async {
         provider.counts().refunds_created >= 8
     })
@@ -361,7 +363,7 @@ async fn a_worker_killed_mid_run_pays_no_refund_twice() {
         "the kill left refunds made but not recorded ({made} made, {recorded} recorded)"
     );
 
-    let _worker = start_worker(&env, &provider);
+    let _worker = start_worker(&env, &login.database_url, &provider);
     common::eventually("every refund paid and booked", || async {
         count(&env, "SELECT count(*) FROM refunds.obligations WHERE raffle_id = $1 AND state = 'succeeded' AND booked = 'paid'", s.raffle_id).await == 30
     })

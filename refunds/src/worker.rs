@@ -307,10 +307,13 @@ pub async fn run_once(
 ) -> Result<Pass, RefundError> {
     let due = claim(pool, config).await?;
     let pass = Arc::new(std::sync::Mutex::new(Pass::default()));
-    let results: Vec<Result<(), RefundError>> = futures::stream::iter(due.iter())
+    // Owned obligations into the stream: over borrowed ones the pass cannot run in a spawned
+    // task (the compiler cannot show the closure is general over the borrow).
+    let results: Vec<Result<(), RefundError>> = futures::stream::iter(due)
         .map(|d| {
             let pass = pass.clone();
             async move {
+                let d = &d;
                 let (answer, found) = ask(api, pacer, d).await;
                 if let ProviderAnswer::RateLimited { retry_after } = &answer {
                     pacer

@@ -54,6 +54,47 @@ pub(super) async fn wait_for_pipeline(
     Ok(())
 }
 
+/// Waits until every refund the raffle owes is paid through the provider and booked.
+pub(super) async fn wait_for_refunds(
+    client: &tokio_postgres::Client,
+    raffle: Uuid,
+    provider: &scenario::stripe::StripeStandIn,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(60);
+    loop {
+        let owed = scalar(
+            client,
+            "SELECT count(*) FROM refunds.obligations WHERE raffle_id = $1 AND NOT (state = 'succeeded' AND booked = 'paid')",
+            raffle,
+        )
+        .await?;
+        if owed == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{owed} refunds of raffle {raffle} were not paid in a minute; see `raffle refunds list --raffle {raffle}`"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let paid = scalar(
+        client,
+        "SELECT count(*) FROM refunds.obligations WHERE raffle_id = $1",
+        raffle,
+    )
+    .await?;
+    let counts = provider.counts();
+    eprintln!(
+        "  {paid} payment that could not be honoured (buyer 7's second) refunded through the provider in {} ms ({} requests, {} refunds made); refunds still owed: 0",
+        started.elapsed().as_millis(),
+        counts.requests,
+        counts.refunds_created
+    );
+    Ok(())
+}
+
 /// Closes sales, takes the RSUs' blocks back and seals the books once the pipeline drained;
 /// the seed waits wrapped under a key only this run holds.
 pub(super) async fn close_and_seal(
@@ -285,6 +326,22 @@ pub(super) async fn print_summary(
             money(n.get(2))
         );
     }
+    let refunds = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE state = 'succeeded'), coalesce(sum(amount_minor) FILTER (WHERE state = 'succeeded'), 0)::bigint,
+                    count(*) FILTER (WHERE state IN ('owed', 'requested', 'failed')),
+                    coalesce(sum(amount_minor) FILTER (WHERE state IN ('owed', 'requested', 'failed')), 0)::bigint
+               FROM refunds.obligations WHERE raffle_id = $1",
+            &[&raffle],
+        )
+        .await?;
+    println!(
+        "  refunds paid through the provider {} ({}); refunds owed {} ({})",
+        refunds.get::<_, i64>(0),
+        money(refunds.get(1)),
+        refunds.get::<_, i64>(2),
+        money(refunds.get(3))
+    );
     println!(
         "  sell-out of a 25-ticket raffle: {} orders paid, {} buyers told sold out before paying, none charged for nothing",
         sold_out.0, sold_out.1

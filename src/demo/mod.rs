@@ -95,7 +95,29 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let ingest_task = tokio::spawn(ingest::serve(ingest_state, listener, async move {
         let _ = ingest_stop.changed().await;
     }));
-    eprintln!("  ingest on http://{addr}/v1, allocator and ledger consuming");
+    // The payment provider's Refunds API, played by the local stand-in (Stripe cannot be
+    // reached from here), and the refunds worker asking it.
+    let provider = scenario::stripe::StripeStandIn::start(scenario::stripe::StandInConfig {
+        webhooks: Some(scenario::stripe::WebhookTarget {
+            ingest: addr,
+            secret: SECRET.as_bytes().to_vec(),
+        }),
+        ..Default::default()
+    })
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let refunds_task = {
+        let api = refunds::StripeApi::new(&provider.base_url(), &provider.config.secret_key)
+            .map_err(anyhow::Error::msg)?;
+        let (pool, stopped) = (pool.clone(), stopped.clone());
+        tokio::spawn(async move {
+            refunds::worker::run(&pool, &api, &refunds::WorkerConfig::default(), stopped).await
+        })
+    };
+    eprintln!(
+        "  ingest on http://{addr}/v1, allocator and ledger consuming; refunds paid through the provider stand-in at {}",
+        provider.base_url()
+    );
 
     step("setting up the charity, its raffle, packages, prizes and RSUs (through the admin API)");
     let scenario = scenario::seed::raffle_on_sale(
@@ -125,9 +147,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     ));
     let scenario = Arc::new(scenario);
     let receipts = Arc::new(online::Receipts::default());
-    let refunds = online::sell(addr, &scenario, &options, &receipts).await?;
+    let refunds = online::sell(addr, &scenario, &options, &receipts, &provider).await?;
     eprintln!(
-        "  every 25th payment delivered twice at once; buyer 1's card declined, then paid on the retry; buyer 3 gave up (payment cancelled); buyer 4 paid through a Checkout Session; buyers 2, 5 and 6 to be refunded, refunded in part and disputed"
+        "  every 25th payment delivered twice at once; buyer 1's card declined, then paid on the retry; buyer 3 gave up (payment cancelled); buyer 4 paid through a Checkout Session; buyer 7 paid twice; buyers 2, 5 and 6 to be refunded, refunded in part and disputed"
     );
 
     step("a sell-out: more buyers than tickets");
@@ -140,6 +162,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let client = db.connect("raffle-demo").await?;
     let expected = options.orders + uploaded;
     books::wait_for_pipeline(&client, raffle, expected, addr, &refunds).await?;
+    books::wait_for_refunds(&client, raffle, &provider).await?;
 
     step("closing sales, taking the RSUs' number blocks back, sealing the books");
     let (seal, seed_key) = books::close_and_seal(&pool, &brokers, &topics, &scenario).await?;
@@ -159,6 +182,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         if let Ok(Err(e)) = task.await {
             tracing::warn!(error = %e, "a consumer stopped with an error");
         }
+    }
+    if let Ok(Err(e)) = refunds_task.await {
+        tracing::warn!(error = %e, "the refunds worker stopped with an error");
     }
     let _ = ingest_task.await;
     if !audit.passes() {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use platform::http_client::request;
 use scenario::sales::{Payment, stripe_event};
+use scenario::stripe::StripeStandIn;
 use serde_json::{Value, json};
 
 use super::progress::Progress;
@@ -65,6 +66,7 @@ pub(super) async fn sell(
     scenario: &Arc<scenario::seed::Scenario>,
     options: &DemoOptions,
     receipts: &Arc<Receipts>,
+    provider: &StripeStandIn,
 ) -> anyhow::Result<Vec<Value>> {
     let progress = Progress::new("online orders", options.orders);
     let next = Arc::new(AtomicUsize::new(0));
@@ -72,6 +74,7 @@ pub(super) async fn sell(
     for _ in 0..options.clients.max(1) {
         let (next, scenario, progress) = (next.clone(), scenario.clone(), progress.clone());
         let receipts = receipts.clone();
+        let provider = provider.clone();
         let total = options.orders;
         workers.push(tokio::spawn(async move {
             let mut refunds = Vec::new();
@@ -80,7 +83,7 @@ pub(super) async fn sell(
                 if i >= total {
                     return Ok::<_, anyhow::Error>(refunds);
                 }
-                refunds.extend(buyer(addr, &scenario, i, &receipts).await?);
+                refunds.extend(buyer(addr, &scenario, i, &receipts, &provider).await?);
                 progress.tick();
             }
         }));
@@ -100,6 +103,7 @@ async fn buyer(
     scenario: &scenario::seed::Scenario,
     i: usize,
     receipts: &Receipts,
+    provider: &StripeStandIn,
 ) -> anyhow::Result<Option<Value>> {
     let (package, amount) = match scenario.windowed_package_id {
         Some(p) if i % 10 == 3 => (p, 1000),
@@ -142,6 +146,7 @@ async fn buyer(
         return Ok(None);
     }
     let paid = stripe_event(&format!("evt_demo_{i}"), &order, amount, Payment::Succeeded);
+    provider.charge(&format!("pi_{order}"), amount);
     let statuses = if i == 4 {
         // A Checkout Session buyer: the Session's completion and its PaymentIntent's success
         // arrive together, in either order; one payment, tickets once.
@@ -162,6 +167,22 @@ async fn buyer(
     };
     if statuses.iter().any(|s| *s != 200) {
         bail!("payment webhook {i} answered {statuses:?}");
+    }
+    if i == 7 {
+        // Unsure it went through, buyer 7 pays again in another tab: a second PaymentIntent
+        // for the same order, captured. It is owed back, and the platform refunds it.
+        let again_pi = format!("pi_{order}_again");
+        let mut again = stripe_event(
+            &format!("evt_demo_again_{i}"),
+            &order,
+            amount,
+            Payment::Succeeded,
+        );
+        again["data"]["object"]["id"] = json!(again_pi);
+        provider.charge(&again_pi, amount);
+        if deliver(addr, &again).await? != 200 {
+            bail!("buyer {i}'s second payment was refused");
+        }
     }
     // Later: buyer 2 refunded in full, buyer 5 in part ($5 back, tickets kept), buyer 6's
     // bank takes the money back (a dispute lost: the tickets leave the draw).

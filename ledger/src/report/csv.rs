@@ -40,7 +40,7 @@ pub fn to_csv(report: &Report) -> String {
         }
     }
     let mut out = String::from("section,item,field,value\n");
-    let sections: [(&str, Value); 11] = [
+    let sections: [(&str, Value); 12] = [
         ("raffle", json(&report.raffle)),
         ("gross_by_source", json(&report.gross_by_source)),
         ("gross_by_package", json(&report.gross_by_package)),
@@ -49,6 +49,7 @@ pub fn to_csv(report: &Report) -> String {
         ("numbers_by_range", json(&report.numbers_by_range)),
         ("numbers_by_allocation", json(&report.numbers_by_allocation)),
         ("money_by_rsu", json(&report.money_by_rsu)),
+        ("refunds", json(&report.refunds)),
         ("seal", json(&report.seal)),
         ("winners", json(&report.winners)),
         ("trial_balance", json(&report.trial_balance.accounts)),

@@ -172,6 +172,15 @@ td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}th{{background:#e
             ("money_received_minor", "money received"),
         ],
     ));
+    html.push_str(&table(
+        "Refunds of payments that could not be honoured",
+        &report.refunds,
+        &[
+            ("state", "state"),
+            ("count", "refunds"),
+            ("amount_minor", "amount"),
+        ],
+    ));
     if let Some(s) = &report.seal {
         html.push_str("<h2>Seal</h2><table>");
         for (label, amount) in [

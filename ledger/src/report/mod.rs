@@ -117,6 +117,14 @@ pub struct RsuMoney {
     pub money_received_minor: i64,
 }
 
+/// Refunds of payments the raffle could not honour (`refunds.obligations`), by state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefundLine {
+    pub state: String,
+    pub count: i64,
+    pub amount_minor: i64,
+}
+
 /// Tickets sold in one hour (its start, RFC 3339).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HourSales {
@@ -185,6 +193,8 @@ pub struct Report {
     pub numbers_by_range: Vec<RangeNumbers>,
     pub numbers_by_allocation: Vec<AllocationNumbers>,
     pub money_by_rsu: Vec<RsuMoney>,
+    /// Refunds the platform owes or paid through the provider, by state.
+    pub refunds: Vec<RefundLine>,
     pub sales_by_hour: Vec<HourSales>,
     /// After the draw: every winner with its prize, value and claim status.
     pub winners: Vec<WinnerLine>,
@@ -352,6 +362,14 @@ async fn sections(client: &impl GenericClient, raffle: Uuid) -> Result<Report, R
         raffle,
     )
     .await?;
+    let refunds = rows(
+        client,
+        "refunds",
+        "SELECT jsonb_build_object('state', state, 'count', count(*), 'amount_minor', coalesce(sum(amount_minor), 0))
+           FROM refunds.obligations WHERE raffle_id = $1 GROUP BY state ORDER BY state",
+        raffle,
+    )
+    .await?;
     let sales_by_hour = rows(
         client,
         "sales_by_hour",
@@ -399,6 +417,7 @@ async fn sections(client: &impl GenericClient, raffle: Uuid) -> Result<Report, R
         numbers_by_range,
         numbers_by_allocation,
         money_by_rsu,
+        refunds,
         sales_by_hour,
         winners,
         seal,
@@ -523,6 +542,25 @@ async fn checks(
             figures: json!(m),
         });
     }
+    // The books owe back what the platform has not yet refunded (cancelled ones included:
+    // finance pays those another way, and the liability stays until it is booked).
+    let not_paid: i64 = r
+        .refunds
+        .iter()
+        .filter(|l| l.state != "succeeded")
+        .map(|l| l.amount_minor)
+        .sum();
+    let payable = -r
+        .trial_balance
+        .accounts
+        .get(crate::postings::REFUNDS_PAYABLE)
+        .copied()
+        .unwrap_or(0);
+    checks.push(Check {
+        name: "refunds payable in the books equal the refunds not yet paid".into(),
+        pass: payable == not_paid,
+        figures: json!({"refunds_payable_minor": payable, "refunds_not_paid_minor": not_paid}),
+    });
     if !r.winners.is_empty() {
         let drawn = &r.winners;
         let mut differing = Vec::new();
