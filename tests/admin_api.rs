@@ -1784,3 +1784,134 @@ async fn staff_claim_a_prize_over_http_with_the_receipts_check_code() {
         .get(0);
     assert_eq!(claimed_by, "Jo Winner (verified by admin)");
 }
+
+/// Finance sees the refunds a raffle owes, as JSON or CSV, and retries or cancels one; every
+/// refusal is a problem that names what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finance_lists_retries_and_cancels_refunds_over_http() {
+    let app = spawn_app().await;
+    let s = scenario::seed::raffle_on_sale(
+        &app.env.pool,
+        &scenario::seed::Options {
+            rsu_count: 0,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let owed = refunds::NewObligation {
+        raffle_id: s.raffle_id,
+        order_id: None,
+        source_key: "test:http".into(),
+        reason_code: "raffle_sold_out",
+        reason: "sold out before the payment came",
+        provider: "stripe",
+        payment_reference: "pi_http_1",
+        amount: schemas::Money::of(2000, "USD").unwrap(),
+    };
+    refunds::obligations::owe(&app.env.client().await, &[owed])
+        .await
+        .unwrap();
+    let base = format!(
+        "organizations/{}/raffles/{}/refunds",
+        s.organization_id, s.raffle_id
+    );
+    let admin = token("admin");
+    let r = app.raw("GET", &base, Some(&admin), b"").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let list = r.json().unwrap();
+    assert_eq!(list["refunds"].as_array().map(Vec::len), Some(1));
+    assert_eq!(list["refunds"][0]["state"], "owed");
+    assert_eq!(list["refunds"][0]["amount_minor"], 2000);
+    let id = list["refunds"][0]["id"].as_str().unwrap().to_owned();
+    let r = app
+        .raw(
+            "GET",
+            &format!("{base}?format=csv&state=owed"),
+            Some(&admin),
+            b"",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let csv = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(csv.starts_with("refund_id,"), "{csv}");
+    assert!(csv.contains(",20.00,USD,"), "{csv}");
+    let r = app
+        .raw("GET", &format!("{base}?state=lost"), Some(&admin), b"")
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(String::from_utf8_lossy(&r.body).contains("is not a refund state"));
+
+    let r = app
+        .raw("POST", &format!("{base}/{id}/retry"), Some(&admin), b"")
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json().unwrap()["state"], "owed");
+    let r = app
+        .raw("POST", &format!("{base}/{id}/cancel"), Some(&admin), b"{}")
+        .await;
+    assert_eq!(r.status, 400, "a cancellation needs its reason");
+    assert!(
+        String::from_utf8_lossy(&r.body).contains("reason"),
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let r = app
+        .raw(
+            "POST",
+            &format!("{base}/{id}/cancel"),
+            Some(&admin),
+            br#"{"reason": " "}"#,
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    let r = app
+        .raw(
+            "POST",
+            &format!("{base}/{id}/cancel"),
+            Some(&admin),
+            br#"{"reason": "paid by cheque at the office"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json().unwrap()["state"], "cancelled");
+    let r = app
+        .raw(
+            "POST",
+            &format!("{base}/{id}/cancel"),
+            Some(&admin),
+            br#"{"reason": "again"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 409);
+    assert!(String::from_utf8_lossy(&r.body).contains("is cancelled"));
+    assert_eq!(
+        app.raw(
+            "POST",
+            &format!("{base}/{id}/refund-twice"),
+            Some(&admin),
+            b""
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        app.raw(
+            "POST",
+            &format!("{base}/{}/retry", Uuid::new_v4()),
+            Some(&admin),
+            b""
+        )
+        .await
+        .status,
+        404
+    );
+    assert_eq!(app.raw("GET", &base, None, b"").await.status, 401);
+    assert_eq!(
+        app.raw("GET", &base, Some(&token("outsider")), b"")
+            .await
+            .status,
+        403
+    );
+}

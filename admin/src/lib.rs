@@ -8,7 +8,8 @@
 //! packages, prizes, perks, RSUs, API keys, system configuration), perk claims in
 //! `sales.perk_claims`, failed authentications in `audit.authentication_failures`; and the
 //! routes beside the JSON API that call the stages: the reconciliation report (built by the
-//! ledger) and staff prize claims (judged by the draw engine).
+//! ledger), staff prize claims (judged by the draw engine) and finance's refund list with its
+//! retry and cancel (the refunds crate's).
 //!
 //! Through `catalog` it moves raffles along their lifecycle (activation, close, cancellation),
 //! hands number blocks to RSUs and records the critical event of every change and refusal;
@@ -25,6 +26,7 @@ pub mod audit;
 pub mod auth;
 mod claims;
 mod failures;
+mod refunds;
 mod reports;
 
 use std::collections::HashMap;
@@ -297,6 +299,8 @@ pub fn routes(
     let health = Health::start(HealthConfig::database_only("admin", state.pool.clone()));
     let documents = reports::routes(state.clone())
         .or(claims::routes(state.clone()))
+        .unify()
+        .or(refunds::routes(state.clone()))
         .unify();
     let with_state = warp::any().map(move || state.clone());
     let api = warp::path("v1")
