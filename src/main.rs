@@ -166,6 +166,14 @@ enum ReportAction {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Finance confirms the reconciliation (refused while a check fails or a refund is owed).
+    Confirm {
+        #[arg(long)]
+        raffle: uuid::Uuid,
+        /// Who confirms (recorded).
+        #[arg(long = "as", default_value = "finance")]
+        by: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -262,6 +270,9 @@ fn main() -> ExitCode {
                         out,
                     },
             } => pipeline::reconciliation(raffle, &format, out).await,
+            Command::Report {
+                action: ReportAction::Confirm { raffle, by },
+            } => pipeline::confirm_reconciliation(raffle, &by).await,
             Command::Ledger {
                 action: LedgerAction::Run,
             } => pipeline::ledger().await,

@@ -310,6 +310,21 @@ pub async fn seal(request: ledger::SealRequest, json: bool) -> anyhow::Result<()
 }
 
 /// Prints (or writes) the reconciliation report; fails when a check fails.
+pub async fn confirm_reconciliation(raffle: uuid::Uuid, by: &str) -> anyhow::Result<()> {
+    let config = StackConfig::from_env()?;
+    let (_, pool) = database(&config, 2).await?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let confirmation =
+        ledger::report::confirm(&*tx, raffle, &catalog::audit::Actor::cli(by)).await?;
+    tx.commit().await?;
+    println!(
+        "reconciliation of raffle {raffle} confirmed by {} at {} (report sha256 {})",
+        confirmation.confirmed_by, confirmation.confirmed_at, confirmation.report_sha256
+    );
+    Ok(())
+}
+
 pub async fn reconciliation(
     raffle: uuid::Uuid,
     format: &str,

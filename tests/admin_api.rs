@@ -1915,3 +1915,47 @@ async fn finance_lists_retries_and_cancels_refunds_over_http() {
         403
     );
 }
+
+/// Finance confirms a reconciliation over HTTP only once the books are sealed (the whole flow,
+/// with refunds owed and paid, is in tests/refunds.rs); outsiders may not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconciliation_is_not_confirmed_before_the_seal_or_by_outsiders() {
+    let app = spawn_app().await;
+    let admin = token("admin");
+    let on_sale = scenario::seed::raffle_on_sale(
+        &app.env.pool,
+        &scenario::seed::Options {
+            rsu_count: 0,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let path = format!(
+        "organizations/{}/raffles/{}/reports/reconciliation/confirm",
+        on_sale.organization_id, on_sale.raffle_id
+    );
+    let r = app.raw("POST", &path, Some(&admin), b"").await;
+    assert_eq!(r.status, 409);
+    let body = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(
+        body.contains("it is active; the books are confirmed once they are sealed"),
+        "{body}"
+    );
+    assert_eq!(
+        app.raw("POST", &path, Some(&token("outsider")), b"")
+            .await
+            .status,
+        403
+    );
+    assert_eq!(app.raw("POST", &path, None, b"").await.status, 401);
+    let elsewhere = format!(
+        "organizations/{}/raffles/{}/reports/reconciliation/confirm",
+        on_sale.organization_id,
+        Uuid::new_v4()
+    );
+    assert_eq!(
+        app.raw("POST", &elsewhere, Some(&admin), b"").await.status,
+        404
+    );
+}

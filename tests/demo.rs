@@ -36,6 +36,7 @@ async fn the_demo_runs_a_whole_raffle_and_every_check_passes() {
         "rejected sale demo-2-10: sale at",
         "refunds paid through the provider 1 ($20.00); refunds owed 0 ($0.00)",
         "reconciliation: 15 of 15 checks pass",
+        "reconciliation confirmed by finance at",
         "audit verify: PASS",
         "audit export verified from its files alone: PASS",
         "draw verify: PASS",

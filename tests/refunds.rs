@@ -290,6 +290,137 @@ async fn a_payment_that_cannot_be_honoured_is_refunded_once_and_booked() {
         ("completed".to_owned(), 5),
         "a refund of the second payment leaves the first payment's tickets"
     );
+
+    // Sales close and the books are sealed; a payment comes after the seal and is owed back.
+    scenario::seed::call_as(
+        &env.pool,
+        "admin",
+        warp::http::Method::POST,
+        &format!(
+            "organizations/{}/raffles/{}/transitions",
+            s.organization_id, s.raffle_id
+        ),
+        json!({"to": "sales_closed", "reason": "the gates close"}),
+    )
+    .await
+    .unwrap();
+    common::sales_settled(&env).await;
+    let seal_request = ledger::SealRequest {
+        raffle_id: s.raffle_id,
+        sealed_by: "finance".into(),
+        grace_seconds: 0,
+        write_off: Vec::new(),
+        seed_key: None,
+        seed_keeper: &draw_engine::SEED_KEEPER,
+    };
+    let started = std::time::Instant::now();
+    loop {
+        match ledger::seal(&env.pool, &env.brokers, &env.topics, &seal_request).await {
+            Ok(_) => break,
+            Err(ledger::SealError::Refused {
+                code: "in-flight", ..
+            }) if started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("seal: {e}"),
+        }
+    }
+    let after_seal = "pi_after_the_seal".to_owned();
+    provider.charge(&after_seal, 2000);
+    {
+        let mut client = env.pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        owe_directly_in(&*tx, s.raffle_id, &after_seal, 2000).await;
+        ledger::append(
+            &tx,
+            s.raffle_id,
+            "refund_owed",
+            "a payment after the seal, owed back".into(),
+            "USD",
+            &[
+                ledger::Account::PaymentClearing.debit(2000),
+                ledger::Account::RefundsPayable.credit(2000),
+            ],
+        )
+        .await
+        .expect("refund entries are accepted after the seal");
+        tx.commit().await.unwrap();
+    }
+    let finance = catalog::audit::Actor::cli("finance-lead");
+    let refused = ledger::report::confirm(&env.client().await, s.raffle_id, &finance).await;
+    assert!(
+        matches!(&refused, Err(ledger::report::ConfirmError::Refused { reason, .. })
+            if reason.contains("refunds are still owed to buyers: 1 owed (20.00)")),
+        "{refused:?}"
+    );
+    work_until(&env, &api(&provider), &config, s.raffle_id, |list| {
+        list.iter().all(|o| o.state == State::Succeeded)
+    })
+    .await;
+    work_until(&env, &api(&provider), &config, s.raffle_id, |_| true).await;
+    assert_eq!(balance(&env, s.raffle_id, "refunds_payable").await, 0);
+
+    // Everything holds: finance confirms, once, and the report says so.
+    let mut client = env.pool.get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let confirmation = ledger::report::confirm(&*tx, s.raffle_id, &finance)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(confirmation.confirmed_by, "finance-lead");
+    let report = ledger::report::reconciliation(&**client, s.raffle_id)
+        .await
+        .unwrap();
+    assert!(report.all_pass(), "{:?}", report.failing());
+    let shown = report
+        .confirmation
+        .clone()
+        .expect("the report shows the confirmation");
+    assert_eq!(shown.report_sha256, confirmation.report_sha256);
+    assert!(shown.still_matches);
+    assert!(ledger::report::to_html(&report).contains("Confirmed by finance: finance-lead"));
+    assert!(matches!(
+        ledger::report::confirm(&**client, s.raffle_id, &finance).await,
+        Err(ledger::report::ConfirmError::AlreadyConfirmed { .. })
+    ));
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM audit.critical_events WHERE raffle_id = $1 AND event_type = 'RECONCILIATION_CONFIRMED'", s.raffle_id).await,
+        1
+    );
+    let changed = client
+        .execute(
+            "UPDATE catalog.raffle_events SET reconciliation_confirmed_by = 'someone else' WHERE id = $1",
+            &[&s.raffle_id],
+        )
+        .await;
+    assert!(
+        changed.is_err(),
+        "the database keeps a confirmation as it was given"
+    );
+}
+
+async fn owe_directly_in(
+    client: &impl tokio_postgres::GenericClient,
+    raffle: Uuid,
+    pi: &str,
+    amount: i64,
+) {
+    let new = obligations::owe(
+        client,
+        &[NewObligation {
+            raffle_id: raffle,
+            order_id: None,
+            source_key: format!("test:{pi}"),
+            reason_code: "raffle_not_selling",
+            reason: "paid after the seal",
+            provider: "stripe",
+            payment_reference: pi,
+            amount: schemas::Money::of(amount, "USD").unwrap(),
+        }],
+    )
+    .await
+    .unwrap();
+    assert_eq!(new, 1);
 }
 
 /// The worker as its own process, killed with the test.

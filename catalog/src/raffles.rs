@@ -127,3 +127,25 @@ pub async fn update(
         .map_err(|e| from_db("updating the raffle", &e))?;
     Ok(())
 }
+
+/// Records that finance confirmed the raffle's reconciliation: who, when, and the digest of the
+/// report they confirmed. Once: returns false when it was confirmed before (the database
+/// refuses to change a confirmation).
+pub async fn confirm_reconciliation(
+    client: &impl GenericClient,
+    raffle: Uuid,
+    by: &str,
+    report_sha256: &str,
+) -> Result<Option<DateTime<Utc>>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "UPDATE catalog.raffle_events
+                SET reconciliation_confirmed_at = now(), reconciliation_confirmed_by = $2,
+                    reconciliation_report_sha256 = $3, updated_at = now(), updated_by = $2
+              WHERE id = $1 AND reconciliation_confirmed_at IS NULL
+              RETURNING reconciliation_confirmed_at",
+            &[&raffle, &by, &report_sha256],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}

@@ -216,6 +216,8 @@ pub(super) struct Audit {
     export_dir: PathBuf,
     export: ledger::audit::ExportVerification,
     draw_check: draw_engine::DrawVerification,
+    /// Why finance could not confirm the reconciliation, when it could not.
+    not_confirmed: Option<String>,
 }
 
 impl Audit {
@@ -225,6 +227,7 @@ impl Audit {
             && self.seal_mismatches.is_empty()
             && self.export.ok()
             && self.draw_check.ok()
+            && self.report.confirmation.is_some()
     }
 }
 
@@ -235,6 +238,21 @@ pub(super) async fn audit(
     config: &StackConfig,
     raffle: Uuid,
 ) -> anyhow::Result<Audit> {
+    // Finance confirms first (refused, with the reason, while anything fails or is owed); the
+    // printable report then says who confirmed it.
+    client.batch_execute("BEGIN").await?;
+    let not_confirmed =
+        match ledger::report::confirm(client, raffle, &catalog::audit::Actor::cli("finance")).await
+        {
+            Ok(_) => {
+                client.batch_execute("COMMIT").await?;
+                None
+            }
+            Err(e) => {
+                client.batch_execute("ROLLBACK").await?;
+                Some(e.to_string())
+            }
+        };
     let report = ledger::report::reconciliation(client, raffle).await?;
     let html = std::path::absolute(
         config
@@ -262,6 +280,7 @@ pub(super) async fn audit(
         export_dir,
         export,
         draw_check,
+        not_confirmed,
     })
 }
 
@@ -397,6 +416,18 @@ pub(super) async fn print_summary(
             format!(" — FAILING: {}", failing.join("; "))
         }
     );
+    match (&a.report.confirmation, &a.not_confirmed) {
+        (Some(c), _) => println!(
+            "  reconciliation confirmed by {} at {} (report sha256 {}…)",
+            c.confirmed_by,
+            c.confirmed_at,
+            &c.report_sha256[..16]
+        ),
+        (None, reason) => println!(
+            "  reconciliation NOT confirmed by finance: {}",
+            reason.as_deref().unwrap_or("not asked")
+        ),
+    }
     println!(
         "  audit verify: {} ({} entries chained, head {}…; seal {})",
         if a.chain.ok() && a.seal_mismatches.is_empty() {

@@ -40,7 +40,7 @@ pub fn to_csv(report: &Report) -> String {
         }
     }
     let mut out = String::from("section,item,field,value\n");
-    let sections: [(&str, Value); 12] = [
+    let sections: [(&str, Value); 13] = [
         ("raffle", json(&report.raffle)),
         ("gross_by_source", json(&report.gross_by_source)),
         ("gross_by_package", json(&report.gross_by_package)),
@@ -53,6 +53,7 @@ pub fn to_csv(report: &Report) -> String {
         ("seal", json(&report.seal)),
         ("winners", json(&report.winners)),
         ("trial_balance", json(&report.trial_balance.accounts)),
+        ("confirmation", json(&report.confirmation)),
     ];
     for (section, value) in &sections {
         let items: Vec<(String, &Value)> = match value {

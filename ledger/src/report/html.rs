@@ -97,6 +97,21 @@ td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}th{{background:#e
         report.checks.len() - failing,
         report.checks.len()
     ));
+    html.push_str(&match &report.confirmation {
+        Some(c) => format!(
+            r#"<p class="{}">Confirmed by finance: {} at {} (report sha256 {}){}</p>"#,
+            if c.still_matches { "pass" } else { "fail" },
+            escape(&c.confirmed_by),
+            escape(&c.confirmed_at),
+            escape(&c.report_sha256),
+            if c.still_matches {
+                ""
+            } else {
+                "; the books have changed since: this report is not the one confirmed"
+            }
+        ),
+        None => "<p>Not yet confirmed by finance.</p>".to_owned(),
+    });
     html.push_str("<h2>Tickets sold per hour</h2>");
     html.push_str(&chart(&report.sales_by_hour));
     html.push_str(&table(

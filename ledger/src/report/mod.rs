@@ -11,9 +11,11 @@ use serde_json::{Value, json};
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
+mod confirm;
 mod csv;
 mod html;
 
+pub use confirm::{ConfirmError, Confirmation, confirm, report_sha256};
 pub use csv::{csv_cell, to_csv};
 pub use html::to_html;
 
@@ -201,6 +203,9 @@ pub struct Report {
     pub seal: Option<SealLine>,
     pub trial_balance: TrialBalance,
     pub checks: Vec<Check>,
+    /// Finance's confirmation, once given: who, when, the digest confirmed, and whether the
+    /// report still has it.
+    pub confirmation: Option<Confirmation>,
 }
 
 impl Report {
@@ -273,6 +278,7 @@ pub async fn reconciliation(
 ) -> Result<Report, ReportError> {
     let mut report = sections(client, raffle).await?;
     report.checks = checks(client, raffle, &report).await?;
+    report.confirmation = confirm::recorded(client, raffle, &report).await?;
     Ok(report)
 }
 
@@ -426,6 +432,7 @@ async fn sections(client: &impl GenericClient, raffle: Uuid) -> Result<Report, R
             sum_minor,
         },
         checks: Vec::new(),
+        confirmation: None,
     })
 }
 
