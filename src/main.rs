@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod bench;
+mod cash;
 mod demo;
 mod draw;
 mod pipeline;
@@ -77,6 +78,11 @@ enum Command {
     Refunds {
         #[command(subcommand)]
         action: refunds::RefundsAction,
+    },
+    /// A device's cash counted by two people, and deposits (`cash count`, `cash deposit`).
+    Cash {
+        #[command(subcommand)]
+        action: cash::CashAction,
     },
     /// What auditors run (`audit verify --raffle ID`).
     Audit {
@@ -262,6 +268,7 @@ fn main() -> ExitCode {
             Command::Health { url, ca } => stack::health(&url, ca.as_deref()).await,
             Command::Draw { action } => draw::run(action).await,
             Command::Refunds { action } => refunds::run(action).await,
+            Command::Cash { action } => cash::run(action).await,
             Command::Report {
                 action:
                     ReportAction::Reconciliation {

@@ -721,3 +721,192 @@ async fn audit_verify_in_text_names_the_changed_entry_of_a_sealed_raffle() {
         "the seal's mismatch is still said: {stderr}"
     );
 }
+
+/// A device's cash is counted by two people against its float and sales; a shortage is booked;
+/// the deposit moves it to the bank, never more than was counted; the seal waits for every
+/// device's count; nothing is counted after finance signed off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cash_is_counted_by_two_people_booked_and_deposited() {
+    let env = TestEnv::new().await;
+    let s = scenario::seed::raffle_on_sale(
+        &env.pool,
+        &scenario::seed::Options {
+            rsu_count: 2,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (first, second) = (s.rsus[0].id, s.rsus[1].id);
+    let events: Vec<TicketEvent> = [(first, 2000), (first, 2000), (second, 2000)]
+        .iter()
+        .map(|(rsu, amount)| {
+            event(
+                s.raffle_id,
+                TicketEventKind::TicketsIssued,
+                Uuid::now_v7(),
+                Some(*rsu),
+                *amount,
+            )
+        })
+        .collect();
+    publish(&env, &events).await;
+    consume(&env, events.len() as i64).await;
+
+    let count = |rsu: Uuid, counted: i64, by: &'static str, witness: &'static str| {
+        let pool = env.pool.clone();
+        let raffle = s.raffle_id;
+        async move {
+            let mut client = pool.get().await.unwrap();
+            let tx = client.transaction().await.unwrap();
+            let r = ledger::cash::count(
+                &tx,
+                &ledger::cash::NewCount {
+                    raffle_id: raffle,
+                    rsu_id: rsu,
+                    seller_id: Some("seller-7"),
+                    float_minor: 10_000,
+                    counted_minor: counted,
+                    counted_by: by,
+                    witnessed_by: witness,
+                    note: None,
+                },
+            )
+            .await;
+            if r.is_ok() {
+                tx.commit().await.unwrap();
+            }
+            r
+        }
+    };
+    let refused = |r: Result<ledger::cash::Count, ledger::cash::CashError>, says: &str| match r {
+        Err(ledger::cash::CashError::Refused(reason)) => {
+            assert!(reason.contains(says), "{reason:?} does not say {says:?}")
+        }
+        other => panic!("expected a refusal saying {says:?}, got {other:?}"),
+    };
+    refused(count(first, 14_000, "Pat", "pat ").await, "two people");
+    refused(count(first, 14_000, "Pat", " ").await, "two people");
+    refused(
+        count(Uuid::new_v4(), 14_000, "Pat", "Sam").await,
+        "had no number block",
+    );
+
+    // The first device is $5.00 short: $100 float + $40 of sales, $135 counted.
+    let c = count(first, 13_500, "Pat", "Sam").await.unwrap();
+    assert_eq!(
+        (c.expected_minor, c.over_short_minor, c.to_deposit_minor),
+        (4_000, -500, 3_500)
+    );
+    let books = ledger::balances(&env.client().await, s.raffle_id, None)
+        .await
+        .unwrap();
+    assert_eq!(books.get(&format!("rsu_float/{first}")).copied(), Some(0));
+    assert_eq!(books.get("undeposited_cash").copied(), Some(3_500));
+    assert_eq!(
+        books.get("cash_over_short").copied(),
+        Some(500),
+        "the shortage is a loss"
+    );
+    assert_eq!(books.values().sum::<i64>(), 0);
+
+    // The seal waits for the second device's count.
+    env.client()
+        .await
+        .execute(
+            "UPDATE catalog.raffle_events SET state = 'sales_closed', sales_end_time = now() - interval '1 minute' WHERE id = $1",
+            &[&s.raffle_id],
+        )
+        .await
+        .unwrap();
+    let request = ledger::SealRequest {
+        raffle_id: s.raffle_id,
+        sealed_by: "finance".into(),
+        grace_seconds: 0,
+        write_off: Vec::new(),
+        seed_key: None,
+        seed_keeper: &draw_engine::SEED_KEEPER,
+    };
+    match ledger::seal(&env.pool, &env.brokers, &env.topics, &request).await {
+        Err(ledger::SealError::Refused {
+            code: "cash-not-counted",
+            reason,
+        }) => {
+            assert!(reason.contains("is not counted"), "{reason}");
+            let name_of = |rsu: Uuid| {
+                let env = &env;
+                async move {
+                    env.client()
+                        .await
+                        .query_one("SELECT name FROM catalog.rsus WHERE id = $1", &[&rsu])
+                        .await
+                        .unwrap()
+                        .get::<_, String>(0)
+                }
+            };
+            assert!(reason.contains(&name_of(second).await), "{reason}");
+            assert!(
+                !reason.contains(&name_of(first).await),
+                "the counted device is not named: {reason}"
+            );
+        }
+        other => panic!("the seal must wait for the count: {other:?}"),
+    }
+    count(second, 12_000, "Pat", "Sam").await.unwrap();
+
+    // Deposits: never more than counted, each slip once.
+    let deposit = |slip: &'static str, amount: i64| {
+        let pool = env.pool.clone();
+        let raffle = s.raffle_id;
+        async move {
+            let mut client = pool.get().await.unwrap();
+            let tx = client.transaction().await.unwrap();
+            let r = ledger::cash::deposit(
+                &tx,
+                &ledger::cash::NewDeposit {
+                    raffle_id: raffle,
+                    slip_number: slip,
+                    deposited_on: Utc::now().date_naive(),
+                    amount_minor: amount,
+                    recorded_by: "Sam",
+                },
+            )
+            .await;
+            if r.is_ok() {
+                tx.commit().await.unwrap();
+            }
+            r
+        }
+    };
+    assert!(
+        matches!(deposit("S-1", 99_999).await, Err(ledger::cash::CashError::Refused(r)) if r.contains("more than"))
+    );
+    assert_eq!(deposit("S-1", 5_000).await.unwrap(), 500);
+    assert!(
+        matches!(deposit("S-1", 500).await, Err(ledger::cash::CashError::Refused(r)) if r.contains("recorded already"))
+    );
+    assert_eq!(deposit("S-2", 500).await.unwrap(), 0);
+    let books = ledger::balances(&env.client().await, s.raffle_id, None)
+        .await
+        .unwrap();
+    assert_eq!(books.get("bank").copied(), Some(5_500));
+    assert_eq!(books.get("undeposited_cash").copied(), Some(0));
+    let verification = ledger::verify(&env.client().await, s.raffle_id)
+        .await
+        .unwrap();
+    assert!(verification.first_failure.is_none(), "{verification:?}");
+
+    // After finance's sign-off nothing more is counted.
+    catalog::raffles::confirm_reconciliation(
+        &env.client().await,
+        s.raffle_id,
+        "finance",
+        &"0".repeat(64),
+    )
+    .await
+    .unwrap();
+    refused(
+        count(second, 10_000, "Pat", "Sam").await,
+        "confirmed by finance",
+    );
+}

@@ -46,6 +46,12 @@ pub enum Account {
     OperatingFeePayable,
     /// What the charity keeps (equity).
     NetProceeds,
+    /// Device cash counted and not yet deposited (asset).
+    UndepositedCash,
+    /// The charity's bank account, for deposits (asset).
+    Bank,
+    /// Cash counted over (credit) or short (debit) of what the devices sold (expense).
+    CashOverShort,
 }
 
 impl Account {
@@ -63,16 +69,23 @@ impl Account {
             Account::OperatingFeeExpense => "operating_fee_expense".to_owned(),
             Account::OperatingFeePayable => "operating_fee_payable".to_owned(),
             Account::NetProceeds => "net_proceeds".to_owned(),
+            Account::UndepositedCash => "undeposited_cash".to_owned(),
+            Account::Bank => "bank".to_owned(),
+            Account::CashOverShort => "cash_over_short".to_owned(),
         }
     }
 
     pub fn kind(self) -> &'static str {
         match self {
-            Account::PaymentClearing | Account::RsuFloat(_) | Account::PrizeDisbursements => {
-                "asset"
-            }
+            Account::PaymentClearing
+            | Account::RsuFloat(_)
+            | Account::PrizeDisbursements
+            | Account::UndepositedCash
+            | Account::Bank => "asset",
             Account::GrossTicketRevenue | Account::RefundsAndVoids => "revenue",
-            Account::PrizeExpense(_) | Account::OperatingFeeExpense => "expense",
+            Account::PrizeExpense(_) | Account::OperatingFeeExpense | Account::CashOverShort => {
+                "expense"
+            }
             Account::PrizeLiability(_)
             | Account::PrizePayable(_)
             | Account::OperatingFeePayable

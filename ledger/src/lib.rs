@@ -22,6 +22,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod cash;
 mod chain;
 mod consumer;
 pub mod postings;

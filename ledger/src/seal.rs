@@ -199,6 +199,7 @@ pub async fn seal(
     let mut client = pool.get().await.map_err(failed)?;
     let tx = client.transaction().await.map_err(failed)?;
     let terms = terms(&tx, raffle).await?;
+    check_cash_counted(&tx, request).await?;
     let written_off = write_off_unsynced(&tx, request, &terms.currency).await?;
     let totals = totals(&tx, raffle, written_off).await?;
     let (money, prizes_json) = post_split(&tx, raffle, &terms, &totals).await?;
@@ -329,6 +330,38 @@ async fn check_closed(pool: &Pool, request: &SealRequest) -> Result<(), SealErro
         return Err(refused(
             SealRefusal::GracePeriod,
             format!("late payment webhooks are accepted until {open_until}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Every device's cash is counted before the seal (two people, `raffle cash count`), or its
+/// block is written off in this seal.
+async fn check_cash_counted(tx: &Transaction<'_>, request: &SealRequest) -> Result<(), SealError> {
+    let written_off: Vec<Uuid> = tx
+        .query(
+            "SELECT entity_id FROM catalog.rsu_allocations WHERE id = ANY($1)",
+            &[&request.write_off],
+        )
+        .await
+        .map_err(failed)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let uncounted: Vec<String> = crate::cash::uncounted(&**tx, request.raffle_id)
+        .await
+        .map_err(failed)?
+        .into_iter()
+        .filter(|(rsu, _, _)| !written_off.contains(rsu))
+        .map(|(_, name, value)| format!("{name} ({})", schemas::amount_for_people(value)))
+        .collect();
+    if !uncounted.is_empty() {
+        return Err(refused(
+            SealRefusal::CashNotCounted,
+            format!(
+                "the cash of {} is not counted: count it with two people (`raffle cash count`) or write its block off",
+                uncounted.join(", ")
+            ),
         ));
     }
     Ok(())

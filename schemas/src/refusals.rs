@@ -45,6 +45,8 @@ refusal_codes! {
         InFlight => "in-flight",
         /// RSU blocks hold sales not yet uploaded, and no write-off was asked for.
         UnsyncedAllocations => "unsynced-allocations",
+        /// A device's cash was not counted (nor its block written off).
+        CashNotCounted => "cash-not-counted",
         /// The chained ledger does not verify.
         LedgerDoesNotVerify => "ledger-does-not-verify",
         /// A figure does not fit in 64-bit minor units.

@@ -137,9 +137,16 @@ pub(super) async fn close_and_seal(
         seed_keeper: &draw_engine::SEED_KEEPER,
     };
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut counted = Vec::new();
     let seal = loop {
         match ledger::seal(pool, brokers, topics, &request).await {
             Ok(seal) => break seal,
+            Err(ledger::SealError::Refused {
+                code: "cash-not-counted",
+                ..
+            }) if counted.is_empty() => {
+                counted = count_cash(pool, raffle).await?;
+            }
             Err(ledger::SealError::Refused {
                 code: "in-flight",
                 reason,
@@ -156,7 +163,89 @@ pub(super) async fn close_and_seal(
         &seal.head_hash[..16],
         &seal.seed_commitment[..16]
     );
+    deposit_cash(pool, raffle, &counted).await?;
     Ok((seal, seed_key))
+}
+
+/// The seal asks for every device's cash: two people count each (the first device is $5.00
+/// short, booked as such), with a $100.00 float.
+async fn count_cash(
+    pool: &deadpool_postgres::Pool,
+    raffle: Uuid,
+) -> anyhow::Result<Vec<ledger::cash::Count>> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let mut counts = Vec::new();
+    for (i, (rsu, _, value)) in ledger::cash::uncounted(&*tx, raffle)
+        .await?
+        .into_iter()
+        .enumerate()
+    {
+        let short = if i == 0 { 500 } else { 0 };
+        counts.push(
+            ledger::cash::count(
+                &tx,
+                &ledger::cash::NewCount {
+                    raffle_id: raffle,
+                    rsu_id: rsu,
+                    seller_id: None,
+                    float_minor: 10_000,
+                    counted_minor: 10_000 + value - short,
+                    counted_by: "Pat (cash room)",
+                    witnessed_by: "Sam (treasurer)",
+                    note: None,
+                },
+            )
+            .await?,
+        );
+    }
+    tx.commit().await?;
+    let total: i64 = counts.iter().map(|c| c.counted_minor).sum();
+    let short: i64 = counts.iter().map(|c| c.over_short_minor).sum();
+    eprintln!(
+        "  cash counted on {} devices by two people: {} with their floats, {} short (booked as cash over/short)",
+        counts.len(),
+        money(total),
+        money(-short)
+    );
+    Ok(counts)
+}
+
+/// What the counts left to deposit, deposited on one slip.
+async fn deposit_cash(
+    pool: &deadpool_postgres::Pool,
+    raffle: Uuid,
+    counts: &[ledger::cash::Count],
+) -> anyhow::Result<()> {
+    let amount: i64 = counts.iter().map(|c| c.to_deposit_minor).sum();
+    if amount <= 0 {
+        return Ok(());
+    }
+    let due = counts
+        .iter()
+        .map(|c| c.deposit_due_by)
+        .min()
+        .unwrap_or_default();
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let slip = format!("DEP-{}", &raffle.simple().to_string()[..8]);
+    ledger::cash::deposit(
+        &tx,
+        &ledger::cash::NewDeposit {
+            raffle_id: raffle,
+            slip_number: &slip,
+            deposited_on: chrono::Utc::now().date_naive(),
+            amount_minor: amount,
+            recorded_by: "Sam (treasurer)",
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    eprintln!(
+        "  deposited {} on slip {slip} (due by {due})",
+        money(amount)
+    );
+    Ok(())
 }
 
 /// The draw, and the early-bird winner's claim with the receipt's validation number and code.

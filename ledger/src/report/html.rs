@@ -185,6 +185,9 @@ td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}th{{background:#e
             ("value_of_numbers_sold_minor", "value of numbers sold"),
             ("written_off_minor", "written off"),
             ("money_received_minor", "money received"),
+            ("counted_minor", "cash counted"),
+            ("over_short_minor", "over / short"),
+            ("uncounted_minor", "not counted"),
         ],
     ));
     html.push_str(&table(

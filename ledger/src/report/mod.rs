@@ -117,6 +117,12 @@ pub struct RsuMoney {
     pub value_of_numbers_sold_minor: i64,
     pub written_off_minor: i64,
     pub money_received_minor: i64,
+    /// Cash counted by two people, less the float, over every count of the device.
+    pub counted_minor: i64,
+    /// Counted less what the books expected: over positive, short negative.
+    pub over_short_minor: i64,
+    /// Sales the books hold that no count has covered yet (write-offs aside).
+    pub uncounted_minor: i64,
 }
 
 /// Refunds of payments the raffle could not honour (`refunds.obligations`), by state.
@@ -363,7 +369,15 @@ async fn sections(client: &impl GenericClient, raffle: Uuid) -> Result<Report, R
                     JOIN ledger.postings p ON p.entry_id = e.id JOIN ledger.accounts a ON a.id = p.account_id
                     WHERE e.raffle_id = $1 AND e.entry_type = 'written_off_receipts' AND a.code = 'rsu_float/' || r.id::text), 0),
                 'money_received_minor', coalesce((SELECT sum(p.amount_minor) FROM ledger.postings p JOIN ledger.accounts a ON a.id = p.account_id
-                    WHERE a.raffle_id = $1 AND a.code = 'rsu_float/' || r.id::text), 0))
+                    JOIN ledger.journal_entries e ON e.id = p.entry_id
+                    WHERE a.raffle_id = $1 AND a.code = 'rsu_float/' || r.id::text AND e.entry_type <> 'cash_count'), 0),
+                'counted_minor', coalesce((SELECT sum(c.counted_minor - c.float_minor) FROM ledger.cash_counts c
+                    WHERE c.raffle_id = $1 AND c.rsu_id = r.id), 0),
+                'over_short_minor', coalesce((SELECT sum(c.over_short_minor) FROM ledger.cash_counts c
+                    WHERE c.raffle_id = $1 AND c.rsu_id = r.id), 0),
+                'uncounted_minor', coalesce((SELECT sum(p.amount_minor) FROM ledger.postings p JOIN ledger.accounts a ON a.id = p.account_id
+                    JOIN ledger.journal_entries e ON e.id = p.entry_id
+                    WHERE a.raffle_id = $1 AND a.code = 'rsu_float/' || r.id::text AND e.entry_type <> 'written_off_receipts'), 0))
            FROM catalog.rsus r WHERE r.id IN (SELECT entity_id FROM catalog.rsu_allocations WHERE raffle_id = $1) ORDER BY r.name",
         raffle,
     )
@@ -539,6 +553,7 @@ async fn checks(
         pass: sold == tickets_sold && voided == tickets_voided,
         figures: json!({"total_sold": sold, "tickets_sold": tickets_sold, "total_voided": voided, "tickets_voided": tickets_voided}),
     });
+    let sealed = r.seal.is_some();
     for m in &r.money_by_rsu {
         checks.push(Check {
             name: format!(
@@ -548,6 +563,17 @@ async fn checks(
             pass: m.money_received_minor == m.value_of_numbers_sold_minor + m.written_off_minor,
             figures: json!(m),
         });
+        if sealed {
+            checks.push(Check {
+                name: format!(
+                    "RSU {}: its cash was counted by two people (or its block written off), over or short booked",
+                    m.name
+                ),
+                pass: m.uncounted_minor == 0
+                    && m.counted_minor == m.value_of_numbers_sold_minor + m.over_short_minor,
+                figures: json!(m),
+            });
+        }
     }
     // The books owe back what the platform has not yet refunded (cancelled ones included:
     // finance pays those another way, and the liability stays until it is booked).
