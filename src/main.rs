@@ -10,6 +10,7 @@ mod bench;
 mod cash;
 mod demo;
 mod draw;
+mod payouts;
 mod pipeline;
 mod refunds;
 mod stack;
@@ -83,6 +84,11 @@ enum Command {
     Cash {
         #[command(subcommand)]
         action: cash::CashAction,
+    },
+    /// The provider's payouts matched to the books (`payouts import`).
+    Payouts {
+        #[command(subcommand)]
+        action: payouts::PayoutsAction,
     },
     /// What auditors run (`audit verify --raffle ID`).
     Audit {
@@ -269,6 +275,7 @@ fn main() -> ExitCode {
             Command::Draw { action } => draw::run(action).await,
             Command::Refunds { action } => refunds::run(action).await,
             Command::Cash { action } => cash::run(action).await,
+            Command::Payouts { action } => payouts::run(action).await,
             Command::Report {
                 action:
                     ReportAction::Reconciliation {

@@ -676,3 +676,158 @@ async fn the_providers_rate_limit_is_honoured_and_what_it_refuses_is_finances() 
     assert_eq!(lines.count(), 26);
     assert!(csv.contains(",10.00,USD,"), "amounts in whole units");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_providers_payouts_match_the_books_line_by_line() {
+    let env = TestEnv::new().await;
+    let s = seeded(&env).await;
+    let ingest = common::ingest(&env, SECRET).await;
+    let provider = stand_in(Some(ingest), StandInConfig::default()).await;
+    let _allocator = common::allocator(&env);
+    let _ledger = common::ledger(&env);
+    // Three buyers; the first pays twice and is refunded the second payment.
+    let mut payments = Vec::new();
+    for i in 0..3 {
+        let order = checkout(ingest, &s).await;
+        let pi = format!("pi_buyer{i}_{}", &order[..8]);
+        provider.charge(&pi, 2000);
+        let paid = event(
+            &format!("evt_b{i}"),
+            "payment_intent.succeeded",
+            payment_intent(&pi, 2000, "succeeded", &order),
+        );
+        assert_eq!(deliver(ingest, &paid).await, 200);
+        if i == 0 {
+            let again = format!("{pi}_again");
+            provider.charge(&again, 2000);
+            let paid = event(
+                "evt_b0_again",
+                "payment_intent.succeeded",
+                payment_intent(&again, 2000, "succeeded", &order),
+            );
+            assert_eq!(deliver(ingest, &paid).await, 200);
+        }
+        payments.push(pi);
+    }
+    common::eventually("the second payment owed back", || async {
+        all(&env, s.raffle_id).await.len() == 1
+    })
+    .await;
+    let config = refunds::WorkerConfig::default();
+    work_until(&env, &api(&provider), &config, s.raffle_id, |l| {
+        l.iter().all(|o| o.state == State::Succeeded)
+    })
+    .await;
+    work_until(&env, &api(&provider), &config, s.raffle_id, |_| true).await;
+    common::eventually("the books to hold the sales and the refund", || async {
+        count(&env, "SELECT count(*) FROM ledger.journal_entries WHERE raffle_id = $1 AND entry_type IN ('ticket_sale', 'refund_owed', 'refund_paid')", s.raffle_id).await == 5
+    })
+    .await;
+
+    let good = provider.payout_report("po_test_1");
+    let import = |text: String| {
+        let pool = env.pool.clone();
+        let raffle = s.raffle_id;
+        async move {
+            let mut client = pool.get().await.unwrap();
+            let tx = client.transaction().await.unwrap();
+            let r = ledger::payouts::import(&tx, raffle, &text, None, "finance").await;
+            if r.is_ok() {
+                tx.commit().await.unwrap();
+            }
+            r
+        }
+    };
+    let refused = |r: Result<ledger::payouts::ImportOutcome, ledger::payouts::PayoutError>,
+                   says: &str| match r {
+        Err(ledger::payouts::PayoutError::Refused(problems)) => {
+            assert!(
+                problems.iter().any(|(_, p)| p.contains(says)),
+                "{problems:?} does not say {says:?}"
+            )
+        }
+        other => panic!("expected the file refused for {says:?}: {other:?}"),
+    };
+    // Bad files are refused whole, nothing imported.
+    refused(
+        import(good.replacen("description", "memo", 1)).await,
+        "unknown column \"memo\"",
+    );
+    refused(
+        import(good.replacen(",usd,", ",eur,", 1)).await,
+        "is in EUR",
+    );
+    let second_line = good.lines().nth(1).unwrap().to_owned();
+    refused(
+        import(format!("{good}{second_line}\n")).await,
+        "a duplicate line",
+    );
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM ledger.payout_lines WHERE raffle_id = $1",
+            s.raffle_id
+        )
+        .await,
+        0
+    );
+
+    // A line missing: the payment it would cover is unmatched in the books.
+    let last_buyer = &payments[2];
+    let missing: String = good
+        .lines()
+        .filter(|l| !l.ends_with(&format!(",{last_buyer}")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let outcome = import(missing).await.unwrap();
+    assert!(outcome.unmatched_in_file.is_empty(), "{outcome:?}");
+    assert_eq!(outcome.unmatched_in_books.len(), 1, "{outcome:?}");
+    assert!(outcome.unmatched_in_books[0].contains(last_buyer.as_str()));
+    // A changed amount matches nothing.
+    let changed = good.replace(
+        &format!("20.00,0.88,19.12,charge,ch_{last_buyer}"),
+        &format!("21.00,0.88,20.12,charge,ch_{last_buyer}"),
+    );
+    let outcome = import(changed).await.unwrap();
+    assert_eq!(outcome.unmatched_in_file.len(), 1, "{outcome:?}");
+    assert!(
+        outcome.unmatched_in_file[0]
+            .2
+            .contains("is 2100 in the file and 2000 in the books"),
+        "{outcome:?}"
+    );
+    assert!(!outcome.payouts[0].clearing_nets_to_zero);
+    // A foreign payment (another product on the same account) is reported, not booked.
+    let extra = format!(
+        "{good}po_test_1,,txn_foreign,,,usd,15.00,0.74,14.26,charge,ch_x,Mug,pi_foreign_mug\n"
+    );
+    let outcome = import(extra).await.unwrap();
+    assert_eq!(outcome.unmatched_in_file.len(), 1);
+    assert!(
+        outcome.unmatched_in_file[0]
+            .2
+            .contains("is no payment of this raffle")
+    );
+    assert!(outcome.unmatched_in_books.is_empty(), "{outcome:?}");
+    // The provider's own report: everything matched, already imported, nothing booked twice.
+    let outcome = import(good.clone()).await.unwrap();
+    assert!(outcome.all_matched(), "{outcome:?}");
+    assert_eq!(outcome.already_imported, outcome.lines);
+    assert!(outcome.payouts.iter().all(|p| p.clearing_nets_to_zero));
+
+    // Four charges of $20.00 at $0.88 each, one refund of $20.00: $56.48 to the bank.
+    assert_eq!(balance(&env, s.raffle_id, "processing_fees").await, 4 * 88);
+    assert_eq!(
+        balance(&env, s.raffle_id, "bank").await,
+        4 * (2000 - 88) - 2000
+    );
+    assert_eq!(
+        balance(&env, s.raffle_id, "payment_clearing").await,
+        0,
+        "the provider holds nothing more for the raffle"
+    );
+    let verification = ledger::verify(&env.client().await, s.raffle_id)
+        .await
+        .unwrap();
+    assert!(verification.first_failure.is_none(), "{verification:?}");
+}

@@ -52,6 +52,10 @@ pub enum Account {
     Bank,
     /// Cash counted over (credit) or short (debit) of what the devices sold (expense).
     CashOverShort,
+    /// The payment provider's processing fees (operating expense).
+    ProcessingFees,
+    /// The provider's fees for disputes (expense).
+    DisputeFees,
 }
 
 impl Account {
@@ -72,6 +76,8 @@ impl Account {
             Account::UndepositedCash => "undeposited_cash".to_owned(),
             Account::Bank => "bank".to_owned(),
             Account::CashOverShort => "cash_over_short".to_owned(),
+            Account::ProcessingFees => "processing_fees".to_owned(),
+            Account::DisputeFees => "dispute_fees".to_owned(),
         }
     }
 
@@ -83,9 +89,11 @@ impl Account {
             | Account::UndepositedCash
             | Account::Bank => "asset",
             Account::GrossTicketRevenue | Account::RefundsAndVoids => "revenue",
-            Account::PrizeExpense(_) | Account::OperatingFeeExpense | Account::CashOverShort => {
-                "expense"
-            }
+            Account::PrizeExpense(_)
+            | Account::OperatingFeeExpense
+            | Account::CashOverShort
+            | Account::ProcessingFees
+            | Account::DisputeFees => "expense",
             Account::PrizeLiability(_)
             | Account::PrizePayable(_)
             | Account::OperatingFeePayable

@@ -25,6 +25,7 @@ pub mod audit;
 pub mod cash;
 mod chain;
 mod consumer;
+pub mod payouts;
 pub mod postings;
 pub mod report;
 mod seal;

@@ -164,6 +164,48 @@ impl StripeStandIn {
         out
     }
 
+    /// The itemized payout reconciliation report (Stripe's `payout_reconciliation.itemized`
+    /// columns) of one automatic payout holding every charge it knows and every refund it made
+    /// that did not fail, fees at 2.9% + 30¢ a charge. Amounts in major units, as the provider
+    /// writes them.
+    pub fn payout_report(&self, payout_id: &str) -> String {
+        let books = self.lock();
+        let units = |minor: i64| {
+            let sign = if minor < 0 { "-" } else { "" };
+            format!("{sign}{}.{:02}", minor.abs() / 100, minor.abs() % 100)
+        };
+        let mut out = String::from(
+            "automatic_payout_id,automatic_payout_effective_at,balance_transaction_id,created,available_on,currency,gross,fee,net,reporting_category,source_id,description,payment_intent_id\n",
+        );
+        let effective = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S");
+        let mut charges: Vec<(&String, &(i64, String))> = books.charged.iter().collect();
+        charges.sort();
+        for (n, (pi, (amount, currency))) in charges.into_iter().enumerate() {
+            let fee = (amount * 29 + 500) / 1000 + 30;
+            out.push_str(&format!(
+                "{payout_id},{effective},txn_ch_{n:05},{effective},{effective},{currency},{},{},{},charge,ch_{pi},Raffle tickets,{pi}\n",
+                units(*amount),
+                units(fee),
+                units(amount - fee)
+            ));
+        }
+        for (n, r) in books.refunds.iter().enumerate() {
+            if r.object["status"] == "failed" {
+                continue;
+            }
+            let amount = r.object["amount"].as_i64().unwrap_or(0);
+            out.push_str(&format!(
+                "{payout_id},{effective},txn_re_{n:05},{effective},{effective},{},{},0.00,{},refund,{},REFUND FOR CHARGE,{}\n",
+                r.object["currency"].as_str().unwrap_or("usd"),
+                units(-amount),
+                units(-amount),
+                r.object["id"].as_str().unwrap_or_default(),
+                r.payment_intent
+            ));
+        }
+        out
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Books> {
         self.books.lock().unwrap_or_else(|e| e.into_inner())
     }

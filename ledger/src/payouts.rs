@@ -1,0 +1,636 @@
+//! The provider's payouts, reconciled: its itemized payout reconciliation report (Stripe's
+//! `payout_reconciliation.itemized` CSV) imported, each line matched to the books by payment
+//! and amount with no tolerance, fees booked as operating expenses, and each payout moved from
+//! payment clearing to the bank.
+//!
+//! Bad input is refused whole, line by line with the reason, before anything is written: an
+//! unknown column, a foreign currency, a duplicate line, a line of another account, an amount
+//! that is not money or a net that is not gross less fee. A line that is good but matches
+//! nothing in the books (a payment of another product, an amount that differs) is reported,
+//! not booked; payments in the books that no line covers are reported too.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+use crate::Account;
+
+/// The columns the import reads or accepts (plus `payment_metadata[…]` and
+/// `refund_metadata[…]`).
+pub const COLUMNS: &[&str] = &[
+    "automatic_payout_id",
+    "automatic_payout_effective_at",
+    "balance_transaction_id",
+    "created",
+    "created_utc",
+    "available_on",
+    "available_on_utc",
+    "currency",
+    "gross",
+    "fee",
+    "net",
+    "reporting_category",
+    "source_id",
+    "description",
+    "charge_id",
+    "payment_intent_id",
+    "customer_email",
+    "customer_id",
+    "connected_account",
+];
+
+const REQUIRED: &[&str] = &[
+    "automatic_payout_id",
+    "balance_transaction_id",
+    "currency",
+    "gross",
+    "fee",
+    "net",
+    "reporting_category",
+];
+
+/// One line of the report, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayoutLine {
+    pub line: usize,
+    pub payout_id: String,
+    pub payout_effective_at: Option<String>,
+    pub balance_transaction_id: String,
+    pub category: String,
+    pub currency: String,
+    pub gross_minor: i64,
+    pub fee_minor: i64,
+    pub net_minor: i64,
+    pub payment_intent: Option<String>,
+    pub order_id: Option<Uuid>,
+    pub source_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayoutError {
+    #[error("the payout report is refused, nothing was imported: {}", .0.iter().map(|(l, r)| format!("line {l}: {r}")).collect::<Vec<_>>().join("; "))]
+    Refused(Vec<(usize, String)>),
+    #[error("raffle {0} does not exist")]
+    UnknownRaffle(Uuid),
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// RFC 4180 CSV: quoted fields, doubled quotes, CRLF or LF.
+pub fn parse_csv(text: &str) -> Result<Vec<Vec<String>>, String> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    let mut line = 1;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => {
+                if c == '\n' {
+                    line += 1;
+                }
+                field.push(c);
+            }
+            (false, '"') if field.is_empty() => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+                line += 1;
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    if quoted {
+        return Err(format!("line {line}: a quoted field is not closed"));
+    }
+    if !field.is_empty() || !row.is_empty() {
+        row.push(field);
+        rows.push(row);
+    }
+    rows.retain(|r| !(r.len() == 1 && r[0].trim().is_empty()));
+    Ok(rows)
+}
+
+/// A decimal amount in major units (`20.00`, `-0.59`) as minor units; at most two decimals.
+pub fn minor_units(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let (negative, t) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t),
+    };
+    let (whole, cents) = match t.split_once('.') {
+        Some((w, c)) if c.len() <= 2 && !c.is_empty() => (w, format!("{c:0<2}")),
+        Some(_) => return None,
+        None => (t, "00".to_owned()),
+    };
+    if whole.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !cents.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let v = whole
+        .parse::<i64>()
+        .ok()?
+        .checked_mul(100)?
+        .checked_add(cents.parse::<i64>().ok()?)?;
+    Some(if negative { -v } else { v })
+}
+
+/// Reads the report; every problem is named with its line, and any problem refuses it whole.
+pub fn read_report(
+    text: &str,
+    currency: &str,
+    account: Option<&str>,
+) -> Result<Vec<PayoutLine>, PayoutError> {
+    let rows = parse_csv(text).map_err(|e| PayoutError::Refused(vec![(0, e)]))?;
+    let Some((header, body)) = rows.split_first() else {
+        return Err(PayoutError::Refused(vec![(1, "the file is empty".into())]));
+    };
+    let mut problems = Vec::new();
+    let at: HashMap<&str, usize> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.trim(), i))
+        .collect();
+    for h in header {
+        let h = h.trim();
+        if !COLUMNS.contains(&h)
+            && !h.starts_with("payment_metadata[")
+            && !h.starts_with("refund_metadata[")
+        {
+            problems.push((1, format!("unknown column {h:?}")));
+        }
+    }
+    for r in REQUIRED {
+        if !at.contains_key(r) {
+            problems.push((1, format!("the column {r:?} is missing")));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(PayoutError::Refused(problems));
+    }
+    let mut seen = HashSet::new();
+    let mut lines = Vec::new();
+    for (i, row) in body.iter().enumerate() {
+        let line = i + 2;
+        let get = |c: &str| {
+            at.get(c)
+                .and_then(|&i| row.get(i))
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        if row.len() != header.len() {
+            problems.push((
+                line,
+                format!("{} fields, the header has {}", row.len(), header.len()),
+            ));
+            continue;
+        }
+        let bt = get("balance_transaction_id").unwrap_or_default();
+        if bt.is_empty() {
+            problems.push((line, "no balance_transaction_id".into()));
+            continue;
+        }
+        if !seen.insert(bt.clone()) {
+            problems.push((line, format!("a duplicate line of {bt}")));
+            continue;
+        }
+        let line_currency = get("currency").unwrap_or_default().to_uppercase();
+        if line_currency != currency {
+            problems.push((
+                line,
+                format!("{bt} is in {line_currency}, the raffle sells in {currency}"),
+            ));
+        }
+        if let (Some(expected), Some(found)) = (account, get("connected_account"))
+            && expected != found
+        {
+            problems.push((line, format!("{bt} is of account {found}, not {expected}")));
+        }
+        let amount = |c: &str| get(c).and_then(|v| minor_units(&v));
+        let (Some(gross), Some(fee), Some(net)) = (amount("gross"), amount("fee"), amount("net"))
+        else {
+            problems.push((
+                line,
+                format!("{bt}: gross, fee and net must be amounts like 20.00"),
+            ));
+            continue;
+        };
+        if gross.checked_sub(fee) != Some(net) {
+            problems.push((
+                line,
+                format!("{bt}: net {net} is not gross {gross} less fee {fee} (minor units)"),
+            ));
+        }
+        let Some(payout_id) = get("automatic_payout_id") else {
+            problems.push((line, format!("{bt} belongs to no payout")));
+            continue;
+        };
+        lines.push(PayoutLine {
+            line,
+            payout_id,
+            payout_effective_at: get("automatic_payout_effective_at"),
+            balance_transaction_id: bt,
+            category: get("reporting_category").unwrap_or_default(),
+            currency: line_currency,
+            gross_minor: gross,
+            fee_minor: fee,
+            net_minor: net,
+            payment_intent: get("payment_intent_id"),
+            order_id: get("payment_metadata[order_id]").and_then(|o| o.parse().ok()),
+            source_id: get("source_id"),
+        });
+    }
+    if problems.is_empty() {
+        Ok(lines)
+    } else {
+        Err(PayoutError::Refused(problems))
+    }
+}
+
+/// A payout as the import found it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PayoutSummary {
+    pub payout_id: String,
+    pub lines: usize,
+    pub net_minor: i64,
+    pub fees_minor: i64,
+    /// Every line of the payout matched the books, so clearing nets to zero for it.
+    pub clearing_nets_to_zero: bool,
+}
+
+/// What an import did and found.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportOutcome {
+    pub file_sha256: String,
+    pub lines: usize,
+    pub already_imported: usize,
+    pub matched: Vec<(String, String)>,
+    /// Lines of the file that match nothing in the books: (line, transaction, why).
+    pub unmatched_in_file: Vec<(usize, String, String)>,
+    /// Money in the books that no imported line covers yet.
+    pub unmatched_in_books: Vec<String>,
+    pub payouts: Vec<PayoutSummary>,
+}
+
+impl ImportOutcome {
+    pub fn all_matched(&self) -> bool {
+        self.unmatched_in_file.is_empty() && self.unmatched_in_books.is_empty()
+    }
+}
+
+/// What a line matches in the books, or why it matches nothing.
+async fn match_line(
+    tx: &Transaction<'_>,
+    raffle: Uuid,
+    l: &PayoutLine,
+) -> Result<Result<String, String>, tokio_postgres::Error> {
+    let Some(pi) = &l.payment_intent else {
+        return Ok(Err(format!(
+            "a {} line names no payment: not matched automatically",
+            l.category
+        )));
+    };
+    match l.category.as_str() {
+        "charge" | "payment" => {
+            let sale = tx
+                .query_opt(
+                    "SELECT o.id, coalesce((SELECT sum(-p.amount_minor) FROM ledger.journal_entries e
+                         JOIN ledger.postings p ON p.entry_id = e.id JOIN ledger.accounts a ON a.id = p.account_id
+                        WHERE e.order_id = o.id AND e.entry_type = 'ticket_sale' AND a.code = 'gross_ticket_revenue'), 0)::bigint
+                       FROM sales.orders o
+                      WHERE o.raffle_id = $1 AND o.source = 'online' AND o.payment_reference = $2",
+                    &[&raffle, pi],
+                )
+                .await?;
+            if let Some(r) = sale {
+                let (order, booked): (Uuid, i64) = (r.get(0), r.get(1));
+                return Ok(if booked == l.gross_minor {
+                    Ok(format!("the sale of order {order}"))
+                } else {
+                    Err(format!(
+                        "{pi} is {} in the file and {} in the books (order {order})",
+                        l.gross_minor, booked
+                    ))
+                });
+            }
+            let owed = tx
+                .query_opt(
+                    "SELECT id, amount_minor FROM refunds.obligations WHERE raffle_id = $1 AND payment_reference = $2",
+                    &[&raffle, pi],
+                )
+                .await?;
+            Ok(match owed {
+                Some(r) if r.get::<_, i64>(1) == l.gross_minor => Ok(format!(
+                    "a payment owed back (refund {})",
+                    r.get::<_, Uuid>(0)
+                )),
+                Some(r) => Err(format!(
+                    "{pi} is {} in the file and {} in the books (refund {})",
+                    l.gross_minor,
+                    r.get::<_, i64>(1),
+                    r.get::<_, Uuid>(0)
+                )),
+                None => Err(format!("{pi} is no payment of this raffle")),
+            })
+        }
+        "refund" | "refund_failure" => {
+            let paid = tx
+                .query_opt(
+                    "SELECT id, amount_minor FROM refunds.obligations
+                      WHERE raffle_id = $1 AND payment_reference = $2 AND state = 'succeeded'
+                        AND ($3::text IS NULL OR provider_refund_id = $3)",
+                    &[&raffle, pi, &l.source_id],
+                )
+                .await?;
+            Ok(match paid {
+                Some(r) if r.get::<_, i64>(1) == -l.gross_minor => {
+                    Ok(format!("refund {} paid", r.get::<_, Uuid>(0)))
+                }
+                Some(r) => Err(format!(
+                    "refund of {pi} is {} in the file and {} in the books",
+                    -l.gross_minor,
+                    r.get::<_, i64>(1)
+                )),
+                None => Err(format!("no paid refund of {pi} in the books")),
+            })
+        }
+        other => Ok(Err(format!(
+            "a {other} line of {pi}: not matched automatically"
+        ))),
+    }
+}
+
+/// Imports a report for `raffle` in the caller's transaction: lines already imported are
+/// skipped, matched lines are kept and booked, the rest reported.
+pub async fn import(
+    tx: &Transaction<'_>,
+    raffle: Uuid,
+    text: &str,
+    account: Option<&str>,
+    imported_by: &str,
+) -> Result<ImportOutcome, PayoutError> {
+    let currency: String = tx
+        .query_opt(
+            "SELECT currency FROM catalog.raffle_events WHERE id = $1 FOR UPDATE",
+            &[&raffle],
+        )
+        .await?
+        .ok_or(PayoutError::UnknownRaffle(raffle))?
+        .get(0);
+    let lines = read_report(text, &currency, account)?;
+    let sha = hex::encode(Sha256::digest(text.as_bytes()));
+    let ids: Vec<&str> = lines
+        .iter()
+        .map(|l| l.balance_transaction_id.as_str())
+        .collect();
+    let known: HashSet<String> = tx
+        .query(
+            "SELECT balance_transaction_id FROM ledger.payout_lines WHERE balance_transaction_id = ANY($1)",
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut outcome = ImportOutcome {
+        file_sha256: sha.clone(),
+        lines: lines.len(),
+        already_imported: 0,
+        matched: Vec::new(),
+        unmatched_in_file: Vec::new(),
+        unmatched_in_books: Vec::new(),
+        payouts: Vec::new(),
+    };
+    let mut per_payout: BTreeMap<String, (usize, i64, i64, i64, bool)> = BTreeMap::new();
+    for l in &lines {
+        let p = per_payout
+            .entry(l.payout_id.clone())
+            .or_insert((0, 0, 0, 0, true));
+        p.0 += 1;
+        if known.contains(&l.balance_transaction_id) {
+            outcome.already_imported += 1;
+            continue;
+        }
+        match match_line(tx, raffle, l).await? {
+            Ok(what) => {
+                tx.execute(
+                    "INSERT INTO ledger.payout_lines (raffle_id, balance_transaction_id, payout_id, payout_effective_at,
+                         reporting_category, currency, gross_minor, fee_minor, net_minor, payment_intent, order_id,
+                         source_id, matched, file_sha256, imported_by)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                    &[
+                        &raffle,
+                        &l.balance_transaction_id,
+                        &l.payout_id,
+                        &l.payout_effective_at,
+                        &l.category,
+                        &currency,
+                        &l.gross_minor,
+                        &l.fee_minor,
+                        &l.net_minor,
+                        &l.payment_intent,
+                        &l.order_id,
+                        &l.source_id,
+                        &what,
+                        &sha,
+                        &imported_by,
+                    ],
+                )
+                .await?;
+                if l.category.starts_with("dispute") {
+                    p.3 += l.fee_minor;
+                } else {
+                    p.2 += l.fee_minor;
+                }
+                p.1 += l.net_minor;
+                outcome
+                    .matched
+                    .push((l.balance_transaction_id.clone(), what));
+            }
+            Err(why) => {
+                p.4 = false;
+                outcome
+                    .unmatched_in_file
+                    .push((l.line, l.balance_transaction_id.clone(), why));
+            }
+        }
+    }
+    for (payout, (count, net, fees, dispute_fees, all_matched)) in &per_payout {
+        let mut postings = Vec::new();
+        if *fees != 0 {
+            postings.push(Account::ProcessingFees.debit(*fees));
+        }
+        if *dispute_fees != 0 {
+            postings.push(Account::DisputeFees.debit(*dispute_fees));
+        }
+        let fee_total = fees + dispute_fees;
+        if fee_total != 0 {
+            postings.push(Account::PaymentClearing.credit(fee_total));
+            crate::append(
+                tx,
+                raffle,
+                "provider_fee",
+                format!("the provider's fees of payout {payout}"),
+                &currency,
+                &postings,
+            )
+            .await?;
+        }
+        if *net != 0 {
+            crate::append(
+                tx,
+                raffle,
+                "provider_payout",
+                format!("payout {payout} from the provider to the bank"),
+                &currency,
+                &[
+                    Account::Bank.debit(*net),
+                    Account::PaymentClearing.credit(*net),
+                ],
+            )
+            .await?;
+        }
+        outcome.payouts.push(PayoutSummary {
+            payout_id: payout.clone(),
+            lines: *count,
+            net_minor: *net,
+            fees_minor: fee_total,
+            clearing_nets_to_zero: *all_matched,
+        });
+    }
+    outcome.unmatched_in_books = unmatched_in_books(tx, raffle).await?;
+    Ok(outcome)
+}
+
+/// Online payments and paid refunds of the raffle that no imported payout line covers.
+pub async fn unmatched_in_books(
+    client: &impl tokio_postgres::GenericClient,
+    raffle: Uuid,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let mut out = Vec::new();
+    for r in client
+        .query(
+            "SELECT o.id, o.payment_reference, o.total_amount_minor FROM sales.orders o
+              WHERE o.raffle_id = $1 AND o.source = 'online' AND o.payment_status = 'completed'
+                AND NOT EXISTS (SELECT 1 FROM ledger.payout_lines l
+                                 WHERE l.raffle_id = $1 AND l.payment_intent = o.payment_reference
+                                   AND l.reporting_category IN ('charge', 'payment'))
+              ORDER BY o.id",
+            &[&raffle],
+        )
+        .await?
+    {
+        out.push(format!(
+            "the sale of order {} ({}, {}) is in no payout",
+            r.get::<_, Uuid>(0),
+            r.get::<_, Option<String>>(1).unwrap_or_default(),
+            schemas::amount_for_people(r.get(2))
+        ));
+    }
+    for r in client
+        .query(
+            "SELECT b.id, b.payment_reference, b.amount_minor FROM refunds.obligations b
+              WHERE b.raffle_id = $1 AND b.state = 'succeeded'
+                AND NOT EXISTS (SELECT 1 FROM ledger.payout_lines l
+                                 WHERE l.raffle_id = $1 AND l.payment_intent = b.payment_reference
+                                   AND l.reporting_category = 'refund')
+              ORDER BY b.id",
+            &[&raffle],
+        )
+        .await?
+    {
+        out.push(format!(
+            "refund {} ({}, {}) is in no payout",
+            r.get::<_, Uuid>(0),
+            r.get::<_, String>(1),
+            schemas::amount_for_people(r.get(2))
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn amounts_read_as_major_units_exactly() {
+        assert_eq!(minor_units("20.00"), Some(2000));
+        assert_eq!(minor_units("-0.59"), Some(-59));
+        assert_eq!(minor_units("7"), Some(700));
+        assert_eq!(minor_units("1.5"), Some(150));
+        for bad in ["", "1.234", "1,00", "abc", "1.", "--1", "1e3"] {
+            assert_eq!(minor_units(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_report_is_refused_line_by_line() {
+        let header = "automatic_payout_id,balance_transaction_id,currency,gross,fee,net,reporting_category,payment_intent_id";
+        let ok = format!("{header}\npo_1,txn_1,usd,20.00,0.88,19.12,charge,pi_1\n");
+        assert_eq!(read_report(&ok, "USD", None).unwrap().len(), 1);
+        let refused = |text: &str| match read_report(text, "USD", None) {
+            Err(PayoutError::Refused(p)) => p,
+            other => panic!("not refused: {other:?}"),
+        };
+        let p = refused(&format!(
+            "{header},shoe_size\npo_1,txn_1,usd,20.00,0.88,19.12,charge,pi_1,9\n"
+        ));
+        assert!(p[0].1.contains("unknown column \"shoe_size\""), "{p:?}");
+        let p = refused(&format!(
+            "{header}\npo_1,txn_1,eur,20.00,0.88,19.12,charge,pi_1\n"
+        ));
+        assert_eq!(p[0].0, 2);
+        assert!(p[0].1.contains("is in EUR"), "{p:?}");
+        let p = refused(&format!(
+            "{header}\npo_1,txn_1,usd,20.00,0.88,19.12,charge,pi_1\npo_1,txn_1,usd,20.00,0.88,19.12,charge,pi_1\n"
+        ));
+        assert_eq!(p, vec![(3, "a duplicate line of txn_1".to_owned())]);
+        let p = refused(&format!(
+            "{header}\npo_1,txn_1,usd,20.00,0.88,19.00,charge,pi_1\n"
+        ));
+        assert!(p[0].1.contains("is not gross"), "{p:?}");
+        let with_account = format!(
+            "{header},connected_account\npo_1,txn_1,usd,20.00,0.88,19.12,charge,pi_1,acct_other\n"
+        );
+        let p = match read_report(&with_account, "USD", Some("acct_ours")) {
+            Err(PayoutError::Refused(p)) => p,
+            other => panic!("{other:?}"),
+        };
+        assert!(p[0].1.contains("of account acct_other"), "{p:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn csv_fields_round_trip(rows in proptest::collection::vec(proptest::collection::vec("[ -~]{0,8}", 1..5), 1..5)) {
+            let text: String = rows
+                .iter()
+                .map(|r| r.iter().map(|f| format!("\"{}\"", f.replace('"', "\"\""))).collect::<Vec<_>>().join(","))
+                .collect::<Vec<_>>()
+                .join("\r\n");
+            let parsed = parse_csv(&text).unwrap();
+            let expected: Vec<Vec<String>> = rows.into_iter().filter(|r| !(r.len() == 1 && r[0].trim().is_empty())).collect();
+            prop_assert_eq!(parsed, expected);
+        }
+
+        #[test]
+        fn cents_round_trip(v in -1_000_000_000_000i64..1_000_000_000_000) {
+            let text = format!("{}{}.{:02}", if v < 0 { "-" } else { "" }, v.abs() / 100, v.abs() % 100);
+            prop_assert_eq!(minor_units(&text), Some(v));
+        }
+    }
+}
