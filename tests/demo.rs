@@ -57,6 +57,7 @@ async fn the_demo_runs_a_whole_raffle_and_every_check_passes() {
         "cash counted on 3 devices by two people",
         "$5.00 short (booked as cash over/short)",
         "deposited $",
+        "the provider's payout, matched to the books line by line",
     ] {
         assert!(stderr.contains(step), "missing step {step:?} in:\n{stderr}");
     }

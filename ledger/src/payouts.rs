@@ -346,7 +346,33 @@ async fn match_line(
                 None => Err(format!("{pi} is no payment of this raffle")),
             })
         }
-        "refund" | "refund_failure" => {
+        "refund" | "refund_failure" | "dispute" => {
+            // A refund or a dispute of a sale, made outside the platform: the order's reversal.
+            let reversed = tx
+                .query_opt(
+                    "SELECT o.id, coalesce((SELECT sum(p.amount_minor) FROM ledger.journal_entries e
+                         JOIN ledger.postings p ON p.entry_id = e.id JOIN ledger.accounts a ON a.id = p.account_id
+                        WHERE e.order_id = o.id AND e.entry_type = 'ticket_reversal' AND a.code = 'refunds_and_voids'), 0)::bigint
+                       FROM sales.orders o
+                      WHERE o.raffle_id = $1 AND o.source = 'online' AND o.payment_reference = $2
+                        AND o.payment_status IN ('refunded', 'voided')",
+                    &[&raffle, pi],
+                )
+                .await?;
+            if let Some(r) = reversed {
+                let (order, booked): (Uuid, i64) = (r.get(0), r.get(1));
+                return Ok(if booked == -l.gross_minor {
+                    Ok(format!("the {} of order {order}", l.category))
+                } else {
+                    Err(format!(
+                        "the {} of {pi} is {} in the file and {} in the books (order {order})",
+                        l.category, -l.gross_minor, booked
+                    ))
+                });
+            }
+            if l.category == "dispute" {
+                return Ok(Err(format!("no disputed sale of {pi} in the books")));
+            }
             let paid = tx
                 .query_opt(
                     "SELECT id, amount_minor FROM refunds.obligations

@@ -78,6 +78,8 @@ struct Books {
     keys: HashMap<String, (String, u16, Value)>,
     window: VecDeque<Instant>,
     counts: Counts,
+    /// Disputes the buyers' banks won: (PaymentIntent, amount).
+    disputes: Vec<(String, i64)>,
 }
 
 /// A running stand-in.
@@ -130,6 +132,24 @@ impl StripeStandIn {
         self.lock()
             .charged
             .insert(payment_intent.to_owned(), (amount_minor, "usd".into()));
+    }
+
+    /// A refund made outside the platform (in the provider's dashboard), already paid.
+    pub fn refunded_outside(&self, payment_intent: &str, amount_minor: i64) {
+        let mut books = self.lock();
+        let id = format!("re_outside_{}", books.refunds.len());
+        books.refunds.push(Refund {
+            object: json!({"id": id, "object": "refund", "amount": amount_minor, "currency": "usd",
+                           "payment_intent": payment_intent, "status": "succeeded", "metadata": {}}),
+            payment_intent: payment_intent.to_owned(),
+        });
+    }
+
+    /// A dispute lost: the bank took `amount_minor` back, and the provider charges its fee.
+    pub fn disputed(&self, payment_intent: &str, amount_minor: i64) {
+        self.lock()
+            .disputes
+            .push((payment_intent.to_owned(), amount_minor));
     }
 
     /// Refunds of `payment_intent` fail (the card was closed, say).
@@ -201,6 +221,14 @@ impl StripeStandIn {
                 units(-amount),
                 r.object["id"].as_str().unwrap_or_default(),
                 r.payment_intent
+            ));
+        }
+        for (n, (pi, amount)) in books.disputes.iter().enumerate() {
+            // Stripe's dispute fee, $15.00, withdrawn with the disputed amount.
+            out.push_str(&format!(
+                "{payout_id},{effective},txn_dp_{n:05},{effective},{effective},usd,{},15.00,{},dispute,dp_{n},Chargeback withdrawal,{pi}\n",
+                units(-amount),
+                units(-amount - 1500)
             ));
         }
         out

@@ -54,6 +54,39 @@ pub(super) async fn wait_for_pipeline(
     Ok(())
 }
 
+/// The provider's itemized payout report of this run (from the stand-in), imported and matched.
+pub(super) async fn payouts(
+    pool: &deadpool_postgres::Pool,
+    raffle: Uuid,
+    provider: &scenario::stripe::StripeStandIn,
+) -> anyhow::Result<()> {
+    let report = provider.payout_report("po_demo_1");
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let outcome = ledger::payouts::import(&tx, raffle, &report, None, "finance").await?;
+    tx.commit().await?;
+    let payout = outcome.payouts.first();
+    eprintln!(
+        "  payout po_demo_1: {} lines, {} matched; {} to the bank after {} of fees; clearing {}",
+        outcome.lines,
+        outcome.matched.len(),
+        money(payout.map_or(0, |p| p.net_minor)),
+        money(payout.map_or(0, |p| p.fees_minor)),
+        if payout.is_some_and(|p| p.clearing_nets_to_zero) {
+            "nets to zero"
+        } else {
+            "does not net to zero"
+        }
+    );
+    for (line, bt, why) in &outcome.unmatched_in_file {
+        eprintln!("  unmatched line {line} ({bt}): {why}");
+    }
+    for why in &outcome.unmatched_in_books {
+        eprintln!("  unmatched in the books: {why}");
+    }
+    Ok(())
+}
+
 /// Waits until every refund the raffle owes is paid through the provider and booked.
 pub(super) async fn wait_for_refunds(
     client: &tokio_postgres::Client,

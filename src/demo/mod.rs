@@ -170,6 +170,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     step("drawing the winners (seed revealed, ChaCha20, no modulo bias)");
     let (outcome, claimed) = books::draw(&pool, &client, raffle, seed_key, &receipts).await?;
 
+    step("the provider's payout, matched to the books line by line");
+    books::payouts(&pool, raffle, &provider).await?;
+
     step("reconciling and auditing");
     let audit = books::audit(&client, &config, raffle).await?;
     let _ = stop.send(true);

@@ -185,7 +185,15 @@ async fn buyer(
         }
     }
     // Later: buyer 2 refunded in full, buyer 5 in part ($5 back, tickets kept), buyer 6's
-    // bank takes the money back (a dispute lost: the tickets leave the draw).
+    // bank takes the money back (a dispute lost: the tickets leave the draw). The provider
+    // knows them (they were made in its dashboard) and reports them in its payout.
+    let pi = format!("pi_{order}");
+    match i {
+        2 => provider.refunded_outside(&pi, amount),
+        5 => provider.refunded_outside(&pi, 500),
+        6 => provider.disputed(&pi, amount),
+        _ => {}
+    }
     Ok(match i {
         2 => Some(stripe_event(
             &format!("evt_demo_refund_{i}"),
