@@ -58,6 +58,9 @@ async fn the_demo_runs_a_whole_raffle_and_every_check_passes() {
         "$5.00 short (booked as cash over/short)",
         "deposited $",
         "the provider's payout, matched to the books line by line",
+        "matched; ",
+        "clearing nets to zero",
+        "payment clearing after the payout: $0.00",
     ] {
         assert!(stderr.contains(step), "missing step {step:?} in:\n{stderr}");
     }

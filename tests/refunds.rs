@@ -723,6 +723,30 @@ async fn the_providers_payouts_match_the_books_line_by_line() {
         count(&env, "SELECT count(*) FROM ledger.journal_entries WHERE raffle_id = $1 AND entry_type IN ('ticket_sale', 'refund_owed', 'refund_paid')", s.raffle_id).await == 5
     })
     .await;
+    // Buyer 1 is refunded $5.00 in the provider's dashboard; the tickets stay, and the money
+    // that left is booked once, however often the provider says so.
+    let partly = &payments[1];
+    provider.refunded_outside(partly, 500);
+    for id in ["evt_part_1", "evt_part_2"] {
+        let charge = json!({"id": format!("ch_{partly}"), "object": "charge", "amount": 2000, "amount_refunded": 500,
+                            "refunded": false, "currency": "usd", "payment_intent": partly, "metadata": {}});
+        assert_eq!(
+            deliver(ingest, &event(id, "charge.refunded", charge)).await,
+            200
+        );
+    }
+    common::sales_settled(&env).await;
+    common::eventually("the partial refund booked", || async {
+        count(&env, "SELECT count(*) FROM ledger.journal_entries WHERE raffle_id = $1 AND entry_type = 'ticket_reversal'", s.raffle_id).await == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM ledger.journal_entries WHERE raffle_id = $1 AND entry_type = 'ticket_reversal'", s.raffle_id).await,
+        1,
+        "the same cumulative refund is booked once"
+    );
+    assert_eq!(balance(&env, s.raffle_id, "refunds_and_voids").await, 500);
 
     let good = provider.payout_report("po_test_1");
     let import = |text: String| {
@@ -815,11 +839,11 @@ async fn the_providers_payouts_match_the_books_line_by_line() {
     assert_eq!(outcome.already_imported, outcome.lines);
     assert!(outcome.payouts.iter().all(|p| p.clearing_nets_to_zero));
 
-    // Four charges of $20.00 at $0.88 each, one refund of $20.00: $56.48 to the bank.
+    // Four charges of $20.00 at $0.88 each, refunds of $20.00 and $5.00: $51.48 to the bank.
     assert_eq!(balance(&env, s.raffle_id, "processing_fees").await, 4 * 88);
     assert_eq!(
         balance(&env, s.raffle_id, "bank").await,
-        4 * (2000 - 88) - 2000
+        4 * (2000 - 88) - 2000 - 500
     );
     assert_eq!(
         balance(&env, s.raffle_id, "payment_clearing").await,

@@ -347,28 +347,30 @@ async fn match_line(
             })
         }
         "refund" | "refund_failure" | "dispute" => {
-            // A refund or a dispute of a sale, made outside the platform: the order's reversal.
+            // A refund (whole or in part) or a dispute of a sale, made outside the platform:
+            // one of the order's reversals, of the same amount.
             let reversed = tx
                 .query_opt(
-                    "SELECT o.id, coalesce((SELECT sum(p.amount_minor) FROM ledger.journal_entries e
+                    "SELECT o.id, array(SELECT p.amount_minor FROM ledger.journal_entries e
                          JOIN ledger.postings p ON p.entry_id = e.id JOIN ledger.accounts a ON a.id = p.account_id
-                        WHERE e.order_id = o.id AND e.entry_type = 'ticket_reversal' AND a.code = 'refunds_and_voids'), 0)::bigint
+                        WHERE e.order_id = o.id AND e.entry_type = 'ticket_reversal' AND a.code = 'refunds_and_voids')
                        FROM sales.orders o
-                      WHERE o.raffle_id = $1 AND o.source = 'online' AND o.payment_reference = $2
-                        AND o.payment_status IN ('refunded', 'voided')",
+                      WHERE o.raffle_id = $1 AND o.source = 'online' AND o.payment_reference = $2",
                     &[&raffle, pi],
                 )
                 .await?;
             if let Some(r) = reversed {
-                let (order, booked): (Uuid, i64) = (r.get(0), r.get(1));
-                return Ok(if booked == -l.gross_minor {
-                    Ok(format!("the {} of order {order}", l.category))
-                } else {
-                    Err(format!(
-                        "the {} of {pi} is {} in the file and {} in the books (order {order})",
-                        l.category, -l.gross_minor, booked
-                    ))
-                });
+                let (order, booked): (Uuid, Vec<i64>) = (r.get(0), r.get(1));
+                if !booked.is_empty() || l.category == "dispute" {
+                    return Ok(if booked.contains(&-l.gross_minor) {
+                        Ok(format!("the {} of order {order}", l.category))
+                    } else {
+                        Err(format!(
+                            "the {} of {pi} is {} in the file; the books reverse {booked:?} of order {order}",
+                            l.category, -l.gross_minor
+                        ))
+                    });
+                }
             }
             if l.category == "dispute" {
                 return Ok(Err(format!("no disputed sale of {pi} in the books")));
@@ -422,15 +424,26 @@ pub async fn import(
         .iter()
         .map(|l| l.balance_transaction_id.as_str())
         .collect();
-    let known: HashSet<String> = tx
+    let mut known: HashSet<String> = HashSet::new();
+    let mut elsewhere = Vec::new();
+    for r in tx
         .query(
-            "SELECT balance_transaction_id FROM ledger.payout_lines WHERE balance_transaction_id = ANY($1)",
+            "SELECT balance_transaction_id, raffle_id FROM ledger.payout_lines WHERE balance_transaction_id = ANY($1)",
             &[&ids],
         )
         .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    {
+        let (bt, of): (String, Uuid) = (r.get(0), r.get(1));
+        if of == raffle {
+            known.insert(bt);
+        } else if let Some(l) = lines.iter().find(|l| l.balance_transaction_id == bt) {
+            elsewhere.push((l.line, format!("{bt} was imported for raffle {of}")));
+        }
+    }
+    if !elsewhere.is_empty() {
+        elsewhere.sort();
+        return Err(PayoutError::Refused(elsewhere));
+    }
     let mut outcome = ImportOutcome {
         file_sha256: sha.clone(),
         lines: lines.len(),

@@ -118,6 +118,28 @@ pub async fn change_status(
     Ok(())
 }
 
+/// Records how much of each order the provider has refunded so far while its tickets stay
+/// (cumulative; never lowered).
+pub async fn record_refunded(
+    client: &impl GenericClient,
+    refunded: &[(Uuid, i64)],
+) -> Result<(), tokio_postgres::Error> {
+    if refunded.is_empty() {
+        return Ok(());
+    }
+    client
+        .execute(
+            "UPDATE sales.orders o SET refunded_minor = greatest(o.refunded_minor, u.refunded), updated_at = now()
+               FROM unnest($1::uuid[], $2::bigint[]) AS u(id, refunded) WHERE o.id = u.id",
+            &[
+                &refunded.iter().map(|x| x.0).collect::<Vec<_>>(),
+                &refunded.iter().map(|x| x.1).collect::<Vec<_>>(),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
 /// A checkout's order, pending its payment; its tickets are held for it.
 pub struct NewPendingOrder<'a> {
     pub id: Uuid,

@@ -137,7 +137,7 @@ impl StripeStandIn {
     /// A refund made outside the platform (in the provider's dashboard), already paid.
     pub fn refunded_outside(&self, payment_intent: &str, amount_minor: i64) {
         let mut books = self.lock();
-        let id = format!("re_outside_{}", books.refunds.len());
+        let id = format!("re_outside_{}", uuid::Uuid::new_v4().simple());
         books.refunds.push(Refund {
             object: json!({"id": id, "object": "refund", "amount": amount_minor, "currency": "usd",
                            "payment_intent": payment_intent, "status": "succeeded", "metadata": {}}),
@@ -200,22 +200,25 @@ impl StripeStandIn {
         let effective = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S");
         let mut charges: Vec<(&String, &(i64, String))> = books.charged.iter().collect();
         charges.sort();
-        for (n, (pi, (amount, currency))) in charges.into_iter().enumerate() {
+        // Balance transaction ids are the provider's, unique across its account: one per
+        // charge, refund and dispute, the same in every report.
+        for (pi, (amount, currency)) in charges {
             let fee = (amount * 29 + 500) / 1000 + 30;
             out.push_str(&format!(
-                "{payout_id},{effective},txn_ch_{n:05},{effective},{effective},{currency},{},{},{},charge,ch_{pi},Raffle tickets,{pi}\n",
+                "{payout_id},{effective},txn_{pi},{effective},{effective},{currency},{},{},{},charge,ch_{pi},Raffle tickets,{pi}\n",
                 units(*amount),
                 units(fee),
                 units(amount - fee)
             ));
         }
-        for (n, r) in books.refunds.iter().enumerate() {
+        for r in &books.refunds {
             if r.object["status"] == "failed" {
                 continue;
             }
             let amount = r.object["amount"].as_i64().unwrap_or(0);
             out.push_str(&format!(
-                "{payout_id},{effective},txn_re_{n:05},{effective},{effective},{},{},0.00,{},refund,{},REFUND FOR CHARGE,{}\n",
+                "{payout_id},{effective},txn_{},{effective},{effective},{},{},0.00,{},refund,{},REFUND FOR CHARGE,{}\n",
+                r.object["id"].as_str().unwrap_or_default(),
                 r.object["currency"].as_str().unwrap_or("usd"),
                 units(-amount),
                 units(-amount),
@@ -223,10 +226,10 @@ impl StripeStandIn {
                 r.payment_intent
             ));
         }
-        for (n, (pi, amount)) in books.disputes.iter().enumerate() {
+        for (pi, amount) in &books.disputes {
             // Stripe's dispute fee, $15.00, withdrawn with the disputed amount.
             out.push_str(&format!(
-                "{payout_id},{effective},txn_dp_{n:05},{effective},{effective},usd,{},15.00,{},dispute,dp_{n},Chargeback withdrawal,{pi}\n",
+                "{payout_id},{effective},txn_dp_{pi},{effective},{effective},usd,{},15.00,{},dispute,dp_{pi},Chargeback withdrawal,{pi}\n",
                 units(-amount),
                 units(-amount - 1500)
             ));

@@ -84,6 +84,11 @@ pub(super) async fn payouts(
     for why in &outcome.unmatched_in_books {
         eprintln!("  unmatched in the books: {why}");
     }
+    let books = ledger::balances(&**client, raffle, None).await?;
+    eprintln!(
+        "  payment clearing after the payout: {} (what the provider still holds for the raffle)",
+        money(books.get(ledger::postings::PAYMENT_CLEARING).copied().unwrap_or(0))
+    );
     Ok(())
 }
 

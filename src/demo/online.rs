@@ -16,6 +16,14 @@ use serde_json::{Value, json};
 use super::progress::Progress;
 use super::{DemoOptions, SECRET};
 
+/// A provider event id of this run: the provider's ids are unique across its account, so a
+/// second demo on the same database is not taken for a re-delivery of the first.
+fn event_id(name: &str) -> String {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_owned());
+    format!("evt_{run}_{name}")
+}
+
 /// Delivers a webhook signed as the provider would; its HTTP status.
 pub(super) async fn deliver(addr: SocketAddr, event: &Value) -> anyhow::Result<u16> {
     Ok(scenario::sales::deliver(addr, SECRET.as_bytes(), event)
@@ -127,7 +135,7 @@ async fn buyer(
     if i == 1 {
         // Declined, then paid on the retry: the failed attempt leaves the order payable.
         let declined = stripe_event(
-            &format!("evt_demo_fail_{i}"),
+            &event_id(&format!("fail_{i}")),
             &order,
             amount,
             Payment::Failed,
@@ -137,7 +145,7 @@ async fn buyer(
     if i == 3 {
         // Gives up: the PaymentIntent is cancelled, and the order ends unpaid.
         let cancelled = stripe_event(
-            &format!("evt_demo_cancel_{i}"),
+            &event_id(&format!("cancel_{i}")),
             &order,
             amount,
             Payment::Canceled,
@@ -145,13 +153,18 @@ async fn buyer(
         deliver(addr, &cancelled).await?;
         return Ok(None);
     }
-    let paid = stripe_event(&format!("evt_demo_{i}"), &order, amount, Payment::Succeeded);
+    let paid = stripe_event(
+        &event_id(&format!("{i}")),
+        &order,
+        amount,
+        Payment::Succeeded,
+    );
     provider.charge(&format!("pi_{order}"), amount);
     let statuses = if i == 4 {
         // A Checkout Session buyer: the Session's completion and its PaymentIntent's success
         // arrive together, in either order; one payment, tickets once.
         let session = stripe_event(
-            &format!("evt_demo_session_{i}"),
+            &event_id(&format!("session_{i}")),
             &order,
             amount,
             Payment::SessionCompleted,
@@ -173,7 +186,7 @@ async fn buyer(
         // for the same order, captured. It is owed back, and the platform refunds it.
         let again_pi = format!("pi_{order}_again");
         let mut again = stripe_event(
-            &format!("evt_demo_again_{i}"),
+            &event_id(&format!("again_{i}")),
             &order,
             amount,
             Payment::Succeeded,
@@ -196,13 +209,13 @@ async fn buyer(
     }
     Ok(match i {
         2 => Some(stripe_event(
-            &format!("evt_demo_refund_{i}"),
+            &event_id(&format!("refund_{i}")),
             &order,
             amount,
             Payment::Refunded,
         )),
         5 => Some(stripe_event(
-            &format!("evt_demo_partial_{i}"),
+            &event_id(&format!("partial_{i}")),
             &order,
             500,
             Payment::PartlyRefunded {
@@ -210,7 +223,7 @@ async fn buyer(
             },
         )),
         6 => Some(stripe_event(
-            &format!("evt_demo_dispute_{i}"),
+            &event_id(&format!("dispute_{i}")),
             &order,
             amount,
             Payment::DisputeLost,
@@ -261,7 +274,12 @@ pub(super) async fn sell_out(
     let Some(quitter) = orders.pop() else {
         bail!("no buyer of the small raffle got an order");
     };
-    let cancelled = stripe_event("evt_demo_soldout_cancel", &quitter, 2000, Payment::Canceled);
+    let cancelled = stripe_event(
+        &event_id("soldout_cancel"),
+        &quitter,
+        2000,
+        Payment::Canceled,
+    );
     deliver(addr, &cancelled).await?;
     // The cancellation goes through the allocator, which gives the hold back.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -277,7 +295,7 @@ pub(super) async fn sell_out(
     orders.push(late);
     for (i, order) in orders.iter().enumerate() {
         let paid = stripe_event(
-            &format!("evt_demo_soldout_{i}"),
+            &event_id(&format!("soldout_{i}")),
             order,
             2000,
             Payment::Succeeded,

@@ -25,6 +25,8 @@ pub(super) struct Decided {
     pub(super) rejections: Vec<Rejection>,
     /// Orders whose sold tickets are voided, with the reason: (order, reason).
     pub(super) voids: Vec<(Uuid, String)>,
+    /// Orders refunded in part, tickets kept: (order, refunded so far).
+    pub(super) refunded: Vec<(Uuid, i64)>,
     pub(super) outbox: Vec<(Vec<u8>, Vec<u8>)>,
 }
 

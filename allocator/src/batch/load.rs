@@ -107,6 +107,8 @@ pub(super) struct Order {
     pub(super) package_id: Uuid,
     pub(super) ticket_count: i32,
     pub(super) amount: Money,
+    /// What the provider refunded of it while its tickets stay (cumulative).
+    pub(super) refunded_minor: i64,
     pub(super) status: PaymentStatus,
     pub(super) source: SaleSource,
     /// (provider, reference) of the payment that paid it, once paid.
@@ -318,7 +320,7 @@ async fn lock_orders(
     for row in tx
         .query(
             "SELECT id, raffle_id, package_id, ticket_count, total_amount_minor, currency, payment_status, source,
-                    payment_provider, payment_reference, hold_expires_at IS NOT NULL
+                    payment_provider, payment_reference, hold_expires_at IS NOT NULL, refunded_minor
                FROM sales.orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
             &[&ids.order_ids],
         )
@@ -337,6 +339,7 @@ async fn lock_orders(
                     .get::<_, Option<String>>(8)
                     .zip(row.get::<_, Option<String>>(9)),
                 held: row.get(10),
+                refunded_minor: row.get(11),
             },
         );
     }

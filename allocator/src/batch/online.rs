@@ -216,11 +216,33 @@ impl Decider {
             .orders
             .get(&order_id)
             .map(|o| o.amount.amount_minor());
+        let already = self
+            .state
+            .orders
+            .get(&order_id)
+            .map_or(0, |o| o.refunded_minor);
         if status == Some(PaymentStatus::Completed) && paid.is_some_and(|p| event.amount_minor < p)
         {
-            // A partial refund: the tickets stay; ingest noted it for finance
-            // (`sales.provider_events`, partial_refund), and the books issue books the money.
-            tracing::info!(raffle = %event.raffle_id, order = %order_id, refunded_minor = event.amount_minor, "partial refund: tickets kept");
+            // A partial refund: the tickets stay (ingest noted it for finance); the money that
+            // left is booked as a reversal of what is new since the last one (the provider
+            // reports the refunded amount cumulatively).
+            let new = event.amount_minor - already;
+            if new <= 0 {
+                return Outcome::Duplicate;
+            }
+            if let Some(o) = self.state.orders.get_mut(&order_id) {
+                o.refunded_minor = event.amount_minor;
+            }
+            self.decided.refunded.push((order_id, event.amount_minor));
+            tracing::info!(raffle = %event.raffle_id, order = %order_id, refunded_minor = event.amount_minor, new_minor = new, "partial refund: tickets kept");
+            let mut part = event.clone();
+            part.amount_minor = new;
+            self.emit(
+                &part,
+                TicketEventKind::TicketsVoided,
+                Vec::new(),
+                Some("partial refund: tickets kept".into()),
+            );
             return Outcome::Applied;
         }
         match status {
@@ -253,6 +275,12 @@ impl Decider {
             o.status = PaymentStatus::Refunded;
         }
         let reason = event.reason.clone().unwrap_or_else(|| "refunded".into());
-        self.void_order(&event, order_id, PaymentStatus::Refunded, reason)
+        // What partial refunds reversed already is not reversed again.
+        let mut rest = event;
+        rest.amount_minor = paid
+            .unwrap_or(rest.amount_minor)
+            .saturating_sub(already)
+            .max(0);
+        self.void_order(&rest, order_id, PaymentStatus::Refunded, reason)
     }
 }

@@ -70,6 +70,7 @@ fn loaded(max: i64, sold: i64, orders: &[i32]) -> (Setup, Loaded) {
                 package_id: Uuid::nil(),
                 ticket_count: count,
                 amount: schemas::Money::of(i64::from(count) * PRICE_PER_TICKET, "USD").unwrap(),
+                refunded_minor: 0,
                 status: schemas::PaymentStatus::Pending,
                 source: schemas::SaleSource::Online,
                 paid_by: None,
@@ -185,6 +186,67 @@ fn a_refund_voids_the_tickets_sold_before_the_batch() {
         .find(|e| e.kind == TicketEventKind::TicketsVoided)
         .expect("a void event");
     assert_eq!(voided.draw_numbers.len(), 4);
+}
+
+#[test]
+fn partial_refunds_are_booked_once_each_and_a_whole_refund_reverses_only_the_rest() {
+    let (s, mut state) = loaded(100, 10, &[4]);
+    let order = s.orders[0];
+    if let Some(o) = state.orders.get_mut(&order.0) {
+        o.status = schemas::PaymentStatus::Completed;
+        o.held = false;
+        o.paid_by = Some(("stripe".into(), format!("pi_{}", order.0)));
+    }
+    state
+        .sold_tickets
+        .insert(order.0, vec![50_003, 50_004, 50_005, 50_006]);
+    let mut d = Decider::new(state);
+    let refunded = |key: &str, cumulative: i64| {
+        let mut e = event(&s, SaleEventKind::RefundRequested, order, key);
+        e.amount_minor = cumulative;
+        e
+    };
+    assert_eq!(d.decide(refunded("p1", 500)), Outcome::Applied);
+    assert_eq!(
+        d.decide(refunded("p2", 500)),
+        Outcome::Duplicate,
+        "the same cumulative amount again"
+    );
+    assert_eq!(
+        d.decide(refunded("p3", 1600)),
+        Outcome::Applied,
+        "then in whole"
+    );
+    let reversals: Vec<(usize, i64)> = ticket_events(&d)
+        .into_iter()
+        .filter(|e| e.kind == TicketEventKind::TicketsVoided)
+        .map(|e| (e.draw_numbers.len(), e.amount_minor))
+        .collect();
+    assert_eq!(
+        reversals,
+        vec![(0, 500), (4, 1100)],
+        "$5 while the tickets stay, then the rest with the tickets"
+    );
+    assert_eq!(d.decided.refunded, vec![(order.0, 500)]);
+}
+
+#[test]
+fn a_refund_of_another_payment_of_the_order_leaves_its_tickets() {
+    let (s, mut state) = loaded(100, 10, &[4]);
+    let order = s.orders[0];
+    if let Some(o) = state.orders.get_mut(&order.0) {
+        o.status = schemas::PaymentStatus::Completed;
+        o.held = false;
+        o.paid_by = Some(("stripe".into(), "pi_the_first".into()));
+    }
+    state.sold_tickets.insert(order.0, vec![50_003, 50_004]);
+    let mut d = Decider::new(state);
+    assert_eq!(
+        d.decide(event(&s, SaleEventKind::RefundRequested, order, "r2")),
+        Outcome::Applied
+    );
+    assert!(ticket_events(&d).is_empty(), "nothing voided");
+    assert!(d.decided.voids.is_empty());
 }
 
 #[test]

@@ -26,6 +26,7 @@ pub(super) async fn write(
     // locked for update, and a lock record per order once the update made a new version.
     sales::tickets::issue(tx, &w.tickets).await?;
     sales::orders::change_status(tx, &w.order_updates).await?;
+    sales::orders::record_refunded(tx, &w.refunded).await?;
     release_holds(tx, d, &w.order_updates).await?;
     for r in &w.rejections {
         let rsu = r.event.rsu_sale.as_ref();
