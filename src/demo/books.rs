@@ -87,7 +87,12 @@ pub(super) async fn payouts(
     let books = ledger::balances(&**client, raffle, None).await?;
     eprintln!(
         "  payment clearing after the payout: {} (what the provider still holds for the raffle)",
-        money(books.get(ledger::postings::PAYMENT_CLEARING).copied().unwrap_or(0))
+        money(
+            books
+                .get(ledger::postings::PAYMENT_CLEARING)
+                .copied()
+                .unwrap_or(0)
+        )
     );
     Ok(())
 }
