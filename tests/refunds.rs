@@ -378,7 +378,19 @@ async fn a_payment_that_cannot_be_honoured_is_refunded_once_and_booked() {
         .expect("the report shows the confirmation");
     assert_eq!(shown.report_sha256, confirmation.report_sha256);
     assert!(shown.still_matches);
-    assert!(ledger::report::to_html(&report).contains("Confirmed by finance: finance-lead"));
+    let page = ledger::report::to_html(&report);
+    assert!(page.contains("Confirmed by finance: finance-lead"));
+    // The header finance signs under: the charity, its licence, the jurisdiction, the venue's
+    // time zone, when and by which software the report was made.
+    for shown in [
+        "Stadium Foundation · licence LIC-",
+        "· Ontario · venue Stadium",
+        "(America/Toronto)",
+        "Generated ",
+        "by raffle ",
+    ] {
+        assert!(page.contains(shown), "{shown:?} not in the report's header");
+    }
     assert!(matches!(
         ledger::report::confirm(&**client, s.raffle_id, &finance).await,
         Err(ledger::report::ConfirmError::AlreadyConfirmed { .. })

@@ -41,12 +41,15 @@ pub enum ConfirmError {
     Db(#[from] tokio_postgres::Error),
 }
 
-/// The digest of what a report says: its JSON without the confirmation and without the raffle's
-/// state (which moves on after the draw without the books changing).
+/// The digest of what a report says: its JSON without the confirmation, the time and software
+/// that made it, and the raffle's state (which moves on after the draw without the books
+/// changing).
 pub fn report_sha256(report: &Report) -> String {
     let mut value = serde_json::to_value(report).unwrap_or(Value::Null);
     if let Some(o) = value.as_object_mut() {
         o.remove("confirmation");
+        o.remove("generated_at");
+        o.remove("software");
         if let Some(raffle) = o.get_mut("raffle").and_then(Value::as_object_mut) {
             raffle.remove("state");
         }

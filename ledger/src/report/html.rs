@@ -81,13 +81,27 @@ pub fn to_html(report: &Report) -> String {
 <style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:0.5em 0 1.5em}}
 td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}th{{background:#eee}}td:first-child,th:first-child{{text-align:left}}
 .pass{{color:#1a7f37}}.fail{{color:#c62828;font-weight:bold}}@media print{{body{{margin:0}}}}</style></head><body>
-<h1>Reconciliation — {name}</h1><p>{} · {} · state {} · currency {} · sales {} to {}</p>"#,
+<h1>Reconciliation — {name}</h1>
+<p>{} · licence {} · {} · venue {}</p>
+<p>{} · {} · state {} · currency {} · sales {} to {} · draw {} ({})</p>
+<p>Generated {} by {}</p>"#,
+        escape(&field(|r| r.organization.clone())),
+        escape(&field(|r| r
+            .license_number
+            .clone()
+            .unwrap_or_else(|| "none recorded".into()))),
+        escape(&field(|r| r.jurisdiction.clone())),
+        escape(&field(|r| r.venue.clone())),
         escape(&field(|r| r.event_identifier.clone())),
         escape(&field(|r| r.id.to_string())),
         escape(&field(|r| r.state.clone())),
         escape(&field(|r| r.currency.clone())),
-        escape(&field(|r| r.sales_start_time.clone())),
-        escape(&field(|r| r.sales_end_time.clone())),
+        escape(&field(|r| r.sales_start_local.clone())),
+        escape(&field(|r| r.sales_end_local.clone())),
+        escape(&field(|r| r.draw_time_local.clone())),
+        escape(&field(|r| r.timezone.clone())),
+        escape(&report.generated_at),
+        escape(&report.software),
         name = escape(name),
     );
     let failing = report.checks.iter().filter(|c| !c.pass).count();

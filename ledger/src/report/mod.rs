@@ -40,6 +40,16 @@ pub struct RaffleLine {
     pub total_sold: i64,
     pub total_voided: i64,
     pub max_tickets: i64,
+    /// The charity that runs it, its licence, the jurisdiction and the venue.
+    pub organization: String,
+    pub license_number: Option<String>,
+    pub jurisdiction: String,
+    pub venue: String,
+    /// The venue's time zone; the `*_local` times are in it.
+    pub timezone: String,
+    pub sales_start_local: String,
+    pub sales_end_local: String,
+    pub draw_time_local: String,
 }
 
 /// Paid orders of one source (online, rsu).
@@ -212,6 +222,17 @@ pub struct Report {
     /// Finance's confirmation, once given: who, when, the digest confirmed, and whether the
     /// report still has it.
     pub confirmation: Option<Confirmation>,
+    /// When the report was made (UTC) and by which software (name, version, SHA-256 of the
+    /// executable); not part of the confirmed digest.
+    pub generated_at: String,
+    pub software: String,
+}
+
+/// `raffle 0.1.0 sha256:…` of the running executable, read once.
+fn software() -> String {
+    static LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LINE.get_or_init(|| platform::version::version_line("raffle", env!("CARGO_PKG_VERSION")))
+        .clone()
 }
 
 impl Report {
@@ -293,10 +314,19 @@ async fn sections(client: &impl GenericClient, raffle: Uuid) -> Result<Report, R
     let raffle_line = one(
         client,
         "raffle",
-            "SELECT jsonb_build_object('id', id, 'name', name, 'event_identifier', event_identifier, 'state', state,
-                    'currency', currency, 'sales_start_time', sales_start_time, 'sales_end_time', sales_end_time,
-                    'total_sold', total_sold, 'total_voided', total_voided, 'max_tickets', max_tickets)
-               FROM catalog.raffle_events WHERE id = $1",
+            "SELECT jsonb_build_object('id', r.id, 'name', r.name, 'event_identifier', r.event_identifier, 'state', r.state,
+                    'currency', r.currency, 'sales_start_time', r.sales_start_time, 'sales_end_time', r.sales_end_time,
+                    'total_sold', r.total_sold, 'total_voided', r.total_voided, 'max_tickets', r.max_tickets,
+                    'organization', o.name, 'license_number', o.license_number, 'jurisdiction', j.name,
+                    'venue', v.name, 'timezone', v.timezone,
+                    'sales_start_local', to_char(r.sales_start_time AT TIME ZONE v.timezone, 'YYYY-MM-DD HH24:MI'),
+                    'sales_end_local', to_char(r.sales_end_time AT TIME ZONE v.timezone, 'YYYY-MM-DD HH24:MI'),
+                    'draw_time_local', to_char(r.draw_time AT TIME ZONE v.timezone, 'YYYY-MM-DD HH24:MI'))
+               FROM catalog.raffle_events r
+               JOIN catalog.organizations o ON o.id = r.organization_id
+               JOIN catalog.venues v ON v.id = r.venue_id
+               JOIN catalog.jurisdictions j ON j.id = v.jurisdiction_id
+              WHERE r.id = $1",
         raffle,
     )
     .await?;
@@ -447,6 +477,8 @@ async fn sections(client: &impl GenericClient, raffle: Uuid) -> Result<Report, R
         },
         checks: Vec::new(),
         confirmation: None,
+        generated_at: chrono::Utc::now().to_rfc3339(),
+        software: software(),
     })
 }
 
