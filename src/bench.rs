@@ -69,6 +69,22 @@ pub enum BenchAction {
         #[arg(long)]
         json: bool,
     },
+    /// The refunds worker paying N owed refunds through the provider stand-in at its rate
+    /// limit (the record 50/50 owed 12,800).
+    Refunds {
+        #[arg(long, default_value_t = 12_800)]
+        refunds: usize,
+        /// The provider's limit, requests a second (Stripe's default per endpoint).
+        #[arg(long, default_value_t = 25)]
+        rate: usize,
+        /// What the worker asks, requests a second (default: the limit).
+        #[arg(long)]
+        worker_rate: Option<usize>,
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Steps go to stderr, unless the report is to be one JSON object.
@@ -85,6 +101,43 @@ pub async fn run(action: BenchAction) -> anyhow::Result<()> {
     // Every benchmark runs on the local stack (or the one KAFKA_BROKERS / DATABASE_URL name).
     let brokers = platform::devstack::up(&config).await?.broker.brokers;
     match action {
+        BenchAction::Refunds {
+            refunds,
+            rate,
+            worker_rate,
+            keep,
+            json,
+        } => {
+            let options = scenario::bench::refunds::RefundsBenchOptions {
+                refunds: refunds.max(1),
+                provider_rate: rate.max(1),
+                worker_rate: worker_rate.unwrap_or(rate).max(1),
+                keep,
+            };
+            let report = scenario::bench::refunds::run(&config, &brokers, &options, progress(json))
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("refunds benchmark on {}", report.machine);
+                println!(
+                    "  refunds paid            {:>10.1} /s  ({} refunds in {:.1} s; the provider allows {}/s: ceiling {:.1} s; worker set to {}/s)",
+                    report.refunds_per_s,
+                    report.refunds,
+                    report.seconds,
+                    report.provider_rate_limit_per_s,
+                    report.ceiling_seconds,
+                    report.worker_rate_per_s
+                );
+                println!(
+                    "  provider requests       {} ({} answered 429), refunds paid twice: {}",
+                    report.provider_requests, report.rate_limited_answers, report.paid_twice
+                );
+                println!("  peak memory (MiB)       {}", report.peak_memory_mib);
+            }
+            Ok(())
+        }
         BenchAction::Pipeline {
             orders,
             concurrency,

@@ -40,6 +40,8 @@ pub struct StandInConfig {
     /// How long a created refund's answer takes to come back (the refund exists meanwhile):
     /// a worker killed in that window has been paid without knowing it.
     pub answer_delay: Duration,
+    /// Refunds are made `succeeded` at once (as card refunds often are), not `pending`.
+    pub settle_immediately: bool,
     pub webhooks: Option<WebhookTarget>,
 }
 
@@ -50,6 +52,7 @@ impl Default for StandInConfig {
             rate_per_second: 25,
             settle_after: Duration::from_millis(200),
             answer_delay: Duration::ZERO,
+            settle_immediately: false,
             webhooks: None,
         }
     }
@@ -391,7 +394,9 @@ impl StripeStandIn {
         let id = format!("re_{}", uuid::Uuid::new_v4().simple());
         let object = json!({
             "id": id, "object": "refund", "amount": amount, "currency": currency,
-            "payment_intent": pi, "status": "pending", "reason": form.get("reason"),
+            "payment_intent": pi,
+            "status": if self.config.settle_immediately { "succeeded" } else { "pending" },
+            "reason": form.get("reason"),
             "metadata": metadata, "created": chrono::Utc::now().timestamp(), "failure_reason": null,
         });
         books.refunds.push(Refund {
@@ -400,6 +405,9 @@ impl StripeStandIn {
         });
         books.counts.refunds_created += 1;
         let fails = books.failing.contains(pi);
+        if self.config.settle_immediately && !fails {
+            return (StatusCode::OK, object);
+        }
         let me = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(me.config.settle_after).await;
