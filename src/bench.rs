@@ -69,6 +69,25 @@ pub enum BenchAction {
         #[arg(long)]
         json: bool,
     },
+    /// A raffle the size of the record 50/50 from the first webhook to the verified export:
+    /// sell-out, refunds at the provider's limit, close, seal, draw, payout, report, export.
+    RecordDay {
+        /// Orders of five tickets that sell the raffle out.
+        #[arg(long, default_value_t = 300_000)]
+        orders: usize,
+        /// Payments after the sell-out, refunded through the provider stand-in.
+        #[arg(long, default_value_t = 12_800)]
+        refunds: usize,
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// The provider's limit, requests a second.
+        #[arg(long, default_value_t = 25)]
+        rate: usize,
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// The refunds worker paying N owed refunds through the provider stand-in at its rate
     /// limit (the record 50/50 owed 12,800).
     Refunds {
@@ -101,6 +120,59 @@ pub async fn run(action: BenchAction) -> anyhow::Result<()> {
     // Every benchmark runs on the local stack (or the one KAFKA_BROKERS / DATABASE_URL name).
     let brokers = platform::devstack::up(&config).await?.broker.brokers;
     match action {
+        BenchAction::RecordDay {
+            orders,
+            refunds,
+            concurrency,
+            rate,
+            keep,
+            json,
+        } => {
+            let options = scenario::bench::record_day::RecordDayOptions {
+                orders: orders.max(1),
+                refunds,
+                concurrency: concurrency.max(1),
+                provider_rate: rate.max(1),
+                keep,
+            };
+            let report =
+                scenario::bench::record_day::run(&config, &brokers, &options, progress(json))
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("record-day benchmark on {}", report.machine);
+                println!(
+                    "  {} orders, {} tickets issued, {} payments after the sell-out",
+                    report.orders, report.tickets_issued, report.payments_after_sell_out
+                );
+                for s in &report.steps {
+                    println!(
+                        "  {:<18} {:>8.1} s  {:>7.0} MiB  {}",
+                        s.step, s.seconds, s.peak_memory_mib, s.detail
+                    );
+                }
+                println!("  whole run          {:>8.1} s", report.total_seconds);
+                println!(
+                    "  refunds owed {}, paid twice {}; payout lines {} of {} matched, clearing after it {}; checks {}; confirmed {}; export verified {}; draw verified {}",
+                    report.refunds_owed,
+                    report.paid_twice,
+                    report.payout_lines_matched,
+                    report.payout_lines,
+                    report.clearing_after_payout_minor,
+                    report.checks_passing,
+                    report.confirmed_by_finance,
+                    report.export_verified,
+                    report.draw_verified
+                );
+                println!(
+                    "  services' peak memory (MiB) {}",
+                    report.services_peak_memory_mib
+                );
+            }
+            Ok(())
+        }
         BenchAction::Refunds {
             refunds,
             rate,

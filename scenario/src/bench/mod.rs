@@ -6,6 +6,7 @@ pub mod checkout;
 pub mod draw;
 pub mod ledger;
 pub mod pipeline;
+pub mod record_day;
 pub mod refunds;
 
 use std::process::Stdio;

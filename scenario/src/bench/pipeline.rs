@@ -69,7 +69,7 @@ async fn broker_ceiling(
     Ok(records as f64 / started.elapsed().as_secs_f64())
 }
 
-fn webhook(order: Uuid, i: usize) -> Result<(Vec<u8>, String), String> {
+pub(crate) fn webhook(order: Uuid, i: usize) -> Result<(Vec<u8>, String), String> {
     let body = json!({"id": format!("evt_bench_{i}"), "type": "payment_intent.succeeded", "created": Utc::now().timestamp(),
                       "data": {"object": {"id": format!("pi_bench_{i}"), "amount": 2000, "currency": "usd",
                                           "metadata": {"order_id": order}}}});
@@ -101,7 +101,7 @@ async fn deliver(connection: &mut Connection, order: Uuid, i: usize) -> Result<f
 }
 
 /// `clients` delivery workers, each on its own kept-alive connection, sharing the orders.
-async fn deliver_all(
+pub(crate) async fn deliver_all(
     addr: SocketAddr,
     orders: &[Uuid],
     offset: usize,
