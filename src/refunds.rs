@@ -152,7 +152,7 @@ fn pass_json(p: &refunds::Pass) -> serde_json::Value {
     serde_json::json!({
         "asked": p.asked, "found_after_restart": p.found_after_restart, "succeeded": p.succeeded,
         "pending": p.pending, "failed": p.failed, "rate_limited": p.rate_limited,
-        "unavailable": p.unavailable, "booked": p.booked,
+        "unavailable": p.unavailable, "booked": p.booked, "owed_for_cancellations": p.owed_for_cancellations,
     })
 }
 

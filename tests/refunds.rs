@@ -304,6 +304,20 @@ async fn a_payment_that_cannot_be_honoured_is_refunded_once_and_booked() {
     )
     .await
     .unwrap();
+    // One more payment for the ended order, as sales close: still owed when the books are
+    // sealed, and the seal says so.
+    let closing = format!("pi_closing_{}", &ended[..8]);
+    provider.charge(&closing, 2000);
+    let paid_closing = event(
+        "evt_c3",
+        "payment_intent.succeeded",
+        payment_intent(&closing, 2000, "succeeded", &ended),
+    );
+    assert_eq!(deliver(ingest, &paid_closing).await, 200);
+    common::eventually("a third refund owed", || async {
+        all(&env, s.raffle_id).await.len() == 3
+    })
+    .await;
     common::sales_settled(&env).await;
     let seal_request = ledger::SealRequest {
         raffle_id: s.raffle_id,
@@ -314,9 +328,9 @@ async fn a_payment_that_cannot_be_honoured_is_refunded_once_and_booked() {
         seed_keeper: &draw_engine::SEED_KEEPER,
     };
     let started = std::time::Instant::now();
-    loop {
+    let seal = loop {
         match ledger::seal(&env.pool, &env.brokers, &env.topics, &seal_request).await {
-            Ok(_) => break,
+            Ok(seal) => break seal,
             Err(ledger::SealError::Refused {
                 code: "in-flight", ..
             }) if started.elapsed() < Duration::from_secs(30) => {
@@ -324,7 +338,20 @@ async fn a_payment_that_cannot_be_honoured_is_refunded_once_and_booked() {
             }
             Err(e) => panic!("seal: {e}"),
         }
-    }
+    };
+    assert_eq!(
+        (seal.refunds_owed_minor, seal.refunds_owed_count),
+        (2000, 1),
+        "the seal records the refund still owed"
+    );
+    assert_eq!(
+        ledger::verify_seal(&env.client().await, s.raffle_id)
+            .await
+            .unwrap()
+            .unwrap_or_default(),
+        Vec::new(),
+        "the refunds owed at the seal are re-derived from the entries"
+    );
     let after_seal = "pi_after_the_seal".to_owned();
     provider.charge(&after_seal, 2000);
     {
@@ -350,7 +377,7 @@ async fn a_payment_that_cannot_be_honoured_is_refunded_once_and_booked() {
     let refused = ledger::report::confirm(&env.client().await, s.raffle_id, &finance).await;
     assert!(
         matches!(&refused, Err(ledger::report::ConfirmError::Refused { reason, .. })
-            if reason.contains("refunds are still owed to buyers: 1 owed (20.00)")),
+            if reason.contains("refunds are still owed to buyers: 2 owed (40.00)")),
         "{refused:?}"
     );
     work_until(&env, &api(&provider), &config, s.raffle_id, |list| {
@@ -866,4 +893,142 @@ async fn the_providers_payouts_match_the_books_line_by_line() {
         .await
         .unwrap();
     assert!(verification.first_failure.is_none(), "{verification:?}");
+}
+
+/// A raffle cancelled after it sold: every paid order is owed back and booked once by the
+/// worker, the provider refunds each once, its `charge.refunded` voids the order's tickets,
+/// and the books end with nothing held and nothing owed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_raffle_that_sold_refunds_every_paid_order() {
+    let env = TestEnv::new().await;
+    let s = seeded(&env).await;
+    let ingest = common::ingest(&env, SECRET).await;
+    let provider = stand_in(
+        Some(ingest),
+        StandInConfig {
+            settle_immediately: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let _allocator = common::allocator(&env);
+    let _ledger = common::ledger(&env);
+
+    let mut paid = Vec::new();
+    for i in 0..3 {
+        let order = checkout(ingest, &s).await;
+        let pi = format!("pi_cancelled_raffle_{i}_{}", &order[..8]);
+        provider.charge(&pi, 2000);
+        let event = event(
+            &format!("evt_cr_{i}"),
+            "payment_intent.succeeded",
+            payment_intent(&pi, 2000, "succeeded", &order),
+        );
+        assert_eq!(deliver(ingest, &event).await, 200);
+        paid.push((order.parse::<Uuid>().unwrap(), pi));
+    }
+    // A buyer who never paid is owed nothing.
+    let _unpaid = checkout(ingest, &s).await;
+    common::eventually("three orders paid and booked", || async {
+        count(&env, "SELECT count(*) FROM ledger.journal_entries WHERE raffle_id = $1 AND entry_type = 'ticket_sale'", s.raffle_id).await == 3
+    })
+    .await;
+
+    scenario::seed::call_as(
+        &env.pool,
+        "admin",
+        warp::http::Method::POST,
+        &format!(
+            "organizations/{}/raffles/{}/transitions",
+            s.organization_id, s.raffle_id
+        ),
+        json!({"to": "cancelled", "reason": "the venue flooded"}),
+    )
+    .await
+    .unwrap();
+
+    let config = refunds::WorkerConfig::default();
+    let passes = work_until(&env, &api(&provider), &config, s.raffle_id, |list| {
+        list.len() == 3 && list.iter().all(|o| o.state == State::Succeeded)
+    })
+    .await;
+    assert_eq!(
+        passes
+            .iter()
+            .map(|p| p.owed_for_cancellations)
+            .sum::<usize>(),
+        3,
+        "each paid order owed once"
+    );
+    let owed = all(&env, s.raffle_id).await;
+    for (order, pi) in &paid {
+        let o = owed
+            .iter()
+            .find(|o| o.order_id == Some(*order))
+            .unwrap_or_else(|| panic!("order {order} is owed back: {owed:?}"));
+        assert_eq!(
+            (
+                o.reason_code.as_str(),
+                o.amount_minor,
+                o.payment_reference.as_str()
+            ),
+            ("raffle_cancelled", 2000, pi.as_str())
+        );
+    }
+    let per_payment = provider.refunds_per_payment();
+    assert_eq!(per_payment.len(), 3);
+    assert!(per_payment.values().all(|n| *n == 1), "{per_payment:?}");
+
+    // The provider's `charge.refunded` voids each order's tickets; the books hold nothing.
+    common::eventually("the cancelled raffle's orders refunded", || async {
+        count(&env, "SELECT count(*) FROM sales.orders WHERE raffle_id = $1 AND payment_status = 'refunded'", s.raffle_id).await == 3
+    })
+    .await;
+    work_until(&env, &api(&provider), &config, s.raffle_id, |_| true).await;
+    common::sales_settled(&env).await;
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM sales.tickets WHERE raffle_id = $1 AND state = 'voided'",
+            s.raffle_id
+        )
+        .await,
+        15
+    );
+    common::eventually("the refunds paid in the books", || async {
+        count(&env, "SELECT count(*) FROM ledger.journal_entries WHERE raffle_id = $1 AND entry_type = 'refund_paid'", s.raffle_id).await == 3
+    })
+    .await;
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM ledger.journal_entries WHERE raffle_id = $1 AND entry_type = 'ticket_reversal'", s.raffle_id).await,
+        3,
+        "each sale reversed once: by the worker as it owed the refund, not again by the void"
+    );
+    for (account, expected) in [
+        ("refunds_payable", 0),
+        ("payment_clearing", 0),
+        ("gross_ticket_revenue", -6000),
+        ("refunds_and_voids", 6000),
+    ] {
+        assert_eq!(
+            balance(&env, s.raffle_id, account).await,
+            expected,
+            "{account}"
+        );
+    }
+    let verification = ledger::verify(&env.client().await, s.raffle_id)
+        .await
+        .unwrap();
+    assert!(verification.first_failure.is_none(), "{verification:?}");
+    // Another pass owes nothing more.
+    let pass = refunds::run_once(
+        &env.pool,
+        &api(&provider),
+        &config,
+        &refunds::Pacer::new(25),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pass.owed_for_cancellations, 0);
+    assert_eq!(all(&env, s.raffle_id).await.len(), 3);
 }

@@ -144,7 +144,7 @@ impl ExportVerification {
 }
 
 /// Sums of the seal's figures over the entries up to `sequence`, from the postings alone.
-fn seal_totals(entries: &[ChainEntry], sequence: i64) -> [(&'static str, i64); 5] {
+fn seal_totals(entries: &[ChainEntry], sequence: i64) -> [(&'static str, i64); 6] {
     let sum = |entry_type: &str, code: &str, sign: i64| -> i64 {
         entries
             .iter()
@@ -182,6 +182,16 @@ fn seal_totals(entries: &[ChainEntry], sequence: i64) -> [(&'static str, i64); 5
         (
             "net_proceeds_minor",
             sum("close_to_net_proceeds", &Account::NetProceeds.code(), -1),
+        ),
+        (
+            "refunds_owed_minor",
+            -entries
+                .iter()
+                .filter(|e| e.sequence <= sequence)
+                .flat_map(|e| e.postings.iter())
+                .filter(|(c, _)| *c == Account::RefundsPayable.code())
+                .map(|(_, amount)| amount)
+                .sum::<i64>(),
         ),
     ]
 }

@@ -11,7 +11,7 @@ use platform::consumer::{ConsumerConfig, ConsumerStats};
 use platform::db::DbTarget;
 use platform::service::ConsumerService;
 use platform::{BatchHandler, ConsumerError, Disposition, HandlerError, Record, TopicNames};
-use schemas::{TicketEvent, TicketEventKind};
+use schemas::{RefundSource, TicketEvent, TicketEventKind};
 use tokio::sync::watch;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
@@ -94,18 +94,42 @@ impl BatchHandler for Ledger {
         let rejected_sources: Vec<String> = ok
             .iter()
             .filter(|e| e.kind == TicketEventKind::SaleRejected)
-            .map(|e| format!("sale-event:{}", e.sale_event_id))
+            .map(|e| RefundSource::SaleEvent(e.sale_event_id).key())
             .collect();
         let refunds_owed: HashSet<Uuid> = if rejected_sources.is_empty() {
             HashSet::new()
         } else {
             tx.query(
-                "SELECT substr(source_key, 12)::uuid FROM refunds.obligations WHERE source_key = ANY($1)",
+                "SELECT source_key FROM refunds.obligations WHERE source_key = ANY($1)",
                 &[&rejected_sources],
             )
             .await?
             .iter()
-            .map(|r| r.get(0))
+            .filter_map(|r| match RefundSource::parse(r.get(0)) {
+                Some(RefundSource::SaleEvent(id)) => Some(id),
+                _ => None,
+            })
+            .collect()
+        };
+        // A void of an order its cancelled raffle owes back: the refunds worker booked the
+        // reversal as it owed the refund, so the void moves no more money.
+        let cancel_sources: Vec<String> = order_ids
+            .iter()
+            .map(|o| RefundSource::CancelledOrder(*o).key())
+            .collect();
+        let booked_by_cancellation: HashSet<Uuid> = if cancel_sources.is_empty() {
+            HashSet::new()
+        } else {
+            tx.query(
+                "SELECT source_key FROM refunds.obligations WHERE source_key = ANY($1)",
+                &[&cancel_sources],
+            )
+            .await?
+            .iter()
+            .filter_map(|r| match RefundSource::parse(r.get(0)) {
+                Some(RefundSource::CancelledOrder(id)) => Some(id),
+                _ => None,
+            })
             .collect()
         };
         let raffles: HashMap<Uuid, String> = tx
@@ -174,6 +198,17 @@ impl BatchHandler for Ledger {
                 out.push(Disposition::Duplicate);
                 continue;
             }
+            if event.kind == TicketEventKind::TicketsVoided
+                && event
+                    .order_id
+                    .is_some_and(|o| booked_by_cancellation.contains(&o))
+            {
+                tracing::info!(raffle = %event.raffle_id, order = ?event.order_id, event = %event.event_id,
+                               "void of a cancelled raffle's order: reversed when its refund was owed");
+                posted.insert(event.event_id);
+                out.push(Disposition::Applied);
+                continue;
+            }
             let was_issued = event.order_id.is_some_and(|o| issued.contains(&o));
             let owed = refunds_owed.contains(&event.sale_event_id);
             let Some((entry_type, postings)) = postings_for(&event, was_issued, owed) else {
@@ -181,14 +216,16 @@ impl BatchHandler for Ledger {
                 out.push(Disposition::Applied);
                 continue;
             };
-            // Refunds move clearing and refunds payable only, never the sealed revenue.
+            // Refunds move clearing and refunds payable only, never the sealed revenue; a
+            // cancelled raffle still takes the reversal of a sale refunded outside the platform.
             if entry_type != "refund_owed"
                 && !matches!(state.as_str(), "draft" | "active" | "sales_closed")
+                && !(state == "cancelled" && entry_type == "ticket_reversal")
             {
                 out.push(Disposition::dead(
                     "raffle_sealed",
                     format!(
-                        "raffle {} is {state}: only draw, claim and payout entries are accepted",
+                        "raffle {} is {state}: a {entry_type} entry is not accepted (only draw, claim, refund and payout entries are)",
                         event.raffle_id
                     ),
                 ));

@@ -66,6 +66,11 @@ pub struct SealRecord {
     pub currency: String,
     pub gross_sales_minor: i64,
     pub refunds_minor: i64,
+    /// Refunds still owed when the books were sealed: the refunds payable balance, and how
+    /// many obligations it stands for. The seal does not wait for them (the provider pays at
+    /// its own rate, and their entries are accepted after the seal), but it says what is owed.
+    pub refunds_owed_minor: i64,
+    pub refunds_owed_count: i64,
     pub written_off_minor: i64,
     pub gross_receipts_minor: i64,
     pub prizes: serde_json::Value,
@@ -224,6 +229,7 @@ pub async fn seal(
         .map_err(failed)?
         .get(0);
     let commitment = commit_seed(&tx, request).await?;
+    let (refunds_owed_minor, refunds_owed_count) = refunds_owed(&tx, raffle).await?;
 
     let verification = crate::verify(&*tx, raffle).await.map_err(failed)?;
     let head = hex::decode(&verification.head_hash).map_err(failed)?;
@@ -231,8 +237,8 @@ pub async fn seal(
         .query_one(
             "INSERT INTO ledger.seals (raffle_id, head_hash, entries, currency, gross_sales_minor, refunds_minor, written_off_minor,
                  gross_receipts_minor, prizes, operating_fee_minor, net_proceeds_minor, tickets_eligible, tickets_voided,
-                 ticket_set_digest, seed_commitment, sealed_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING sealed_at",
+                 ticket_set_digest, seed_commitment, sealed_by, refunds_owed_minor, refunds_owed_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) RETURNING sealed_at",
             &[
                 &raffle,
                 &head,
@@ -250,6 +256,8 @@ pub async fn seal(
                 &ticket_set_digest.to_vec(),
                 &commitment.to_vec(),
                 &request.sealed_by,
+                &refunds_owed_minor,
+                &refunds_owed_count,
             ],
         )
         .await
@@ -272,6 +280,8 @@ pub async fn seal(
         currency,
         gross_sales_minor: gross_sales,
         refunds_minor: refunds,
+        refunds_owed_minor,
+        refunds_owed_count,
         written_off_minor: written_off,
         gross_receipts_minor: gross_receipts,
         prizes: json!(prizes_json),
@@ -299,6 +309,27 @@ pub async fn seal(
     .map_err(failed)?;
     tx.commit().await.map_err(failed)?;
     Ok(record)
+}
+
+/// What the raffle owes back as it is sealed: the refunds payable balance (a credit) and the
+/// obligations whose liability is open. The two agree unless the books are wrong, which the
+/// reconciliation's check names; the seal records both as they are.
+async fn refunds_owed(tx: &Transaction<'_>, raffle: Uuid) -> Result<(i64, i64), SealError> {
+    let payable = crate::balances(&**tx, raffle, None)
+        .await
+        .map_err(failed)?
+        .get(crate::postings::REFUNDS_PAYABLE)
+        .copied()
+        .unwrap_or(0);
+    let open: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM refunds.obligations WHERE raffle_id = $1 AND booked = 'owed'",
+            &[&raffle],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    Ok((-payable, open))
 }
 
 /// Only a raffle whose sales closed is sealed, and only once the grace period for late

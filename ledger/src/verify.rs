@@ -212,7 +212,7 @@ pub async fn verify_seal_with(
     let Some(seal) = client
         .query_opt(
             "SELECT head_hash, entries, gross_sales_minor, refunds_minor, written_off_minor, gross_receipts_minor, prizes,
-                    operating_fee_minor, net_proceeds_minor, tickets_eligible, ticket_set_digest
+                    operating_fee_minor, net_proceeds_minor, tickets_eligible, ticket_set_digest, refunds_owed_minor
                FROM ledger.seals WHERE raffle_id = $1",
             &[&raffle_id],
         )
@@ -251,7 +251,8 @@ pub async fn verify_seal_with(
                     coalesce(sum(p.amount_minor) FILTER (WHERE e.entry_type = 'ticket_reversal' AND a.code = 'refunds_and_voids'), 0)::bigint,
                     coalesce(sum(-p.amount_minor) FILTER (WHERE e.entry_type = 'written_off_receipts' AND a.code = 'gross_ticket_revenue'), 0)::bigint,
                     coalesce(sum(p.amount_minor) FILTER (WHERE e.entry_type = 'prize_and_fee_allocation' AND a.code = 'operating_fee_expense'), 0)::bigint,
-                    coalesce(sum(-p.amount_minor) FILTER (WHERE e.entry_type = 'close_to_net_proceeds' AND a.code = 'net_proceeds'), 0)::bigint
+                    coalesce(sum(-p.amount_minor) FILTER (WHERE e.entry_type = 'close_to_net_proceeds' AND a.code = 'net_proceeds'), 0)::bigint,
+                    coalesce(sum(-p.amount_minor) FILTER (WHERE a.code = 'refunds_payable'), 0)::bigint
                FROM ledger.journal_entries e JOIN ledger.postings p ON p.entry_id = e.id JOIN ledger.accounts a ON a.id = p.account_id
               WHERE e.raffle_id = $1 AND e.sequence <= $2",
             &[&raffle_id, &entries],
@@ -263,6 +264,11 @@ pub async fn verify_seal_with(
         sums.get(2),
         sums.get(3),
         sums.get(4),
+    );
+    check(
+        "refunds_owed_minor",
+        seal.get::<_, i64>(11).to_string(),
+        sums.get::<_, i64>(5).to_string(),
     );
     check(
         "gross_sales_minor",

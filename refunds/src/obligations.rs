@@ -95,11 +95,6 @@ pub enum RefundError {
     Db(#[from] tokio_postgres::Error),
 }
 
-/// What made a refund owed, named once: the rejected payment's sale event.
-pub fn source_of_sale_event(sale_event_id: Uuid) -> String {
-    format!("sale-event:{sale_event_id}")
-}
-
 /// A refund to owe.
 #[derive(Debug, Clone)]
 pub struct NewObligation<'a> {
@@ -119,12 +114,22 @@ pub async fn owe(
     client: &impl GenericClient,
     list: &[NewObligation<'_>],
 ) -> Result<u64, tokio_postgres::Error> {
+    owe_returning(client, list)
+        .await
+        .map(|new| new.len() as u64)
+}
+
+/// [`owe`], returning the source keys of the obligations that are new.
+pub async fn owe_returning(
+    client: &impl GenericClient,
+    list: &[NewObligation<'_>],
+) -> Result<std::collections::HashSet<String>, tokio_postgres::Error> {
     let list: Vec<&NewObligation<'_>> = list
         .iter()
         .filter(|o| o.amount.amount_minor() > 0)
         .collect();
     if list.is_empty() {
-        return Ok(0);
+        return Ok(Default::default());
     }
     let ids: Vec<Uuid> = list.iter().map(|_| Uuid::now_v7()).collect();
     let raffles: Vec<Uuid> = list.iter().map(|o| o.raffle_id).collect();
@@ -136,13 +141,13 @@ pub async fn owe(
     let references: Vec<&str> = list.iter().map(|o| o.payment_reference).collect();
     let amounts: Vec<i64> = list.iter().map(|o| o.amount.amount_minor()).collect();
     let currencies: Vec<&str> = list.iter().map(|o| o.amount.currency_code()).collect();
-    client
-        .execute(
+    let rows = client
+        .query(
             "INSERT INTO refunds.obligations (id, raffle_id, order_id, source_key, reason_code, reason, provider,
                  payment_reference, amount_minor, currency)
              SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
                  $7::text[], $8::text[], $9::bigint[], $10::text[])
-             ON CONFLICT (source_key) DO NOTHING",
+             ON CONFLICT (source_key) DO NOTHING RETURNING source_key",
             &[
                 &ids,
                 &raffles,
@@ -156,7 +161,8 @@ pub async fn owe(
                 &currencies,
             ],
         )
-        .await
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// An obligation as finance sees it.

@@ -61,6 +61,8 @@ pub struct Pass {
     pub rate_limited: usize,
     pub unavailable: usize,
     pub booked: usize,
+    /// Paid orders of cancelled raffles owed (and booked) in this pass.
+    pub owed_for_cancellations: usize,
 }
 
 /// Spaces the requests' starts `1/rate` apart, and holds them all back after a 429.
@@ -305,6 +307,7 @@ pub async fn run_once(
     config: &WorkerConfig,
     pacer: &Pacer,
 ) -> Result<Pass, RefundError> {
+    let newly_owed = crate::cancelled::owe_cancelled(pool, config.batch).await?;
     let due = claim(pool, config).await?;
     let pass = Arc::new(std::sync::Mutex::new(Pass::default()));
     // Owned obligations into the stream: over borrowed ones the pass cannot run in a spawned
@@ -350,6 +353,7 @@ pub async fn run_once(
     let booked = crate::books::book_settled(pool, 1000).await?;
     let mut pass = pass.lock().unwrap_or_else(|e| e.into_inner()).clone();
     pass.booked = booked;
+    pass.owed_for_cancellations = newly_owed;
     Ok(pass)
 }
 
@@ -373,7 +377,7 @@ pub async fn run(
                 Pass::default()
             }
         };
-        if pass.asked > 0 || pass.booked > 0 {
+        if pass.asked > 0 || pass.booked > 0 || pass.owed_for_cancellations > 0 {
             tracing::info!(?pass, "refunds pass");
         } else {
             tokio::select! {

@@ -11,7 +11,8 @@
 //!   charged are a 400 `charge_already_refunded` (nothing left) or `amount_too_large`;
 //! - a refund is created `pending`, and after `settle_after` becomes `succeeded` (or `failed`
 //!   with `failure_reason`, for the payments told to fail), announced by a signed
-//!   `refund.updated` webhook to ingest when a webhook target is set;
+//!   `refund.updated` webhook to ingest when a webhook target is set, followed (when it
+//!   succeeded) by `charge.refunded` with the charge's `amount_refunded` so far;
 //! - `GET /v1/refunds?payment_intent=…&limit=…&starting_after=…`, newest first.
 //!
 //! It also counts what it saw, so a test can say "no refund was paid twice".
@@ -406,6 +407,10 @@ impl StripeStandIn {
         books.counts.refunds_created += 1;
         let fails = books.failing.contains(pi);
         if self.config.settle_immediately && !fails {
+            if self.config.webhooks.is_some() {
+                let (me, pi) = (self.clone(), pi.clone());
+                tokio::spawn(async move { me.announce_charge_refunded(&pi).await });
+            }
             return (StatusCode::OK, object);
         }
         let me = self.clone();
@@ -438,9 +443,39 @@ impl StripeStandIn {
         } else {
             "refund.updated"
         };
+        self.announce(target, kind, object.clone()).await;
+        if !fails && let Some(pi) = object["payment_intent"].as_str() {
+            self.announce_charge_refunded(pi).await;
+        }
+    }
+
+    /// `charge.refunded`, as the provider sends it once a refund of the charge went through:
+    /// the charge with what has been refunded of it so far.
+    async fn announce_charge_refunded(&self, pi: &str) {
+        let Some(target) = &self.config.webhooks else {
+            return;
+        };
+        let charge = {
+            let books = self.lock();
+            let Some((amount, currency)) = books.charged.get(pi).cloned() else {
+                return;
+            };
+            let refunded: i64 = books
+                .refunds
+                .iter()
+                .filter(|r| r.payment_intent == pi && r.object["status"] == "succeeded")
+                .map(|r| r.object["amount"].as_i64().unwrap_or(0))
+                .sum();
+            json!({"id": format!("ch_{pi}"), "object": "charge", "payment_intent": pi, "amount": amount,
+                   "amount_refunded": refunded, "refunded": refunded >= amount, "currency": currency})
+        };
+        self.announce(target, "charge.refunded", charge).await;
+    }
+
+    /// Delivers an event to ingest until it is acknowledged, as the provider does.
+    async fn announce(&self, target: &WebhookTarget, kind: &str, object: Value) {
         let event = json!({"id": format!("evt_{}", uuid::Uuid::new_v4().simple()), "type": kind,
                            "created": chrono::Utc::now().timestamp(), "data": {"object": object}});
-        // As the provider does: delivered until acknowledged.
         for attempt in 0..20u32 {
             match crate::sales::deliver(target.ingest, &target.secret, &event).await {
                 Ok(r) if r.status < 300 => return,
@@ -448,8 +483,9 @@ impl StripeStandIn {
             }
         }
         tracing::warn!(
-            refund = id,
-            "the stand-in gave up delivering a refund webhook"
+            event = %event["id"],
+            kind,
+            "the stand-in gave up delivering a webhook"
         );
     }
 

@@ -12,6 +12,7 @@
 
 pub mod codec;
 pub mod events;
+pub mod refund_source;
 pub mod refusals;
 pub mod states;
 pub mod text;
@@ -22,6 +23,7 @@ pub use events::{
     Customer, DeadLetter, PaymentRef, RsuSale, SaleEvent, SaleEventKind, SaleSource, TicketEvent,
     TicketEventKind,
 };
+pub use refund_source::RefundSource;
 pub use refusals::{DrawRefusal, SealRefusal};
 pub use states::{PaymentStatus, RaffleState, SaleRefusal};
 pub use values::{

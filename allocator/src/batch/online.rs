@@ -250,6 +250,13 @@ impl Decider {
             Some(PaymentStatus::Refunded) | Some(PaymentStatus::Voided) => {
                 return Outcome::Duplicate;
             }
+            // The platform's own refund of a payment it rejected (sold out, after the order
+            // ended): the order holds no tickets, and the refunds crate booked the money.
+            Some(PaymentStatus::Rejected | PaymentStatus::Failed) => {
+                tracing::info!(raffle = %event.raffle_id, order = %order_id,
+                               "refund of a rejected order's payment: nothing to void");
+                return Outcome::Duplicate;
+            }
             Some(_) | None => {
                 return self.reject(
                     &event,
@@ -264,7 +271,9 @@ impl Decider {
             .get(&event.raffle_id)
             .map(|r| r.state.clone())
             .unwrap_or_default();
-        if !["active", "sales_closed"].contains(&raffle_state.as_str()) {
+        // A cancelled raffle's orders are all refunded (the refunds worker owes them): the
+        // provider's refund voids the tickets as any refund does.
+        if !["active", "sales_closed", "cancelled"].contains(&raffle_state.as_str()) {
             return self.reject(
                 &event,
                 SaleRefusal::RaffleSealed,

@@ -163,7 +163,7 @@ async fn owe_refunds(
         owed.push(refunds::NewObligation {
             raffle_id: e.raffle_id,
             order_id: e.order_id,
-            source_key: refunds::obligations::source_of_sale_event(e.event_id),
+            source_key: schemas::RefundSource::SaleEvent(e.event_id).key(),
             reason_code: r.code.as_str(),
             reason: &r.reason,
             provider: &payment.provider,

@@ -228,6 +228,11 @@ td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}th{{background:#e
                 money(amount)
             ));
         }
+        html.push_str(&format!(
+            "<tr><td>refunds still owed at the seal</td><td>{} ({} refunds)</td></tr>",
+            money(s.refunds_owed_minor),
+            s.refunds_owed_count
+        ));
         html.push_str("</table>");
         html.push_str(&table(
             "Prizes",

@@ -179,6 +179,11 @@ pub struct SealLine {
     pub currency: String,
     pub gross_sales_minor: i64,
     pub refunds_minor: i64,
+    /// Refunds still owed at the seal (and how many): paid after it, through the provider.
+    #[serde(default)]
+    pub refunds_owed_minor: i64,
+    #[serde(default)]
+    pub refunds_owed_count: i64,
     pub written_off_minor: i64,
     pub gross_receipts_minor: i64,
     pub prizes: Vec<SealedPrize>,
