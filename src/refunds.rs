@@ -14,7 +14,7 @@ use crate::pipeline::database;
 #[derive(Subcommand)]
 pub enum RefundsAction {
     /// Pay the refunds owed through the provider until interrupted (RAFFLE_STRIPE_API_URL,
-    /// RAFFLE_STRIPE_SECRET_KEY, RAFFLE_REFUNDS_RATE requests a second, default 25).
+    /// RAFFLE_STRIPE_SECRET_KEY, RAFFLE_REFUNDS_RATE requests a second, default 22).
     Run {
         /// One pass over what is due, then stop (for scripts and tests).
         #[arg(long)]

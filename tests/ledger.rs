@@ -556,9 +556,12 @@ async fn the_seal_refuses_while_sales_are_in_flight_and_closes_the_books_once_th
         Some(46_000)
     );
     let csv = ledger::report::to_csv(&report);
-    assert!(csv.starts_with("section,item,field,value\n"));
-    assert!(csv.contains("seal,,gross_receipts_minor,46000"), "{csv}");
-    assert!(!csv.contains(",false\n"), "no failing check in the CSV");
+    // Section by section, each under its title and a header row, money in whole units.
+    assert!(csv.starts_with("Raffle\nitem,value\n"), "{csv}");
+    assert!(csv.contains("\n\nSeal\nitem,amount (USD)\n"), "{csv}");
+    assert!(csv.contains("\ngross receipts,460.00\n"), "{csv}");
+    assert!(csv.contains("\n\nChecks\ncheck,result\n"), "{csv}");
+    assert!(!csv.contains(",FAIL\n"), "no failing check in the CSV");
     let html = ledger::report::to_html(&report);
     assert!(
         html.contains("<svg") && html.contains("checks pass."),

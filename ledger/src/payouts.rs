@@ -291,113 +291,130 @@ impl ImportOutcome {
     }
 }
 
-/// What a line matches in the books, or why it matches nothing.
-async fn match_line(
-    tx: &Transaction<'_>,
-    raffle: Uuid,
-    l: &PayoutLine,
-) -> Result<Result<String, String>, tokio_postgres::Error> {
-    let Some(pi) = &l.payment_intent else {
-        return Ok(Err(format!(
-            "a {} line names no payment: not matched automatically",
-            l.category
-        )));
-    };
-    match l.category.as_str() {
-        "charge" | "payment" => {
-            let sale = tx
-                .query_opt(
-                    "SELECT o.id, coalesce((SELECT sum(-p.amount_minor) FROM ledger.journal_entries e
-                         JOIN ledger.postings p ON p.entry_id = e.id JOIN ledger.accounts a ON a.id = p.account_id
-                        WHERE e.order_id = o.id AND e.entry_type = 'ticket_sale' AND a.code = 'gross_ticket_revenue'), 0)::bigint
-                       FROM sales.orders o
-                      WHERE o.raffle_id = $1 AND o.source = 'online' AND o.payment_reference = $2",
-                    &[&raffle, pi],
-                )
-                .await?;
-            if let Some(r) = sale {
-                let (order, booked): (Uuid, i64) = (r.get(0), r.get(1));
-                return Ok(if booked == l.gross_minor {
-                    Ok(format!("the sale of order {order}"))
-                } else {
-                    Err(format!(
-                        "{pi} is {} in the file and {} in the books (order {order})",
-                        l.gross_minor, booked
-                    ))
-                });
-            }
-            let owed = tx
-                .query_opt(
-                    "SELECT id, amount_minor FROM refunds.obligations WHERE raffle_id = $1 AND payment_reference = $2",
-                    &[&raffle, pi],
-                )
-                .await?;
-            Ok(match owed {
-                Some(r) if r.get::<_, i64>(1) == l.gross_minor => Ok(format!(
-                    "a payment owed back (refund {})",
-                    r.get::<_, Uuid>(0)
-                )),
-                Some(r) => Err(format!(
-                    "{pi} is {} in the file and {} in the books (refund {})",
-                    l.gross_minor,
-                    r.get::<_, i64>(1),
-                    r.get::<_, Uuid>(0)
-                )),
-                None => Err(format!("{pi} is no payment of this raffle")),
-            })
+/// What the books hold for the payments a file names, read once for the whole file (a record
+/// day's payout has hundreds of thousands of lines): each order's booked sale and reversals, and
+/// the refunds owed or paid, by PaymentIntent.
+#[derive(Default)]
+struct BooksByPayment {
+    /// PaymentIntent → (order, the sale booked for it).
+    sales: HashMap<String, (Uuid, i64)>,
+    /// PaymentIntent → (order, the reversals booked for it).
+    reversals: HashMap<String, (Uuid, Vec<i64>)>,
+    /// PaymentIntent → the refunds owed for it: (id, amount, state, provider's refund id).
+    owed: HashMap<String, Vec<(Uuid, i64, String, Option<String>)>>,
+}
+
+impl BooksByPayment {
+    async fn load(
+        tx: &Transaction<'_>,
+        raffle: Uuid,
+        payments: &[&str],
+    ) -> Result<Self, tokio_postgres::Error> {
+        let mut books = Self::default();
+        for r in tx
+            .query(
+                "WITH booked AS (
+                     SELECT e.order_id,
+                            coalesce(sum(-p.amount_minor) FILTER (WHERE e.entry_type = 'ticket_sale' AND a.code = 'gross_ticket_revenue'), 0)::bigint AS sale,
+                            coalesce(array_agg(p.amount_minor) FILTER (WHERE e.entry_type = 'ticket_reversal' AND a.code = 'refunds_and_voids'), '{}') AS reversals
+                       FROM ledger.journal_entries e JOIN ledger.postings p ON p.entry_id = e.id JOIN ledger.accounts a ON a.id = p.account_id
+                      WHERE e.raffle_id = $1 AND e.order_id IS NOT NULL AND e.entry_type IN ('ticket_sale', 'ticket_reversal')
+                      GROUP BY e.order_id)
+                 SELECT o.payment_reference, o.id, coalesce(b.sale, 0), coalesce(b.reversals, '{}')
+                   FROM sales.orders o LEFT JOIN booked b ON b.order_id = o.id
+                  WHERE o.raffle_id = $1 AND o.source = 'online' AND o.payment_reference = ANY($2)",
+                &[&raffle, &payments],
+            )
+            .await?
+        {
+            let (pi, order): (String, Uuid) = (r.get(0), r.get(1));
+            books.sales.insert(pi.clone(), (order, r.get(2)));
+            books.reversals.insert(pi, (order, r.get(3)));
         }
-        "refund" | "refund_failure" | "dispute" => {
-            // A refund (whole or in part) or a dispute of a sale, made outside the platform:
-            // one of the order's reversals, of the same amount.
-            let reversed = tx
-                .query_opt(
-                    "SELECT o.id, array(SELECT p.amount_minor FROM ledger.journal_entries e
-                         JOIN ledger.postings p ON p.entry_id = e.id JOIN ledger.accounts a ON a.id = p.account_id
-                        WHERE e.order_id = o.id AND e.entry_type = 'ticket_reversal' AND a.code = 'refunds_and_voids')
-                       FROM sales.orders o
-                      WHERE o.raffle_id = $1 AND o.source = 'online' AND o.payment_reference = $2",
-                    &[&raffle, pi],
-                )
-                .await?;
-            if let Some(r) = reversed {
-                let (order, booked): (Uuid, Vec<i64>) = (r.get(0), r.get(1));
-                if !booked.is_empty() || l.category == "dispute" {
-                    return Ok(if booked.contains(&-l.gross_minor) {
+        for r in tx
+            .query(
+                "SELECT payment_reference, id, amount_minor, state, provider_refund_id FROM refunds.obligations
+                  WHERE raffle_id = $1 AND payment_reference = ANY($2) ORDER BY id",
+                &[&raffle, &payments],
+            )
+            .await?
+        {
+            books
+                .owed
+                .entry(r.get(0))
+                .or_default()
+                .push((r.get(1), r.get(2), r.get(3), r.get(4)));
+        }
+        Ok(books)
+    }
+
+    /// What a line matches in the books, or why it matches nothing.
+    fn match_line(&self, l: &PayoutLine) -> Result<String, String> {
+        let Some(pi) = &l.payment_intent else {
+            return Err(format!(
+                "a {} line names no payment: not matched automatically",
+                l.category
+            ));
+        };
+        let owed = self.owed.get(pi).map(Vec::as_slice).unwrap_or_default();
+        match l.category.as_str() {
+            "charge" | "payment" => {
+                if let Some((order, booked)) = self.sales.get(pi) {
+                    return if *booked == l.gross_minor {
+                        Ok(format!("the sale of order {order}"))
+                    } else {
+                        Err(format!(
+                            "{pi} is {} in the file and {booked} in the books (order {order})",
+                            l.gross_minor
+                        ))
+                    };
+                }
+                match owed.first() {
+                    Some((id, amount, _, _)) if *amount == l.gross_minor => {
+                        Ok(format!("a payment owed back (refund {id})"))
+                    }
+                    Some((id, amount, _, _)) => Err(format!(
+                        "{pi} is {} in the file and {amount} in the books (refund {id})",
+                        l.gross_minor
+                    )),
+                    None => Err(format!("{pi} is no payment of this raffle")),
+                }
+            }
+            "refund" | "refund_failure" | "dispute" => {
+                // A refund (whole or in part) or a dispute of a sale, made outside the
+                // platform: one of the order's reversals, of the same amount.
+                if let Some((order, booked)) = self.reversals.get(pi)
+                    && (!booked.is_empty() || l.category == "dispute")
+                {
+                    return if booked.contains(&-l.gross_minor) {
                         Ok(format!("the {} of order {order}", l.category))
                     } else {
                         Err(format!(
                             "the {} of {pi} is {} in the file; the books reverse {booked:?} of order {order}",
                             l.category, -l.gross_minor
                         ))
-                    });
+                    };
+                }
+                if l.category == "dispute" {
+                    return Err(format!("no disputed sale of {pi} in the books"));
+                }
+                let paid = owed.iter().find(|(_, _, state, refund)| {
+                    state == "succeeded"
+                        && (l.source_id.is_none() || refund.as_deref() == l.source_id.as_deref())
+                });
+                match paid {
+                    Some((id, amount, _, _)) if *amount == -l.gross_minor => {
+                        Ok(format!("refund {id} paid"))
+                    }
+                    Some((_, amount, _, _)) => Err(format!(
+                        "refund of {pi} is {} in the file and {amount} in the books",
+                        -l.gross_minor
+                    )),
+                    None => Err(format!("no paid refund of {pi} in the books")),
                 }
             }
-            if l.category == "dispute" {
-                return Ok(Err(format!("no disputed sale of {pi} in the books")));
-            }
-            let paid = tx
-                .query_opt(
-                    "SELECT id, amount_minor FROM refunds.obligations
-                      WHERE raffle_id = $1 AND payment_reference = $2 AND state = 'succeeded'
-                        AND ($3::text IS NULL OR provider_refund_id = $3)",
-                    &[&raffle, pi, &l.source_id],
-                )
-                .await?;
-            Ok(match paid {
-                Some(r) if r.get::<_, i64>(1) == -l.gross_minor => {
-                    Ok(format!("refund {} paid", r.get::<_, Uuid>(0)))
-                }
-                Some(r) => Err(format!(
-                    "refund of {pi} is {} in the file and {} in the books",
-                    -l.gross_minor,
-                    r.get::<_, i64>(1)
-                )),
-                None => Err(format!("no paid refund of {pi} in the books")),
-            })
+            other => Err(format!("a {other} line of {pi}: not matched automatically")),
         }
-        other => Ok(Err(format!(
-            "a {other} line of {pi}: not matched automatically"
-        ))),
     }
 }
 
@@ -453,7 +470,13 @@ pub async fn import(
         unmatched_in_books: Vec::new(),
         payouts: Vec::new(),
     };
+    let payments: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.payment_intent.as_deref())
+        .collect();
+    let books = BooksByPayment::load(tx, raffle, &payments).await?;
     let mut per_payout: BTreeMap<String, (usize, i64, i64, i64, bool)> = BTreeMap::new();
+    let mut keep: Vec<(&PayoutLine, String)> = Vec::new();
     for l in &lines {
         let p = per_payout
             .entry(l.payout_id.clone())
@@ -463,32 +486,8 @@ pub async fn import(
             outcome.already_imported += 1;
             continue;
         }
-        match match_line(tx, raffle, l).await? {
+        match books.match_line(l) {
             Ok(what) => {
-                tx.execute(
-                    "INSERT INTO ledger.payout_lines (raffle_id, balance_transaction_id, payout_id, payout_effective_at,
-                         reporting_category, currency, gross_minor, fee_minor, net_minor, payment_intent, order_id,
-                         source_id, matched, file_sha256, imported_by)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-                    &[
-                        &raffle,
-                        &l.balance_transaction_id,
-                        &l.payout_id,
-                        &l.payout_effective_at,
-                        &l.category,
-                        &currency,
-                        &l.gross_minor,
-                        &l.fee_minor,
-                        &l.net_minor,
-                        &l.payment_intent,
-                        &l.order_id,
-                        &l.source_id,
-                        &what,
-                        &sha,
-                        &imported_by,
-                    ],
-                )
-                .await?;
                 if l.category.starts_with("dispute") {
                     p.3 += l.fee_minor;
                 } else {
@@ -497,7 +496,8 @@ pub async fn import(
                 p.1 += l.net_minor;
                 outcome
                     .matched
-                    .push((l.balance_transaction_id.clone(), what));
+                    .push((l.balance_transaction_id.clone(), what.clone()));
+                keep.push((l, what));
             }
             Err(why) => {
                 p.4 = false;
@@ -506,6 +506,41 @@ pub async fn import(
                     .push((l.line, l.balance_transaction_id.clone(), why));
             }
         }
+    }
+    for chunk in keep.chunks(20_000) {
+        let col = |f: fn(&PayoutLine) -> Option<String>| -> Vec<Option<String>> {
+            chunk.iter().map(|(l, _)| f(l)).collect()
+        };
+        let bts = col(|l| Some(l.balance_transaction_id.clone()));
+        let payouts = col(|l| Some(l.payout_id.clone()));
+        let effective = col(|l| l.payout_effective_at.clone());
+        let categories = col(|l| Some(l.category.clone()));
+        let intents = col(|l| l.payment_intent.clone());
+        let sources = col(|l| l.source_id.clone());
+        let amounts =
+            |f: fn(&PayoutLine) -> i64| -> Vec<i64> { chunk.iter().map(|(l, _)| f(l)).collect() };
+        let (gross, fee, net) = (
+            amounts(|l| l.gross_minor),
+            amounts(|l| l.fee_minor),
+            amounts(|l| l.net_minor),
+        );
+        let orders: Vec<Option<Uuid>> = chunk.iter().map(|(l, _)| l.order_id).collect();
+        let matched: Vec<&str> = chunk.iter().map(|(_, what)| what.as_str()).collect();
+        tx.execute(
+            "INSERT INTO ledger.payout_lines (raffle_id, balance_transaction_id, payout_id, payout_effective_at,
+                 reporting_category, currency, gross_minor, fee_minor, net_minor, payment_intent, order_id,
+                 source_id, matched, file_sha256, imported_by)
+             SELECT $1, u.bt, u.payout, u.effective, u.category, $2, u.gross, u.fee, u.net, u.intent, u.order_id,
+                    u.source, u.matched, $3, $4
+               FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[],
+                           $12::text[], $13::uuid[], $14::text[], $15::text[])
+                    AS u(bt, payout, effective, category, gross, fee, net, intent, order_id, source, matched)",
+            &[
+                &raffle, &currency, &sha, &imported_by, &bts, &payouts, &effective, &categories, &gross,
+                &fee, &net, &intents, &orders, &sources, &matched,
+            ],
+        )
+        .await?;
     }
     for (payout, (count, net, fees, dispute_fees, all_matched)) in &per_payout {
         let mut postings = Vec::new();

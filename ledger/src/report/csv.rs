@@ -1,10 +1,6 @@
-//! The report as CSV: one row per figure, `section,item,field,value`, safe to open in a
-//! spreadsheet.
+//! The report as CSV, section by section, safe to open in a spreadsheet.
 
-use serde::Serialize;
-use serde_json::Value;
-
-use super::Report;
+use super::{Report, tables};
 
 /// One CSV cell. A text that a spreadsheet would run as a formula (it starts with `=`, `+`,
 /// `-`, `@`, a tab or a carriage return: a seller's name `=HYPERLINK(...)`) is prefixed with
@@ -24,66 +20,25 @@ pub fn csv_cell(s: &str) -> String {
     }
 }
 
-/// A section as JSON, whose fields become the CSV's rows.
-fn json(section: &impl Serialize) -> Value {
-    // The report's own types, all of them plain data: serialising cannot fail.
-    serde_json::to_value(section).unwrap_or(Value::Null)
-}
-
-/// The report as CSV: one row per figure, `section,item,field,value`.
+/// The report as CSV for a spreadsheet or an accounting import: each section under a row with
+/// its title, then a header row of its columns, then its rows, a blank row between sections;
+/// money in whole currency units as plain numbers (`1234.50`), the currency in the header.
 pub fn to_csv(report: &Report) -> String {
-    let cell = csv_cell;
-    fn flat(v: &Value) -> String {
-        match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
+    let mut out = String::new();
+    for (i, t) in tables(report).iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
         }
-    }
-    let mut out = String::from("section,item,field,value\n");
-    let sections: [(&str, Value); 13] = [
-        ("raffle", json(&report.raffle)),
-        ("gross_by_source", json(&report.gross_by_source)),
-        ("gross_by_package", json(&report.gross_by_package)),
-        ("gross_by_rsu", json(&report.gross_by_rsu)),
-        ("gross_by_seller", json(&report.gross_by_seller)),
-        ("numbers_by_range", json(&report.numbers_by_range)),
-        ("numbers_by_allocation", json(&report.numbers_by_allocation)),
-        ("money_by_rsu", json(&report.money_by_rsu)),
-        ("refunds", json(&report.refunds)),
-        ("seal", json(&report.seal)),
-        ("winners", json(&report.winners)),
-        ("trial_balance", json(&report.trial_balance.accounts)),
-        ("confirmation", json(&report.confirmation)),
-    ];
-    for (section, value) in &sections {
-        let items: Vec<(String, &Value)> = match value {
-            Value::Array(a) => a
-                .iter()
-                .enumerate()
-                .map(|(i, v)| (i.to_string(), v))
-                .collect(),
-            other => vec![(String::new(), other)],
-        };
-        for (item, v) in items {
-            if let Value::Object(map) = v {
-                for (k, x) in map {
-                    out.push_str(&format!(
-                        "{},{},{},{}\n",
-                        cell(section),
-                        cell(&item),
-                        cell(k),
-                        cell(&flat(x))
-                    ));
-                }
-            }
+        out.push_str(&csv_cell(t.title));
+        out.push('\n');
+        let header: Vec<String> = t.columns.iter().map(|c| csv_cell(c)).collect();
+        out.push_str(&header.join(","));
+        out.push('\n');
+        for row in &t.rows {
+            let cells: Vec<String> = row.iter().map(|c| csv_cell(&c.for_import())).collect();
+            out.push_str(&cells.join(","));
+            out.push('\n');
         }
-    }
-    for check in &report.checks {
-        out.push_str(&format!(
-            "check,{},pass,{}\n",
-            cell(&check.name),
-            check.pass
-        ));
     }
     out
 }

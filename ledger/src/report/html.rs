@@ -1,10 +1,6 @@
 //! The report as a printable HTML page, with a chart of sales over time.
 
-use schemas::amount_for_people as money;
-use serde::Serialize;
-use serde_json::Value;
-
-use super::{HourSales, RaffleLine, Report};
+use super::{Cell, HourSales, RaffleLine, Report, Table, tables};
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -13,60 +9,82 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn table<T: Serialize>(title: &str, rows: &[T], columns: &[(&str, &str)]) -> String {
-    // The report's own rows, plain data: serialising cannot fail.
-    let rows = serde_json::to_value(rows).unwrap_or(Value::Null);
-    let mut html = format!("<h2>{}</h2><table><tr>", escape(title));
-    for (_, label) in columns {
-        html.push_str(&format!("<th>{}</th>", escape(label)));
+fn table(t: &Table) -> String {
+    let mut html = format!("<h2>{}</h2><table><thead><tr>", escape(t.title));
+    for c in &t.columns {
+        html.push_str(&format!("<th>{}</th>", escape(c)));
     }
-    html.push_str("</tr>");
-    for row in rows.as_array().into_iter().flatten() {
+    html.push_str("</tr></thead><tbody>");
+    for row in &t.rows {
         html.push_str("<tr>");
-        for (key, _) in columns {
-            let v = &row[*key];
-            let text = match v {
-                Value::Number(n) if key.ends_with("_minor") => money(n.as_i64().unwrap_or(0)),
-                Value::String(s) => s.clone(),
-                Value::Null => String::new(),
-                other => other.to_string(),
+        for cell in row {
+            let class = match cell {
+                Cell::Text(_) => "",
+                Cell::Count(_) | Cell::Money(_) => r#" class="n""#,
             };
-            html.push_str(&format!("<td>{}</td>", escape(&text)));
+            html.push_str(&format!("<td{class}>{}</td>", escape(&cell.for_people())));
         }
         html.push_str("</tr>");
     }
-    html.push_str("</table>");
+    html.push_str("</tbody></table>");
     html
 }
 
-/// Tickets sold per hour as an inline SVG bar chart (no script, prints as is).
-fn chart(sales_by_hour: &[HourSales]) -> String {
-    let points: Vec<(String, i64)> = sales_by_hour
-        .iter()
-        .map(|p| (p.hour.chars().take(13).collect(), p.tickets))
-        .collect();
-    if points.is_empty() {
+/// Tickets sold per hour as an inline SVG bar chart on a time axis in the venue's time (no
+/// script, prints as is): one bar per hour of the sales, empty hours as gaps, the hours
+/// labelled at even steps, the peak marked.
+fn chart(sales_by_hour: &[HourSales], timezone: &str) -> String {
+    if sales_by_hour.iter().all(|h| h.tickets == 0) {
         return "<p>No sales yet.</p>".into();
     }
-    let max = points.iter().map(|p| p.1).max().unwrap_or(1).max(1);
-    let (width, height, bar) = (720.0, 200.0, 720.0 / points.len() as f64);
+    let max = sales_by_hour
+        .iter()
+        .map(|p| p.tickets)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let (left, width, height) = (48.0, 680.0, 180.0);
+    let bar = width / sales_by_hour.len() as f64;
     let mut svg = format!(
-        r#"<svg viewBox="0 0 {width} {}" width="100%" role="img" aria-label="tickets sold per hour">"#,
-        height + 30.0
+        r#"<svg viewBox="0 0 {} {}" width="100%" role="img" aria-label="tickets sold per hour, venue time">"#,
+        left + width + 8.0,
+        height + 44.0
     );
-    for (i, (hour, tickets)) in points.iter().enumerate() {
-        let h = height * *tickets as f64 / max as f64;
-        let x = i as f64 * bar;
-        svg.push_str(&format!(
-            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#3b6ea8"><title>{} UTC: {} tickets</title></rect>"##,
-            x + 1.0, height - h, (bar - 2.0).max(1.0), h, escape(hour), tickets
-        ));
-    }
-    let first = &points[0].0;
-    let last = &points[points.len() - 1].0;
+    // The value axis: zero and the peak.
     svg.push_str(&format!(
-        r#"<text x="0" y="{}" font-size="12">{} UTC</text><text x="{width}" y="{}" font-size="12" text-anchor="end">{} UTC · peak {} tickets/h</text></svg>"#,
-        height + 20.0, escape(first), height + 20.0, escape(last), max
+        r##"<line x1="{left}" y1="{height}" x2="{}" y2="{height}" stroke="#555"/><line x1="{left}" y1="0" x2="{left}" y2="{height}" stroke="#555"/><text x="{}" y="{height}" font-size="11" text-anchor="end">0</text><text x="{}" y="10" font-size="11" text-anchor="end">{max}</text>"##,
+        left + width,
+        left - 4.0,
+        left - 4.0
+    ));
+    let every = sales_by_hour.len().div_ceil(8).max(1);
+    for (i, h) in sales_by_hour.iter().enumerate() {
+        let x = left + i as f64 * bar;
+        if h.tickets > 0 {
+            let bar_height = height * h.tickets as f64 / max as f64;
+            svg.push_str(&format!(
+                r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#3b6ea8"><title>{}: {} tickets</title></rect>"##,
+                x + bar * 0.1,
+                height - bar_height,
+                (bar * 0.8).max(0.5),
+                bar_height,
+                escape(&h.local),
+                h.tickets
+            ));
+        }
+        if i % every == 0 {
+            svg.push_str(&format!(
+                r##"<line x1="{x:.1}" y1="{height}" x2="{x:.1}" y2="{}" stroke="#555"/><text x="{x:.1}" y="{}" font-size="10">{}</text>"##,
+                height + 4.0,
+                height + 16.0,
+                escape(h.local.get(5..).unwrap_or(&h.local))
+            ));
+        }
+    }
+    svg.push_str(&format!(
+        r#"<text x="{left}" y="{}" font-size="11">hours in {} · peak {max} tickets in an hour</text></svg>"#,
+        height + 36.0,
+        escape(timezone)
     ));
     svg
 }
@@ -78,9 +96,13 @@ pub fn to_html(report: &Report) -> String {
     let name = r.map_or("raffle", |r| r.name.as_str());
     let mut html = format!(
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Reconciliation — {name}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:0.5em 0 1.5em}}
-td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}th{{background:#eee}}td:first-child,th:first-child{{text-align:left}}
-.pass{{color:#1a7f37}}.fail{{color:#c62828;font-weight:bold}}@media print{{body{{margin:0}}}}</style></head><body>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:60em}}
+table{{border-collapse:collapse;margin:0.5em 0 1.5em;max-width:100%}}td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left;vertical-align:top}}
+th{{background:#eee}}td.n{{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}}td{{overflow-wrap:anywhere}}
+.pass{{color:#1a7f37}}.fail{{color:#c62828;font-weight:bold}}
+@page{{size:A4;margin:14mm}}
+@media print{{body{{margin:0;max-width:none;font-size:10pt}}table{{width:100%;table-layout:auto;page-break-inside:auto}}
+tr{{page-break-inside:avoid}}thead{{display:table-header-group}}h2{{page-break-after:avoid}}svg{{max-height:7cm}}}}</style></head><body>
 <h1>Reconciliation — {name}</h1>
 <p>{} · licence {} · {} · venue {}</p>
 <p>{} · {} · state {} · currency {} · sales {} to {} · draw {} ({})</p>
@@ -127,162 +149,13 @@ td,th{{border:1px solid #bbb;padding:4px 8px;text-align:right}}th{{background:#e
         None => "<p>Not yet confirmed by finance.</p>".to_owned(),
     });
     html.push_str("<h2>Tickets sold per hour</h2>");
-    html.push_str(&chart(&report.sales_by_hour));
-    html.push_str(&table(
-        "Gross by source",
-        &report.gross_by_source,
-        &[
-            ("source", "source"),
-            ("orders", "orders"),
-            ("tickets", "tickets"),
-            ("amount_minor", "amount"),
-        ],
+    html.push_str(&chart(
+        &report.sales_by_hour,
+        &field(|r| r.timezone.clone()),
     ));
-    html.push_str(&table(
-        "Gross by package",
-        &report.gross_by_package,
-        &[
-            ("name", "package"),
-            ("orders", "orders"),
-            ("amount_minor", "amount"),
-        ],
-    ));
-    html.push_str(&table(
-        "Gross by RSU",
-        &report.gross_by_rsu,
-        &[
-            ("name", "RSU"),
-            ("orders", "orders"),
-            ("amount_minor", "amount"),
-        ],
-    ));
-    html.push_str(&table(
-        "Gross by seller",
-        &report.gross_by_seller,
-        &[
-            ("seller", "seller"),
-            ("orders", "orders"),
-            ("amount_minor", "amount"),
-        ],
-    ));
-    html.push_str(&table(
-        "Numbers per range",
-        &report.numbers_by_range,
-        &[
-            ("type", "range"),
-            ("start", "from"),
-            ("end", "to"),
-            ("total", "total"),
-            ("sold", "sold"),
-            ("voided", "voided"),
-            ("unsold", "unsold"),
-        ],
-    ));
-    html.push_str(&table(
-        "Numbers per allocation",
-        &report.numbers_by_allocation,
-        &[
-            ("allocation_id", "allocation"),
-            ("state", "state"),
-            ("start", "from"),
-            ("end", "to"),
-            ("sold", "sold"),
-            ("voided", "voided"),
-            ("unsold", "unsold"),
-        ],
-    ));
-    html.push_str(&table(
-        "Money per RSU",
-        &report.money_by_rsu,
-        &[
-            ("name", "RSU"),
-            ("value_of_numbers_sold_minor", "value of numbers sold"),
-            ("written_off_minor", "written off"),
-            ("money_received_minor", "money received"),
-            ("counted_minor", "cash counted"),
-            ("over_short_minor", "over / short"),
-            ("uncounted_minor", "not counted"),
-        ],
-    ));
-    html.push_str(&table(
-        "Refunds of payments that could not be honoured",
-        &report.refunds,
-        &[
-            ("state", "state"),
-            ("count", "refunds"),
-            ("amount_minor", "amount"),
-        ],
-    ));
-    if let Some(s) = &report.seal {
-        html.push_str("<h2>Seal</h2><table>");
-        for (label, amount) in [
-            ("gross sales", s.gross_sales_minor),
-            ("refunds and voids", s.refunds_minor),
-            ("written off", s.written_off_minor),
-            ("gross receipts", s.gross_receipts_minor),
-            ("operating fee", s.operating_fee_minor),
-            ("net proceeds", s.net_proceeds_minor),
-        ] {
-            html.push_str(&format!(
-                "<tr><td>{label}</td><td>{}</td></tr>",
-                money(amount)
-            ));
-        }
-        html.push_str(&format!(
-            "<tr><td>refunds still owed at the seal</td><td>{} ({} refunds)</td></tr>",
-            money(s.refunds_owed_minor),
-            s.refunds_owed_count
-        ));
-        html.push_str("</table>");
-        html.push_str(&table(
-            "Prizes",
-            &s.prizes,
-            &[("name", "prize"), ("amount_minor", "amount")],
-        ));
-        html.push_str(&format!(
-            "<p>Ledger head {} · ticket set digest {} · draw seed commitment {}</p>",
-            escape(&s.head_hash),
-            escape(&s.ticket_set_digest),
-            escape(&s.seed_commitment)
-        ));
+    for t in tables(report).iter().filter(|t| !t.csv_only) {
+        html.push_str(&table(t));
     }
-    if !report.winners.is_empty() {
-        html.push_str(&table(
-            "Winners",
-            &report.winners,
-            &[
-                ("prize", "prize"),
-                ("winner_index", "winner"),
-                ("number", "number"),
-                ("value_minor", "value"),
-                ("status", "status"),
-            ],
-        ));
-    }
-    html.push_str(
-        "<h2>Trial balance</h2><table><tr><th>account</th><th>balance (debit +)</th></tr>",
-    );
-    for (account, balance) in &report.trial_balance.accounts {
-        html.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td></tr>",
-            escape(account),
-            money(*balance)
-        ));
-    }
-    html.push_str(&format!(
-        "<tr><th>sum</th><th>{}</th></tr></table>",
-        money(report.trial_balance.sum_minor)
-    ));
-    html.push_str("<h2>Checks</h2><table><tr><th>check</th><th>result</th><th>figures</th></tr>");
-    for c in &report.checks {
-        html.push_str(&format!(
-            r#"<tr><td>{}</td><td class="{}">{}</td><td style="text-align:left;font-size:smaller">{}</td></tr>"#,
-            escape(&c.name),
-            if c.pass { "pass" } else { "fail" },
-            if c.pass { "pass" } else { "FAIL" },
-            escape(&c.figures.to_string())
-        ));
-    }
-    html.push_str("</table></body></html>\n");
+    html.push_str("</body></html>\n");
     html
 }

@@ -14,10 +14,12 @@ use uuid::Uuid;
 mod confirm;
 mod csv;
 mod html;
+mod tables;
 
 pub use confirm::{ConfirmError, Confirmation, confirm, report_sha256};
 pub use csv::{csv_cell, to_csv};
 pub use html::to_html;
+pub use tables::{Cell, Table, tables};
 
 /// One check with its result and the figures behind it.
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +110,9 @@ pub struct RangeNumbers {
 pub struct AllocationNumbers {
     pub allocation_id: Uuid,
     pub rsu_id: Uuid,
+    /// The device's name, as staff know it.
+    #[serde(default)]
+    pub rsu_name: String,
     pub state: String,
     pub start: i64,
     pub end: i64,
@@ -143,10 +148,13 @@ pub struct RefundLine {
     pub amount_minor: i64,
 }
 
-/// Tickets sold in one hour (its start, RFC 3339).
+/// Tickets sold in one hour (its start, RFC 3339, and as the venue's clock shows it); every
+/// hour from the sales' start to their end (or now) has one, those without sales too.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HourSales {
     pub hour: String,
+    #[serde(default)]
+    pub local: String,
     pub tickets: i64,
 }
 
@@ -384,7 +392,9 @@ async fn sections(client: &impl GenericClient, raffle: Uuid) -> Result<Report, R
     let numbers_by_allocation = rows(
         client,
         "numbers_by_allocation",
-        "SELECT jsonb_build_object('allocation_id', a.id, 'rsu_id', a.entity_id, 'state', a.state, 'start', a.start_number,
+        "SELECT jsonb_build_object('allocation_id', a.id, 'rsu_id', a.entity_id,
+                'rsu_name', coalesce((SELECT r.name FROM catalog.rsus r WHERE r.id = a.entity_id), a.entity_id::text),
+                'state', a.state, 'start', a.start_number,
                 'end', a.end_number, 'total', a.total_tickets, 'sold', a.tickets_sold, 'voided', a.tickets_voided,
                 'unsold', a.tickets_available,
                 'tickets_sold', (SELECT count(*) FROM sales.tickets t WHERE t.rsu_allocation_id = a.id AND t.state <> 'voided'),
@@ -428,9 +438,23 @@ async fn sections(client: &impl GenericClient, raffle: Uuid) -> Result<Report, R
     let sales_by_hour = rows(
         client,
         "sales_by_hour",
-        "SELECT jsonb_build_object('hour', date_trunc('hour', sold_at), 'tickets', count(*))
-           FROM sales.tickets WHERE raffle_id = $1 AND state <> 'voided'
-          GROUP BY date_trunc('hour', sold_at) ORDER BY date_trunc('hour', sold_at)",
+        // Hours from the sales' start (or the first sale) to their end (or now, or the last
+        // sale), so that the chart's axis is time: an hour without sales is a bar of zero.
+        // Sales end at their end time or when they were closed, whichever came first: once
+        // closed, the hours are fixed (and so is the digest finance confirms).
+        "WITH span AS (SELECT r.sales_start_time AS s, v.timezone AS tz,
+                              least(r.sales_end_time, (SELECT min(t.occurred_at) FROM catalog.raffle_transitions t
+                                                        WHERE t.raffle_id = r.id AND t.to_state IN ('sales_closed', 'cancelled'))) AS e
+                          FROM catalog.raffle_events r JOIN catalog.venues v ON v.id = r.venue_id WHERE r.id = $1),
+              sold AS (SELECT date_trunc('hour', sold_at) AS h, count(*) AS n FROM sales.tickets
+                        WHERE raffle_id = $1 AND state <> 'voided' GROUP BY 1),
+              hours AS (SELECT generate_series(
+                            date_trunc('hour', least((SELECT s FROM span), (SELECT min(h) FROM sold))),
+                            greatest(date_trunc('hour', least((SELECT e FROM span), now())), (SELECT max(h) FROM sold)),
+                            interval '1 hour') AS h)
+         SELECT jsonb_build_object('hour', hours.h, 'local', to_char(hours.h AT TIME ZONE (SELECT tz FROM span), 'YYYY-MM-DD HH24:MI'),
+                                   'tickets', coalesce(sold.n, 0))
+           FROM hours LEFT JOIN sold ON sold.h = hours.h ORDER BY hours.h LIMIT 2000",
         raffle,
     )
     .await?;
@@ -502,20 +526,16 @@ async fn checks(
         pass: trial_total == 0,
         figures: json!({"sum_minor": trial_total}),
     });
-    let counted = |section: &str,
-                   id: Uuid,
+    let counted = |what: String,
                    [total, sold, voided, unsold, tickets_sold, tickets_voided]: [i64; 6],
                    figures: Value| Check {
-        name: format!(
-            "{section} {id}: sold + voided + unsold = total, and the counters match the tickets"
-        ),
+        name: format!("{what}: sold + voided + unsold = total, and the counters match the tickets"),
         pass: sold + voided + unsold == total && sold == tickets_sold && voided == tickets_voided,
         figures,
     };
     for g in &r.numbers_by_range {
         checks.push(counted(
-            "range",
-            g.range_id,
+            format!("the {} range {}–{}", g.range_type, g.start, g.end),
             [
                 g.total,
                 g.sold,
@@ -529,8 +549,7 @@ async fn checks(
     }
     for a in &r.numbers_by_allocation {
         checks.push(counted(
-            "allocation",
-            a.allocation_id,
+            format!("{}'s block {}–{}", a.rsu_name, a.start, a.end),
             [
                 a.total,
                 a.sold,
