@@ -1959,3 +1959,172 @@ async fn a_reconciliation_is_not_confirmed_before_the_seal_or_by_outsiders() {
         404
     );
 }
+
+/// Finance counts a device's cash, deposits it and imports the provider's payout over HTTP,
+/// under the same rules as the CLI: a count by one person, for an unknown device or a deposit
+/// beyond what was counted is refused with the reason; a payout file with an unknown column or
+/// a JSON list naming no payout is refused whole; outsiders are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finance_counts_cash_deposits_it_and_imports_payouts_over_http() {
+    let app = spawn_app().await;
+    let s = scenario::seed::raffle_on_sale(
+        &app.env.pool,
+        &scenario::seed::Options {
+            rsu_count: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let admin = token("admin");
+    let base = format!(
+        "organizations/{}/raffles/{}",
+        s.organization_id, s.raffle_id
+    );
+    let rsu = s.rsus[0].id;
+    let count = |counted_by: &str, rsu: Uuid| {
+        json!({"rsu_id": rsu, "float_minor": 10_000, "counted_minor": 9_500,
+               "counted_by": counted_by, "witnessed_by": "Sam (treasurer)"})
+        .to_string()
+    };
+    let body = |r: &Response| String::from_utf8_lossy(&r.body).into_owned();
+
+    let r = app
+        .raw(
+            "POST",
+            &format!("{base}/cash/counts"),
+            Some(&admin),
+            count(" ", rsu).as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", body(&r));
+    assert!(body(&r).contains("two people"), "{}", body(&r));
+    let r = app
+        .raw(
+            "POST",
+            &format!("{base}/cash/counts"),
+            Some(&admin),
+            count("Pat", Uuid::new_v4()).as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", body(&r));
+    assert_eq!(
+        app.raw(
+            "POST",
+            &format!("{base}/cash/counts"),
+            Some(&token("outsider")),
+            count("Pat", rsu).as_bytes()
+        )
+        .await
+        .status,
+        403
+    );
+    let r = app
+        .raw(
+            "POST",
+            &format!("{base}/cash/counts"),
+            Some(&admin),
+            count("Pat", rsu).as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", body(&r));
+    let counted = r.json().unwrap();
+    assert_eq!(counted["over_short_minor"], -500, "{counted}");
+    assert!(
+        counted["rsu_name"].as_str().is_some_and(|n| !n.is_empty())
+            && counted["deposit_due_by"].is_string(),
+        "the device by name and the deposit's deadline: {counted}"
+    );
+
+    let r = app
+        .raw(
+            "POST",
+            &format!("{base}/cash/deposits"),
+            Some(&admin),
+            br#"{"slip_number": "DEP-1", "deposited_on": "2026-12-02", "amount_minor": 100}"#,
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        409,
+        "nothing was counted to deposit: {}",
+        body(&r)
+    );
+    let r = app
+        .raw(
+            "POST",
+            &format!("{base}/cash/deposits"),
+            Some(&admin),
+            br#"{"slip_number": "DEP-1", "deposited_on": "the second", "amount_minor": 100}"#,
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", body(&r));
+    assert!(
+        body(&r).contains("\"field\":\"deposited_on\""),
+        "{}",
+        body(&r)
+    );
+    assert_eq!(
+        app.raw("POST", &format!("{base}/cash/floats"), Some(&admin), b"{}")
+            .await
+            .status,
+        404
+    );
+
+    let header = "automatic_payout_id,balance_transaction_id,currency,gross,fee,net,reporting_category,payment_intent_id";
+    let r = app
+        .raw(
+            "POST",
+            &format!("{base}/payouts"),
+            Some(&admin),
+            format!("{header},shoe_size\npo_1,txn_h1,usd,20.00,0.88,19.12,charge,pi_h1,9\n")
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", body(&r));
+    assert!(
+        body(&r).contains("unknown column \\\"shoe_size\\\""),
+        "{}",
+        body(&r)
+    );
+    let r = app
+        .raw(
+            "POST",
+            &format!("{base}/payouts"),
+            Some(&admin),
+            br#"{"object": "list", "data": [{"id": "txn_h2", "amount": 2000, "fee": 88, "net": 1912, "currency": "usd", "type": "charge", "source": {"id": "ch_h2", "payment_intent": "pi_h2"}}]}"#,
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", body(&r));
+    assert!(body(&r).contains("?payout=po_"), "{}", body(&r));
+    // A well-formed file of a payment that is not this raffle's: imported as unmatched, not booked.
+    let r = app
+        .raw(
+            "POST",
+            &format!("{base}/payouts"),
+            Some(&admin),
+            format!("{header}\npo_1,txn_h3,usd,20.00,0.88,19.12,charge,pi_foreign\n").as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", body(&r));
+    let outcome = r.json().unwrap();
+    assert_eq!(outcome["lines"], 1);
+    assert_eq!(outcome["matched"].as_array().map(Vec::len), Some(0));
+    assert!(
+        outcome["unmatched_in_file"][0][2]
+            .as_str()
+            .is_some_and(|w| w.contains("pi_foreign is no payment of this raffle")),
+        "{outcome}"
+    );
+    assert_eq!(
+        app.raw(
+            "POST",
+            &format!("{base}/payouts?acount=acct_1"),
+            Some(&admin),
+            b""
+        )
+        .await
+        .status,
+        422
+    );
+}

@@ -8,8 +8,9 @@
 //! packages, prizes, perks, RSUs, API keys, system configuration), perk claims in
 //! `sales.perk_claims`, failed authentications in `audit.authentication_failures`; and the
 //! routes beside the JSON API that call the stages: the reconciliation report (built by the
-//! ledger), staff prize claims (judged by the draw engine) and finance's refund list with its
-//! retry and cancel (the refunds crate's).
+//! ledger), staff prize claims (judged by the draw engine), finance's refund list with its
+//! retry and cancel (the refunds crate's), and RSU cash counts, deposits and payout imports
+//! (the ledger's).
 //!
 //! Through `catalog` it moves raffles along their lifecycle (activation, close, cancellation),
 //! hands number blocks to RSUs and records the critical event of every change and refusal;
@@ -24,6 +25,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+mod books;
 mod claims;
 mod failures;
 mod refunds;
@@ -301,6 +303,8 @@ pub fn routes(
         .or(claims::routes(state.clone()))
         .unify()
         .or(refunds::routes(state.clone()))
+        .unify()
+        .or(books::routes(state.clone()))
         .unify();
     let with_state = warp::any().map(move || state.clone());
     let api = warp::path("v1")

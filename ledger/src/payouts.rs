@@ -148,6 +148,109 @@ pub fn minor_units(text: &str) -> Option<i64> {
     Some(if negative { -v } else { v })
 }
 
+/// The provider's balance transactions of one payout as JSON (Stripe's list object, or a bare
+/// array, from `GET /v1/balance_transactions?payout=po_…&expand[]=data.source`) turned into
+/// the itemized report's rows, so that both are read and refused by the same rules. Amounts
+/// come in minor units; the payout is the list's own `payout` transaction, which is left out
+/// (it moves the payout's net to the bank, which the import books itself). Line `n` of a
+/// refusal is the list's `n - 1`-th transaction.
+pub fn balance_transactions_as_report(json: &str) -> Result<String, PayoutError> {
+    let refused = |line: usize, why: String| PayoutError::Refused(vec![(line, why)]);
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| refused(0, format!("not JSON: {e}")))?;
+    let items = match &value {
+        serde_json::Value::Array(items) => items,
+        other => other
+            .get("data")
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(|| refused(0, "no \"data\" list of balance transactions".into()))?,
+    };
+    let id_of = |v: Option<&serde_json::Value>| -> Option<String> {
+        match v? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Object(o) => o.get("id").and_then(|i| i.as_str()).map(str::to_owned),
+            _ => None,
+        }
+    };
+    let payouts: Vec<String> = items
+        .iter()
+        .filter(|t| t.get("type").and_then(|t| t.as_str()) == Some("payout"))
+        .filter_map(|t| id_of(t.get("source")))
+        .collect();
+    let [payout] = payouts.as_slice() else {
+        return Err(refused(
+            0,
+            format!(
+                "the list must hold the transactions of one payout and its own payout transaction (found {}): list them with ?payout=po_…",
+                payouts.len()
+            ),
+        ));
+    };
+    let cell = crate::report::csv_cell;
+    let mut csv = String::from(
+        "automatic_payout_id,balance_transaction_id,created,currency,gross,fee,net,reporting_category,source_id,payment_intent_id,payment_metadata[order_id]\n",
+    );
+    let mut problems = Vec::new();
+    for (i, t) in items.iter().enumerate() {
+        let line = i + 2;
+        if t.get("type").and_then(|t| t.as_str()) == Some("payout") {
+            continue;
+        }
+        let text = |k: &str| {
+            t.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let mut amount = |k: &str| match t.get(k).and_then(serde_json::Value::as_i64) {
+            Some(v) => crate::report::units(v),
+            None => {
+                problems.push((
+                    line,
+                    format!("{}: {k} must be an integer of minor units", text("id")),
+                ));
+                String::new()
+            }
+        };
+        let (gross, fee, net) = (amount("amount"), amount("fee"), amount("net"));
+        let source = t.get("source");
+        let payment_intent = source
+            .and_then(|s| s.get("payment_intent"))
+            .and_then(|p| id_of(Some(p)))
+            .unwrap_or_default();
+        let order = source
+            .and_then(|s| s.get("metadata"))
+            .and_then(|m| m.get("order_id"))
+            .and_then(|o| o.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let category = match text("reporting_category") {
+            c if c.is_empty() => text("type"),
+            c => c,
+        };
+        let row = [
+            payout.clone(),
+            text("id"),
+            t.get("created").map(|c| c.to_string()).unwrap_or_default(),
+            text("currency"),
+            gross,
+            fee,
+            net,
+            category,
+            id_of(source).unwrap_or_default(),
+            payment_intent,
+            order,
+        ];
+        let cells: Vec<String> = row.iter().map(|c| cell(c)).collect();
+        csv.push_str(&cells.join(","));
+        csv.push('\n');
+    }
+    if !problems.is_empty() {
+        return Err(PayoutError::Refused(problems));
+    }
+    Ok(csv)
+}
+
 /// Reads the report; every problem is named with its line, and any problem refuses it whole.
 pub fn read_report(
     text: &str,
@@ -435,7 +538,12 @@ pub async fn import(
         .await?
         .ok_or(PayoutError::UnknownRaffle(raffle))?
         .get(0);
-    let lines = read_report(text, &currency, account)?;
+    // The itemized report as CSV, or the payout's balance transactions as JSON.
+    let lines = if text.trim_start().starts_with(['{', '[']) {
+        read_report(&balance_transactions_as_report(text)?, &currency, account)?
+    } else {
+        read_report(text, &currency, account)?
+    };
     let sha = hex::encode(Sha256::digest(text.as_bytes()));
     let ids: Vec<&str> = lines
         .iter()
@@ -650,6 +758,56 @@ mod tests {
         for bad in ["", "1.234", "1,00", "abc", "1.", "--1", "1e3"] {
             assert_eq!(minor_units(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn balance_transactions_as_json_read_as_the_itemized_report() {
+        let json = r#"{"object": "list", "data": [
+            {"id": "txn_1", "object": "balance_transaction", "amount": 2000, "fee": 88, "net": 1912,
+             "currency": "usd", "type": "charge", "reporting_category": "charge", "created": 1764547200,
+             "source": {"id": "ch_1", "object": "charge", "payment_intent": "pi_1", "metadata": {"order_id": "0192d1f0-0000-7000-8000-000000000001"}}},
+            {"id": "txn_2", "amount": -2000, "fee": 0, "net": -2000, "currency": "usd", "type": "refund",
+             "reporting_category": "refund", "source": {"id": "re_1", "payment_intent": "pi_2"}},
+            {"id": "txn_3", "amount": -88, "fee": 0, "net": -88, "currency": "usd", "type": "payout",
+             "reporting_category": "payout", "source": "po_1"}
+        ]}"#;
+        let lines =
+            read_report(&balance_transactions_as_report(json).unwrap(), "USD", None).unwrap();
+        assert_eq!(lines.len(), 2, "the payout's own transaction is left out");
+        assert_eq!(
+            (
+                lines[0].payout_id.as_str(),
+                lines[0].gross_minor,
+                lines[0].fee_minor,
+                lines[0].net_minor
+            ),
+            ("po_1", 2000, 88, 1912)
+        );
+        assert_eq!(lines[0].payment_intent.as_deref(), Some("pi_1"));
+        assert!(lines[0].order_id.is_some());
+        assert_eq!(
+            (
+                lines[1].category.as_str(),
+                lines[1].gross_minor,
+                lines[1].source_id.as_deref()
+            ),
+            ("refund", -2000, Some("re_1"))
+        );
+        // The same rules refuse it: another currency, a float amount, no payout named.
+        let foreign = json.replace(
+            "\"currency\": \"usd\", \"type\": \"refund\"",
+            "\"currency\": \"eur\", \"type\": \"refund\"",
+        );
+        assert!(
+            matches!(read_report(&balance_transactions_as_report(&foreign).unwrap(), "USD", None),
+                         Err(PayoutError::Refused(p)) if p[0].0 == 3 && p[0].1.contains("is in EUR"))
+        );
+        let float = json.replace("\"amount\": 2000", "\"amount\": 20.00");
+        assert!(matches!(balance_transactions_as_report(&float),
+                         Err(PayoutError::Refused(p)) if p[0].1.contains("txn_1: amount must be an integer")));
+        let no_payout = json.replace("\"type\": \"payout\"", "\"type\": \"adjustment\"");
+        assert!(matches!(balance_transactions_as_report(&no_payout),
+                         Err(PayoutError::Refused(p)) if p[0].1.contains("?payout=po_")));
     }
 
     #[test]

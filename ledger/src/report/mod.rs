@@ -19,7 +19,7 @@ mod tables;
 pub use confirm::{ConfirmError, Confirmation, confirm, report_sha256};
 pub use csv::{csv_cell, to_csv};
 pub use html::to_html;
-pub use tables::{Cell, Table, tables};
+pub use tables::{Cell, Table, tables, units};
 
 /// One check with its result and the figures behind it.
 #[derive(Debug, Clone, Serialize)]
