@@ -37,6 +37,18 @@ pub enum RefundsAction {
         #[arg(long = "as", default_value = "finance")]
         by: String,
     },
+    /// Give an online order back whole, with the reason: the refund is owed and the sale
+    /// reversed now, the worker pays it, the provider's refund voids the tickets.
+    Order {
+        #[arg(long)]
+        raffle: Uuid,
+        #[arg(long)]
+        order: Uuid,
+        #[arg(long)]
+        reason: String,
+        #[arg(long = "as", default_value = "finance")]
+        by: String,
+    },
     /// Take a refund off the provider's list (paid another way, or not owed), with the reason.
     Cancel {
         id: Uuid,
@@ -134,6 +146,32 @@ pub async fn run(action: RefundsAction) -> anyhow::Result<()> {
             let after = obligations::retry(&*tx, id, &catalog::audit::Actor::cli(&by)).await?;
             tx.commit().await?;
             println!("refund {id} is {} ({})", after.state, after.idempotency_key);
+            Ok(())
+        }
+        RefundsAction::Order {
+            raffle,
+            order,
+            reason,
+            by,
+        } => {
+            let mut client = pool.get().await?;
+            let tx = client.transaction().await?;
+            let owed = refunds::orders::refund_order(
+                &tx,
+                raffle,
+                order,
+                &reason,
+                &catalog::audit::Actor::cli(&by),
+            )
+            .await?;
+            tx.commit().await?;
+            println!(
+                "order {order} is owed back: refund {} of {} {} ({})",
+                owed.id,
+                crate::money(owed.amount_minor),
+                owed.currency,
+                owed.state
+            );
             Ok(())
         }
         RefundsAction::Cancel { id, reason, by } => {

@@ -2128,3 +2128,75 @@ async fn finance_counts_cash_deposits_it_and_imports_payouts_over_http() {
         422
     );
 }
+
+/// Finance gives an online order back whole over HTTP: 201 with the refund owed; an order not
+/// paid is refused with the reason (409), an unknown one is not found, a missing reason is a
+/// bad request, an outsider is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finance_refunds_an_order_whole_over_http() {
+    let app = spawn_app().await;
+    let s = scenario::seed::raffle_on_sale(
+        &app.env.pool,
+        &scenario::seed::Options {
+            rsu_count: 0,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (paid, pending) = (Uuid::now_v7(), Uuid::now_v7());
+    app.env
+        .client()
+        .await
+        .execute(
+            "INSERT INTO sales.orders (id, raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency, source,
+                                       payment_status, payment_provider, payment_reference, paid_at)
+             VALUES ($1, $3, $4, 'VAL-HTTP-1', 5, 2000, 'USD', 'online', 'completed', 'stripe', 'pi_http_refund', now()),
+                    ($2, $3, $4, 'VAL-HTTP-2', 5, 2000, 'USD', 'online', 'pending', NULL, NULL, NULL)",
+            &[&paid, &pending, &s.raffle_id, &s.package_id],
+        )
+        .await
+        .unwrap();
+    let admin = token("admin");
+    let path = |order: Uuid| {
+        format!(
+            "organizations/{}/raffles/{}/orders/{order}/refund",
+            s.organization_id, s.raffle_id
+        )
+    };
+    let reason = br#"{"reason": "the buyer asked within the cooling-off period"}"#;
+    let body = |r: &Response| String::from_utf8_lossy(&r.body).into_owned();
+    let r = app.raw("POST", &path(pending), Some(&admin), reason).await;
+    assert_eq!(r.status, 409, "{}", body(&r));
+    assert!(
+        body(&r).contains("only a paid order is refunded"),
+        "{}",
+        body(&r)
+    );
+    let r = app
+        .raw("POST", &path(Uuid::now_v7()), Some(&admin), reason)
+        .await;
+    assert_eq!(r.status, 404, "{}", body(&r));
+    let r = app.raw("POST", &path(paid), Some(&admin), b"{}").await;
+    assert_eq!(r.status, 400, "{}", body(&r));
+    assert_eq!(
+        app.raw("POST", &path(paid), Some(&token("outsider")), reason)
+            .await
+            .status,
+        403
+    );
+    let r = app.raw("POST", &path(paid), Some(&admin), reason).await;
+    assert_eq!(r.status, 201, "{}", body(&r));
+    let owed = r.json().unwrap();
+    assert_eq!(
+        (
+            owed["reason_code"].as_str(),
+            owed["amount_minor"].as_i64(),
+            owed["state"].as_str()
+        ),
+        (Some("staff_refund"), Some(2000), Some("owed"))
+    );
+    let r = app.raw("POST", &path(paid), Some(&admin), reason).await;
+    assert_eq!(r.status, 409, "{}", body(&r));
+    assert!(body(&r).contains("already owed back"), "{}", body(&r));
+}

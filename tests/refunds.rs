@@ -1032,3 +1032,124 @@ async fn cancelling_a_raffle_that_sold_refunds_every_paid_order() {
     assert_eq!(pass.owed_for_cancellations, 0);
     assert_eq!(all(&env, s.raffle_id).await.len(), 3);
 }
+
+/// Staff give one paid order back whole: the refund is owed and the sale reversed at once, the
+/// worker pays it once, the provider's `charge.refunded` voids the tickets without reversing the
+/// sale again; an order not paid, or owed already, is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_refund_an_order_whole_and_the_books_reverse_it_once() {
+    let env = TestEnv::new().await;
+    let s = seeded(&env).await;
+    let ingest = common::ingest(&env, SECRET).await;
+    let provider = stand_in(
+        Some(ingest),
+        StandInConfig {
+            settle_immediately: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let _allocator = common::allocator(&env);
+    let _ledger = common::ledger(&env);
+    let mut paid = Vec::new();
+    for i in 0..2 {
+        let order = checkout(ingest, &s).await;
+        let pi = format!("pi_staff_{i}_{}", &order[..8]);
+        provider.charge(&pi, 2000);
+        let e = event(
+            &format!("evt_staff_{i}"),
+            "payment_intent.succeeded",
+            payment_intent(&pi, 2000, "succeeded", &order),
+        );
+        assert_eq!(deliver(ingest, &e).await, 200);
+        paid.push(order.parse::<Uuid>().unwrap());
+    }
+    let unpaid: Uuid = checkout(ingest, &s).await.parse().unwrap();
+    common::eventually("two sales booked", || async {
+        count(&env, "SELECT count(*) FROM ledger.journal_entries WHERE raffle_id = $1 AND entry_type = 'ticket_sale'", s.raffle_id).await == 2
+    })
+    .await;
+
+    let staff = catalog::audit::Actor::cli("fiona (finance)");
+    let refund = |order: Uuid, reason: &'static str| {
+        let (pool, staff, raffle) = (env.pool.clone(), staff.clone(), s.raffle_id);
+        async move {
+            let mut client = pool.get().await.unwrap();
+            let tx = client.transaction().await.unwrap();
+            let r = refunds::orders::refund_order(&tx, raffle, order, reason, &staff).await;
+            tx.commit().await.unwrap();
+            r
+        }
+    };
+    let owed = refund(paid[0], "the buyer bought for the wrong raffle")
+        .await
+        .unwrap();
+    assert_eq!(
+        (owed.reason_code.as_str(), owed.amount_minor, owed.state),
+        ("staff_refund", 2000, State::Owed)
+    );
+    assert_eq!(
+        balance(&env, s.raffle_id, "refunds_payable").await,
+        -2000,
+        "owed at once"
+    );
+    for (order, why) in [
+        (paid[0], "already owed back"),
+        (unpaid, "only a paid order is refunded"),
+        (Uuid::now_v7(), "is not an order of raffle"),
+    ] {
+        match refund(order, "again").await {
+            Err(refunds::RefundError::Invalid(reason)) => {
+                assert!(reason.contains(why), "{why:?} not in {reason:?}")
+            }
+            other => panic!("refunding order {order} again: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        refund(paid[1], " ").await,
+        Err(refunds::RefundError::Invalid(r)) if r.contains("needs a reason")
+    ));
+
+    let config = refunds::WorkerConfig::default();
+    work_until(&env, &api(&provider), &config, s.raffle_id, |list| {
+        list.iter().all(|o| o.state == State::Succeeded)
+    })
+    .await;
+    common::eventually("the order refunded and its tickets voided", || async {
+        count(
+            &env,
+            "SELECT count(*) FROM sales.tickets WHERE raffle_id = $1 AND state = 'voided'",
+            s.raffle_id,
+        )
+        .await
+            == 5
+    })
+    .await;
+    work_until(&env, &api(&provider), &config, s.raffle_id, |_| true).await;
+    common::sales_settled(&env).await;
+    assert_eq!(provider.refunds_per_payment().len(), 1);
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM ledger.journal_entries WHERE raffle_id = $1 AND entry_type = 'ticket_reversal'", s.raffle_id).await,
+        1,
+        "the sale reversed once"
+    );
+    for (account, expected) in [
+        ("refunds_payable", 0),
+        ("payment_clearing", 2000),
+        ("refunds_and_voids", 2000),
+    ] {
+        assert_eq!(
+            balance(&env, s.raffle_id, account).await,
+            expected,
+            "{account}"
+        );
+    }
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM audit.critical_events WHERE raffle_id = $1 AND event_type = 'ORDER_REFUNDED'", s.raffle_id).await,
+        1
+    );
+    let report = ledger::report::reconciliation(&env.client().await, s.raffle_id)
+        .await
+        .unwrap();
+    assert!(report.all_pass(), "{:?}", report.failing());
+}

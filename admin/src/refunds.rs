@@ -5,7 +5,10 @@
 //!   (admins, finance, auditors);
 //! - `POST /v1/organizations/{org}/raffles/{raffle}/refunds/{id}/retry` (admins, finance);
 //! - `POST /v1/organizations/{org}/raffles/{raffle}/refunds/{id}/cancel` with
-//!   `{"reason": "…"}` (admins, finance).
+//!   `{"reason": "…"}` (admins, finance);
+//! - `POST /v1/organizations/{org}/raffles/{raffle}/orders/{order}/refund` with
+//!   `{"reason": "…"}`: an online order given back whole, its sale reversed now and the refund
+//!   paid by the worker (admins, finance).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -71,7 +74,7 @@ pub fn routes(
             crate::BODY_LIMIT_BYTES as u64,
         ))
         .and(warp::body::bytes())
-        .and(with_state)
+        .and(with_state.clone())
         .then(
             |org: Uuid,
              raffle: Uuid,
@@ -91,7 +94,72 @@ pub fn routes(
                 answer(serve_action(&state, org, raffle, id, &action, &request, &body).await)
             },
         );
-    list.or(act).unify()
+    let refund_order = warp::post()
+        .and(warp::path!(
+            "v1" / "organizations" / Uuid / "raffles" / Uuid / "orders" / Uuid / "refund"
+        ))
+        .and(warp::header::optional::<String>("authorization"))
+        .and(platform::http_server::client_addr())
+        .and(warp::body::content_length_limit(
+            crate::BODY_LIMIT_BYTES as u64,
+        ))
+        .and(warp::body::bytes())
+        .and(warp::any().map(move || state.clone()))
+        .then(
+            |org: Uuid,
+             raffle: Uuid,
+             order: Uuid,
+             authorization: Option<String>,
+             source: Option<SocketAddr>,
+             body: bytes::Bytes,
+             state: Arc<crate::AppState>| async move {
+                let path = format!("organizations/{org}/raffles/{raffle}/orders/{order}/refund");
+                let request = crate::RouteRequest {
+                    method: &Method::POST,
+                    path: &path,
+                    authorization: authorization.as_deref(),
+                    source,
+                };
+                answer(serve_refund_order(&state, org, raffle, order, &request, &body).await)
+            },
+        );
+    list.or(act).unify().or(refund_order).unify()
+}
+
+/// Staff give an order back whole: 201 with the refund owed, 409 with the reason when the order
+/// cannot be (not paid, on an RSU, already owed, the raffle sealed).
+async fn serve_refund_order(
+    state: &crate::AppState,
+    org: Uuid,
+    raffle: Uuid,
+    order: Uuid,
+    request: &crate::RouteRequest<'_>,
+    body: &[u8],
+) -> Result<warp::reply::Response, Problem> {
+    let actor = crate::authorize(state, request, org, ACT).await?;
+    raffle_of(state, org, raffle).await?;
+    let input: CancelInput = platform::body::parse(body)?;
+    let mut client = platform::problem::pooled(&state.pool).await?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| platform::problem::from_db("refunds", &e))?;
+    let owed = refunds::orders::refund_order(&tx, raffle, order, &input.reason, &actor.who())
+        .await
+        .map_err(|e| match e {
+            RefundError::Invalid(why) if why.starts_with("a refund needs") => {
+                Problem::invalid("reason", why)
+            }
+            RefundError::Invalid(why) if why.contains("is not an order of raffle") => {
+                Problem::not_found(why)
+            }
+            RefundError::Invalid(why) => Problem::conflict("order-not-refundable", why),
+            other => refund_problem(other),
+        })?;
+    tx.commit()
+        .await
+        .map_err(|e| platform::problem::from_db("refunds", &e))?;
+    Ok(warp::reply::with_status(warp::reply::json(&owed), StatusCode::CREATED).into_response())
 }
 
 fn answer(result: Result<warp::reply::Response, Problem>) -> warp::reply::Response {

@@ -111,11 +111,13 @@ impl BatchHandler for Ledger {
             })
             .collect()
         };
-        // A void of an order its cancelled raffle owes back: the refunds worker booked the
-        // reversal as it owed the refund, so the void moves no more money.
+        // A void of an order given back whole (its raffle cancelled, or refunded by staff): the
+        // refunds crate booked the reversal as it owed the refund, so the void moves no more
+        // money.
         let cancel_sources: Vec<String> = order_ids
             .iter()
-            .map(|o| RefundSource::CancelledOrder(*o).key())
+            .flat_map(|o| RefundSource::whole_order(*o))
+            .map(|s| s.key())
             .collect();
         let booked_by_cancellation: HashSet<Uuid> = if cancel_sources.is_empty() {
             HashSet::new()
@@ -127,7 +129,7 @@ impl BatchHandler for Ledger {
             .await?
             .iter()
             .filter_map(|r| match RefundSource::parse(r.get(0)) {
-                Some(RefundSource::CancelledOrder(id)) => Some(id),
+                Some(RefundSource::CancelledOrder(id) | RefundSource::OrderRefund(id)) => Some(id),
                 _ => None,
             })
             .collect()
@@ -204,7 +206,7 @@ impl BatchHandler for Ledger {
                     .is_some_and(|o| booked_by_cancellation.contains(&o))
             {
                 tracing::info!(raffle = %event.raffle_id, order = ?event.order_id, event = %event.event_id,
-                               "void of a cancelled raffle's order: reversed when its refund was owed");
+                               "void of an order given back whole: reversed when its refund was owed");
                 posted.insert(event.event_id);
                 out.push(Disposition::Applied);
                 continue;

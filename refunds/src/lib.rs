@@ -13,8 +13,9 @@
 //! Books: the ledger posts `refund_owed` (payment clearing against refunds payable) when it
 //! consumes the rejection; this crate posts, through the ledger's own code, `refund_paid`
 //! (refunds payable against clearing) when the provider paid, and `refund_reopened` when a
-//! paid refund later failed ([`books`]). A cancelled raffle's paid orders are owed and booked
-//! (`ticket_reversal`: refunds and voids against refunds payable) by the worker ([`cancelled`]).
+//! paid refund later failed ([`books`]). Orders given back whole — a cancelled raffle's,
+//! or one staff refund — are owed and booked at once (`ticket_reversal`: refunds and voids
+//! against refunds payable; [`orders`]).
 //!
 //! Writes: `refunds.obligations`, `refunds.attempts`, and (through `ledger::append`) the
 //! refund entries of the books, and the critical events of finance's actions (through
@@ -22,8 +23,8 @@
 //! any other ledger entry.
 
 pub mod books;
-pub mod cancelled;
 pub mod obligations;
+pub mod orders;
 pub mod provider;
 pub mod worker;
 

@@ -310,7 +310,7 @@ pub async fn run_once(
     config: &WorkerConfig,
     pacer: &Pacer,
 ) -> Result<Pass, RefundError> {
-    let newly_owed = crate::cancelled::owe_cancelled(pool, config.batch).await?;
+    let newly_owed = crate::orders::owe_cancelled(pool, config.batch).await?;
     let due = claim(pool, config).await?;
     let pass = Arc::new(std::sync::Mutex::new(Pass::default()));
     // Owned obligations into the stream: over borrowed ones the pass cannot run in a spawned

@@ -13,11 +13,19 @@ pub enum RefundSource {
     SaleEvent(Uuid),
     /// A paid order of a raffle that was cancelled.
     CancelledOrder(Uuid),
+    /// A paid order staff gave back whole.
+    OrderRefund(Uuid),
 }
 
 impl RefundSource {
     const SALE_EVENT: &'static str = "sale-event:";
     const CANCELLED_ORDER: &'static str = "cancel:";
+    const ORDER_REFUND: &'static str = "order-refund:";
+
+    /// The sources that give `order` back whole (its sale reversed as the refund is owed).
+    pub fn whole_order(order: Uuid) -> [Self; 2] {
+        [Self::CancelledOrder(order), Self::OrderRefund(order)]
+    }
 
     pub fn key(&self) -> String {
         self.to_string()
@@ -27,6 +35,9 @@ impl RefundSource {
     pub fn parse(key: &str) -> Option<Self> {
         if let Some(id) = key.strip_prefix(Self::SALE_EVENT) {
             return id.parse().ok().map(Self::SaleEvent);
+        }
+        if let Some(id) = key.strip_prefix(Self::ORDER_REFUND) {
+            return id.parse().ok().map(Self::OrderRefund);
         }
         key.strip_prefix(Self::CANCELLED_ORDER)
             .and_then(|id| id.parse().ok())
@@ -39,6 +50,7 @@ impl fmt::Display for RefundSource {
         match self {
             Self::SaleEvent(id) => write!(f, "{}{id}", Self::SALE_EVENT),
             Self::CancelledOrder(id) => write!(f, "{}{id}", Self::CANCELLED_ORDER),
+            Self::OrderRefund(id) => write!(f, "{}{id}", Self::ORDER_REFUND),
         }
     }
 }
