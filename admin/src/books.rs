@@ -83,7 +83,7 @@ pub fn routes(
                     authorization: authorization.as_deref(),
                     source,
                 };
-                answer(serve_cash(&state, org, raffle, &what, &request, &body).await)
+                crate::answer(serve_cash(&state, org, raffle, &what, &request, &body).await)
             },
         );
     let payouts = warp::post()
@@ -111,31 +111,10 @@ pub fn routes(
                     authorization: authorization.as_deref(),
                     source,
                 };
-                answer(serve_payouts(&state, org, raffle, &query, &request, &body).await)
+                crate::answer(serve_payouts(&state, org, raffle, &query, &request, &body).await)
             },
         );
     cash.or(payouts).unify()
-}
-
-fn answer(result: Result<warp::reply::Response, Problem>) -> warp::reply::Response {
-    result.unwrap_or_else(|problem| platform::problem::problem_response(&problem))
-}
-
-async fn raffle_of(state: &crate::AppState, org: Uuid, raffle: Uuid) -> Result<(), Problem> {
-    let client = platform::problem::pooled(&state.pool).await?;
-    let found = client
-        .query_opt(
-            "SELECT 1 FROM catalog.raffle_events WHERE id = $1 AND organization_id = $2",
-            &[&raffle, &org],
-        )
-        .await
-        .map_err(|e| Problem::internal("finding the raffle", &e))?;
-    match found {
-        Some(_) => Ok(()),
-        None => Err(Problem::not_found(format!(
-            "raffle {raffle} of organization {org}"
-        ))),
-    }
 }
 
 fn cash_problem(e: ledger::cash::CashError) -> Problem {
@@ -159,7 +138,7 @@ async fn serve_cash(
         )));
     }
     let actor = crate::authorize(state, request, org, ACT).await?;
-    raffle_of(state, org, raffle).await?;
+    crate::raffle_of(state, org, raffle).await?;
     let mut client = platform::problem::pooled(&state.pool).await?;
     let tx = client
         .transaction()
@@ -223,7 +202,7 @@ async fn serve_payouts(
         ));
     }
     let actor = crate::authorize(state, request, org, ACT).await?;
-    raffle_of(state, org, raffle).await?;
+    crate::raffle_of(state, org, raffle).await?;
     let text = std::str::from_utf8(body).map_err(|e| {
         Problem::invalid("body", format!("the payout report is not UTF-8 text: {e}"))
     })?;

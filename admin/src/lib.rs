@@ -283,6 +283,30 @@ pub(crate) async fn authorize(
     }
 }
 
+/// The raffle, if it is the organisation's; another organisation's raffle is not found (404),
+/// as if it did not exist: for the endpoints beside the JSON API.
+pub(crate) async fn raffle_of(state: &AppState, org: Uuid, raffle: Uuid) -> Result<(), Problem> {
+    let client = pooled(&state.pool).await?;
+    let found = client
+        .query_opt(
+            "SELECT 1 FROM catalog.raffle_events WHERE id = $1 AND organization_id = $2",
+            &[&raffle, &org],
+        )
+        .await
+        .map_err(|e| Problem::internal("finding the raffle", &e))?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(Problem::not_found(format!(
+            "raffle {raffle} of organization {org}"
+        ))),
+    }
+}
+
+/// A route's answer: its response, or its problem as `application/problem+json`.
+pub(crate) fn answer(result: Result<warp::reply::Response, Problem>) -> warp::reply::Response {
+    result.unwrap_or_else(|problem| platform::problem::problem_response(&problem))
+}
+
 /// What a route served beside the API (reports, claims) knows of its request, for
 /// [`authorize`].
 pub(crate) struct RouteRequest<'a> {

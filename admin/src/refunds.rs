@@ -61,7 +61,7 @@ pub fn routes(
                     authorization: authorization.as_deref(),
                     source,
                 };
-                answer(serve_list(&state, org, raffle, &query, &request).await)
+                crate::answer(serve_list(&state, org, raffle, &query, &request).await)
             },
         );
     let act = warp::post()
@@ -91,7 +91,7 @@ pub fn routes(
                     authorization: authorization.as_deref(),
                     source,
                 };
-                answer(serve_action(&state, org, raffle, id, &action, &request, &body).await)
+                crate::answer(serve_action(&state, org, raffle, id, &action, &request, &body).await)
             },
         );
     let refund_order = warp::post()
@@ -120,7 +120,7 @@ pub fn routes(
                     authorization: authorization.as_deref(),
                     source,
                 };
-                answer(serve_refund_order(&state, org, raffle, order, &request, &body).await)
+                crate::answer(serve_refund_order(&state, org, raffle, order, &request, &body).await)
             },
         );
     list.or(act).unify().or(refund_order).unify()
@@ -137,7 +137,7 @@ async fn serve_refund_order(
     body: &[u8],
 ) -> Result<warp::reply::Response, Problem> {
     let actor = crate::authorize(state, request, org, ACT).await?;
-    raffle_of(state, org, raffle).await?;
+    crate::raffle_of(state, org, raffle).await?;
     let input: CancelInput = platform::body::parse(body)?;
     let mut client = platform::problem::pooled(&state.pool).await?;
     let tx = client
@@ -160,27 +160,6 @@ async fn serve_refund_order(
         .await
         .map_err(|e| platform::problem::from_db("refunds", &e))?;
     Ok(warp::reply::with_status(warp::reply::json(&owed), StatusCode::CREATED).into_response())
-}
-
-fn answer(result: Result<warp::reply::Response, Problem>) -> warp::reply::Response {
-    result.unwrap_or_else(|problem| platform::problem::problem_response(&problem))
-}
-
-async fn raffle_of(state: &crate::AppState, org: Uuid, raffle: Uuid) -> Result<(), Problem> {
-    let client = platform::problem::pooled(&state.pool).await?;
-    let found = client
-        .query_opt(
-            "SELECT 1 FROM catalog.raffle_events WHERE id = $1 AND organization_id = $2",
-            &[&raffle, &org],
-        )
-        .await
-        .map_err(|e| Problem::internal("finding the raffle", &e))?;
-    match found {
-        Some(_) => Ok(()),
-        None => Err(Problem::not_found(format!(
-            "raffle {raffle} of organization {org}"
-        ))),
-    }
 }
 
 fn refund_problem(e: RefundError) -> Problem {
@@ -215,7 +194,7 @@ async fn serve_list(
         .transpose()
         .map_err(|e: String| Problem::invalid("state", e))?;
     crate::authorize(state, request, org, crate::auth::rights::READ_AUDIT).await?;
-    raffle_of(state, org, raffle).await?;
+    crate::raffle_of(state, org, raffle).await?;
     let client = platform::problem::pooled(&state.pool).await?;
     let list = obligations::list(&**client, Some(raffle), filter)
         .await
@@ -250,7 +229,7 @@ async fn serve_action(
         )));
     }
     let actor = crate::authorize(state, request, org, ACT).await?;
-    raffle_of(state, org, raffle).await?;
+    crate::raffle_of(state, org, raffle).await?;
     let reason = if action == "cancel" {
         let input: CancelInput = platform::body::parse(body)?;
         Some(input.reason)

@@ -100,19 +100,8 @@ async fn serve_report(
         }
     };
     crate::authorize(state, request, org, crate::auth::rights::READ_AUDIT).await?;
+    crate::raffle_of(state, org, raffle).await?;
     let client = platform::problem::pooled(&state.pool).await?;
-    let found = client
-        .query_opt(
-            "SELECT 1 FROM catalog.raffle_events WHERE id = $1 AND organization_id = $2",
-            &[&raffle, &org],
-        )
-        .await
-        .map_err(|e| Problem::internal("finding the raffle", &e))?;
-    if found.is_none() {
-        return Err(Problem::not_found(format!(
-            "raffle {raffle} of organization {org}"
-        )));
-    }
     let report = ledger::report::reconciliation(&**client, raffle)
         .await
         .map_err(|e| Problem::internal("building the reconciliation report", &e))?;

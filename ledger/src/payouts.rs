@@ -394,6 +394,9 @@ impl ImportOutcome {
     }
 }
 
+/// A refund owed for a payment: (id, amount, state, the provider's refund id).
+type OwedRefund = (Uuid, i64, String, Option<String>);
+
 /// What the books hold for the payments a file names, read once for the whole file (a record
 /// day's payout has hundreds of thousands of lines): each order's booked sale and reversals, and
 /// the refunds owed or paid, by PaymentIntent.
@@ -403,8 +406,8 @@ struct BooksByPayment {
     sales: HashMap<String, (Uuid, i64)>,
     /// PaymentIntent → (order, the reversals booked for it).
     reversals: HashMap<String, (Uuid, Vec<i64>)>,
-    /// PaymentIntent → the refunds owed for it: (id, amount, state, provider's refund id).
-    owed: HashMap<String, Vec<(Uuid, i64, String, Option<String>)>>,
+    /// PaymentIntent → the refunds owed for it.
+    owed: HashMap<String, Vec<OwedRefund>>,
 }
 
 impl BooksByPayment {
