@@ -2200,3 +2200,83 @@ async fn finance_refunds_an_order_whole_over_http() {
     assert_eq!(r.status, 409, "{}", body(&r));
     assert!(body(&r).contains("already owed back"), "{}", body(&r));
 }
+
+/// Finance's HTTP actions run under the admin service's own role where each service logs in as
+/// its own (V28): a cash count, a payout import and a staff refund append what they must and
+/// nothing refuses them for want of a grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finances_actions_work_under_the_admin_services_own_role() {
+    let env = TestEnv::new().await;
+    let s = scenario::seed::raffle_on_sale(
+        &env.pool,
+        &scenario::seed::Options {
+            rsu_count: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let order = Uuid::now_v7();
+    env.client()
+        .await
+        .execute(
+            "INSERT INTO sales.orders (id, raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency, source,
+                                       payment_status, payment_provider, payment_reference, paid_at)
+             VALUES ($1, $2, $3, 'VAL-ROLE-1', 5, 2000, 'USD', 'online', 'completed', 'stripe', 'pi_role_1', now())",
+            &[&order, &s.raffle_id, &s.package_id],
+        )
+        .await
+        .unwrap();
+    let admin_pool = env.service_login("raffle_admin").await.db.pool(2).unwrap();
+    let mut client = admin_pool.get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    ledger::cash::count(
+        &tx,
+        &ledger::cash::NewCount {
+            raffle_id: s.raffle_id,
+            rsu_id: s.rsus[0].id,
+            seller_id: None,
+            float_minor: 10_000,
+            counted_minor: 10_000,
+            counted_by: "Pat",
+            witnessed_by: "Sam",
+            note: None,
+        },
+    )
+    .await
+    .expect("the admin role counts cash");
+    let header = "automatic_payout_id,balance_transaction_id,currency,gross,fee,net,reporting_category,payment_intent_id";
+    ledger::payouts::import(
+        &tx,
+        s.raffle_id,
+        &format!("{header}\npo_role,txn_role_1,usd,20.00,0.88,19.12,charge,pi_role_1\n"),
+        None,
+        "finance",
+    )
+    .await
+    .expect("the admin role imports a payout");
+    refunds::orders::refund_order(
+        &tx,
+        s.raffle_id,
+        order,
+        "the buyer asked",
+        &catalog::audit::Actor::cli("finance"),
+    )
+    .await
+    .expect("the admin role refunds an order");
+    tx.commit().await.unwrap();
+    let written: (i64, i64) = {
+        let row = env
+            .client()
+            .await
+            .query_one(
+                "SELECT (SELECT count(*) FROM ledger.cash_counts WHERE raffle_id = $1),
+                        (SELECT count(*) FROM ledger.journal_entries WHERE raffle_id = $1 AND entry_type = 'ticket_reversal')",
+                &[&s.raffle_id],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert_eq!(written, (1, 1), "the count and the refund's reversal");
+}

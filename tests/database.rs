@@ -740,9 +740,11 @@ async fn each_service_role_writes_only_what_its_service_owns() {
             "raffle_ledger",
             "UPDATE sales.orders SET payment_status = 'completed'",
         ),
+        // Finance's HTTP actions (cash counts, payouts, staff refunds) append entries through
+        // the ledger's code in the admin service (V28); the seal stays the ledger's alone.
         (
             "raffle_admin",
-            "INSERT INTO ledger.accounts (raffle_id, code, kind, currency) VALUES (gen_random_uuid(), 'x', 'asset', 'USD')",
+            "INSERT INTO ledger.seals (raffle_id, head_hash, entries, currency, gross_sales_minor, refunds_minor, written_off_minor, gross_receipts_minor, prizes, operating_fee_minor, net_proceeds_minor, tickets_eligible, tickets_voided, ticket_set_digest, seed_commitment, sealed_by) VALUES (gen_random_uuid(), '\\x00', 0, 'USD', 0, 0, 0, 0, '[]', 0, 0, 0, 0, '\\x00', '\\x00', 'x')",
         ),
         ("raffle_admin", "UPDATE sales.tickets SET state = 'voided'"),
         (

@@ -14,8 +14,12 @@
 //!
 //! Through `catalog` it moves raffles along their lifecycle (activation, close, cancellation),
 //! hands number blocks to RSUs and records the critical event of every change and refusal;
-//! HTTP plumbing is `platform`'s. Must not touch: orders, tickets and counters written by the
-//! allocator (it reads orders to check perk claims), the ledger, the draw. Sealing and drawing
+//! HTTP plumbing is `platform`'s. Finance's actions over HTTP (a device's cash counted or
+//! deposited, a payout imported, an order refunded whole) run the ledger's and the refunds
+//! crate's code in the request's transaction, and so append their journal entries, cash rows,
+//! payout lines and obligations (the admin role holds exactly those writes, V28). Must not
+//! touch: orders, tickets and counters written by the allocator (it reads orders to check perk
+//! claims), any other ledger table (the seal above all), the draw. Sealing and drawing
 //! are the ledger's and the draw engine's transitions.
 //!
 //! Every request runs in one Postgres transaction: rights, validation, writes and the critical
