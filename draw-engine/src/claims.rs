@@ -289,7 +289,7 @@ async fn judge(
         ));
     }
     let given = request.validation_number.trim().to_ascii_uppercase();
-    if !constant_time_eq(given.as_bytes(), validation.as_bytes()) {
+    if !schemas::constant_time_eq(given.as_bytes(), validation.as_bytes()) {
         return Err(refused(
             DrawRefusal::WrongValidationNumber,
             format!("the validation number does not match the one issued with number {number}"),
@@ -307,7 +307,7 @@ async fn judge(
     };
     let code = schemas::CheckCode::parse(&request.check_code)
         .map_err(|e| refused(DrawRefusal::WrongCheckCode, e.to_string()))?;
-    if !constant_time_eq(&code.hash(raffle, &validation), &stored) {
+    if !code.matches(raffle, &validation, &stored) {
         return Err(refused(
             DrawRefusal::WrongCheckCode,
             format!("the check code does not match the receipt of number {number}"),
@@ -389,10 +389,6 @@ async fn settle_payable(
     )
     .await
     .map_err(failed)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -3,7 +3,8 @@
 //! Owns: checkout (pending orders, checked against the raffle's state, sales window, the
 //! package's active window, the jurisdiction's rules, a per-order ticket limit and the
 //! remaining capacity), payment-provider webhooks (signature, then the sale onto Kafka), and
-//! RSU batch uploads (API key, a result per record). Creates pending orders and their
+//! RSU batch uploads (API key, a result per record), and the buyer's read-only look-up of
+//! their order by its id and the receipt's check code (`buyers`). Creates pending orders and their
 //! capacity holds at checkout through `sales` (the allocator, which decides the orders, gives
 //! the holds back), records refused records through `catalog::rejections`, and writes
 //! `sales.provider_events` (what the provider said that moves no tickets),
@@ -15,6 +16,7 @@
 //! the server) is `platform`'s. Must not touch: draw numbers, tickets or counters (the
 //! allocator's), the ledger, the draw; and it stands on no other edge (never on `admin`).
 
+pub mod buyers;
 pub mod checkout;
 pub mod lookup;
 pub mod rsu;
@@ -104,6 +106,8 @@ pub struct IngestState {
     pub checkouts: checkout::Checkouts,
     /// `/health`: Postgres and the broker, checked every second.
     pub health: Arc<Health>,
+    /// Buyers' order look-ups per address.
+    pub buyer_lookups: buyers::LookupLimiter,
 }
 
 /// Body limits: a webhook or checkout is small; an RSU batch holds up to `rsu::BATCH_RECORDS_MAX`.
@@ -129,6 +133,7 @@ impl IngestState {
             orders: lookup::OrderLookup::start(db)?,
             checkouts: checkout::Checkouts::start(db, &config)?,
             health,
+            buyer_lookups: buyers::LookupLimiter::default(),
             pool,
             producer,
             config,
@@ -179,6 +184,7 @@ async fn route(
     path: warp::path::Tail,
     query: HashMap<String, String>,
     headers: warp::http::HeaderMap,
+    client: Option<std::net::SocketAddr>,
     body: impl futures::Stream<Item = Result<impl bytes::Buf, warp::Error>> + Unpin,
 ) -> Result<warp::reply::Response, Infallible> {
     let path = path.as_str().to_owned();
@@ -198,6 +204,9 @@ async fn route(
         let body = platform::body::read_body(body, limit).await?;
         match (method.as_str(), path.as_str()) {
             ("POST", "checkout") => checkout::create(&state, &body).await,
+            ("POST", "orders/lookup") => {
+                buyers::look_up(&state, client.map(|a| a.ip()), &body).await
+            }
             ("POST", "webhooks/payments") => {
                 webhooks::receive(&state, header("stripe-signature").as_deref(), &body).await
             }
@@ -260,10 +269,13 @@ pub fn routes(
         .and(warp::path::tail())
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::header::headers_cloned())
+        .and(platform::http_server::client_addr())
         .and(warp::body::stream())
-        .and_then(|state, method, tail, query, headers, body| async move {
-            route(state, method, tail, query, headers, Box::pin(body)).await
-        });
+        .and_then(
+            |state, method, tail, query, headers, client, body| async move {
+                route(state, method, tail, query, headers, client, Box::pin(body)).await
+            },
+        );
     platform::health::routes(health)
         .or(api)
         .unify()

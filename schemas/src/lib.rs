@@ -28,7 +28,7 @@ pub use refusals::{DrawRefusal, SealRefusal};
 pub use states::{PaymentStatus, RaffleState, SaleRefusal};
 pub use values::{
     CheckCode, Currency, DrawNumber, Money, Percentage, RangePartition, RangeRef, ValidationNumber,
-    ValueError, amount_for_people,
+    ValueError, amount_for_people, constant_time_eq,
 };
 
 /// Topic base names. Deployments may prefix them (tests do, so each test owns its topics).

@@ -195,6 +195,11 @@ pub fn amount_for_people(minor: i64) -> String {
     format!("{sign}{grouped}.{:02}", abs % 100)
 }
 
+/// Whether two secrets' bytes are equal, in a time that depends on their length only.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// A draw number: a positive integer, unique within its raffle and inside its range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "i64", into = "i64")]
@@ -330,6 +335,13 @@ impl CheckCode {
     pub fn display(&self) -> String {
         let text = std::str::from_utf8(&self.0).unwrap_or("");
         format!("{}-{}", &text[..5], &text[5..])
+    }
+
+    /// Whether this code is the one whose hash was stored for the receipt of `validation_number`
+    /// in `raffle_id`; compared in constant time, so the answer's timing says nothing of how
+    /// much of the code was right.
+    pub fn matches(&self, raffle_id: uuid::Uuid, validation_number: &str, stored: &[u8]) -> bool {
+        constant_time_eq(&self.hash(raffle_id, validation_number), stored)
     }
 
     /// What is stored: SHA-256 over a domain tag, the raffle, the validation number and the
