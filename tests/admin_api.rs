@@ -2280,3 +2280,101 @@ async fn finances_actions_work_under_the_admin_services_own_role() {
     };
     assert_eq!(written, (1, 1), "the count and the refund's reversal");
 }
+
+/// Staff find a buyer's order by what the buyer can tell them, within their organisation only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_find_a_buyers_order_by_what_the_buyer_can_tell_them() {
+    let app = spawn_app().await;
+    let options = scenario::seed::Options {
+        rsu_count: 0,
+        ..Default::default()
+    };
+    let ours = scenario::seed::raffle_on_sale(&app.env.pool, &options)
+        .await
+        .unwrap();
+    let theirs = scenario::seed::raffle_on_sale(&app.env.pool, &options)
+        .await
+        .unwrap();
+    assert_ne!(ours.organization_id, theirs.organization_id);
+    let (mine, elsewhere) = (Uuid::now_v7(), Uuid::now_v7());
+    let client = app.env.client().await;
+    for (order, s, validation, pi) in [
+        (mine, &ours, "VAL-FIND-1", "pi_find_1"),
+        (elsewhere, &theirs, "VAL-FIND-2", "pi_find_2"),
+    ] {
+        client
+            .execute(
+                "INSERT INTO sales.orders (id, raffle_id, package_id, validation_number, ticket_count, total_amount_minor, currency, source,
+                                           payment_status, payment_provider, payment_reference, paid_at, customer_name, customer_email, customer_phone)
+                 VALUES ($1, $2, $3, $4, 5, 2000, 'USD', 'online', 'completed', 'stripe', $5, now(), 'Jo Bloggs', 'Jo@Example.org', '+1 (701) 555-0100')",
+                &[&order, &s.raffle_id, &s.package_id, &validation, &pi],
+            )
+            .await
+            .unwrap();
+    }
+    let admin = token("admin");
+    let base = format!("organizations/{}/orders", ours.organization_id);
+    let found = |query: &'static str| {
+        let (app, admin, base) = (&app, admin.clone(), base.clone());
+        async move {
+            let r = app
+                .raw("GET", &format!("{base}?{query}"), Some(&admin), b"")
+                .await;
+            assert_eq!(
+                r.status,
+                200,
+                "{query}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            r.json().unwrap()["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["order_id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    for query in [
+        "email=jo%40example.org",
+        "name=blogg",
+        "phone=701-555-0100",
+        "validation_number=VAL-FIND-1",
+        "payment_reference=pi_find_1",
+    ] {
+        assert_eq!(found(query).await, [mine.to_string()], "{query}");
+    }
+    // Another organisation's order is not found, even by its own references.
+    assert!(found("payment_reference=pi_find_2").await.is_empty());
+    assert!(found("validation_number=VAL-FIND-2").await.is_empty());
+    assert!(
+        found("draw_number=50001").await.is_empty(),
+        "no tickets were issued"
+    );
+    for (query, status, says) in [
+        ("", 422, "say how to find the order"),
+        ("shoe_size=9", 422, "is not a way to find an order"),
+        ("name=jo", 422, "at least three letters"),
+        ("draw_number=ten", 422, "whole number"),
+    ] {
+        let r = app
+            .raw("GET", &format!("{base}?{query}"), Some(&admin), b"")
+            .await;
+        assert_eq!(r.status, status, "{query}");
+        assert!(
+            String::from_utf8_lossy(&r.body).contains(says),
+            "{query}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+    assert_eq!(
+        app.raw(
+            "GET",
+            &format!("{base}?email=jo%40example.org"),
+            Some(&token("outsider")),
+            b""
+        )
+        .await
+        .status,
+        403
+    );
+}

@@ -52,6 +52,8 @@ pub mod rights {
     /// Day-of-event work: close sales, hand out perks, hand number blocks to RSUs.
     pub const OPERATE: &[Role] = &[Admin, Operator];
     pub const READ_AUDIT: &[Role] = &[Admin, Finance, Auditor];
+    /// A buyer's order, with their name, e-mail and phone: the staff who answer buyers.
+    pub const FIND_ORDERS: &[Role] = &[Admin, Operator, Finance];
 }
 
 /// An authenticated caller.

@@ -4,6 +4,7 @@
 
 mod events;
 mod jurisdictions;
+mod orders;
 mod organizations;
 mod packages;
 mod perks;
@@ -204,6 +205,9 @@ pub async fn dispatch(ctx: &Ctx<'_, '_>, method: &Method, path: &[&str]) -> Resu
             perks::claim(ctx, id(o, "organization_id")?, id(p, "perk_id")?).await
         }
 
+        ("GET", ["organizations", o, "orders"]) => {
+            orders::search(ctx, id(o, "organization_id")?).await
+        }
         ("POST", ["organizations", o, "rsus"]) => {
             rsus::create(ctx, id(o, "organization_id")?).await
         }
