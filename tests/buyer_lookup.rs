@@ -1,6 +1,7 @@
 //! The buyer looks their order up with its id and the receipt's check code: pending, then its
 //! draw numbers once issued, then after the draw whether one won. A wrong code and an unknown
-//! order get the same answer; too many look-ups from one address are refused.
+//! order get the same answer; too many look-ups from one address are refused. The raffle's
+//! public JSON shows the seal's and the draw's evidence once there is some.
 
 mod common;
 
@@ -111,6 +112,26 @@ async fn a_buyer_sees_their_order_its_numbers_and_whether_one_won() {
     assert_eq!(seen["won"], json!([]));
     assert!(seen["drawn_at"].is_null());
 
+    // The public page before the seal: the rules and the count, no evidence yet.
+    let page = |ingest: SocketAddr, raffle: Uuid| async move {
+        let r = request(ingest, "GET", &format!("/v1/raffles/{raffle}"), &[], b"")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json().unwrap()
+    };
+    let before = page(ingest, s.raffle_id).await;
+    assert_eq!(before["tickets_sold"], 5);
+    assert!(before["rules"]["packages"].is_array(), "{before}");
+    assert!(
+        before["seal"].is_null() && before["draw"].is_null(),
+        "{before}"
+    );
+    assert!(
+        !before.to_string().contains(&order),
+        "nothing of a buyer on the public page"
+    );
+
     // Close, seal, draw: the only tickets are this buyer's, so the 50/50 is theirs.
     scenario::seed::call_as(
         &env.pool,
@@ -163,6 +184,39 @@ async fn a_buyer_sees_their_order_its_numbers_and_whether_one_won() {
         won.iter()
             .all(|w| numbers.contains(&w["number"].as_i64().unwrap())),
         "{seen}"
+    );
+
+    // The public page after the draw: the seal's evidence, the revealed seed (whose SHA-256 is
+    // the commitment published at the seal) and the winning numbers.
+    let after = page(ingest, s.raffle_id).await;
+    let seed = hex::decode(after["draw"]["seed"].as_str().expect("the seed, revealed")).unwrap();
+    use sha2::Digest;
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&seed)),
+        after["seal"]["seed_commitment"].as_str().unwrap(),
+        "{after}"
+    );
+    let published: Vec<i64> = after["draw"]["winners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["number"].as_i64().unwrap())
+        .collect();
+    let looked_up: Vec<i64> = won.iter().map(|w| w["number"].as_i64().unwrap()).collect();
+    assert_eq!(published, looked_up, "{after}");
+    assert!(after["draw"]["how_to_check"].is_string());
+    assert_eq!(
+        request(
+            ingest,
+            "GET",
+            &format!("/v1/raffles/{}", Uuid::now_v7()),
+            &[],
+            b""
+        )
+        .await
+        .unwrap()
+        .status,
+        404
     );
 
     // Too many look-ups from one address: refused, with when to come back.

@@ -4,7 +4,8 @@
 //! package's active window, the jurisdiction's rules, a per-order ticket limit and the
 //! remaining capacity), payment-provider webhooks (signature, then the sale onto Kafka), and
 //! RSU batch uploads (API key, a result per record), and the buyer's read-only look-up of
-//! their order by its id and the receipt's check code (`buyers`). Creates pending orders and their
+//! their order by its id and the receipt's check code (`buyers`), and the raffle's public JSON
+//! with the seal's and the draw's evidence (`public`). Creates pending orders and their
 //! capacity holds at checkout through `sales` (the allocator, which decides the orders, gives
 //! the holds back), records refused records through `catalog::rejections`, and writes
 //! `sales.provider_events` (what the provider said that moves no tickets),
@@ -19,6 +20,7 @@
 pub mod buyers;
 pub mod checkout;
 pub mod lookup;
+pub mod public;
 pub mod rsu;
 pub mod signature;
 pub mod stripe;
@@ -228,6 +230,9 @@ async fn route(
                     p.trim_start_matches("raffles/").trim_end_matches("/rules"),
                 )
                 .await
+            }
+            ("GET", p) if p.starts_with("raffles/") && !p["raffles/".len()..].contains('/') => {
+                public::raffle(&state, &p["raffles/".len()..]).await
             }
             ("POST", p) if p.starts_with("rsu/allocations/") && p.ends_with("/return") => {
                 let id = p
