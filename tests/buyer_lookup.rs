@@ -153,18 +153,15 @@ async fn a_buyer_sees_their_order_its_numbers_and_whether_one_won() {
         seed_key: None,
         seed_keeper: &draw_engine::SEED_KEEPER,
     };
-    let started = std::time::Instant::now();
-    loop {
-        match ledger::seal(&env.pool, &env.brokers, &env.topics, &seal).await {
-            Ok(_) => break,
-            Err(ledger::SealError::Refused {
-                code: "in-flight", ..
-            }) if started.elapsed() < Duration::from_secs(30) => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => panic!("seal: {e}"),
-        }
-    }
+    scenario::seal_when_drained(
+        &env.pool,
+        &env.brokers,
+        &env.topics,
+        &seal,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("seal");
     draw_engine::run(
         &env.pool,
         &draw_engine::DrawRequest {

@@ -327,18 +327,15 @@ async fn a_payment_that_cannot_be_honoured_is_refunded_once_and_booked() {
         seed_key: None,
         seed_keeper: &draw_engine::SEED_KEEPER,
     };
-    let started = std::time::Instant::now();
-    let seal = loop {
-        match ledger::seal(&env.pool, &env.brokers, &env.topics, &seal_request).await {
-            Ok(seal) => break seal,
-            Err(ledger::SealError::Refused {
-                code: "in-flight", ..
-            }) if started.elapsed() < Duration::from_secs(30) => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => panic!("seal: {e}"),
-        }
-    };
+    let seal = scenario::seal_when_drained(
+        &env.pool,
+        &env.brokers,
+        &env.topics,
+        &seal_request,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("seal");
     assert_eq!(
         (seal.refunds_owed_minor, seal.refunds_owed_count),
         (2000, 1),

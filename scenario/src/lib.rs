@@ -15,3 +15,28 @@ pub mod fixture;
 pub mod sales;
 pub mod seed;
 pub mod stripe;
+
+/// Seals the books as soon as the pipeline has drained: the seal refuses `in-flight` while a
+/// consumer still has sales or ticket events to take, and is asked again every 100 ms until
+/// `within` has passed. Any other refusal, or the last `in-flight` one, is returned.
+pub async fn seal_when_drained(
+    pool: &deadpool_postgres::Pool,
+    brokers: &str,
+    topics: &platform::TopicNames,
+    request: &ledger::SealRequest,
+    within: std::time::Duration,
+) -> Result<ledger::SealRecord, ledger::SealError> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match ledger::seal(pool, brokers, topics, request).await {
+            Err(ledger::SealError::Refused {
+                code: "in-flight",
+                reason,
+            }) if std::time::Instant::now() < deadline => {
+                tracing::debug!(raffle_id = %request.raffle_id, %reason, "waiting for the pipeline to drain");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}

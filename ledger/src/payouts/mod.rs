@@ -34,7 +34,6 @@ pub enum PayoutError {
     Db(#[from] tokio_postgres::Error),
 }
 
-
 /// A payout as the import found it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PayoutSummary {

@@ -323,20 +323,15 @@ pub async fn run(
         seed_key: Some(seed_key.clone()),
         seed_keeper: &draw_engine::SEED_KEEPER,
     };
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let seal = loop {
-        match ledger::seal(&pool, brokers, &bench.topics, &request).await {
-            Ok(seal) => break seal,
-            Err(ledger::SealError::Refused {
-                code: "in-flight",
-                reason,
-            }) if Instant::now() < deadline => {
-                tracing::debug!(raffle_id = %raffle, %reason, "waiting for the ledger to drain");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => return Err(format!("raffle {raffle}: {e}")),
-        }
-    };
+    let seal = crate::seal_when_drained(
+        &pool,
+        brokers,
+        &bench.topics,
+        &request,
+        Duration::from_secs(600),
+    )
+    .await
+    .map_err(|e| format!("raffle {raffle}: {e}"))?;
     clock.done(
         "seal",
         t,
