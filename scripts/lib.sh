@@ -108,3 +108,21 @@ ensure_tansu() {
     cargo install tansu --version "$TANSU_VERSION" --locked --features libsql >&2 \
         || die "cargo install tansu failed; or set KAFKA_BROKERS to a running Kafka-compatible broker"
 }
+
+# Python tools from PyPI, in a virtual environment of the project's own (target/py): aiosmtpd,
+# the SMTP server the tests and the demo send the buyers' e-mails to. RAFFLE_PYTHON names its
+# interpreter for the programs that start it.
+PY_TOOLS="aiosmtpd==1.4.6"
+ensure_python_tools() {
+    local venv="${RAFFLE_PY_ENV:-$PWD/target/py}"
+    if ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+        command -v python3 >/dev/null || apt_install python3
+        if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+            apt_install python3-venv
+            python3 -m venv "$venv" || die "cannot make a Python virtual environment in $venv"
+        fi
+        say "installing Python tools into $venv: $PY_TOOLS"
+        "$venv/bin/pip" install -q $PY_TOOLS >&2 || die "pip install $PY_TOOLS failed (is pypi.org reachable?)"
+    fi
+    export RAFFLE_PYTHON="$venv/bin/python"
+}

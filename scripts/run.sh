@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 ensure_toolchain
 ensure_postgres
 ensure_tansu
+ensure_python_tools
 
 say "building raffle (release)"
 cargo build --release --bin raffle --quiet

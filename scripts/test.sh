@@ -10,6 +10,7 @@ ensure_toolchain
 ensure_postgres
 ensure_postgres_binaries
 ensure_tansu
+ensure_python_tools
 
 if [ -z "${RAFFLE_SKIP_LINT:-}" ]; then
     say "cargo fmt --check"

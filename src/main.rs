@@ -75,6 +75,11 @@ enum Command {
         #[command(subcommand)]
         action: LedgerAction,
     },
+    /// The e-mails buyers get: their numbers, refusals, voids, wins (`notifier run`).
+    Notifier {
+        #[command(subcommand)]
+        action: NotifierAction,
+    },
     /// Refunds the platform pays through the provider (`refunds run`, `list`, `retry`, `cancel`).
     Refunds {
         #[command(subcommand)]
@@ -139,6 +144,12 @@ enum IngestAction {
 #[derive(Subcommand)]
 enum AllocatorAction {
     /// Consume raffle.sales.v1 until interrupted.
+    Run,
+}
+
+#[derive(Subcommand)]
+enum NotifierAction {
+    /// Consume raffle.tickets.v1 and send the buyers' e-mails until interrupted.
     Run,
 }
 
@@ -270,6 +281,9 @@ fn main() -> ExitCode {
             Command::Allocator {
                 action: AllocatorAction::Run,
             } => pipeline::allocator().await,
+            Command::Notifier {
+                action: NotifierAction::Run,
+            } => pipeline::notifier().await,
             Command::Bench { action } => bench::run(action).await,
             Command::Health { url, ca } => stack::health(&url, ca.as_deref()).await,
             Command::Draw { action } => draw::run(action).await,

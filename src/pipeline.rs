@@ -87,7 +87,8 @@ pub async fn ingest() -> anyhow::Result<()> {
         "ingest listening on {scheme}://{}/v1",
         listener.local_addr()?
     );
-    let state = Arc::new(ingest::IngestState::new(&db, pool, producer, settings)?);
+    let mail = notifier::MailSettings::from_env().map_err(anyhow::Error::msg)?;
+    let state = Arc::new(ingest::IngestState::new(&db, pool, producer, settings)?.with_mail(mail));
     ingest::serve_tls(state, listener, platform::service::termination(), tls).await;
     Ok(())
 }
@@ -196,6 +197,60 @@ pub async fn ledger() -> anyhow::Result<()> {
         "ledger consuming {} ({} partitions)",
         config.topics.tickets, config.topics.tickets_partitions
     );
+    service.run(stop).await?;
+    Ok(())
+}
+
+/// Consumes every partition of the tickets topic it can lease, writing the e-mails buyers are
+/// owed, and sends them over RAFFLE_SMTP_URL; serves its health on RAFFLE_NOTIFIER_HEALTH_ADDR
+/// (default 127.0.0.1:8085). `RAFFLE_NOTIFIER_LEASE_SECONDS` sets how long a message being sent is
+/// left alone before it is tried again.
+pub async fn notifier() -> anyhow::Result<()> {
+    let config = StackConfig::from_env()?;
+    let brokers = brokers(&config)?;
+    let variable = "RAFFLE_NOTIFIER_HEALTH_ADDR";
+    let addr = health_addr(variable, "127.0.0.1:8085")?;
+    let partitions = config.topics.tickets_partitions as usize;
+    let (db, pool) = database(&config, partitions + 6).await?;
+    platform::kafka::health(
+        &brokers,
+        &[&config.topics.tickets],
+        std::time::Duration::from_secs(5),
+    )
+    .await?;
+    let settings = notifier::MailSettings::from_env().map_err(anyhow::Error::msg)?;
+    let mut sender = notifier::SenderConfig::default();
+    if let Ok(seconds) = std::env::var("RAFFLE_NOTIFIER_LEASE_SECONDS") {
+        let seconds: u64 = seconds
+            .trim()
+            .parse()
+            .context("RAFFLE_NOTIFIER_LEASE_SECONDS must be a whole number of seconds")?;
+        sender.lease = std::time::Duration::from_secs(seconds.max(1));
+    }
+    eprintln!(
+        "notifier consuming {} ({} partitions), sending as {} through {}",
+        config.topics.tickets,
+        config.topics.tickets_partitions,
+        settings.from,
+        settings.smtp_url_for_people()
+    );
+    let service = notifier::service(
+        &db,
+        &pool,
+        &brokers,
+        &config.topics,
+        std::sync::Arc::new(settings),
+        sender,
+    );
+    let health = platform::health::Health::start(platform::health::HealthConfig {
+        brokers: Some(brokers.clone()),
+        produces: vec![config.topics.dlq.clone()],
+        leases: service.leases(),
+        stats: service.stats(),
+        ..platform::health::HealthConfig::database_only("notifier", pool.clone())
+    });
+    let stop = platform::service::stop_on_termination();
+    serve_health("notifier", variable, addr, health, stop.clone()).await?;
     service.run(stop).await?;
     Ok(())
 }

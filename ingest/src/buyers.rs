@@ -67,19 +67,119 @@ fn not_found() -> Problem {
     Problem::not_found("no order matches that order id and check code")
 }
 
+/// Counts one look-up from `address` against its limit.
+fn admit(state: &IngestState, address: Option<IpAddr>) -> Result<(), Problem> {
+    state.buyer_lookups.admit(address).map_err(|wait| {
+        Problem::too_many(format!(
+            "too many order look-ups from this address: try again in {} s",
+            wait.as_secs().max(1)
+        ))
+    })
+}
+
+/// Whether `code` is the check code of online order `order`; the one answer otherwise.
+async fn check(state: &IngestState, order: Uuid, code: &str) -> Result<(), Problem> {
+    let code = schemas::CheckCode::parse(code).map_err(|_| not_found())?;
+    let client = platform::problem::pooled(&state.pool).await?;
+    let row = client
+        .query_opt(
+            "SELECT raffle_id, validation_number, check_code_hash FROM sales.orders
+              WHERE id = $1 AND source = 'online'",
+            &[&order],
+        )
+        .await
+        .map_err(|e| platform::problem::from_db("looking the order up", &e))?
+        .ok_or_else(not_found)?;
+    let (raffle, validation): (Uuid, String) = (row.get(0), row.get(1));
+    let stored: Option<Vec<u8>> = row.get(2);
+    if !stored.is_some_and(|stored| code.matches(raffle, &validation, &stored)) {
+        tracing::info!(%order, "order look-up with a code that does not match");
+        return Err(not_found());
+    }
+    Ok(())
+}
+
 pub async fn look_up(
     state: &IngestState,
     address: Option<IpAddr>,
     body: &[u8],
 ) -> Result<(StatusCode, Value), Problem> {
     let input: LookupInput = platform::body::parse(body)?;
-    if let Err(wait) = state.buyer_lookups.admit(address) {
-        return Err(Problem::too_many(format!(
-            "too many order look-ups from this address: try again in {} s",
-            wait.as_secs().max(1)
-        )));
+    admit(state, address)?;
+    check(state, input.order_id, &input.check_code).await?;
+    answer(state, input.order_id).await
+}
+
+/// `GET /v1/orders/{id}?expires=…&signature=…`: the link in the buyer's e-mail, signed with the
+/// operator's link key; a link that is not this key's for this order gets the one answer, an
+/// expired one says so.
+pub async fn by_link(
+    state: &IngestState,
+    address: Option<IpAddr>,
+    order: &str,
+    query: &HashMap<String, String>,
+) -> Result<(StatusCode, Value), Problem> {
+    admit(state, address)?;
+    let Some(key) = state.mail.link_key.as_deref() else {
+        return Err(Problem::not_found(
+            "order links are not enabled here (RAFFLE_LINK_KEY); look the order up with its check code",
+        ));
+    };
+    let order: Uuid = order.parse().map_err(|_| not_found())?;
+    let expires: i64 = query
+        .get("expires")
+        .and_then(|e| e.parse().ok())
+        .ok_or_else(not_found)?;
+    let signature = query.get("signature").ok_or_else(not_found)?;
+    match notifier::link::verify(
+        key,
+        order,
+        expires,
+        signature,
+        chrono::Utc::now().timestamp(),
+    ) {
+        Ok(()) => answer(state, order).await,
+        Err(e @ notifier::link::LinkError::Expired) => Err(Problem::gone(e.to_string())),
+        Err(notifier::link::LinkError::Forged) => {
+            tracing::info!(%order, "order link with a signature that does not match");
+            Err(not_found())
+        }
     }
-    let code = schemas::CheckCode::parse(&input.check_code).map_err(|_| not_found())?;
+}
+
+/// `POST /v1/orders/resend` with `{"order_id", "check_code"}`: the order's numbers e-mailed
+/// again to the address it was bought with (never to one given here), a few times an hour.
+pub async fn resend(
+    state: &IngestState,
+    address: Option<IpAddr>,
+    body: &[u8],
+) -> Result<(StatusCode, Value), Problem> {
+    let input: LookupInput = platform::body::parse(body)?;
+    admit(state, address)?;
+    check(state, input.order_id, &input.check_code).await?;
+    let mut client = state
+        .pool
+        .get()
+        .await
+        .map_err(|e| Problem::unavailable(format!("no database connection: {e}")))?;
+    let db = |e: tokio_postgres::Error| platform::problem::from_db("writing the copy", &e);
+    let tx = client.transaction().await.map_err(db)?;
+    let delivery = notifier::messages::resend(&tx, &state.mail, input.order_id, "buyer")
+        .await
+        .map_err(|e| {
+            tracing::info!(order = %input.order_id, refused = %e, "a buyer's copy refused");
+            e.problem()
+        })?;
+    tx.commit().await.map_err(db)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        json!({"order_id": input.order_id, "message_id": delivery.message_id, "state": delivery.state,
+               "says": "your draw numbers are on their way to the address you bought with"}),
+    ))
+}
+
+/// The order as its buyer sees it.
+async fn answer(state: &IngestState, order: Uuid) -> Result<(StatusCode, Value), Problem> {
     let client = platform::problem::pooled(&state.pool).await?;
     let db = |e: tokio_postgres::Error| platform::problem::from_db("looking the order up", &e);
     let Some(row) = client
@@ -89,7 +189,7 @@ pub async fn look_up(
                FROM sales.orders o JOIN catalog.raffle_events r ON r.id = o.raffle_id
                LEFT JOIN catalog.ticket_packages p ON p.id = o.package_id
               WHERE o.id = $1 AND o.source = 'online'",
-            &[&input.order_id],
+            &[&order],
         )
         .await
         .map_err(db)?
@@ -97,17 +197,12 @@ pub async fn look_up(
         return Err(not_found());
     };
     let (raffle, validation): (Uuid, String) = (row.get(0), row.get(1));
-    let stored: Option<Vec<u8>> = row.get(2);
-    if !stored.is_some_and(|stored| code.matches(raffle, &validation, &stored)) {
-        tracing::info!(order = %input.order_id, "order look-up with a code that does not match");
-        return Err(not_found());
-    }
     let mut numbers = Vec::new();
     let mut voided = Vec::new();
     for t in client
         .query(
             "SELECT draw_number, state FROM sales.tickets WHERE order_id = $1 ORDER BY draw_number",
-            &[&input.order_id],
+            &[&order],
         )
         .await
         .map_err(db)?
@@ -167,7 +262,7 @@ pub async fn look_up(
     Ok((
         StatusCode::OK,
         json!({
-            "order_id": input.order_id,
+            "order_id": order,
             "raffle": {"id": raffle, "name": row.get::<_, String>(8), "state": row.get::<_, String>(9)},
             "package": row.get::<_, Option<String>>(10),
             "payment_status": status,

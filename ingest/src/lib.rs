@@ -110,6 +110,9 @@ pub struct IngestState {
     pub health: Arc<Health>,
     /// Buyers' order look-ups per address.
     pub buyer_lookups: buyers::LookupLimiter,
+    /// How copies of an order's numbers are composed, and the key of the order links in
+    /// e-mails ([`IngestState::with_mail`]; none by default).
+    pub mail: notifier::MailSettings,
 }
 
 /// Body limits: a webhook or checkout is small; an RSU batch holds up to `rsu::BATCH_RECORDS_MAX`.
@@ -136,10 +139,18 @@ impl IngestState {
             checkouts: checkout::Checkouts::start(db, &config)?,
             health,
             buyer_lookups: buyers::LookupLimiter::default(),
+            mail: notifier::MailSettings::default(),
             pool,
             producer,
             config,
         })
+    }
+
+    /// With these mail settings: the copies a buyer asks for are composed with them, and the
+    /// order links signed with their key are opened.
+    pub fn with_mail(mut self, mail: notifier::MailSettings) -> Self {
+        self.mail = mail;
+        self
     }
 
     /// Produces `event` to the sales topic keyed by its range partition; returns once the
@@ -208,6 +219,18 @@ async fn route(
             ("POST", "checkout") => checkout::create(&state, &body).await,
             ("POST", "orders/lookup") => {
                 buyers::look_up(&state, client.map(|a| a.ip()), &body).await
+            }
+            ("POST", "orders/resend") => {
+                buyers::resend(&state, client.map(|a| a.ip()), &body).await
+            }
+            ("GET", p) if p.starts_with("orders/") && !p["orders/".len()..].contains('/') => {
+                buyers::by_link(
+                    &state,
+                    client.map(|a| a.ip()),
+                    &p["orders/".len()..],
+                    &query,
+                )
+                .await
             }
             ("POST", "webhooks/payments") => {
                 webhooks::receive(&state, header("stripe-signature").as_deref(), &body).await

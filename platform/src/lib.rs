@@ -5,7 +5,8 @@
 //! migrations of every schema ([`db`], `platform/migrations/`), the Kafka producer and admin
 //! helpers ([`kafka`]), the exactly-once partition consumer with its Postgres lease and offset
 //! compare-and-set ([`consumer`], [`lease`]), the transactional outbox and its relay
-//! ([`outbox`]), the local development stack that starts Tansu ([`devstack`]), telemetry
+//! ([`outbox`]), the local development stack that starts Tansu ([`devstack`]) and the SMTP server the tests
+//! and the demo read ([`mailbox`]), telemetry
 //! ([`telemetry`]), the executable's own hash ([`version`]), the HTTP plumbing both edges
 //! share (errors as problem+json in [`problem`], request bodies in [`body`], the server in
 //! [`http_server`]) and, behind the `testkit` feature, the test harness.
@@ -27,6 +28,7 @@ pub mod http_client;
 pub mod http_server;
 pub mod kafka;
 pub mod lease;
+pub mod mailbox;
 pub mod outbox;
 pub mod problem;
 pub mod retry;

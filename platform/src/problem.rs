@@ -101,6 +101,11 @@ impl Problem {
         Self::new("not-found", "Not found", StatusCode::NOT_FOUND, what)
     }
 
+    /// It was there and is no more (an expired link): asking again will not help.
+    pub fn gone(detail: impl Into<String>) -> Self {
+        Self::new("gone", "No longer available", StatusCode::GONE, detail)
+    }
+
     pub fn no_route(method: &str, path: &str) -> Self {
         Self::new(
             "no-such-endpoint",

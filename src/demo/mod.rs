@@ -4,6 +4,7 @@
 //! winners drawn, and the reconciliation and audit results printed.
 
 mod books;
+mod mail;
 mod online;
 mod progress;
 mod rsus;
@@ -78,19 +79,51 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let ingest_state = Arc::new(ingest::IngestState::new(
-        &db,
-        pool.clone(),
-        platform::kafka::producer(&brokers, ingest::DELIVERY_TIMEOUT_MS)?,
-        ingest::IngestConfig {
-            webhook_secret: SECRET.as_bytes().to_vec(),
-            webhook_tolerance_s: 300,
-            order_tickets_max: 500,
-            sales_topic: topics.sales.clone(),
-            brokers: brokers.clone(),
-            hold_minutes: ingest::HOLD_MINUTES_DEFAULT,
-        },
-    )?);
+    step("starting the mail server the buyers' e-mails go to (aiosmtpd, a real SMTP server)");
+    let mailbox = mail::mailbox(&config.state_dir, &run_id).await?;
+    let mail = mail::settings(&mailbox, addr);
+    let ingest_state = Arc::new(
+        ingest::IngestState::new(
+            &db,
+            pool.clone(),
+            platform::kafka::producer(&brokers, ingest::DELIVERY_TIMEOUT_MS)?,
+            ingest::IngestConfig {
+                webhook_secret: SECRET.as_bytes().to_vec(),
+                webhook_tolerance_s: 300,
+                order_tickets_max: 500,
+                sales_topic: topics.sales.clone(),
+                brokers: brokers.clone(),
+                hold_minutes: ingest::HOLD_MINUTES_DEFAULT,
+            },
+        )?
+        .with_mail(mail.clone()),
+    );
+    let notifier_task = {
+        let (db, pool, brokers, topics, stopped, mail) = (
+            db.clone(),
+            pool.clone(),
+            brokers.clone(),
+            topics.clone(),
+            stopped.clone(),
+            mail.clone(),
+        );
+        tokio::spawn(async move {
+            notifier::run(
+                db,
+                pool,
+                &brokers,
+                &topics,
+                mail,
+                notifier::SenderConfig::default(),
+                stopped,
+            )
+            .await
+        })
+    };
+    eprintln!(
+        "  SMTP on {}; the notifier consuming the tickets topic",
+        mailbox.addr
+    );
     let mut ingest_stop = stopped.clone();
     let ingest_task = tokio::spawn(ingest::serve(ingest_state, listener, async move {
         let _ = ingest_stop.changed().await;
@@ -173,15 +206,19 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     step("the provider's payout, matched to the books line by line");
     books::payouts(&pool, raffle, &provider).await?;
 
+    step("the buyers' e-mails: numbers, refusals, voids and wins, as the SMTP server got them");
+    let mails_client = db.connect("raffle-demo-mail").await?;
+
     step("reconciling and auditing");
     let audit = books::audit(&client, &config, raffle).await?;
-    let _ = stop.send(true);
     books::print_summary(
         &client, raffle, sold_out, &seal, &outcome, &claimed, &audit, started,
     )
     .await?;
+    mail::report(&mails_client, raffle, &mailbox).await?;
+    let _ = stop.send(true);
 
-    for task in [allocator, ledger_task] {
+    for task in [allocator, ledger_task, notifier_task] {
         if let Ok(Err(e)) = task.await {
             tracing::warn!(error = %e, "a consumer stopped with an error");
         }

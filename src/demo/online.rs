@@ -121,7 +121,7 @@ async fn buyer(
         addr,
         "/v1/checkout",
         None,
-        &json!({"raffle_id": scenario.raffle_id, "package_id": package, "customer": {"name": format!("Buyer {i}")}}),
+        &json!({"raffle_id": scenario.raffle_id, "package_id": package, "customer": customer(i)}),
     )
     .await?;
     if status != 201 {
@@ -251,7 +251,7 @@ pub(super) async fn sell_out(
     .map_err(|p| anyhow::anyhow!("{p}"))?;
     let checkout = |i: usize| {
         let body = json!({"raffle_id": small.raffle_id, "package_id": small.package_id,
-                          "customer": {"name": format!("Late buyer {i}")}});
+                          "customer": {"name": format!("Late buyer {i}"), "email": format!("late.buyer{i}@example.org")}});
         async move { post_json(addr, "/v1/checkout", None, &body).await }
     };
     let mut buyers = tokio::task::JoinSet::new();
@@ -308,4 +308,14 @@ pub(super) async fn sell_out(
         "  one held buyer gave up; the hold came back and a late buyer took it; all five paid: sold out, nobody charged for nothing"
     );
     Ok((orders.len(), sold_out))
+}
+
+/// Buyer `i` as checkout hears of them: most leave an e-mail address for their numbers; every
+/// 50th does not (the numbers are on their receipt and the look-up page).
+fn customer(i: usize) -> Value {
+    if i % 50 == 49 {
+        json!({"name": format!("Buyer {i}")})
+    } else {
+        json!({"name": format!("Buyer {i}"), "email": format!("buyer{i}@example.org")})
+    }
 }

@@ -274,6 +274,15 @@ pub fn ledger(env: &TestEnv) -> Service {
 /// The real ingest server on a free port, with the webhook secret `secret`, for the test's
 /// lifetime.
 pub async fn ingest(env: &TestEnv, secret: &[u8]) -> std::net::SocketAddr {
+    ingest_with_mail(env, secret, notifier::MailSettings::default()).await
+}
+
+/// [`ingest`] composing buyers' copies with `mail` and opening the order links of its key.
+pub async fn ingest_with_mail(
+    env: &TestEnv,
+    secret: &[u8],
+    mail: notifier::MailSettings,
+) -> std::net::SocketAddr {
     let state = std::sync::Arc::new(
         ingest::IngestState::new(
             &env.db,
@@ -288,7 +297,8 @@ pub async fn ingest(env: &TestEnv, secret: &[u8]) -> std::net::SocketAddr {
                 hold_minutes: ingest::HOLD_MINUTES_DEFAULT,
             },
         )
-        .expect("ingest state"),
+        .expect("ingest state")
+        .with_mail(mail),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -208,6 +208,12 @@ pub async fn dispatch(ctx: &Ctx<'_, '_>, method: &Method, path: &[&str]) -> Resu
         ("GET", ["organizations", o, "orders"]) => {
             orders::search(ctx, id(o, "organization_id")?).await
         }
+        ("GET", ["organizations", o, "orders", x, "messages"]) => {
+            orders::messages(ctx, id(o, "organization_id")?, id(x, "order_id")?).await
+        }
+        ("POST", ["organizations", o, "orders", x, "resend"]) => {
+            orders::resend(ctx, id(o, "organization_id")?, id(x, "order_id")?).await
+        }
         ("POST", ["organizations", o, "rsus"]) => {
             rsus::create(ctx, id(o, "organization_id")?).await
         }

@@ -129,6 +129,45 @@ pub async fn search(ctx: &Ctx<'_, '_>, org: Uuid) -> Result<Reply, Problem> {
     ok(serde_json::json!({"orders": found, "limit": 50, "truncated": count == 50}))
 }
 
+/// An order of the organisation's raffles, or the one answer for any other.
+async fn order_of(ctx: &Ctx<'_, '_>, org: Uuid, order: Uuid) -> Result<(), Problem> {
+    ctx.tx
+        .query_opt(
+            "SELECT 1 FROM sales.orders o JOIN catalog.raffle_events r ON r.id = o.raffle_id
+              WHERE o.id = $1 AND r.organization_id = $2",
+            &[&order, &org],
+        )
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| Problem::not_found(format!("no order {order} in this organization")))
+}
+
+/// `GET /v1/organizations/{org}/orders/{order}/messages`: every e-mail owed to the order's
+/// buyer and what became of it (sent, waiting with the last error, failed, no address).
+pub async fn messages(ctx: &Ctx<'_, '_>, org: Uuid, order: Uuid) -> Result<Reply, Problem> {
+    require(ctx.tx, ctx.actor, org, rights::FIND_ORDERS).await?;
+    order_of(ctx, org, order).await?;
+    let deliveries = notifier::messages::deliveries(ctx.tx, order).await?;
+    ok(serde_json::json!({
+        "order_id": order,
+        "messages": deliveries.iter().map(notifier::Delivery::to_json).collect::<Vec<_>>(),
+    }))
+}
+
+/// `POST /v1/organizations/{org}/orders/{order}/resend`: the order's numbers e-mailed again to
+/// the address it was bought with, at most `RESENDS_PER_HOUR` times an hour (buyer and staff
+/// together).
+pub async fn resend(ctx: &Ctx<'_, '_>, org: Uuid, order: Uuid) -> Result<Reply, Problem> {
+    require(ctx.tx, ctx.actor, org, rights::FIND_ORDERS).await?;
+    order_of(ctx, org, order).await?;
+    let settings = notifier::MailSettings::from_env()
+        .map_err(|e| Problem::internal("reading the mail settings", &e))?;
+    let delivery = notifier::messages::resend(ctx.tx, &settings, order, &ctx.actor.sub)
+        .await
+        .map_err(notifier::ResendError::problem)?;
+    Ok((warp::http::StatusCode::ACCEPTED, delivery.to_json()))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
