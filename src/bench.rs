@@ -88,6 +88,18 @@ pub enum BenchAction {
         #[arg(long)]
         json: bool,
     },
+    /// A stadium's screens on the live jackpot: N Server-Sent-Event streams held open on the
+    /// displays service while the jackpot moves; how long each update takes to reach them.
+    JackpotStream {
+        #[arg(long, default_value_t = 10_000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 20)]
+        updates: usize,
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// The refunds worker paying N owed refunds through the provider stand-in at its rate
     /// limit (the record 50/50 owed 12,800).
     Refunds {
@@ -120,6 +132,46 @@ pub async fn run(action: BenchAction) -> anyhow::Result<()> {
     // Every benchmark runs on the local stack (or the one KAFKA_BROKERS / DATABASE_URL name).
     let brokers = platform::devstack::up(&config).await?.broker.brokers;
     match action {
+        BenchAction::JackpotStream {
+            subscribers,
+            updates,
+            keep,
+            json,
+        } => {
+            let options = scenario::bench::jackpot::JackpotBenchOptions {
+                subscribers: subscribers.max(1),
+                updates: updates.max(1),
+                keep,
+            };
+            let report = scenario::bench::jackpot::run(&config, &brokers, &options, progress(json))
+                .await
+                .map_err(anyhow::Error::msg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("jackpot-stream benchmark on {}", report.machine);
+                println!(
+                    "  streams held            {} of {} (opened in {:.1} s)",
+                    report.subscribers_held, report.subscribers_asked, report.connect_seconds
+                );
+                let l = &report.latency_all;
+                println!(
+                    "  update to every screen  p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms over {} updates ({} later than 1 s, {} missed; the feed looks every {} ms)",
+                    l.p50_ms,
+                    l.p99_ms,
+                    l.max_ms,
+                    report.updates,
+                    report.later_than_1s,
+                    report.missed,
+                    report.feed_refresh_ms
+                );
+                println!(
+                    "  peak memory (MiB)       displays {:.0}, the screens' side {:.0}",
+                    report.displays_peak_memory_mib, report.bench_peak_memory_mib
+                );
+            }
+            Ok(())
+        }
         BenchAction::RecordDay {
             orders,
             refunds,

@@ -80,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         action: NotifierAction,
     },
+    /// The live jackpot (JSON, stream, widget) and the public raffle pages (`displays run`).
+    Displays {
+        #[command(subcommand)]
+        action: DisplaysAction,
+    },
     /// Refunds the platform pays through the provider (`refunds run`, `list`, `retry`, `cancel`).
     Refunds {
         #[command(subcommand)]
@@ -144,6 +149,12 @@ enum IngestAction {
 #[derive(Subcommand)]
 enum AllocatorAction {
     /// Consume raffle.sales.v1 until interrupted.
+    Run,
+}
+
+#[derive(Subcommand)]
+enum DisplaysAction {
+    /// Consume raffle.tickets.v1 and serve the displays until interrupted.
     Run,
 }
 
@@ -284,6 +295,9 @@ fn main() -> ExitCode {
             Command::Notifier {
                 action: NotifierAction::Run,
             } => pipeline::notifier().await,
+            Command::Displays {
+                action: DisplaysAction::Run,
+            } => pipeline::displays().await,
             Command::Bench { action } => bench::run(action).await,
             Command::Health { url, ca } => stack::health(&url, ca.as_deref()).await,
             Command::Draw { action } => draw::run(action).await,

@@ -255,6 +255,52 @@ pub async fn notifier() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Keeps the jackpots (a consumer of the tickets topic) and serves them and the public pages on
+/// RAFFLE_DISPLAYS_ADDR (default 127.0.0.1:8086), where its health is too.
+pub async fn displays() -> anyhow::Result<()> {
+    let config = StackConfig::from_env()?;
+    let brokers = brokers(&config)?;
+    let partitions = config.topics.tickets_partitions as usize;
+    let (db, pool) = database(&config, partitions + 8).await?;
+    platform::kafka::health(
+        &brokers,
+        &[&config.topics.tickets],
+        std::time::Duration::from_secs(5),
+    )
+    .await?;
+    let addr: SocketAddr = std::env::var("RAFFLE_DISPLAYS_ADDR")
+        .unwrap_or_else(|_| "127.0.0.1:8086".into())
+        .parse()
+        .context("RAFFLE_DISPLAYS_ADDR must be an address like 127.0.0.1:8086")?;
+    let service = displays::service(&db, &pool, &brokers, &config.topics);
+    let health = platform::health::Health::start(platform::health::HealthConfig {
+        brokers: Some(brokers.clone()),
+        produces: vec![config.topics.dlq.clone()],
+        leases: service.leases(),
+        stats: service.stats(),
+        ..platform::health::HealthConfig::database_only("displays", pool.clone())
+    });
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr} for the displays; set RAFFLE_DISPLAYS_ADDR to a free address"
+        )
+    })?;
+    println!(
+        "displays on http://{}/v1/raffles/{{id}}/jackpot (also /stream, /widget) and /page",
+        listener.local_addr()?
+    );
+    let stop = platform::service::stop_on_termination();
+    let state = Arc::new(displays::http::DisplaysState {
+        feed: displays::Feed::new(pool.clone()),
+        pool,
+        health,
+    });
+    let server = tokio::spawn(displays::http::serve(state, listener, stop.clone()));
+    service.run(stop).await?;
+    let _ = server.await;
+    Ok(())
+}
+
 /// Recomputes a raffle's hash chain and balances from the database rows; fails naming the first
 /// entry that does not verify.
 pub async fn audit_verify(raffle: uuid::Uuid, json: bool) -> anyhow::Result<()> {

@@ -6,14 +6,12 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use platform::http_client::request;
 use platform::mailbox::{Mailbox, Received};
 use platform::testkit::TestEnv;
-use scenario::sales::{Payment, deliver, stripe_event};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -24,38 +22,6 @@ fn mail_dir(env: &TestEnv) -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("target/test-mail")
         .join(&env.unique)
-}
-
-/// A buyer checks out and pays: the order id and its check code.
-async fn buy(
-    ingest: SocketAddr,
-    s: &scenario::seed::Scenario,
-    email: Option<&str>,
-) -> (Uuid, String) {
-    let mut body = json!({"raffle_id": s.raffle_id, "package_id": s.package_id});
-    if let Some(email) = email {
-        body["customer"] = json!({"name": "Pat Buyer", "email": email});
-    }
-    let r = request(
-        ingest,
-        "POST",
-        "/v1/checkout",
-        &[("Content-Type", "application/json")],
-        &serde_json::to_vec(&body).unwrap(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let receipt = r.json().unwrap();
-    let order = receipt["order_id"].as_str().unwrap().to_owned();
-    let amount = receipt["amount_minor"].as_i64().unwrap();
-    let event = stripe_event(&format!("evt_{order}"), &order, amount, Payment::Succeeded);
-    let r = deliver(ingest, SECRET, &event).await.unwrap();
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    (
-        order.parse().unwrap(),
-        receipt["check_code"].as_str().unwrap().to_owned(),
-    )
 }
 
 async fn wait_for(what: &str, within: Duration, mut probe: impl AsyncFnMut() -> bool) {
@@ -133,13 +99,13 @@ async fn a_killed_notifier_sends_each_buyer_one_confirmation() {
     let mut orders = HashMap::new();
     for i in 0..ORDERS / 2 {
         let email = format!("buyer{i}@example.org");
-        orders.insert(buy(ingest, &s, Some(&email)).await.0, email);
+        orders.insert(common::buy(ingest, SECRET, &s, Some(&email)).await.0, email);
     }
     let mut notifier = notifier_process(&env, &mailbox.smtp_url(), &log);
     // The rest are bought while it runs.
     for i in ORDERS / 2..ORDERS {
         let email = format!("buyer{i}@example.org");
-        orders.insert(buy(ingest, &s, Some(&email)).await.0, email);
+        orders.insert(common::buy(ingest, SECRET, &s, Some(&email)).await.0, email);
         if i == ORDERS / 2 + 20 {
             wait_for(
                 "the first confirmations",
@@ -301,9 +267,9 @@ async fn an_smtp_outage_and_a_refused_address_are_retried_and_reported() {
         })
     };
 
-    let (good, _) = buy(ingest, &s, Some("ann@example.org")).await;
-    let (refused, _) = buy(ingest, &s, Some("refuse-me@example.org")).await;
-    let (silent, _) = buy(ingest, &s, None).await;
+    let (good, _) = common::buy(ingest, SECRET, &s, Some("ann@example.org")).await;
+    let (refused, _) = common::buy(ingest, SECRET, &s, Some("refuse-me@example.org")).await;
+    let (silent, _) = common::buy(ingest, SECRET, &s, None).await;
     // The books do not wait for the mail.
     common::eventually("the ledger to post all three sales", || async {
         count(
@@ -451,7 +417,7 @@ async fn copies_on_request_are_limited_and_links_open_one_order() {
             .await
         })
     };
-    let (order, code) = buy(ingest, &s, Some("lee@example.org")).await;
+    let (order, code) = common::buy(ingest, SECRET, &s, Some("lee@example.org")).await;
     wait_for("the confirmation", Duration::from_secs(30), async || {
         mailbox.received().len() == 1
     })

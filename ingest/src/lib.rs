@@ -5,7 +5,7 @@
 //! remaining capacity), payment-provider webhooks (signature, then the sale onto Kafka), and
 //! RSU batch uploads (API key, a result per record), and the buyer's read-only look-up of
 //! their order by its id and the receipt's check code (`buyers`), and the raffle's public JSON
-//! with the seal's and the draw's evidence (`public`). Creates pending orders and their
+//! with the seal's and the draw's evidence (composed by `displays::public`). Creates pending orders and their
 //! capacity holds at checkout through `sales` (the allocator, which decides the orders, gives
 //! the holds back), records refused records through `catalog::rejections`, and writes
 //! `sales.provider_events` (what the provider said that moves no tickets),
@@ -20,7 +20,6 @@
 pub mod buyers;
 pub mod checkout;
 pub mod lookup;
-pub mod public;
 pub mod rsu;
 pub mod signature;
 pub mod stripe;
@@ -248,14 +247,17 @@ async fn route(
                 rsu::allocate(&state, header("authorization").as_deref(), &body).await
             }
             ("GET", p) if p.starts_with("raffles/") && p.ends_with("/rules") => {
-                rsu::rules(
-                    &state,
-                    p.trim_start_matches("raffles/").trim_end_matches("/rules"),
-                )
-                .await
+                let client = platform::problem::pooled(&state.pool).await?;
+                let raffle = p.trim_start_matches("raffles/").trim_end_matches("/rules");
+                Ok((
+                    StatusCode::OK,
+                    displays::public::rules(&**client, raffle).await?,
+                ))
             }
             ("GET", p) if p.starts_with("raffles/") && !p["raffles/".len()..].contains('/') => {
-                public::raffle(&state, &p["raffles/".len()..]).await
+                let client = platform::problem::pooled(&state.pool).await?;
+                let raffle = displays::public::raffle(&**client, &p["raffles/".len()..]).await?;
+                Ok((StatusCode::OK, raffle))
             }
             ("POST", p) if p.starts_with("rsu/allocations/") && p.ends_with("/return") => {
                 let id = p

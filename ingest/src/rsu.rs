@@ -636,35 +636,3 @@ pub async fn return_block(
     let value = catalog::rsus::device_return(&state.pool, rsu, allocation).await?;
     Ok((StatusCode::OK, value))
 }
-
-/// The public rules of a raffle, the URL printed on every receipt: who runs it under which
-/// licence, when sales end and the draw happens, what can be won, and until when to claim.
-pub async fn rules(state: &IngestState, raffle: &str) -> Result<Reply, Problem> {
-    let raffle: Uuid = raffle
-        .parse()
-        .map_err(|_| Problem::invalid("raffle_id", "must be a UUID"))?;
-    let client = platform::problem::pooled(&state.pool).await?;
-    let row = client
-        .query_opt(
-            "SELECT jsonb_build_object('raffle', r.name, 'event_identifier', r.event_identifier, 'organization', o.name,
-                    'license_number', o.license_number, 'currency', r.currency, 'sales_start_time', r.sales_start_time,
-                    'sales_end_time', r.sales_end_time, 'draw_time', r.draw_time,
-                    'claim_by', r.draw_time + make_interval(days => r.claim_period_days),
-                    'guaranteed_minimum_minor', r.jackpot_seed_minor, 'revenue_basis', r.revenue_calculation_method,
-                    'prizes', coalesce((SELECT jsonb_agg(jsonb_build_object('position', p.position, 'name', p.name,
-                                'type', p.prize_type, 'percentage', p.percentage, 'value_minor', p.value_minor,
-                                'winners', p.winner_count) ORDER BY p.position)
-                           FROM catalog.prizes p WHERE p.raffle_id = r.id), '[]'),
-                    'packages', coalesce((SELECT jsonb_agg(jsonb_build_object('name', k.name, 'tickets', k.ticket_count,
-                                'price_minor', k.price_minor, 'active_from', k.active_from, 'active_to', k.active_to)
-                                ORDER BY k.display_order)
-                           FROM catalog.ticket_packages k WHERE k.raffle_id = r.id AND k.is_active), '[]'),
-                    'draw', 'winners are drawn by a certified random number generator from every sold, non-voided number, after the books are sealed')
-               FROM catalog.raffle_events r JOIN catalog.organizations o ON o.id = r.organization_id
-              WHERE r.id = $1 AND r.state <> 'draft'",
-            &[&raffle],
-        )
-        .await?
-        .ok_or_else(|| Problem::not_found(format!("raffle {raffle}")))?;
-    Ok((StatusCode::OK, row.get(0)))
-}

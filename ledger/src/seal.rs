@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, Transaction};
 use platform::TopicNames;
 use rand::TryRngCore;
-use rust_decimal::Decimal;
 use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -16,7 +15,6 @@ use uuid::Uuid;
 
 use crate::consumer::append;
 use crate::postings::{Account, GROSS_TICKET_REVENUE, REFUNDS_AND_VOIDS};
-use crate::split::{OperatingFee, PrizeValue, SplitInput, split};
 use crate::tickets::EligibleSet;
 use schemas::{RaffleState, SealRefusal};
 
@@ -401,21 +399,15 @@ async fn check_cash_counted(tx: &Transaction<'_>, request: &SealRequest) -> Resu
 /// What the raffle and its organisation set for the split.
 struct Terms {
     currency: String,
-    net_method: bool,
-    fee: OperatingFee,
     organization_id: Uuid,
-    jackpot_seed_minor: i64,
-    jackpot_starting_minor: i64,
+    split: crate::split::Terms,
 }
 
 /// The raffle locked for the seal, still closed, and its terms.
 async fn terms(tx: &Transaction<'_>, raffle: Uuid) -> Result<Terms, SealError> {
     let row = tx
         .query_one(
-            "SELECT r.state, r.currency, r.revenue_calculation_method, r.jackpot_seed_minor, r.jackpot_starting_minor,
-                    o.operating_fee_type, o.operating_fee_percent, o.operating_fee_minor, r.organization_id
-               FROM catalog.raffle_events r JOIN catalog.organizations o ON o.id = r.organization_id
-              WHERE r.id = $1 FOR UPDATE OF r",
+            "SELECT r.state, r.organization_id FROM catalog.raffle_events r WHERE r.id = $1 FOR UPDATE OF r",
             &[&raffle],
         )
         .await
@@ -427,25 +419,14 @@ async fn terms(tx: &Transaction<'_>, raffle: Uuid) -> Result<Terms, SealError> {
             format!("raffle {raffle} is {state}"),
         ));
     }
-    let currency: String = row.get(1);
-    let net_method = row.get::<_, String>(2) == "net_revenue";
-    let fee = match (
-        row.get::<_, String>(5).as_str(),
-        row.get::<_, Option<Decimal>>(6),
-        row.get::<_, Option<i64>>(7),
-    ) {
-        ("percentage", Some(percent), _) => OperatingFee::Percentage { percent },
-        (_, _, Some(amount_minor)) => OperatingFee::Fixed { amount_minor },
-        _ => OperatingFee::Fixed { amount_minor: 0 },
-    };
-    let organization: Uuid = row.get(8);
+    let split = crate::split::Terms::load(&**tx, raffle)
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| refused(SealRefusal::NotClosed, format!("no raffle {raffle}")))?;
     Ok(Terms {
-        currency,
-        net_method,
-        fee,
-        organization_id: organization,
-        jackpot_seed_minor: row.get(3),
-        jackpot_starting_minor: row.get(4),
+        currency: split.currency.clone(),
+        organization_id: row.get(1),
+        split,
     })
 }
 
@@ -582,36 +563,10 @@ async fn post_split(
         written_off,
     } = *totals;
     let currency = &terms.currency;
-    let prize_rows = tx
-        .query(
-            "SELECT id, name, prize_type, value_minor, percentage FROM catalog.prizes WHERE raffle_id = $1 ORDER BY position",
-            &[&raffle],
-        )
-        .await
-        .map_err(failed)?;
-    let prizes: Vec<PrizeValue> = prize_rows
-        .iter()
-        .map(|r| {
-            match (
-                r.get::<_, String>(2).as_str(),
-                r.get::<_, Option<i64>>(3),
-                r.get::<_, Option<Decimal>>(4),
-            ) {
-                ("fixed", Some(value_minor), _) => PrizeValue::Fixed { value_minor },
-                (_, _, Some(percent)) => PrizeValue::Percentage { percent },
-                _ => PrizeValue::Fixed { value_minor: 0 },
-            }
-        })
-        .collect();
-    let money = split(&SplitInput {
-        gross_receipts_minor: gross_receipts,
-        revenue_method_net: terms.net_method,
-        jackpot_seed_minor: terms.jackpot_seed_minor,
-        jackpot_starting_minor: terms.jackpot_starting_minor,
-        prizes,
-        operating_fee: terms.fee.clone(),
-    })
-    .map_err(|e| refused(SealRefusal::AmountOverflow, e.to_string()))?;
+    let money = terms
+        .split
+        .split(gross_receipts)
+        .map_err(|e| refused(SealRefusal::AmountOverflow, e.to_string()))?;
     let parts: Vec<i64> = money
         .prizes_minor
         .iter()
@@ -630,10 +585,9 @@ async fn post_split(
         Account::RefundsAndVoids.credit(refunds),
     ];
     let mut prizes_json = Vec::new();
-    for (r, amount) in prize_rows.iter().zip(&money.prizes_minor) {
-        let id: Uuid = r.get(0);
-        prizes_json
-            .push(json!({"prize_id": id, "name": r.get::<_, String>(1), "amount_minor": amount}));
+    for (prize, amount) in terms.split.prizes.iter().zip(&money.prizes_minor) {
+        let id = prize.id;
+        prizes_json.push(json!({"prize_id": id, "name": prize.name, "amount_minor": amount}));
         if *amount > 0 {
             allocation.push(Account::PrizeExpense(id).debit(*amount));
             allocation.push(Account::PrizeLiability(id).credit(*amount));

@@ -65,6 +65,111 @@ fn share_of(base: i64, percent: &Decimal) -> Option<Decimal> {
         .checked_div(Decimal::ONE_HUNDRED)
 }
 
+/// A prize of the raffle, as the split and the seal name it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TermsPrize {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub value: PrizeValue,
+}
+
+/// What a raffle's money is divided by, as configured: read once here for the seal and for the
+/// live jackpot's estimate, so the two cannot divide differently.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Terms {
+    pub currency: String,
+    pub revenue_method_net: bool,
+    pub jackpot_seed_minor: i64,
+    pub jackpot_starting_minor: i64,
+    /// In position order.
+    pub prizes: Vec<TermsPrize>,
+    pub operating_fee: OperatingFee,
+}
+
+impl Terms {
+    /// The raffle's terms, or `None` when there is no such raffle.
+    pub async fn load(
+        client: &impl tokio_postgres::GenericClient,
+        raffle: uuid::Uuid,
+    ) -> Result<Option<Terms>, tokio_postgres::Error> {
+        let Some(row) = client
+            .query_opt(
+                "SELECT r.currency, r.revenue_calculation_method, r.jackpot_seed_minor, r.jackpot_starting_minor,
+                        o.operating_fee_type, o.operating_fee_percent, o.operating_fee_minor
+                   FROM catalog.raffle_events r JOIN catalog.organizations o ON o.id = r.organization_id
+                  WHERE r.id = $1",
+                &[&raffle],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let operating_fee = match (
+            row.get::<_, String>(4).as_str(),
+            row.get::<_, Option<Decimal>>(5),
+            row.get::<_, Option<i64>>(6),
+        ) {
+            ("percentage", Some(percent), _) => OperatingFee::Percentage { percent },
+            (_, _, Some(amount_minor)) => OperatingFee::Fixed { amount_minor },
+            _ => OperatingFee::Fixed { amount_minor: 0 },
+        };
+        let prizes = client
+            .query(
+                "SELECT id, name, prize_type, value_minor, percentage FROM catalog.prizes WHERE raffle_id = $1 ORDER BY position",
+                &[&raffle],
+            )
+            .await?
+            .iter()
+            .map(|r| TermsPrize {
+                id: r.get(0),
+                name: r.get(1),
+                value: match (
+                    r.get::<_, String>(2).as_str(),
+                    r.get::<_, Option<i64>>(3),
+                    r.get::<_, Option<Decimal>>(4),
+                ) {
+                    ("fixed", Some(value_minor), _) => PrizeValue::Fixed { value_minor },
+                    (_, _, Some(percent)) => PrizeValue::Percentage { percent },
+                    _ => PrizeValue::Fixed { value_minor: 0 },
+                },
+            })
+            .collect();
+        Ok(Some(Terms {
+            currency: row.get(0),
+            revenue_method_net: row.get::<_, String>(1) == "net_revenue",
+            jackpot_seed_minor: row.get(2),
+            jackpot_starting_minor: row.get(3),
+            prizes,
+            operating_fee,
+        }))
+    }
+
+    /// The split of `gross_receipts_minor` under these terms.
+    pub fn split(&self, gross_receipts_minor: i64) -> Result<Split, SplitOverflow> {
+        split(&SplitInput {
+            gross_receipts_minor,
+            revenue_method_net: self.revenue_method_net,
+            jackpot_seed_minor: self.jackpot_seed_minor,
+            jackpot_starting_minor: self.jackpot_starting_minor,
+            prizes: self.prizes.iter().map(|p| p.value.clone()).collect(),
+            operating_fee: self.operating_fee.clone(),
+        })
+    }
+
+    /// The main prize: the first percentage prize (the one a guaranteed minimum and starting
+    /// cash go to), else the first prize.
+    pub fn main_prize(&self) -> Option<usize> {
+        self.prizes
+            .iter()
+            .position(|p| matches!(p.value, PrizeValue::Percentage { .. }))
+            .or(if self.prizes.is_empty() {
+                None
+            } else {
+                Some(0)
+            })
+    }
+}
+
 pub fn split(input: &SplitInput) -> Result<Split, SplitOverflow> {
     let fee = match &input.operating_fee {
         OperatingFee::Percentage { percent } => to_minor(

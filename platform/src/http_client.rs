@@ -175,3 +175,88 @@ impl Connection {
         })
     }
 }
+
+/// A Server-Sent Events stream read as a screen reads it: one connection, one event at a time.
+/// Asked over HTTP/1.0, so the body is the events as they come (no chunked framing).
+pub struct EventStream {
+    reader: tokio::io::BufReader<TcpStream>,
+}
+
+/// One event of a stream: its name (`message` when it has none) and its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub name: String,
+    pub data: String,
+}
+
+impl EventStream {
+    /// Opens `path` on `addr`; refused unless the server answers 200 with an event stream.
+    pub async fn open(addr: SocketAddr, path: &str) -> io::Result<Self> {
+        use tokio::io::AsyncBufReadExt;
+        let mut stream = TcpStream::connect(addr).await?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut reader = tokio::io::BufReader::new(stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).await?;
+        let mut event_stream = false;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).await? == 0 {
+                return Err(bad("the stream ended in its headers"));
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if line.to_ascii_lowercase().starts_with("content-type:")
+                && line.contains("text/event-stream")
+            {
+                event_stream = true;
+            }
+        }
+        if status.split_whitespace().nth(1) != Some("200") || !event_stream {
+            return Err(bad(&format!(
+                "{path} is not an event stream: {}",
+                status.trim_end()
+            )));
+        }
+        Ok(Self { reader })
+    }
+
+    /// The next event; `None` when the server closed the stream. Comments (keep-alives) are
+    /// skipped.
+    pub async fn next(&mut self) -> io::Result<Option<Event>> {
+        use tokio::io::AsyncBufReadExt;
+        let (mut name, mut data) = (String::new(), Vec::<String>::new());
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).await? == 0 {
+                return Ok(None);
+            }
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                if data.is_empty() && name.is_empty() {
+                    continue;
+                }
+                return Ok(Some(Event {
+                    name: if name.is_empty() {
+                        "message".into()
+                    } else {
+                        name
+                    },
+                    data: data.join("\n"),
+                }));
+            }
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim_start().to_owned();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push(v.strip_prefix(' ').unwrap_or(v).to_owned());
+            }
+        }
+    }
+}

@@ -9,7 +9,8 @@
 //!   is closed, so idle clients cannot hold the cap;
 //! - security headers on every answer: `X-Content-Type-Options: nosniff`, `Cache-Control:
 //!   no-store` unless the route set its own (answers hold keys, orders and reports), and on
-//!   HTML a Content-Security-Policy that allows nothing but inline styles and images;
+//!   HTML a Content-Security-Policy that allows nothing but inline styles and images, unless
+//!   the route set a policy of its own;
 //! - the client's address for the routes ([`client_addr`]), as `warp::addr::remote` gives it
 //!   under warp's own server.
 
@@ -72,7 +73,8 @@ fn secure(response: &mut warp::reply::Response) {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("text/html"));
-    if html {
+    // A page that runs its own (hashed) script or may be framed says so in its own policy.
+    if html && !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
         headers.insert(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(HTML_POLICY),

@@ -83,3 +83,84 @@ pub(super) async fn report(
     }
     Ok(())
 }
+
+/// The displays of the run (consumer and server) and one screen watching the jackpot's stream
+/// from the start: every value it was pushed, kept for the summary.
+pub(super) struct Screen {
+    pub addr: std::net::SocketAddr,
+    pub values: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+pub(super) async fn screen(
+    pool: &deadpool_postgres::Pool,
+    raffle: Uuid,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Screen> {
+    let health = platform::health::Health::start(platform::health::HealthConfig::database_only(
+        "displays",
+        pool.clone(),
+    ));
+    let state = std::sync::Arc::new(displays::http::DisplaysState {
+        pool: pool.clone(),
+        feed: displays::Feed::new(pool.clone()),
+        health,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(displays::http::serve(state, listener, stopped));
+    let mut stream = platform::http_client::EventStream::open(
+        addr,
+        &format!("/v1/raffles/{raffle}/jackpot/stream"),
+    )
+    .await?;
+    let values = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = values.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(event)) = stream.next().await {
+            if let Ok(v) = serde_json::from_str(&event.data) {
+                kept.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+            }
+        }
+    });
+    Ok(Screen { addr, values })
+}
+
+/// What the screen saw: how many values, the last one, and whether it is the sealed prize.
+pub(super) async fn report_screen(
+    client: &tokio_postgres::Client,
+    screen: &Screen,
+    seal: &ledger::SealRecord,
+) -> anyhow::Result<()> {
+    let main = ledger::split::Terms::load(client, seal.raffle_id)
+        .await?
+        .and_then(|t| t.main_prize());
+    // The last value the screen has (the draw's, pushed within a second of it).
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let values = screen.values.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(last) = values.last() else {
+        println!("JACKPOT FEED  no value reached the screen");
+        return Ok(());
+    };
+    let sealed = main.and_then(|i| seal.prizes[i]["amount_minor"].as_i64());
+    println!(
+        "JACKPOT FEED  {} values pushed to a screen on http://{}/v1/raffles/{}/jackpot/stream; the last: {} {} ({} tickets{})",
+        values.len(),
+        screen.addr,
+        last["raffle_id"].as_str().unwrap_or(""),
+        last["label"].as_str().unwrap_or(""),
+        last["jackpot"].as_str().unwrap_or(""),
+        last["tickets_sold"],
+        if last["winning_numbers"].as_array().is_some_and(|w| !w.is_empty()) {
+            ", winning numbers shown"
+        } else {
+            ""
+        }
+    );
+    let equal = sealed == last["jackpot_minor"].as_i64();
+    println!(
+        "  the sealed main prize is {}: {}",
+        sealed.map(|m| format!("${}", schemas::amount_for_people(m))).unwrap_or_default(),
+        if equal { "the feed's last value equals it" } else { "THE FEED DIFFERS FROM THE SEAL" }
+    );
+    Ok(())
+}

@@ -77,6 +77,20 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         );
         tokio::spawn(async move { ledger::run(db, pool, &brokers, &topics, stopped).await })
     };
+    let displays_task = {
+        let (db, pool, brokers, topics, stopped) = (
+            db.clone(),
+            pool.clone(),
+            brokers.clone(),
+            topics.clone(),
+            stopped.clone(),
+        );
+        tokio::spawn(async move {
+            displays::service(&db, &pool, &brokers, &topics)
+                .run(stopped)
+                .await
+        })
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     step("starting the mail server the buyers' e-mails go to (aiosmtpd, a real SMTP server)");
@@ -166,6 +180,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     .await
     .map_err(|p| anyhow::anyhow!("{p}"))?;
     let raffle = scenario.raffle_id;
+    let screen = mail::screen(&pool, raffle, stopped.clone()).await?;
+    eprintln!(
+        "  the live jackpot on http://{}/v1/raffles/{raffle}/jackpot (/stream, /widget) and the public page /v1/raffles/{raffle}/page",
+        screen.addr
+    );
     eprintln!(
         "  raffle {raffle}: \"Value Pack\" 5 for $20, \"Early-bird pack\" 3 for $10 (first two hours only)"
     );
@@ -216,9 +235,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     )
     .await?;
     mail::report(&mails_client, raffle, &mailbox).await?;
+    mail::report_screen(&mails_client, &screen, &seal).await?;
     let _ = stop.send(true);
 
-    for task in [allocator, ledger_task, notifier_task] {
+    for task in [allocator, ledger_task, notifier_task, displays_task] {
         if let Ok(Err(e)) = task.await {
             tracing::warn!(error = %e, "a consumer stopped with an error");
         }

@@ -332,3 +332,43 @@ pub async fn sales_settled(env: &TestEnv) {
     })
     .await;
 }
+
+/// A buyer checks out and pays: the order id and its check code.
+pub async fn buy(
+    ingest: std::net::SocketAddr,
+    secret: &[u8],
+    s: &scenario::seed::Scenario,
+    email: Option<&str>,
+) -> (uuid::Uuid, String) {
+    let mut body = serde_json::json!({"raffle_id": s.raffle_id, "package_id": s.package_id});
+    if let Some(email) = email {
+        body["customer"] = serde_json::json!({"name": "Pat Buyer", "email": email});
+    }
+    let r = platform::http_client::request(
+        ingest,
+        "POST",
+        "/v1/checkout",
+        &[("Content-Type", "application/json")],
+        &serde_json::to_vec(&body).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let receipt = r.json().unwrap();
+    let order = receipt["order_id"].as_str().unwrap().to_owned();
+    let amount = receipt["amount_minor"].as_i64().unwrap();
+    let event = scenario::sales::stripe_event(
+        &format!("evt_{order}"),
+        &order,
+        amount,
+        scenario::sales::Payment::Succeeded,
+    );
+    let r = scenario::sales::deliver(ingest, secret, &event)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    (
+        order.parse().unwrap(),
+        receipt["check_code"].as_str().unwrap().to_owned(),
+    )
+}

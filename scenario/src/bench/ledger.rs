@@ -33,7 +33,7 @@ pub struct LedgerBenchReport {
     pub machine: String,
 }
 
-fn sale(raffle: Uuid, i: usize) -> TicketEvent {
+pub(crate) fn sale(raffle: Uuid, i: usize) -> TicketEvent {
     TicketEvent {
         event_id: Uuid::now_v7(),
         kind: TicketEventKind::TicketsIssued,

@@ -4,6 +4,7 @@
 
 pub mod checkout;
 pub mod draw;
+pub mod jackpot;
 pub mod ledger;
 pub mod pipeline;
 pub mod record_day;

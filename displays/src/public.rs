@@ -8,19 +8,50 @@
 use platform::problem::Problem;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use warp::http::StatusCode;
 
-use crate::IngestState;
+use tokio_postgres::GenericClient;
 
 /// How anyone re-derives the winners from what this page publishes.
 const HOW_TO_CHECK: &str = "the seed's SHA-256 must equal the commitment published at the seal; with the seed and the sealed ticket set, `raffle draw verify --raffle <id>` or the independent scripts/draw_reference.py selects the same numbers";
 
-pub async fn raffle(state: &IngestState, raffle: &str) -> Result<(StatusCode, Value), Problem> {
-    let (_, rules) = crate::rsu::rules(state, raffle).await?;
+/// The raffle's rules as the public reads them (the organiser, licence, sales window, packages
+/// and prices, prizes, claim-by date); a draft raffle is not public.
+pub async fn rules(client: &impl GenericClient, raffle: &str) -> Result<Value, Problem> {
     let raffle: Uuid = raffle
         .parse()
         .map_err(|_| Problem::invalid("raffle_id", "must be a UUID"))?;
-    let client = platform::problem::pooled(&state.pool).await?;
+    let row = client
+        .query_opt(
+            "SELECT jsonb_build_object('raffle', r.name, 'event_identifier', r.event_identifier, 'organization', o.name,
+                    'license_number', o.license_number, 'currency', r.currency, 'sales_start_time', r.sales_start_time,
+                    'sales_end_time', r.sales_end_time, 'draw_time', r.draw_time,
+                    'claim_by', r.draw_time + make_interval(days => r.claim_period_days),
+                    'guaranteed_minimum_minor', r.jackpot_seed_minor, 'revenue_basis', r.revenue_calculation_method,
+                    'prizes', coalesce((SELECT jsonb_agg(jsonb_build_object('position', p.position, 'name', p.name,
+                                'type', p.prize_type, 'percentage', p.percentage, 'value_minor', p.value_minor,
+                                'winners', p.winner_count) ORDER BY p.position)
+                           FROM catalog.prizes p WHERE p.raffle_id = r.id), '[]'),
+                    'packages', coalesce((SELECT jsonb_agg(jsonb_build_object('name', k.name, 'tickets', k.ticket_count,
+                                'price_minor', k.price_minor, 'active_from', k.active_from, 'active_to', k.active_to)
+                                ORDER BY k.display_order)
+                           FROM catalog.ticket_packages k WHERE k.raffle_id = r.id AND k.is_active), '[]'),
+                    'draw', 'winners are drawn by a certified random number generator from every sold, non-voided number, after the books are sealed')
+               FROM catalog.raffle_events r JOIN catalog.organizations o ON o.id = r.organization_id
+              WHERE r.id = $1 AND r.state <> 'draft'",
+            &[&raffle],
+        )
+        .await
+        .map_err(|e| platform::problem::from_db("reading the rules", &e))?
+        .ok_or_else(|| Problem::not_found(format!("raffle {raffle}")))?;
+    Ok(row.get(0))
+}
+
+/// The raffle as the public sees it; see the module documentation.
+pub async fn raffle(client: &impl GenericClient, raffle: &str) -> Result<Value, Problem> {
+    let rules = rules(client, raffle).await?;
+    let raffle: Uuid = raffle
+        .parse()
+        .map_err(|_| Problem::invalid("raffle_id", "must be a UUID"))?;
     let db = |e: tokio_postgres::Error| platform::problem::from_db("reading the raffle", &e);
     let row = client
         .query_one(
@@ -47,9 +78,7 @@ pub async fn raffle(state: &IngestState, raffle: &str) -> Result<(StatusCode, Va
     if let Some(d) = draw.as_mut() {
         d["how_to_check"] = json!(HOW_TO_CHECK);
     }
-    Ok((
-        StatusCode::OK,
-        json!({
+    Ok(json!({
             "raffle_id": raffle,
             "state": row.get::<_, String>(0),
             "tickets_sold": row.get::<_, i64>(1),
@@ -57,6 +86,5 @@ pub async fn raffle(state: &IngestState, raffle: &str) -> Result<(StatusCode, Va
             "rules": rules,
             "seal": row.get::<_, Option<Value>>(3),
             "draw": draw,
-        }),
-    ))
+    }))
 }
