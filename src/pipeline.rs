@@ -290,11 +290,7 @@ pub async fn displays() -> anyhow::Result<()> {
         listener.local_addr()?
     );
     let stop = platform::service::stop_on_termination();
-    let state = Arc::new(displays::http::DisplaysState {
-        feed: displays::Feed::new(pool.clone()),
-        pool,
-        health,
-    });
+    let state = Arc::new(displays::http::DisplaysState::new(pool, health));
     let server = tokio::spawn(displays::http::serve(state, listener, stop.clone()));
     service.run(stop).await?;
     let _ = server.await;

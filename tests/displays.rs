@@ -25,10 +25,11 @@ async fn displays(env: &TestEnv) -> SocketAddr {
         "displays",
         env.pool.clone(),
     ));
+    // Streams end after two seconds (screens reconnect by themselves), so that the headless
+    // browser's virtual time, which waits for requests to end, moves on.
     let state = Arc::new(displays::http::DisplaysState {
-        pool: env.pool.clone(),
-        feed: displays::Feed::new(env.pool.clone()),
-        health,
+        stream_lifetime: Duration::from_secs(2),
+        ..displays::http::DisplaysState::new(env.pool.clone(), health)
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -48,22 +49,37 @@ async fn get(
     request(addr, "GET", path, headers, b"").await.unwrap()
 }
 
-/// The next jackpot event of `stream` matching `wanted`, and how long it took to come.
-async fn next_matching(
-    stream: &mut EventStream,
-    wanted: impl Fn(&Value) -> bool,
-) -> (Value, Duration) {
-    let started = Instant::now();
-    loop {
-        let event = tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .expect("an event within 30 s")
-            .unwrap()
-            .expect("the stream stays open");
-        assert_eq!(event.name, "jackpot");
-        let value: Value = serde_json::from_str(&event.data).unwrap();
-        if wanted(&value) {
-            return (value, started.elapsed());
+/// A screen on the jackpot's stream: reconnects when the server ends a stream, as an
+/// `EventSource` does.
+struct Screen {
+    addr: SocketAddr,
+    path: String,
+    stream: EventStream,
+}
+
+impl Screen {
+    async fn open(addr: SocketAddr, path: String) -> Self {
+        let stream = EventStream::open(addr, &path).await.unwrap();
+        Self { addr, path, stream }
+    }
+
+    /// The next jackpot value matching `wanted`, and how long it took to come.
+    async fn next_matching(&mut self, wanted: impl Fn(&Value) -> bool) -> (Value, Duration) {
+        let started = Instant::now();
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(30), self.stream.next())
+                .await
+                .expect("an event within 30 s")
+                .unwrap();
+            let Some(event) = event else {
+                self.stream = EventStream::open(self.addr, &self.path).await.unwrap();
+                continue;
+            };
+            assert_eq!(event.name, "jackpot");
+            let value: Value = serde_json::from_str(&event.data).unwrap();
+            if wanted(&value) {
+                return (value, started.elapsed());
+            }
         }
     }
 }
@@ -169,15 +185,15 @@ async fn the_jackpot_grows_live_and_ends_at_the_sealed_prize() {
     );
 
     // A screen subscribes; every sale moves the value it is pushed.
-    let mut stream = EventStream::open(shown, &format!("{path}/stream"))
-        .await
-        .unwrap();
-    let (now, _) = next_matching(&mut stream, |_| true).await;
+    let mut stream = Screen::open(shown, format!("{path}/stream")).await;
+    let (now, _) = stream.next_matching(|_| true).await;
     assert_eq!(now["tickets_sold"], 0);
     for i in 1..=4i64 {
         let paid = Instant::now();
         common::buy(ingest, SECRET, &s, None).await;
-        let (now, waited) = next_matching(&mut stream, |v| v["tickets_sold"] == json!(5 * i)).await;
+        let (now, waited) = stream
+            .next_matching(|v| v["tickets_sold"] == json!(5 * i))
+            .await;
         assert_eq!(now["jackpot_minor"], json!(estimate(2_000 * i)), "{now}");
         assert_eq!(now["label"], "Estimated jackpot");
         eprintln!(
@@ -257,7 +273,7 @@ async fn the_jackpot_grows_live_and_ends_at_the_sealed_prize() {
     .await
     .expect("seal");
     let sealed_prize = sealed.prizes[main]["amount_minor"].as_i64().unwrap();
-    let (last, _) = next_matching(&mut stream, |v| v["final"] == true).await;
+    let (last, _) = stream.next_matching(|v| v["final"] == true).await;
     assert_eq!(last["label"], "Final jackpot");
     assert_eq!(last["jackpot_minor"], json!(sealed_prize));
     assert_eq!(
@@ -278,10 +294,9 @@ async fn the_jackpot_grows_live_and_ends_at_the_sealed_prize() {
     )
     .await
     .unwrap();
-    let (drawn, _) = next_matching(&mut stream, |v| {
-        !v["winning_numbers"].as_array().unwrap().is_empty()
-    })
-    .await;
+    let (drawn, _) = stream
+        .next_matching(|v| !v["winning_numbers"].as_array().unwrap().is_empty())
+        .await;
     assert_eq!(drawn["state"], "drawn");
     let dom = browse(&page, &screens("raffle-page-drawn"));
     for part in [

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use futures::StreamExt;
 use platform::health::Health;
 use platform::problem::{Problem, problem_response};
 use uuid::Uuid;
@@ -20,6 +21,24 @@ pub struct DisplaysState {
     pub pool: Pool,
     pub feed: Arc<Feed>,
     pub health: Arc<Health>,
+    /// How long one stream lasts before the server ends it and the screen reconnects (an
+    /// `EventSource` does so by itself, after the `retry` the stream gave it): connections move
+    /// between instances and proxies as they come and go. [`STREAM_LIFETIME`] by default.
+    pub stream_lifetime: Duration,
+}
+
+/// Ten minutes a stream.
+pub const STREAM_LIFETIME: Duration = Duration::from_secs(600);
+
+impl DisplaysState {
+    pub fn new(pool: Pool, health: Arc<Health>) -> Self {
+        Self {
+            feed: Feed::new(pool.clone()),
+            pool,
+            health,
+            stream_lifetime: STREAM_LIFETIME,
+        }
+    }
 }
 
 /// How often an idle stream sends a comment, so proxies and the idle timeout keep it open.
@@ -112,12 +131,18 @@ async fn route(
                     return None;
                 }
                 let snapshot = rx.borrow_and_update().clone();
-                let event = warp::sse::Event::default()
+                let event = if first {
+                    warp::sse::Event::default().retry(Duration::from_secs(1))
+                } else {
+                    warp::sse::Event::default()
+                };
+                let event = event
                     .event("jackpot")
                     .id(snapshot.jackpot.version.clone())
                     .data(String::from_utf8_lossy(&snapshot.json));
                 Some((Ok::<_, Infallible>(event), (rx, false)))
-            });
+            })
+            .take_until(tokio::time::sleep(state.stream_lifetime));
             let mut r =
                 warp::sse::reply(warp::sse::keep_alive().interval(KEEP_ALIVE).stream(events))
                     .into_response();

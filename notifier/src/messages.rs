@@ -241,7 +241,7 @@ pub async fn resend(
 ) -> Result<Delivery, ResendError> {
     // One request per order at a time, so two at once cannot both pass the count.
     tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('notify-resend:' || $1::text, 0))",
+        "SELECT pg_advisory_xact_lock(hashtextextended('notify-resend:' || $1::uuid::text, 0))",
         &[&order],
     )
     .await?;

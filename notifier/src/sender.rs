@@ -225,19 +225,22 @@ pub async fn run_once(
         .parse()
         .map_err(|e| format!("RAFFLE_MAIL_FROM is not a mailbox: {e}"))?;
     let due = claim(pool, config).await?;
-    let outcomes: Vec<(Due, Outcome)> = futures::stream::iter(due)
+    // Each answer is recorded as soon as it comes: a crash repeats at most the sends under way.
+    let outcomes: Vec<Result<(Due, Outcome), String>> = futures::stream::iter(due)
         .map(|due| {
             let from = &from;
             async move {
                 let outcome = deliver(mailer, from, &due).await;
-                (due, outcome)
+                record(pool, &due, &outcome, config).await?;
+                Ok((due, outcome))
             }
         })
         .buffer_unordered(config.concurrency.max(1))
         .collect()
         .await;
-    for (due, outcome) in &outcomes {
-        match outcome {
+    for done in outcomes {
+        let (due, outcome) = done?;
+        match &outcome {
             Outcome::Sent(_) => pass.sent += 1,
             Outcome::NotSent(error) if due.attempts >= config.max_attempts => {
                 pass.failed += 1;
@@ -250,7 +253,6 @@ pub async fn run_once(
                     "a buyer's e-mail was not sent; trying again later");
             }
         }
-        record(pool, due, outcome, config).await?;
     }
     Ok(pass)
 }

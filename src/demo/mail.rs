@@ -45,11 +45,13 @@ pub(super) async fn report(
         )
         .await?;
     let received = mailbox.received();
+    let this_raffle: i64 = kinds.iter().map(|r| r.get::<_, i64>(1)).sum();
     println!(
-        "E-MAILS  {} received by the SMTP server (aiosmtpd on {}, kept in {})",
+        "E-MAILS  {} received by the SMTP server (aiosmtpd on {}, kept in {}): {this_raffle} of this raffle, {} of the sell-out's",
         received.len(),
         mailbox.addr,
-        mailbox.dir.display()
+        mailbox.dir.display(),
+        (received.len() as i64 - this_raffle).max(0)
     );
     println!(
         "  sent: {}; buyers with no address: {}; waiting: {}; failed: {}",
@@ -100,11 +102,7 @@ pub(super) async fn screen(
         "displays",
         pool.clone(),
     ));
-    let state = std::sync::Arc::new(displays::http::DisplaysState {
-        pool: pool.clone(),
-        feed: displays::Feed::new(pool.clone()),
-        health,
-    });
+    let state = std::sync::Arc::new(displays::http::DisplaysState::new(pool.clone(), health));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(displays::http::serve(state, listener, stopped));
@@ -150,7 +148,10 @@ pub(super) async fn report_screen(
         last["label"].as_str().unwrap_or(""),
         last["jackpot"].as_str().unwrap_or(""),
         last["tickets_sold"],
-        if last["winning_numbers"].as_array().is_some_and(|w| !w.is_empty()) {
+        if last["winning_numbers"]
+            .as_array()
+            .is_some_and(|w| !w.is_empty())
+        {
             ", winning numbers shown"
         } else {
             ""
@@ -159,8 +160,14 @@ pub(super) async fn report_screen(
     let equal = sealed == last["jackpot_minor"].as_i64();
     println!(
         "  the sealed main prize is {}: {}",
-        sealed.map(|m| format!("${}", schemas::amount_for_people(m))).unwrap_or_default(),
-        if equal { "the feed's last value equals it" } else { "THE FEED DIFFERS FROM THE SEAL" }
+        sealed
+            .map(|m| format!("${}", schemas::amount_for_people(m)))
+            .unwrap_or_default(),
+        if equal {
+            "the feed's last value equals it"
+        } else {
+            "THE FEED DIFFERS FROM THE SEAL"
+        }
     );
     Ok(())
 }

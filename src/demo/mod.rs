@@ -225,7 +225,6 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     step("the provider's payout, matched to the books line by line");
     books::payouts(&pool, raffle, &provider).await?;
 
-    step("the buyers' e-mails: numbers, refusals, voids and wins, as the SMTP server got them");
     let mails_client = db.connect("raffle-demo-mail").await?;
 
     step("reconciling and auditing");
