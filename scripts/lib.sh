@@ -126,3 +126,11 @@ ensure_python_tools() {
     fi
     export RAFFLE_PYTHON="$venv/bin/python"
 }
+
+# A real browser for the pages' tests: Debian's chromium, driven headless (RAFFLE_CHROMIUM
+# names another).
+ensure_chromium() {
+    if [ -n "${RAFFLE_CHROMIUM:-}" ] && command -v "$RAFFLE_CHROMIUM" >/dev/null; then return 0; fi
+    command -v chromium >/dev/null || apt_install chromium
+    export RAFFLE_CHROMIUM="${RAFFLE_CHROMIUM:-chromium}"
+}

@@ -11,6 +11,7 @@ ensure_postgres
 ensure_postgres_binaries
 ensure_tansu
 ensure_python_tools
+ensure_chromium
 
 if [ -z "${RAFFLE_SKIP_LINT:-}" ]; then
     say "cargo fmt --check"
