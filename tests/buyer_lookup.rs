@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use chrono::Utc;
 use platform::http_client::{Response, request};
@@ -133,35 +132,7 @@ async fn a_buyer_sees_their_order_its_numbers_and_whether_one_won() {
     );
 
     // Close, seal, draw: the only tickets are this buyer's, so the 50/50 is theirs.
-    scenario::seed::call_as(
-        &env.pool,
-        "admin",
-        warp::http::Method::POST,
-        &format!(
-            "organizations/{}/raffles/{}/transitions",
-            s.organization_id, s.raffle_id
-        ),
-        json!({"to": "sales_closed", "reason": "the gates close"}),
-    )
-    .await
-    .unwrap();
-    let seal = ledger::SealRequest {
-        raffle_id: s.raffle_id,
-        sealed_by: "finance".into(),
-        grace_seconds: 0,
-        write_off: Vec::new(),
-        seed_key: None,
-        seed_keeper: &draw_engine::SEED_KEEPER,
-    };
-    scenario::seal_when_drained(
-        &env.pool,
-        &env.brokers,
-        &env.topics,
-        &seal,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("seal");
+    common::close_and_seal(&env, &s).await;
     draw_engine::run(
         &env.pool,
         &draw_engine::DrawRequest {

@@ -138,15 +138,7 @@ fn screens(name: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jackpot_grows_live_and_ends_at_the_sealed_prize() {
     let env = TestEnv::new().await;
-    let s = scenario::seed::raffle_on_sale(
-        &env.pool,
-        &scenario::seed::Options {
-            rsu_count: 0,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let s = common::online_raffle(&env).await;
     let ingest = common::ingest(&env, SECRET).await;
     let _allocator = common::allocator(&env);
     let _ledger = common::ledger(&env);
@@ -243,35 +235,7 @@ async fn the_jackpot_grows_live_and_ends_at_the_sealed_prize() {
     );
 
     // Sales close, the books are sealed: the value is final, and it is the sealed prize.
-    scenario::seed::call_as(
-        &env.pool,
-        "admin",
-        warp::http::Method::POST,
-        &format!(
-            "organizations/{}/raffles/{}/transitions",
-            s.organization_id, s.raffle_id
-        ),
-        json!({"to": "sales_closed", "reason": "the gates close"}),
-    )
-    .await
-    .unwrap();
-    let seal = ledger::SealRequest {
-        raffle_id: s.raffle_id,
-        sealed_by: "finance".into(),
-        grace_seconds: 0,
-        write_off: Vec::new(),
-        seed_key: None,
-        seed_keeper: &draw_engine::SEED_KEEPER,
-    };
-    let sealed = scenario::seal_when_drained(
-        &env.pool,
-        &env.brokers,
-        &env.topics,
-        &seal,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("seal");
+    let sealed = common::close_and_seal(&env, &s).await;
     let sealed_prize = sealed.prizes[main]["amount_minor"].as_i64().unwrap();
     let (last, _) = stream.next_matching(|v| v["final"] == true).await;
     assert_eq!(last["label"], "Final jackpot");

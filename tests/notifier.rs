@@ -79,15 +79,7 @@ fn confirmations(received: &[Received]) -> Vec<&Received> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_notifier_sends_each_buyer_one_confirmation() {
     let env = TestEnv::new().await;
-    let s = scenario::seed::raffle_on_sale(
-        &env.pool,
-        &scenario::seed::Options {
-            rsu_count: 0,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let s = common::online_raffle(&env).await;
     let ingest = common::ingest(&env, SECRET).await;
     let _allocator = common::allocator(&env);
     let _ledger = common::ledger(&env);
@@ -229,15 +221,7 @@ async fn a_killed_notifier_sends_each_buyer_one_confirmation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_smtp_outage_and_a_refused_address_are_retried_and_reported() {
     let env = TestEnv::new().await;
-    let s = scenario::seed::raffle_on_sale(
-        &env.pool,
-        &scenario::seed::Options {
-            rsu_count: 0,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let s = common::online_raffle(&env).await;
     let ingest = common::ingest(&env, SECRET).await;
     let _allocator = common::allocator(&env);
     let _ledger = common::ledger(&env);
@@ -377,15 +361,7 @@ async fn an_smtp_outage_and_a_refused_address_are_retried_and_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_on_request_are_limited_and_links_open_one_order() {
     let env = TestEnv::new().await;
-    let s = scenario::seed::raffle_on_sale(
-        &env.pool,
-        &scenario::seed::Options {
-            rsu_count: 0,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let s = common::online_raffle(&env).await;
     let dir = mail_dir(&env);
     let mailbox = Mailbox::start(&dir).await.unwrap();
     let settings = notifier::MailSettings {

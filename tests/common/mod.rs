@@ -372,3 +372,49 @@ pub async fn buy(
         receipt["check_code"].as_str().unwrap().to_owned(),
     )
 }
+
+/// A raffle on sale with no RSUs (online sales only), seeded through the admin API.
+pub async fn online_raffle(env: &TestEnv) -> scenario::seed::Scenario {
+    scenario::seed::raffle_on_sale(
+        &env.pool,
+        &scenario::seed::Options {
+            rsu_count: 0,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("seed a raffle on sale")
+}
+
+/// Closes the raffle's sales (as its admin) and seals it once the pipeline drained.
+pub async fn close_and_seal(env: &TestEnv, s: &scenario::seed::Scenario) -> ledger::SealRecord {
+    scenario::seed::call_as(
+        &env.pool,
+        "admin",
+        warp::http::Method::POST,
+        &format!(
+            "organizations/{}/raffles/{}/transitions",
+            s.organization_id, s.raffle_id
+        ),
+        serde_json::json!({"to": "sales_closed", "reason": "the gates close"}),
+    )
+    .await
+    .expect("close the sales");
+    let seal = ledger::SealRequest {
+        raffle_id: s.raffle_id,
+        sealed_by: "finance".into(),
+        grace_seconds: 0,
+        write_off: Vec::new(),
+        seed_key: None,
+        seed_keeper: &draw_engine::SEED_KEEPER,
+    };
+    scenario::seal_when_drained(
+        &env.pool,
+        &env.brokers,
+        &env.topics,
+        &seal,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("seal")
+}
