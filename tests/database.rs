@@ -760,6 +760,21 @@ async fn each_service_role_writes_only_what_its_service_owns() {
             "ALTER TABLE ledger.postings DISABLE TRIGGER ALL",
         ),
         ("raffle_allocator", "SET session_replication_role = replica"),
+        // The buyers' e-mails and the jackpot's tallies (V30, V31): each its own writer.
+        (
+            "raffle_notifier",
+            "UPDATE sales.orders SET customer_email = 'someone@example.org'",
+        ),
+        (
+            "raffle_notifier",
+            "UPDATE displays.jackpots SET changes = 0",
+        ),
+        (
+            "raffle_displays",
+            "UPDATE notify.messages SET state = 'sent'",
+        ),
+        ("raffle_ingest", "UPDATE notify.messages SET state = 'sent'"),
+        ("raffle_admin", "UPDATE displays.jackpots SET changes = 0"),
         ("raffle_admin", "CREATE TABLE catalog.mine (x int)"),
     ];
     for (group, sql) in attempts {
