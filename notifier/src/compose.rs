@@ -50,6 +50,8 @@ pub enum About<'a> {
     Rejected { reason: &'a str },
     /// These tickets no longer take part; the money goes back.
     Voided { numbers: &'a [i64], reason: &'a str },
+    /// Money given back without tickets taken away (a partial refund).
+    Refunded { amount_minor: i64 },
     /// These numbers won.
     Won { wins: &'a [Win] },
 }
@@ -148,6 +150,17 @@ pub fn letter(
                 format!("These draw numbers no longer take part in the draw ({reason}):"),
             ],
             Some(numbers_for_people(numbers)),
+        ),
+        About::Refunded { amount_minor } => (
+            format!("A refund on your order for {}", facts.raffle),
+            vec![
+                format!(
+                    "{} of your payment of {paid} is refunded to the card you paid with.",
+                    money(*amount_minor, &facts.currency)
+                ),
+                "Your draw numbers stay in the draw.".to_owned(),
+            ],
+            None,
         ),
         About::Won { wins } => (
             format!("You won in {}", facts.raffle),
@@ -306,6 +319,23 @@ mod tests {
             "names are escaped in HTML"
         );
         assert!(!letter.html.contains("<Foundation>"));
+    }
+
+    #[test]
+    fn a_partial_refund_keeps_the_numbers_in_the_draw() {
+        let letter = letter(
+            &facts(),
+            &About::Refunded { amount_minor: 500 },
+            "https://x",
+            None,
+        );
+        assert_eq!(letter.subject, "A refund on your order for Spring 50/50");
+        assert!(
+            letter
+                .text
+                .contains("5.00 USD of your payment of 20.00 USD is refunded")
+        );
+        assert!(letter.text.contains("stay in the draw"));
     }
 
     proptest! {

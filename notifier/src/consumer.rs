@@ -84,6 +84,14 @@ impl BatchHandler for Notifier {
                     ));
                     continue;
                 }
+                // A void that takes no tickets away gives money back: a partial refund.
+                TicketEventKind::TicketsVoided if numbers.is_empty() => (
+                    Kind::TicketsVoided,
+                    format!("voided:{}", event.event_id),
+                    About::Refunded {
+                        amount_minor: event.amount_minor,
+                    },
+                ),
                 TicketEventKind::TicketsVoided => (
                     Kind::TicketsVoided,
                     format!("voided:{}", event.event_id),
