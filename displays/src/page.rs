@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 
 use base64::Engine;
+use schemas::text::html as escape;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -57,21 +58,6 @@ pub fn policy(framed: bool) -> String {
         "default-src 'none'; style-src 'unsafe-inline'; img-src data:; connect-src 'self'; script-src 'sha256-{hash}'; frame-ancestors {}",
         if framed { "*" } else { "'none'" }
     )
-}
-
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn head(title: &str) -> String {

@@ -2,6 +2,7 @@
 //! what the order and its raffle hold. Pure: nothing here reads or writes anything.
 
 use chrono::{DateTime, Utc};
+use schemas::text::html as escape;
 use uuid::Uuid;
 
 /// What a message about one order needs to know about it.
@@ -80,21 +81,6 @@ pub fn numbers_for_people(numbers: &[i64]) -> String {
         i += 1;
     }
     runs.join(", ")
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn money(minor: i64, currency: &str) -> String {

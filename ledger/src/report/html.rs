@@ -1,13 +1,8 @@
 //! The report as a printable HTML page, with a chart of sales over time.
 
-use super::{Cell, HourSales, RaffleLine, Report, Table, tables};
+use schemas::text::html as escape;
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use super::{Cell, HourSales, RaffleLine, Report, Table, tables};
 
 fn table(t: &Table) -> String {
     let mut html = format!("<h2>{}</h2><table><thead><tr>", escape(t.title));
