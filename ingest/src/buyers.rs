@@ -99,15 +99,26 @@ async fn check(state: &IngestState, order: Uuid, code: &str) -> Result<(), Probl
     Ok(())
 }
 
+/// The order id of a request with `{"order_id", "check_code"}`, counted against its address's
+/// limit and checked against the code.
+async fn authorised(
+    state: &IngestState,
+    address: Option<IpAddr>,
+    body: &[u8],
+) -> Result<Uuid, Problem> {
+    let input: LookupInput = platform::body::parse(body)?;
+    admit(state, address)?;
+    check(state, input.order_id, &input.check_code).await?;
+    Ok(input.order_id)
+}
+
 pub async fn look_up(
     state: &IngestState,
     address: Option<IpAddr>,
     body: &[u8],
 ) -> Result<(StatusCode, Value), Problem> {
-    let input: LookupInput = platform::body::parse(body)?;
-    admit(state, address)?;
-    check(state, input.order_id, &input.check_code).await?;
-    answer(state, input.order_id).await
+    let order = authorised(state, address, body).await?;
+    answer(state, order).await
 }
 
 /// `GET /v1/orders/{id}?expires=…&signature=…`: the link in the buyer's e-mail, signed with the
@@ -154,9 +165,7 @@ pub async fn resend(
     address: Option<IpAddr>,
     body: &[u8],
 ) -> Result<(StatusCode, Value), Problem> {
-    let input: LookupInput = platform::body::parse(body)?;
-    admit(state, address)?;
-    check(state, input.order_id, &input.check_code).await?;
+    let order = authorised(state, address, body).await?;
     let mut client = state
         .pool
         .get()
@@ -164,16 +173,16 @@ pub async fn resend(
         .map_err(|e| Problem::unavailable(format!("no database connection: {e}")))?;
     let db = |e: tokio_postgres::Error| platform::problem::from_db("writing the copy", &e);
     let tx = client.transaction().await.map_err(db)?;
-    let delivery = notifier::messages::resend(&tx, &state.mail, input.order_id, "buyer")
+    let delivery = notifier::messages::resend(&tx, &state.mail, order, "buyer")
         .await
         .map_err(|e| {
-            tracing::info!(order = %input.order_id, refused = %e, "a buyer's copy refused");
+            tracing::info!(order = %order, refused = %e, "a buyer's copy refused");
             e.problem()
         })?;
     tx.commit().await.map_err(db)?;
     Ok((
         StatusCode::ACCEPTED,
-        json!({"order_id": input.order_id, "message_id": delivery.message_id, "state": delivery.state,
+        json!({"order_id": order, "message_id": delivery.message_id, "state": delivery.state,
                "says": "your draw numbers are on their way to the address you bought with"}),
     ))
 }

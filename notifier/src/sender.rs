@@ -193,18 +193,10 @@ pub fn mailer(
 ) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
     Ok(
         AsyncSmtpTransport::<Tokio1Executor>::from_url(&settings.smtp_url)
-            .map_err(|e| format!("RAFFLE_SMTP_URL {:?}: {e}", redacted(&settings.smtp_url)))?
+            .map_err(|e| format!("RAFFLE_SMTP_URL {:?}: {e}", settings.smtp_url_for_people()))?
             .timeout(Some(config.smtp_timeout))
             .build(),
     )
-}
-
-/// The URL without its password, for messages.
-pub(crate) fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://…{}", &url[..scheme], &url[at..]),
-        _ => url.to_owned(),
-    }
 }
 
 /// One pass: the wins owed since the last one, then the messages that are due.

@@ -85,7 +85,7 @@ impl MailSettings {
 
     /// The SMTP URL without its password, for logs.
     pub fn smtp_url_for_people(&self) -> String {
-        crate::sender::redacted(&self.smtp_url)
+        redacted(&self.smtp_url)
     }
 
     /// The domain the Message-IDs are made in: the sender's.
@@ -94,5 +94,13 @@ impl MailSettings {
             .parse::<lettre::message::Mailbox>()
             .map(|m| m.email.domain().to_owned())
             .unwrap_or_else(|_| "raffle.localhost".into())
+    }
+}
+
+/// The URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://…{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
     }
 }
